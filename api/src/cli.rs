@@ -1,0 +1,161 @@
+//! The `loyalty` command line: `serve` (the default), `migrate`, `orgs create`, `demo`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{DEFAULT_BIND, DEFAULT_DATABASE_URL, Settings};
+use crate::startup::{Application, connect};
+
+#[derive(Debug, Parser)]
+#[command(name = "loyalty", version, about = "Loyalty rewards and currency issuance, exactly once.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    db: DbArgs,
+    /// Options of `serve`, also accepted without the subcommand.
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+struct DbArgs {
+    /// `postgres://…` or `sqlite://…`; default: the SQLite file loyalty.db in the working directory.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
+    database_url: String,
+}
+
+#[derive(Debug, Clone, Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "LOYALTY_BIND", default_value = DEFAULT_BIND)]
+    bind: String,
+    /// Do not apply pending migrations at start.
+    #[arg(long)]
+    no_migrate: bool,
+    /// Load the demo organisation into an empty database before serving.
+    #[arg(long)]
+    demo: bool,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "LOYALTY_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    max_body_bytes: usize,
+    /// How long a request waits for a concurrent request holding its idempotency key, in ms.
+    #[arg(long, env = "LOYALTY_IDEMPOTENCY_WAIT_MS", default_value_t = 5000)]
+    idempotency_wait_ms: u64,
+    /// Database connections (PostgreSQL).
+    #[arg(long, env = "LOYALTY_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    db_max_connections: u32,
+    /// HTTP worker threads (0: one per core).
+    #[arg(long, env = "LOYALTY_WORKERS", default_value_t = 0)]
+    workers: usize,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the HTTP server (the default).
+    Serve(ServeArgs),
+    /// Apply pending migrations and exit.
+    Migrate,
+    /// Manage organisations.
+    Orgs {
+        #[command(subcommand)]
+        command: OrgsCommand,
+    },
+    /// Load a demo organisation, program, strategies into an empty database; print its API key.
+    Demo,
+}
+
+#[derive(Debug, Subcommand)]
+enum OrgsCommand {
+    /// Create an organisation with a fresh API key; prints {"orgId", "name", "apiKey"}.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        brand: Option<String>,
+    },
+}
+
+fn settings(db: &DbArgs, serve: &ServeArgs) -> Settings {
+    let mut s = Settings::new(db.database_url.clone(), serve.bind.clone());
+    s.migrate = !serve.no_migrate;
+    s.max_body_bytes = serve.max_body_bytes;
+    s.idempotency_wait = Duration::from_millis(serve.idempotency_wait_ms.max(1));
+    s.db_max_connections = serve.db_max_connections.max(1);
+    s.workers = serve.workers;
+    s
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("loyalty: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loyalty: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    match cli.command {
+        None => serve(&cli.db, &cli.serve, clock).await,
+        Some(Command::Serve(args)) => serve(&cli.db, &args, clock).await,
+        Some(Command::Migrate) => {
+            crate::telemetry::init("warn");
+            let db = connect(&settings(&cli.db, &cli.serve)).await.map_err(|e| e.to_string())?;
+            db.close().await.map_err(|e| e.to_string())?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Some(Command::Orgs {
+            command: OrgsCommand::Create { name, brand },
+        }) => {
+            crate::telemetry::init("warn");
+            let name = domain::catalog::parse_name(&name).map_err(|e| format!("--name {e}"))?;
+            let db = connect(&settings(&cli.db, &cli.serve)).await.map_err(|e| e.to_string())?;
+            let (org, key) = persistence::orgs::create_org(db.conn(), &name, brand.as_deref(), clock.now())
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "{}",
+                serde_json::json!({"orgId": org.id, "name": org.name, "brand": org.brand, "apiKey": key.key})
+            );
+            db.close().await.map_err(|e| e.to_string())
+        }
+        Some(Command::Demo) => {
+            crate::telemetry::init("warn");
+            let db = connect(&settings(&cli.db, &cli.serve)).await.map_err(|e| e.to_string())?;
+            crate::demo::load_and_print(&db, clock.now(), &cli.serve.bind).await?;
+            db.close().await.map_err(|e| e.to_string())
+        }
+    }
+}
+
+async fn serve(db: &DbArgs, args: &ServeArgs, clock: Arc<dyn Clock>) -> Result<(), String> {
+    crate::telemetry::init("info");
+    let settings = settings(db, args);
+    let app = Application::build(settings.clone(), clock.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    if args.demo {
+        crate::demo::load_and_print(app.db(), clock.now(), &settings.bind).await?;
+    }
+    let backend = if settings.database_url.starts_with("sqlite:") { "sqlite" } else { "postgres" };
+    tracing::info!(bind = %settings.bind, port = app.port(), backend, "loyalty ready to serve on {}", settings.bind);
+    app.run_until_stopped().await.map_err(|e| e.to_string())?;
+    tracing::info!("loyalty stopped");
+    Ok(())
+}

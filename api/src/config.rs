@@ -1,0 +1,38 @@
+//! Settings of a running service. Every one has a flag and an environment variable (see `cli`).
+
+use std::time::Duration;
+
+/// The embedded default: a SQLite file in the working directory, created if missing.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://loyalty.db?mode=rwc";
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database_url: String,
+    pub bind: String,
+    /// Apply pending migrations at start.
+    pub migrate: bool,
+    /// Request bodies larger than this are refused with 413.
+    pub max_body_bytes: usize,
+    /// How long a request waits for a concurrent request holding the same idempotency key
+    /// before answering 409.
+    pub idempotency_wait: Duration,
+    /// Database connections in the pool (PostgreSQL; SQLite always uses one).
+    pub db_max_connections: u32,
+    /// HTTP worker threads; 0 means one per core.
+    pub workers: usize,
+}
+
+impl Settings {
+    pub fn new(database_url: impl Into<String>, bind: impl Into<String>) -> Self {
+        Self {
+            database_url: database_url.into(),
+            bind: bind.into(),
+            migrate: true,
+            max_body_bytes: 1024 * 1024,
+            idempotency_wait: Duration::from_secs(5),
+            db_max_connections: 16,
+            workers: 0,
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Shapes shared by request bodies: ids sent as numbers or strings, decimals sent as numbers
+//! or strings, and the ways a request names its customer.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use domain::Decimal;
+use domain::customer::CustomerRef;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
+
+use crate::error::{ApiError, FieldError};
+
+/// An id that Capillary's clients send as a JSON number or a string (`67890` or `"67890"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlexId(pub i64);
+
+impl<'de> Deserialize<'de> for FlexId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let invalid = || D::Error::custom("must be a positive whole number, or a string of one");
+        let id = match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Number(n) => n.as_i64().ok_or_else(invalid)?,
+            serde_json::Value::String(s) => s.trim().parse::<i64>().map_err(|_| invalid())?,
+            _ => return Err(invalid()),
+        };
+        if id <= 0 {
+            return Err(invalid());
+        }
+        Ok(FlexId(id))
+    }
+}
+
+/// A decimal sent as a JSON number or a string (`1000`, `"12.5"`), parsed exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecimalInput(pub Decimal);
+
+impl<'de> Deserialize<'de> for DecimalInput {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = match serde_json::Value::deserialize(d)? {
+            // With serde_json's arbitrary_precision the number keeps its original text.
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::String(s) => s,
+            _ => return Err(D::Error::custom("must be a decimal number or a string of one")),
+        };
+        domain::money::parse_decimal(&text)
+            .map(DecimalInput)
+            .map_err(|e| D::Error::custom(e.message))
+    }
+}
+
+/// A text field some clients send as a number (a mobile, say): both are accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LooseString(pub String);
+
+impl<'de> Deserialize<'de> for LooseString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(s) => Ok(LooseString(s)),
+            serde_json::Value::Number(n) => Ok(LooseString(n.to_string())),
+            _ => Err(D::Error::custom("must be a string")),
+        }
+    }
+}
+
+/// Capillary's `lookupParams`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LookupParams {
+    pub entity_type: Option<String>,
+    pub identifier_type: String,
+    pub identifier_value: LooseString,
+}
+
+/// The customer fields a request may carry; exactly one way of naming the customer is allowed.
+#[derive(Debug, Clone, Default)]
+pub struct CustomerFields<'a> {
+    pub mobile: Option<&'a LooseString>,
+    pub email: Option<&'a LooseString>,
+    pub external_id: Option<&'a LooseString>,
+    pub customer_id: Option<&'a LooseString>,
+    pub lookup_params: Option<&'a LookupParams>,
+}
+
+impl CustomerFields<'_> {
+    pub fn parse(&self) -> Result<CustomerRef, ApiError> {
+        let mut given: Vec<(&str, &str, &str)> = Vec::new();
+        if let Some(v) = self.mobile {
+            given.push(("mobile", "mobile", &v.0));
+        }
+        if let Some(v) = self.email {
+            given.push(("email", "email", &v.0));
+        }
+        if let Some(v) = self.external_id {
+            given.push(("externalId", "externalId", &v.0));
+        }
+        if let Some(v) = self.customer_id {
+            given.push(("customerId", "customerId", &v.0));
+        }
+        if let Some(lp) = self.lookup_params {
+            if let Some(et) = &lp.entity_type
+                && !et.eq_ignore_ascii_case("CUSTOMER")
+            {
+                return Err(ApiError::validation("lookupParams.entityType", "must be CUSTOMER"));
+            }
+            given.push(("lookupParams", &lp.identifier_type, &lp.identifier_value.0));
+        }
+        match given.as_slice() {
+            [] => Err(ApiError::validation(
+                "customer",
+                "name the customer with one of mobile, email, externalId, customerId or lookupParams",
+            )),
+            [(field, kind, value)] => CustomerRef::parse(kind, value).map_err(|(part, e)| {
+                let name = if *field == "lookupParams" {
+                    format!("lookupParams.{part}")
+                } else {
+                    (*field).to_owned()
+                };
+                ApiError::Validation(vec![FieldError::new(name, e.message)])
+            }),
+            _ => Err(ApiError::validation(
+                "customer",
+                "name the customer in one way only (mobile, email, externalId, customerId or lookupParams)",
+            )),
+        }
+    }
+}
+
+/// RFC 3339 in UTC, fractional seconds only when there are some.
+pub fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// An amount in minor units, shown at the currency's scale (`"100.00"`).
+pub fn amount(minor: i64, scale: i16) -> String {
+    Decimal::new(minor, u32::try_from(scale).unwrap_or(0)).to_string()
+}
+
+/// A free text field with a bound on its length.
+pub fn bounded_text(field: &str, value: Option<&str>, max_chars: usize) -> Result<Option<String>, ApiError> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.chars().count() > max_chars => {
+            Err(ApiError::validation(field, format!("must be at most {max_chars} characters")))
+        }
+        Some(v) if v.chars().any(char::is_control) => {
+            Err(ApiError::validation(field, "must not contain control characters"))
+        }
+        Some(v) => Ok(Some(v.to_owned())),
+    }
+}
+
+/// Runs `validator` rules and reports every failure with its JSON path (`currencies[1].scale`).
+pub fn validate<T: validator::Validate>(value: &T) -> Result<(), ApiError> {
+    fn camel(name: &str) -> String {
+        let mut out = String::with_capacity(name.len());
+        let mut upper = false;
+        for c in name.chars() {
+            if c == '_' {
+                upper = true;
+            } else if upper {
+                out.extend(c.to_uppercase());
+                upper = false;
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+    fn walk(prefix: &str, errors: &validator::ValidationErrors, out: &mut Vec<FieldError>) {
+        for (field, kind) in errors.errors() {
+            let path = if prefix.is_empty() {
+                camel(field)
+            } else {
+                format!("{prefix}.{}", camel(field))
+            };
+            match kind {
+                validator::ValidationErrorsKind::Field(list) => {
+                    for e in list {
+                        let message = e
+                            .message
+                            .as_ref()
+                            .map_or_else(|| describe(e), |m| m.to_string());
+                        out.push(FieldError::new(path.clone(), message));
+                    }
+                }
+                validator::ValidationErrorsKind::Struct(inner) => walk(&path, inner, out),
+                validator::ValidationErrorsKind::List(items) => {
+                    for (i, inner) in items {
+                        walk(&format!("{path}[{i}]"), inner, out);
+                    }
+                }
+            }
+        }
+    }
+    fn describe(e: &validator::ValidationError) -> String {
+        let p = |k: &str| e.params.get(k).map(|v| v.to_string());
+        match e.code.as_ref() {
+            "length" => match (p("min"), p("max")) {
+                (Some(min), Some(max)) => format!("must have from {min} to {max} entries or characters"),
+                (Some(min), None) => format!("must have at least {min} entries or characters"),
+                (None, Some(max)) => format!("must have at most {max} entries or characters"),
+                _ => "has an invalid length".to_owned(),
+            },
+            "range" => match (p("min"), p("max")) {
+                (Some(min), Some(max)) => format!("must be from {min} to {max}"),
+                _ => "is out of range".to_owned(),
+            },
+            code => format!("is invalid ({code})"),
+        }
+    }
+    match value.validate() {
+        Ok(()) => Ok(()),
+        Err(errors) => {
+            let mut out = Vec::new();
+            walk("", &errors, &mut out);
+            out.sort_by(|a, b| a.field.cmp(&b.field));
+            Err(ApiError::Validation(out))
+        }
+    }
+}

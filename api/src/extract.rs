@@ -1,0 +1,203 @@
+//! Request extractors. Each turns raw HTTP into a checked value or a precise problem+json.
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, web};
+use domain::idempotency::IdempotencyKey;
+use futures_util::StreamExt;
+use futures_util::future::LocalBoxFuture;
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, FieldError};
+use crate::startup::AppState;
+
+fn state(req: &HttpRequest) -> Result<web::Data<AppState>, ApiError> {
+    req.app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| ApiError::Internal("application state missing".into()))
+}
+
+/// The organisation of the request's API key (`X-API-KEY` or `Authorization: Bearer`).
+#[derive(Debug, Clone, Copy)]
+pub struct Tenant {
+    pub org_id: i64,
+}
+
+fn presented_key(req: &HttpRequest) -> Option<String> {
+    if let Some(v) = req.headers().get("x-api-key") {
+        return v.to_str().ok().map(|s| s.trim().to_owned());
+    }
+    let auth = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = auth.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+impl FromRequest for Tenant {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let key = presented_key(req);
+        let state = state(req);
+        Box::pin(async move {
+            let state = state?;
+            let key = key.filter(|k| !k.is_empty() && k.len() <= 200).ok_or(ApiError::Unauthorized)?;
+            match persistence::orgs::authenticate(state.db.conn(), &key).await? {
+                Some(org_id) => Ok(Tenant { org_id }),
+                None => Err(ApiError::Unauthorized),
+            }
+        })
+    }
+}
+
+/// The optional `Idempotency-Key` header, checked (1 to 255 printable characters).
+#[derive(Debug, Clone)]
+pub struct IdempotencyHeader(pub Option<IdempotencyKey>);
+
+impl FromRequest for IdempotencyHeader {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let result = match req.headers().get("idempotency-key") {
+            None => Ok(IdempotencyHeader(None)),
+            Some(v) => v
+                .to_str()
+                .map_err(|_| "must consist of printable characters".to_owned())
+                .and_then(|s| IdempotencyKey::parse(s).map_err(|e| e.message))
+                .map(|k| IdempotencyHeader(Some(k)))
+                .map_err(|m| ApiError::validation("Idempotency-Key", m)),
+        };
+        std::future::ready(result)
+    }
+}
+
+/// A JSON body: `application/json` only (415), at most `max_body_bytes` (413), and every
+/// deserialization error reported with the path of the field (`rewards[1].quantity`).
+#[derive(Debug)]
+pub struct Json<T>(pub T);
+
+fn is_json(req: &HttpRequest) -> bool {
+    let Some(ct) = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// Reads the whole body, refusing it as soon as it passes `limit`.
+async fn read_body(mut payload: Payload, declared: Option<usize>, limit: usize) -> Result<web::BytesMut, ApiError> {
+    if declared.is_some_and(|len| len > limit) {
+        return Err(ApiError::PayloadTooLarge { limit_bytes: limit });
+    }
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| ApiError::validation("body", "the body could not be read"))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge { limit_bytes: limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Turns a serde error into field errors with paths.
+pub fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = err.path().to_string();
+    let inner = err.into_inner();
+    if !inner.is_data() {
+        return ApiError::validation("body", format!("malformed JSON: {inner}"));
+    }
+    let message = inner.to_string();
+    let message = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(&message)
+        .to_owned();
+    // "missing field `x`" belongs to the field, not to its parent.
+    let field = match message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
+        Some(name) if path == "." => name.to_owned(),
+        Some(name) => format!("{path}.{name}"),
+        None if path == "." => "body".to_owned(),
+        None => path,
+    };
+    ApiError::Validation(vec![FieldError::new(field, message)])
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
+    de.end()
+        .map_err(|e| ApiError::validation("body", format!("malformed JSON: {e}")))?;
+    Ok(value)
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = state(req).map_or(1024 * 1024, |s| s.settings.max_body_bytes);
+        let json = is_json(req);
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let payload = payload.take();
+        Box::pin(async move {
+            if declared.is_some_and(|len| len > limit) {
+                return Err(ApiError::PayloadTooLarge { limit_bytes: limit });
+            }
+            if !json {
+                return Err(ApiError::UnsupportedMediaType);
+            }
+            let body = read_body(payload, declared, limit).await?;
+            parse_json(&body).map(Json)
+        })
+    }
+}
+
+/// `?limit=&cursor=` of a list endpoint: limit 1 to 200 (default 50), cursor opaque.
+#[derive(Debug, Clone, Copy)]
+pub struct PageParams {
+    pub limit: u64,
+    pub cursor: Option<i64>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct PageQuery {
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    pub fn parse(&self) -> Result<PageParams, ApiError> {
+        let limit = match &self.limit {
+            None => 50,
+            Some(l) => match l.parse::<u64>() {
+                Ok(n) if (1..=200).contains(&n) => n,
+                _ => return Err(ApiError::validation("limit", "must be a whole number from 1 to 200")),
+            },
+        };
+        let cursor = match &self.cursor {
+            None => None,
+            Some(c) if c.is_empty() => None,
+            Some(c) => Some(
+                c.parse::<i64>()
+                    .map_err(|_| ApiError::validation("cursor", "is not a cursor this service gave"))?,
+            ),
+        };
+        Ok(PageParams { limit, cursor })
+    }
+}
+
+/// A path id that must be a number; anything else cannot name an object, so it is a 404.
+pub fn path_id(raw: &str, what: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::not_found(what))
+}

@@ -1,0 +1,127 @@
+//! The one mechanism that makes a write exactly-once. Every write handler goes through
+//! [`execute`]; none of them touches the idempotency store itself.
+//!
+//! One database transaction holds the claim on the key, the effect, and the stored outcome:
+//! 1. claim the key (`INSERT … ON CONFLICT DO NOTHING`); a concurrent holder makes us wait,
+//!    bounded by the lock wait, then 409;
+//! 2. the key was already used: same meaning → replay the stored outcome (202), another
+//!    meaning → 422 naming the fields that differ;
+//! 3. otherwise run the effect; a definite failure rolls everything back, the key included,
+//!    so a retry is evaluated afresh;
+//! 4. store the outcome on the record and commit. A commit whose outcome is unknown is a 503:
+//!    the retry finds the record if the commit happened, and performs the effect if not.
+
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
+use persistence::idempotency::{self, Claim, RecordRow};
+use persistence::{Db, PersistenceError, Tx};
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+/// What an effect produced: the response body (without the idempotency fields, which are added
+/// on the way out) and the id of what it created.
+#[derive(Debug)]
+pub struct Effect {
+    pub body: Value,
+    pub resource_id: Option<String>,
+}
+
+/// The answer to a write.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The effect happened now.
+    Created(Value),
+    /// An earlier request with the same key and meaning performed it; this is its outcome.
+    Replayed(Value),
+}
+
+/// The request the key was used for, compared with this one.
+pub fn replay_or_refuse(
+    record: &RecordRow,
+    operation: Operation,
+    key: &IdempotencyKey,
+    meaning: &RequestMeaning,
+) -> Result<Value, ApiError> {
+    if record.fingerprint != meaning.fingerprint(operation) {
+        return Err(ApiError::IdempotencyKeyReused {
+            key: key.to_string(),
+            mismatched_fields: record.meaning().mismatched_fields(meaning),
+        });
+    }
+    record
+        .response
+        .clone()
+        .ok_or_else(|| ApiError::Internal(format!("idempotency record {} has no outcome", record.id)))
+}
+
+/// Maps an error of claiming a key: a lock wait that ran out means another request holds it.
+pub fn claim_error(err: PersistenceError, key: &IdempotencyKey) -> ApiError {
+    match err {
+        PersistenceError::LockTimeout => ApiError::IdempotencyKeyInUse { key: key.to_string() },
+        other => other.into(),
+    }
+}
+
+/// Runs `effect` exactly once per `(organisation, operation, key)`; without a key, just once.
+pub async fn execute<F>(
+    state: &AppState,
+    org_id: i64,
+    operation: Operation,
+    key: Option<&IdempotencyKey>,
+    meaning: &RequestMeaning,
+    effect: F,
+) -> Result<Outcome, ApiError>
+where
+    F: AsyncFnOnce(&Tx) -> Result<Effect, ApiError>,
+{
+    let tx = state.db.begin().await?;
+    let claimed = match key {
+        None => None,
+        Some(key) => match idempotency::claim(&tx, org_id, operation, key, meaning, state.now()).await {
+            Ok(Claim::Claimed { id }) => Some(id),
+            Ok(Claim::Existing(record)) => {
+                drop(tx);
+                return replay_or_refuse(&record, operation, key, meaning).map(Outcome::Replayed);
+            }
+            Err(e) => return Err(claim_error(e, key)),
+        },
+    };
+    // On error the transaction is dropped, which rolls it back: no effect, no key.
+    let done = effect(&tx).await?;
+    if let Some(id) = claimed {
+        idempotency::complete(&tx, id, 201, &done.body, done.resource_id.as_deref()).await?;
+    }
+    Db::commit(tx).await?;
+    Ok(Outcome::Created(done.body))
+}
+
+/// 201 for a new effect, 202 for a replay, with `idempotentReplayed` and `idempotencyKey` in the
+/// body and the `Idempotent-Replayed` header.
+pub fn respond(outcome: Outcome, key: Option<&IdempotencyKey>) -> HttpResponse {
+    let (status, body, replayed) = match outcome {
+        Outcome::Created(body) => (StatusCode::CREATED, body, false),
+        Outcome::Replayed(body) => (StatusCode::ACCEPTED, body, true),
+    };
+    json_with_flags(status, body, replayed, key)
+}
+
+pub fn json_with_flags(
+    status: StatusCode,
+    mut body: Value,
+    replayed: bool,
+    key: Option<&IdempotencyKey>,
+) -> HttpResponse {
+    if let Value::Object(map) = &mut body {
+        map.insert("idempotentReplayed".into(), Value::Bool(replayed));
+        map.insert(
+            "idempotencyKey".into(),
+            key.map_or(Value::Null, |k| Value::String(k.to_string())),
+        );
+    }
+    HttpResponse::build(status)
+        .insert_header(("Idempotent-Replayed", if replayed { "true" } else { "false" }))
+        .json(body)
+}

@@ -1,0 +1,22 @@
+//! The loyalty HTTP service.
+//!
+//! Layout:
+//! - [`cli`]: the `loyalty` binary's commands (`serve`, `migrate`, `orgs create`, `demo`).
+//! - [`startup`]: [`startup::Application`], built the same way by `serve` and by the tests.
+//! - [`extract`]: request extractors: the tenant from the API key, JSON bodies with limits and
+//!   precise errors, the `Idempotency-Key` header.
+//! - [`idempotent`]: the one mechanism every write goes through to be exactly-once.
+//! - [`routes`]: one module per resource.
+//! - [`error`]: problem+json answers.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod dto;
+pub mod error;
+pub mod extract;
+pub mod idempotent;
+pub mod routes;
+pub mod startup;
+pub mod telemetry;

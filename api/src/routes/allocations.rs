@@ -1,0 +1,237 @@
+//! Currency allocation (Capillary "Issue Reward Currency"), exactly once per `uniqueId`.
+
+use actix_web::{HttpResponse, web};
+use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
+use domain::money::Scale;
+use persistence::allocations::{self, AllocationRow, NewAllocation};
+use persistence::ledger::{self, Account};
+use persistence::{catalog, customers};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::dto::{CustomerFields, DecimalInput, FlexId, LookupParams, LooseString, amount, bounded_text, ts};
+use crate::error::ApiError;
+use crate::extract::{IdempotencyHeader, Json, Tenant};
+use crate::idempotent::{Effect, execute, respond};
+use crate::routes::programs::{award_rule, expiry_rule};
+use crate::startup::AppState;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AllocationRequest {
+    pub org_id: Option<FlexId>,
+    pub program_id: FlexId,
+    pub award_strategy_id: FlexId,
+    pub expiry_strategy_id: FlexId,
+    pub source_value: DecimalInput,
+    pub event_name: Option<String>,
+    pub event_source_id: Option<String>,
+    pub unique_id: Option<String>,
+    pub lookup_params: Option<LookupParams>,
+    pub mobile: Option<LooseString>,
+    pub email: Option<LooseString>,
+    pub external_id: Option<LooseString>,
+    pub customer_id: Option<LooseString>,
+}
+
+/// A request's key: `uniqueId` in the body or the `Idempotency-Key` header; both must agree.
+pub fn request_key(
+    body_key: Option<&str>,
+    header: &IdempotencyHeader,
+    required: bool,
+) -> Result<Option<IdempotencyKey>, ApiError> {
+    let body_key = body_key
+        .map(|k| IdempotencyKey::parse(k).map_err(|e| ApiError::validation("uniqueId", e.message)))
+        .transpose()?;
+    match (body_key, &header.0) {
+        (Some(b), Some(h)) if &b != h => Err(ApiError::validation(
+            "uniqueId",
+            "differs from the Idempotency-Key header; send one, or the same value in both",
+        )),
+        (Some(b), _) => Ok(Some(b)),
+        (None, Some(h)) => Ok(Some(h.clone())),
+        (None, None) if required => Err(ApiError::validation(
+            "uniqueId",
+            "is required (or send an Idempotency-Key header)",
+        )),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The allocation as the API shows it; `available` is the balance to show with it.
+pub fn allocation_json(a: &AllocationRow, available: i64) -> Value {
+    json!({
+        "allocationId": a.id.to_string(),
+        "uniqueId": a.unique_id,
+        "customerId": a.customer_id.to_string(),
+        "programId": a.program_id,
+        "awardStrategyId": a.award_strategy_id,
+        "expiryStrategyId": a.expiry_strategy_id,
+        "currency": a.currency,
+        "amount": amount(a.amount, a.scale),
+        "sourceValue": a.source_value,
+        "expiresAt": a.expires_at.map(ts),
+        "eventName": a.event_name,
+        "eventSourceId": a.event_source_id,
+        "ledgerEntryId": a.ledger_entry_id.to_string(),
+        "createdAt": ts(a.created_at),
+        "balance": {"available": amount(available, a.scale)},
+    })
+}
+
+pub async fn create(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+    header: IdempotencyHeader,
+    Json(body): Json<AllocationRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let org_id = tenant.org_id;
+    let key = request_key(body.unique_id.as_deref(), &header, true)?
+        .ok_or_else(|| ApiError::validation("uniqueId", "is required"))?;
+    let customer = CustomerFields {
+        mobile: body.mobile.as_ref(),
+        email: body.email.as_ref(),
+        external_id: body.external_id.as_ref(),
+        customer_id: body.customer_id.as_ref(),
+        lookup_params: body.lookup_params.as_ref(),
+    }
+    .parse()?;
+    let source_value = body.source_value.0.normalize();
+    if source_value.is_sign_negative() && !source_value.is_zero() {
+        return Err(ApiError::validation("sourceValue", "must be zero or more"));
+    }
+    let event_name = bounded_text("eventName", body.event_name.as_deref(), 255)?;
+    let event_source_id = bounded_text("eventSourceId", body.event_source_id.as_deref(), 255)?;
+    if let Some(FlexId(given)) = body.org_id
+        && given != org_id
+    {
+        return Err(ApiError::Forbidden(
+            "orgId is not the organisation of the API key".into(),
+        ));
+    }
+    let (program_id, award_id, expiry_id) =
+        (body.program_id.0, body.award_strategy_id.0, body.expiry_strategy_id.0);
+    let meaning = RequestMeaning::new()
+        .with("programId", Some(program_id))
+        .with("awardStrategyId", Some(award_id))
+        .with("expiryStrategyId", Some(expiry_id))
+        .with("sourceValue", Some(source_value))
+        .with("customer", Some(&customer))
+        .with("eventName", event_name.as_ref())
+        .with("eventSourceId", event_source_id.as_ref());
+    let now = state.now();
+    let unique_id = key.to_string();
+    let outcome = execute(&state, org_id, Operation::CurrencyAllocation, Some(&key), &meaning, async |tx| {
+        let program = catalog::get_program(tx, org_id, program_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("program"))?;
+        let award = catalog::get_award_strategy(tx, org_id, award_id)
+            .await?
+            .filter(|s| s.program_id == program.row.id)
+            .ok_or_else(|| ApiError::not_found("award strategy"))?;
+        let expiry = catalog::get_expiry_strategy(tx, org_id, expiry_id)
+            .await?
+            .filter(|s| s.program_id == program.row.id)
+            .ok_or_else(|| ApiError::not_found("expiry strategy"))?;
+        let currency = program
+            .currencies
+            .iter()
+            .find(|c| c.code == award.currency)
+            .ok_or_else(|| ApiError::Internal(format!("award strategy {award_id} names a missing currency")))?;
+        let scale = Scale::new(i64::from(currency.scale))
+            .map_err(|_| ApiError::Internal(format!("currency {} has a bad scale", currency.code)))?;
+        let awarded = award_rule(&award)?
+            .award(source_value, scale)
+            .map_err(|e| ApiError::validation("sourceValue", e.message))?;
+        let minor = scale
+            .to_minor(awarded)
+            .map_err(|e| ApiError::validation("sourceValue", format!("gives an award that {}", e.message)))?;
+        let expires_at = expiry_rule(&expiry)?.expires_at(now);
+        let customer_row = customers::find_or_enroll(tx, org_id, &customer, now)
+            .await?
+            .ok_or_else(|| ApiError::not_found("customer"))?;
+        let account = Account {
+            org_id,
+            customer_id: customer_row.id,
+            program_id,
+            currency: award.currency.clone(),
+        };
+        let reference = format!("allocation:{unique_id}");
+        let entry = ledger::credit(tx, &account, minor, expires_at, Some(&reference), now).await?;
+        let new = NewAllocation {
+            org_id,
+            unique_id: unique_id.clone(),
+            customer_id: customer_row.id,
+            program_id,
+            currency: award.currency.clone(),
+            amount: minor,
+            source_value: source_value.to_string(),
+            award_strategy_id: award_id,
+            expiry_strategy_id: expiry_id,
+            event_name: event_name.clone(),
+            event_source_id: event_source_id.clone(),
+            ledger_entry_id: entry.id,
+            expires_at,
+        };
+        let id = allocations::insert(tx, &new, now).await?;
+        let row = AllocationRow {
+            id,
+            org_id,
+            unique_id: new.unique_id,
+            customer_id: new.customer_id,
+            program_id,
+            currency: new.currency,
+            amount: minor,
+            source_value: new.source_value,
+            award_strategy_id: award_id,
+            expiry_strategy_id: expiry_id,
+            event_name: new.event_name,
+            event_source_id: new.event_source_id,
+            ledger_entry_id: entry.id,
+            expires_at,
+            created_at: now,
+            scale: currency.scale,
+        };
+        Ok(Effect {
+            body: allocation_json(&row, entry.balance_after),
+            resource_id: Some(id.to_string()),
+        })
+    })
+    .await?;
+    let mut response = respond(outcome, Some(&key));
+    if let Ok(location) = format!("/v1/currency/allocations/{}", urlencode(&key.to_string())).parse() {
+        response.headers_mut().insert(actix_web::http::header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `GET /v1/currency/allocations/{uniqueId}`: the allocation with the current balance.
+pub async fn get(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let row = allocations::get_by_unique_id(state.db.conn(), tenant.org_id, &path)
+        .await?
+        .ok_or_else(|| ApiError::not_found("allocation"))?;
+    let available = ledger::available(
+        state.db.conn(),
+        &Account {
+            org_id: tenant.org_id,
+            customer_id: row.customer_id,
+            program_id: row.program_id,
+            currency: row.currency.clone(),
+        },
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(allocation_json(&row, available)))
+}

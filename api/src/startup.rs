@@ -1,0 +1,123 @@
+//! Building and running the HTTP server. `loyalty serve` and the integration tests both go
+//! through [`Application::build`], so the tests exercise exactly what production runs.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use persistence::{Db, DbOptions};
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::error::ApiError;
+use crate::routes;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub db: Db,
+    pub clock: Arc<dyn Clock>,
+    pub settings: Settings,
+}
+
+impl AppState {
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    db: Db,
+}
+
+/// Connects to the database of `settings` and migrates it when asked to.
+pub async fn connect(settings: &Settings) -> Result<Db, persistence::PersistenceError> {
+    let db = Db::connect(
+        &settings.database_url,
+        &DbOptions {
+            max_connections: settings.db_max_connections,
+            lock_wait: settings.idempotency_wait,
+            ..DbOptions::default()
+        },
+    )
+    .await?;
+    if settings.migrate {
+        db.migrate().await?;
+    }
+    Ok(db)
+}
+
+impl Application {
+    /// Connects, migrates (unless told not to), binds `settings.bind` and prepares the server.
+    pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
+        let db = connect(&settings).await.map_err(|e| StartupError(e.to_string()))?;
+        let listener = TcpListener::bind(&settings.bind)
+            .map_err(|e| StartupError(format!("cannot bind {}: {e}", settings.bind)))?;
+        Self::with_listener(settings, clock, db, listener)
+    }
+
+    pub fn with_listener(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+        db: Db,
+        listener: TcpListener,
+    ) -> Result<Self, StartupError> {
+        let port = listener
+            .local_addr()
+            .map_err(|e| StartupError(e.to_string()))?
+            .port();
+        let workers = settings.workers;
+        let state = web::Data::new(AppState {
+            db: db.clone(),
+            clock,
+            settings,
+        });
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::QueryConfig::default().error_handler(|err, _| {
+                    ApiError::validation("query", err.to_string()).into()
+                }))
+                .app_data(web::PathConfig::default().error_handler(|_, _| {
+                    ApiError::not_found("resource").into()
+                }))
+                .configure(routes::configure)
+        })
+        .listen(listener)
+        .map_err(|e| StartupError(e.to_string()))?
+        .shutdown_timeout(30);
+        if workers > 0 {
+            server = server.workers(workers);
+        }
+        Ok(Self {
+            port,
+            server: server.run(),
+            db,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Serves until SIGTERM/SIGINT (or the server handle is stopped), finishing requests in flight.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+
+    /// A handle to stop the server from elsewhere (tests).
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+}
+
+/// Why the server could not start; printed by `main` and nothing else.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartupError(pub String);

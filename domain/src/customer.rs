@@ -1,0 +1,170 @@
+//! Customer identifiers, normalised so that one person is one customer.
+
+use std::fmt;
+
+use uuid::Uuid;
+
+use crate::Invalid;
+
+/// A mobile number: digits only, 6 to 15 of them (E.164 allows 15).
+/// `+`, spaces, dashes, dots and brackets are dropped; anything else is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Mobile(String);
+
+impl Mobile {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        let mut digits = String::with_capacity(raw.len());
+        for c in raw.trim().chars() {
+            match c {
+                '0'..='9' => digits.push(c),
+                '+' | ' ' | '-' | '(' | ')' | '.' => {}
+                _ => return Err(Invalid::new("must contain only digits, '+', spaces, dashes and brackets")),
+            }
+        }
+        if !(6..=15).contains(&digits.len()) {
+            return Err(Invalid::new("must have 6 to 15 digits"));
+        }
+        Ok(Self(digits))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An email address, trimmed and lower-cased.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        let email = raw.trim().to_lowercase();
+        let invalid = || Invalid::new("must be a valid email address");
+        if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid());
+        }
+        let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
+        let domain_ok = !domain.is_empty()
+            && !domain.contains('@')
+            && domain.contains('.')
+            && domain.split('.').all(|label| {
+                !label.is_empty()
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+            });
+        if local.is_empty() || local.len() > 64 || !domain_ok {
+            return Err(invalid());
+        }
+        Ok(Self(email))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The brand's own id for the customer: 1 to 255 characters, no control characters, trimmed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ExternalId(String);
+
+impl ExternalId {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        let id = raw.trim();
+        if id.is_empty() || id.chars().count() > 255 || id.chars().any(char::is_control) {
+            return Err(Invalid::new("must be 1 to 255 characters without control characters"));
+        }
+        Ok(Self(id.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// How a request names its customer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CustomerRef {
+    Mobile(Mobile),
+    Email(Email),
+    ExternalId(ExternalId),
+    /// The service's own id; never enrolls a new customer.
+    CustomerId(Uuid),
+}
+
+impl CustomerRef {
+    /// Parses `identifierType` / `identifierValue` as Capillary's `lookupParams` carry them.
+    pub fn parse(identifier_type: &str, value: &str) -> Result<Self, (&'static str, Invalid)> {
+        let value_err = |e| ("identifierValue", e);
+        match identifier_type {
+            "mobile" => Mobile::parse(value).map(CustomerRef::Mobile).map_err(value_err),
+            "email" => Email::parse(value).map(CustomerRef::Email).map_err(value_err),
+            "externalId" => ExternalId::parse(value)
+                .map(CustomerRef::ExternalId)
+                .map_err(value_err),
+            "customerId" => Uuid::parse_str(value.trim())
+                .map(CustomerRef::CustomerId)
+                .map_err(|_| value_err(Invalid::new("must be a customer id"))),
+            _ => Err((
+                "identifierType",
+                Invalid::new("must be one of mobile, email, externalId, customerId"),
+            )),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CustomerRef::Mobile(_) => "mobile",
+            CustomerRef::Email(_) => "email",
+            CustomerRef::ExternalId(_) => "externalId",
+            CustomerRef::CustomerId(_) => "customerId",
+        }
+    }
+
+    pub fn value(&self) -> String {
+        match self {
+            CustomerRef::Mobile(m) => m.as_str().to_owned(),
+            CustomerRef::Email(e) => e.as_str().to_owned(),
+            CustomerRef::ExternalId(x) => x.as_str().to_owned(),
+            CustomerRef::CustomerId(id) => id.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for CustomerRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.kind(), self.value())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mobiles_are_normalised_to_digits() {
+        assert_eq!(Mobile::parse("+91 (98) 765-43210").unwrap().as_str(), "919876543210");
+        assert_eq!(Mobile::parse("123456").unwrap().as_str(), "123456");
+        assert!(Mobile::parse("12345").is_err());
+        assert!(Mobile::parse("1234567890123456").is_err());
+        assert!(Mobile::parse("98765abc43").is_err());
+        assert!(Mobile::parse("").is_err());
+    }
+
+    #[test]
+    fn emails_are_trimmed_and_lower_cased() {
+        assert_eq!(Email::parse("  Jane.Doe@Example.COM ").unwrap().as_str(), "jane.doe@example.com");
+        for bad in ["", "jane", "jane@", "@example.com", "jane@example", "ja ne@example.com", "a@b@c.com", "jane@-x.com"] {
+            assert!(Email::parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn lookup_params_parse_by_type() {
+        assert!(matches!(CustomerRef::parse("mobile", "919876543210"), Ok(CustomerRef::Mobile(_))));
+        assert!(matches!(CustomerRef::parse("email", "a@b.co"), Ok(CustomerRef::Email(_))));
+        assert!(matches!(CustomerRef::parse("externalId", "C-1"), Ok(CustomerRef::ExternalId(_))));
+        assert!(CustomerRef::parse("customerId", "nope").is_err());
+        assert_eq!(CustomerRef::parse("phone", "1").unwrap_err().0, "identifierType");
+    }
+}

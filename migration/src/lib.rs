@@ -1,0 +1,33 @@
+//! The database schema, as sea-orm-migration migrations.
+//!
+//! Used as a library (`Migrator::up`, called by `loyalty serve` at start and by `loyalty migrate`)
+//! and as a small binary (`cargo run -p migration -- up`). Every migration has `up` and `down`.
+//!
+//! Conventions kept by every table:
+//! - `org_id` is on every row, and every unique constraint and hot index starts with it, so that
+//!   `org_id` can become the distribution column of a distributed PostgreSQL.
+//! - Amounts are integer minor units (`BIGINT`, `amount × 10^scale`): exact on PostgreSQL and SQLite.
+//! - Timestamps are `timestamptz` (UTC).
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_foundation;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_foundation::Migration)]
+    }
+}
+
+/// A name that changes whenever the list of migrations changes; test harnesses use it to know
+/// whether a migrated template database is still current.
+pub fn schema_version() -> String {
+    Migrator::migrations()
+        .iter()
+        .map(|m| m.name().to_owned())
+        .collect::<Vec<_>>()
+        .join(",")
+}

@@ -1,0 +1,102 @@
+//! Currency allocations: one row per `uniqueId`, pointing at the ledger credit it made.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, FromQueryResult};
+use uuid::Uuid;
+
+use crate::{PersistenceError, stmt};
+
+#[derive(Debug, Clone, FromQueryResult)]
+pub struct AllocationRow {
+    pub id: Uuid,
+    pub org_id: i64,
+    pub unique_id: String,
+    pub customer_id: Uuid,
+    pub program_id: i64,
+    pub currency: String,
+    pub amount: i64,
+    pub source_value: String,
+    pub award_strategy_id: i64,
+    pub expiry_strategy_id: i64,
+    pub event_name: Option<String>,
+    pub event_source_id: Option<String>,
+    pub ledger_entry_id: i64,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    /// The currency's scale, joined in.
+    pub scale: i16,
+}
+
+const COLUMNS: &str = "a.id, a.org_id, a.unique_id, a.customer_id, a.program_id, a.currency, a.amount, \
+     a.source_value, a.award_strategy_id, a.expiry_strategy_id, a.event_name, a.event_source_id, \
+     a.ledger_entry_id, a.expires_at, a.created_at, pc.scale";
+
+/// Everything a new allocation records.
+#[derive(Debug, Clone)]
+pub struct NewAllocation {
+    pub org_id: i64,
+    pub unique_id: String,
+    pub customer_id: Uuid,
+    pub program_id: i64,
+    pub currency: String,
+    pub amount: i64,
+    pub source_value: String,
+    pub award_strategy_id: i64,
+    pub expiry_strategy_id: i64,
+    pub event_name: Option<String>,
+    pub event_source_id: Option<String>,
+    pub ledger_entry_id: i64,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+pub async fn insert<C: ConnectionTrait>(
+    conn: &C,
+    a: &NewAllocation,
+    now: DateTime<Utc>,
+) -> Result<Uuid, PersistenceError> {
+    let id = Uuid::now_v7();
+    conn.execute_raw(stmt(
+        conn,
+        "INSERT INTO allocations (id, org_id, unique_id, customer_id, program_id, currency, amount, \
+         source_value, award_strategy_id, expiry_strategy_id, event_name, event_source_id, \
+         ledger_entry_id, expires_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        vec![
+            id.into(),
+            a.org_id.into(),
+            a.unique_id.clone().into(),
+            a.customer_id.into(),
+            a.program_id.into(),
+            a.currency.clone().into(),
+            a.amount.into(),
+            a.source_value.clone().into(),
+            a.award_strategy_id.into(),
+            a.expiry_strategy_id.into(),
+            a.event_name.clone().into(),
+            a.event_source_id.clone().into(),
+            a.ledger_entry_id.into(),
+            a.expires_at.into(),
+            now.into(),
+        ],
+    ))
+    .await?;
+    Ok(id)
+}
+
+pub async fn get_by_unique_id<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+    unique_id: &str,
+) -> Result<Option<AllocationRow>, PersistenceError> {
+    Ok(AllocationRow::find_by_statement(stmt(
+        conn,
+        &format!(
+            "SELECT {COLUMNS} FROM allocations a \
+             JOIN program_currencies pc ON pc.org_id = a.org_id AND pc.program_id = a.program_id AND pc.code = a.currency \
+             WHERE a.org_id = $1 AND a.unique_id = $2"
+        ),
+        vec![org_id.into(), unique_id.into()],
+    ))
+    .one(conn)
+    .await?)
+}

@@ -1,0 +1,157 @@
+//! Persistence: the database connection, the transaction boundary, one repository module per
+//! aggregate, and the idempotency store.
+//!
+//! Repository functions take the caller's connection or transaction (`&impl ConnectionTrait`)
+//! and never open their own, so that writes which belong together (an idempotency record, a
+//! ledger entry, a balance) share one transaction.
+//!
+//! Writes that guard an invariant are single conditional SQL statements (`INSERT … ON CONFLICT`,
+//! `UPDATE … WHERE available >= $n`), never a read followed by a write in Rust. SQL is written
+//! once for both backends (`$n` placeholders work on PostgreSQL and SQLite); what differs between
+//! the backends lives in [`Db::begin`] and is named there.
+
+pub mod allocations;
+pub mod catalog;
+pub mod customers;
+mod error;
+pub mod idempotency;
+pub mod ledger;
+pub mod orgs;
+
+use std::time::Duration;
+
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    Statement, TransactionTrait, Value,
+};
+
+pub use error::PersistenceError;
+pub use sea_orm::DatabaseTransaction as Tx;
+
+/// How the pool behaves; every wait has a bound.
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    pub max_connections: u32,
+    /// How long a request waits for a free connection before it is answered 503.
+    pub acquire_timeout: Duration,
+    /// How long a transaction waits for a row lock (an idempotency key held by a concurrent
+    /// request, say) before giving up.
+    pub lock_wait: Duration,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+            lock_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The database: a pool plus the few facts about its backend that SQL cannot hide.
+#[derive(Clone, Debug)]
+pub struct Db {
+    conn: DatabaseConnection,
+    lock_wait: Duration,
+}
+
+impl Db {
+    /// Connects to `url` (`postgres://…` or `sqlite://…`).
+    ///
+    /// SQLite gets a single connection: it has one writer anyway, and one connection makes every
+    /// transaction wait its turn instead of failing with `SQLITE_BUSY`.
+    pub async fn connect(url: &str, options: &DbOptions) -> Result<Self, PersistenceError> {
+        let sqlite = url.starts_with("sqlite:");
+        let mut opts = ConnectOptions::new(url.to_owned());
+        opts.max_connections(if sqlite { 1 } else { options.max_connections })
+            .min_connections(if sqlite { 1 } else { 0 })
+            .acquire_timeout(options.acquire_timeout)
+            .connect_timeout(options.acquire_timeout)
+            .sqlx_logging(false);
+        let conn = Database::connect(opts).await.map_err(PersistenceError::from)?;
+        if sqlite {
+            conn.execute_unprepared("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
+                .await?;
+        }
+        Ok(Self {
+            conn,
+            lock_wait: options.lock_wait,
+        })
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.conn.get_database_backend()
+    }
+
+    /// The pool, for reads outside a transaction.
+    pub fn conn(&self) -> &DatabaseConnection {
+        &self.conn
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<(), PersistenceError> {
+        use migration::MigratorTrait;
+        migration::Migrator::up(&self.conn, None).await?;
+        Ok(())
+    }
+
+    /// `SELECT 1`: is the database there?
+    pub async fn ping(&self) -> Result<(), PersistenceError> {
+        self.conn.execute_unprepared("SELECT 1").await?;
+        Ok(())
+    }
+
+    /// Starts a transaction. On PostgreSQL the transaction's lock waits are bounded by
+    /// `lock_wait` (`SET LOCAL lock_timeout`), so a request blocked on a concurrent request's
+    /// idempotency key gives up in bounded time. SQLite serialises writers through its single
+    /// connection and needs no such setting.
+    pub async fn begin(&self) -> Result<DatabaseTransaction, PersistenceError> {
+        let tx = self.conn.begin().await?;
+        if self.backend() == DbBackend::Postgres {
+            let ms = self.lock_wait.as_millis().max(1);
+            tx.execute_unprepared(&format!("SET LOCAL lock_timeout = '{ms}ms'"))
+                .await?;
+        }
+        Ok(tx)
+    }
+
+    /// Commits; a failure here leaves the outcome unknown, which callers must report as such.
+    pub async fn commit(tx: DatabaseTransaction) -> Result<(), PersistenceError> {
+        tx.commit().await.map_err(PersistenceError::commit)
+    }
+
+    pub async fn close(self) -> Result<(), PersistenceError> {
+        self.conn.close().await?;
+        Ok(())
+    }
+}
+
+/// A statement for whatever backend `conn` speaks.
+pub(crate) fn stmt<C: ConnectionTrait>(conn: &C, sql: &str, values: Vec<Value>) -> Statement {
+    Statement::from_sql_and_values(conn.get_database_backend(), sql, values)
+}
+
+/// A keyset page: the rows and the cursor of the next page, if there is one.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<i64>,
+}
+
+impl<T> Page<T> {
+    /// Builds a page from `limit + 1` rows fetched in order; `key` gives a row's cursor.
+    pub(crate) fn from_rows(mut rows: Vec<T>, limit: u64, key: impl Fn(&T) -> i64) -> Self {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let next_cursor = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(key)
+        } else {
+            None
+        };
+        Self {
+            items: rows,
+            next_cursor,
+        }
+    }
+}
