@@ -11,7 +11,11 @@ use crate::config::{DEFAULT_BIND, DEFAULT_DATABASE_URL, Settings};
 use crate::startup::{Application, connect};
 
 #[derive(Debug, Parser)]
-#[command(name = "loyalty", version, about = "Loyalty rewards and currency issuance, exactly once.")]
+#[command(
+    name = "loyalty",
+    version,
+    about = "Loyalty rewards and currency issuance, exactly once."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -92,7 +96,10 @@ fn settings(db: &DbArgs, serve: &ServeArgs) -> Settings {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("loyalty: cannot start the runtime: {e}");
@@ -115,7 +122,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         Some(Command::Serve(args)) => serve(&cli.db, &args, clock).await,
         Some(Command::Migrate) => {
             crate::telemetry::init("warn");
-            let db = connect(&settings(&cli.db, &cli.serve)).await.map_err(|e| e.to_string())?;
+            let db = connect(&settings(&cli.db, &cli.serve))
+                .await
+                .map_err(|e| e.to_string())?;
             db.close().await.map_err(|e| e.to_string())?;
             println!("migrations applied");
             Ok(())
@@ -125,10 +134,13 @@ async fn run(cli: Cli) -> Result<(), String> {
         }) => {
             crate::telemetry::init("warn");
             let name = domain::catalog::parse_name(&name).map_err(|e| format!("--name {e}"))?;
-            let db = connect(&settings(&cli.db, &cli.serve)).await.map_err(|e| e.to_string())?;
-            let (org, key) = persistence::orgs::create_org(db.conn(), &name, brand.as_deref(), clock.now())
+            let db = connect(&settings(&cli.db, &cli.serve))
                 .await
                 .map_err(|e| e.to_string())?;
+            let (org, key) =
+                persistence::orgs::create_org(db.conn(), &name, brand.as_deref(), clock.now())
+                    .await
+                    .map_err(|e| e.to_string())?;
             println!(
                 "{}",
                 serde_json::json!({"orgId": org.id, "name": org.name, "brand": org.brand, "apiKey": key.key})
@@ -137,7 +149,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Some(Command::Demo) => {
             crate::telemetry::init("warn");
-            let db = connect(&settings(&cli.db, &cli.serve)).await.map_err(|e| e.to_string())?;
+            let db = connect(&settings(&cli.db, &cli.serve))
+                .await
+                .map_err(|e| e.to_string())?;
             crate::demo::load_and_print(&db, clock.now(), &cli.serve.bind).await?;
             db.close().await.map_err(|e| e.to_string())
         }
@@ -153,7 +167,11 @@ async fn serve(db: &DbArgs, args: &ServeArgs, clock: Arc<dyn Clock>) -> Result<(
     if args.demo {
         crate::demo::load_and_print(app.db(), clock.now(), &settings.bind).await?;
     }
-    let backend = if settings.database_url.starts_with("sqlite:") { "sqlite" } else { "postgres" };
+    let backend = if settings.database_url.starts_with("sqlite:") {
+        "sqlite"
+    } else {
+        "postgres"
+    };
     tracing::info!(bind = %settings.bind, port = app.port(), backend, "loyalty ready to serve on {}", settings.bind);
     app.run_until_stopped().await.map_err(|e| e.to_string())?;
     tracing::info!("loyalty stopped");

@@ -15,7 +15,9 @@ pub async fn load_and_print(db: &Db, now: DateTime<Utc>, bind: &str) -> Result<(
         return Ok(());
     }
     let tx = db.begin().await.map_err(err)?;
-    let (org, key) = orgs::create_org(&tx, "Demo Brand", Some("demo"), now).await.map_err(err)?;
+    let (org, key) = orgs::create_org(&tx, "Demo Brand", Some("demo"), now)
+        .await
+        .map_err(err)?;
     let program = catalog::create_program(
         &tx,
         org.id,
@@ -44,9 +46,18 @@ pub async fn load_and_print(db: &Db, now: DateTime<Utc>, bind: &str) -> Result<(
     )
     .await
     .map_err(err)?;
-    let year = catalog::create_expiry_strategy(&tx, org.id, pid, "1 year", "AFTER_DAYS", Some(365), None, now)
-        .await
-        .map_err(err)?;
+    let year = catalog::create_expiry_strategy(
+        &tx,
+        org.id,
+        pid,
+        "1 year",
+        "AFTER_DAYS",
+        Some(365),
+        None,
+        now,
+    )
+    .await
+    .map_err(err)?;
     catalog::create_expiry_strategy(&tx, org.id, pid, "Never", "NEVER", None, None, now)
         .await
         .map_err(err)?;

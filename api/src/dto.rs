@@ -38,7 +38,11 @@ impl<'de> Deserialize<'de> for DecimalInput {
             // With serde_json's arbitrary_precision the number keeps its original text.
             serde_json::Value::Number(n) => n.to_string(),
             serde_json::Value::String(s) => s,
-            _ => return Err(D::Error::custom("must be a decimal number or a string of one")),
+            _ => {
+                return Err(D::Error::custom(
+                    "must be a decimal number or a string of one",
+                ));
+            }
         };
         domain::money::parse_decimal(&text)
             .map(DecimalInput)
@@ -98,7 +102,10 @@ impl CustomerFields<'_> {
             if let Some(et) = &lp.entity_type
                 && !et.eq_ignore_ascii_case("CUSTOMER")
             {
-                return Err(ApiError::validation("lookupParams.entityType", "must be CUSTOMER"));
+                return Err(ApiError::validation(
+                    "lookupParams.entityType",
+                    "must be CUSTOMER",
+                ));
             }
             given.push(("lookupParams", &lp.identifier_type, &lp.identifier_value.0));
         }
@@ -134,15 +141,21 @@ pub fn amount(minor: i64, scale: i16) -> String {
 }
 
 /// A free text field with a bound on its length.
-pub fn bounded_text(field: &str, value: Option<&str>, max_chars: usize) -> Result<Option<String>, ApiError> {
+pub fn bounded_text(
+    field: &str,
+    value: Option<&str>,
+    max_chars: usize,
+) -> Result<Option<String>, ApiError> {
     match value {
         None => Ok(None),
-        Some(v) if v.chars().count() > max_chars => {
-            Err(ApiError::validation(field, format!("must be at most {max_chars} characters")))
-        }
-        Some(v) if v.chars().any(char::is_control) => {
-            Err(ApiError::validation(field, "must not contain control characters"))
-        }
+        Some(v) if v.chars().count() > max_chars => Err(ApiError::validation(
+            field,
+            format!("must be at most {max_chars} characters"),
+        )),
+        Some(v) if v.chars().any(char::is_control) => Err(ApiError::validation(
+            field,
+            "must not contain control characters",
+        )),
         Some(v) => Ok(Some(v.to_owned())),
     }
 }
@@ -194,7 +207,9 @@ pub fn validate<T: validator::Validate>(value: &T) -> Result<(), ApiError> {
         let p = |k: &str| e.params.get(k).map(|v| v.to_string());
         match e.code.as_ref() {
             "length" => match (p("min"), p("max")) {
-                (Some(min), Some(max)) => format!("must have from {min} to {max} entries or characters"),
+                (Some(min), Some(max)) => {
+                    format!("must have from {min} to {max} entries or characters")
+                }
                 (Some(min), None) => format!("must have at least {min} entries or characters"),
                 (None, Some(max)) => format!("must have at most {max} entries or characters"),
                 _ => "has an invalid length".to_owned(),

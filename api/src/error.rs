@@ -45,7 +45,10 @@ pub enum ApiError {
     #[error("unsupported media type")]
     UnsupportedMediaType,
     #[error("idempotency key reused with another payload")]
-    IdempotencyKeyReused { key: String, mismatched_fields: Vec<String> },
+    IdempotencyKeyReused {
+        key: String,
+        mismatched_fields: Vec<String>,
+    },
     #[error("idempotency key in use")]
     IdempotencyKeyInUse { key: String },
     /// A definite business refusal (422): `INSUFFICIENT_BALANCE`, `OUT_OF_STOCK` …
@@ -95,7 +98,9 @@ impl ApiError {
             ApiError::NotFound { .. } => "Not found",
             ApiError::PayloadTooLarge { .. } => "Payload too large",
             ApiError::UnsupportedMediaType => "Unsupported media type",
-            ApiError::IdempotencyKeyReused { .. } => "Idempotency key reused with a different payload",
+            ApiError::IdempotencyKeyReused { .. } => {
+                "Idempotency key reused with a different payload"
+            }
             ApiError::IdempotencyKeyInUse { .. } => "Idempotency key in use",
             ApiError::Unprocessable { .. } => "The request cannot be carried out",
             ApiError::Unavailable(_) => "Service unavailable",

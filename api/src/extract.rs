@@ -43,7 +43,9 @@ impl FromRequest for Tenant {
         let state = state(req);
         Box::pin(async move {
             let state = state?;
-            let key = key.filter(|k| !k.is_empty() && k.len() <= 200).ok_or(ApiError::Unauthorized)?;
+            let key = key
+                .filter(|k| !k.is_empty() && k.len() <= 200)
+                .ok_or(ApiError::Unauthorized)?;
             match persistence::orgs::authenticate(state.db.conn(), &key).await? {
                 Some(org_id) => Ok(Tenant { org_id }),
                 None => Err(ApiError::Unauthorized),
@@ -80,21 +82,35 @@ impl FromRequest for IdempotencyHeader {
 pub struct Json<T>(pub T);
 
 fn is_json(req: &HttpRequest) -> bool {
-    let Some(ct) = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(ct) = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
-    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
 /// Reads the whole body, refusing it as soon as it passes `limit`.
-async fn read_body(mut payload: Payload, declared: Option<usize>, limit: usize) -> Result<web::BytesMut, ApiError> {
+async fn read_body(
+    mut payload: Payload,
+    declared: Option<usize>,
+    limit: usize,
+) -> Result<web::BytesMut, ApiError> {
     if declared.is_some_and(|len| len > limit) {
         return Err(ApiError::PayloadTooLarge { limit_bytes: limit });
     }
     let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| ApiError::validation("body", "the body could not be read"))?;
+        let chunk =
+            chunk.map_err(|_| ApiError::validation("body", "the body could not be read"))?;
         if body.len() + chunk.len() > limit {
             return Err(ApiError::PayloadTooLarge { limit_bytes: limit });
         }
@@ -117,7 +133,10 @@ pub fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiErro
         .unwrap_or(&message)
         .to_owned();
     // "missing field `x`" belongs to the field, not to its parent.
-    let field = match message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
+    let field = match message
+        .strip_prefix("missing field `")
+        .and_then(|m| m.split('`').next())
+    {
         Some(name) if path == "." => name.to_owned(),
         Some(name) => format!("{path}.{name}"),
         None if path == "." => "body".to_owned(),
@@ -179,16 +198,20 @@ impl PageQuery {
             None => 50,
             Some(l) => match l.parse::<u64>() {
                 Ok(n) if (1..=200).contains(&n) => n,
-                _ => return Err(ApiError::validation("limit", "must be a whole number from 1 to 200")),
+                _ => {
+                    return Err(ApiError::validation(
+                        "limit",
+                        "must be a whole number from 1 to 200",
+                    ));
+                }
             },
         };
         let cursor = match &self.cursor {
             None => None,
             Some(c) if c.is_empty() => None,
-            Some(c) => Some(
-                c.parse::<i64>()
-                    .map_err(|_| ApiError::validation("cursor", "is not a cursor this service gave"))?,
-            ),
+            Some(c) => Some(c.parse::<i64>().map_err(|_| {
+                ApiError::validation("cursor", "is not a cursor this service gave")
+            })?),
         };
         Ok(PageParams { limit, cursor })
     }

@@ -51,16 +51,17 @@ pub fn replay_or_refuse(
             mismatched_fields: record.meaning().mismatched_fields(meaning),
         });
     }
-    record
-        .response
-        .clone()
-        .ok_or_else(|| ApiError::Internal(format!("idempotency record {} has no outcome", record.id)))
+    record.response.clone().ok_or_else(|| {
+        ApiError::Internal(format!("idempotency record {} has no outcome", record.id))
+    })
 }
 
 /// Maps an error of claiming a key: a lock wait that ran out means another request holds it.
 pub fn claim_error(err: PersistenceError, key: &IdempotencyKey) -> ApiError {
     match err {
-        PersistenceError::LockTimeout => ApiError::IdempotencyKeyInUse { key: key.to_string() },
+        PersistenceError::LockTimeout => ApiError::IdempotencyKeyInUse {
+            key: key.to_string(),
+        },
         other => other.into(),
     }
 }
@@ -80,7 +81,9 @@ where
     let tx = state.db.begin().await?;
     let claimed = match key {
         None => None,
-        Some(key) => match idempotency::claim(&tx, org_id, operation, key, meaning, state.now()).await {
+        Some(key) => match idempotency::claim(&tx, org_id, operation, key, meaning, state.now())
+            .await
+        {
             Ok(Claim::Claimed { id }) => Some(id),
             Ok(Claim::Existing(record)) => {
                 drop(tx);
@@ -122,6 +125,9 @@ pub fn json_with_flags(
         );
     }
     HttpResponse::build(status)
-        .insert_header(("Idempotent-Replayed", if replayed { "true" } else { "false" }))
+        .insert_header((
+            "Idempotent-Replayed",
+            if replayed { "true" } else { "false" },
+        ))
         .json(body)
 }

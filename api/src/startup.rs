@@ -52,7 +52,9 @@ pub async fn connect(settings: &Settings) -> Result<Db, persistence::Persistence
 impl Application {
     /// Connects, migrates (unless told not to), binds `settings.bind` and prepares the server.
     pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
-        let db = connect(&settings).await.map_err(|e| StartupError(e.to_string()))?;
+        let db = connect(&settings)
+            .await
+            .map_err(|e| StartupError(e.to_string()))?;
         let listener = TcpListener::bind(&settings.bind)
             .map_err(|e| StartupError(format!("cannot bind {}: {e}", settings.bind)))?;
         Self::with_listener(settings, clock, db, listener)
@@ -74,20 +76,22 @@ impl Application {
             clock,
             settings,
         });
-        let mut server = HttpServer::new(move || {
-            App::new()
-                .app_data(state.clone())
-                .app_data(web::QueryConfig::default().error_handler(|err, _| {
-                    ApiError::validation("query", err.to_string()).into()
-                }))
-                .app_data(web::PathConfig::default().error_handler(|_, _| {
-                    ApiError::not_found("resource").into()
-                }))
-                .configure(routes::configure)
-        })
-        .listen(listener)
-        .map_err(|e| StartupError(e.to_string()))?
-        .shutdown_timeout(30);
+        let mut server =
+            HttpServer::new(move || {
+                App::new()
+                    .app_data(state.clone())
+                    .app_data(web::QueryConfig::default().error_handler(|err, _| {
+                        ApiError::validation("query", err.to_string()).into()
+                    }))
+                    .app_data(
+                        web::PathConfig::default()
+                            .error_handler(|_, _| ApiError::not_found("resource").into()),
+                    )
+                    .configure(routes::configure)
+            })
+            .listen(listener)
+            .map_err(|e| StartupError(e.to_string()))?
+            .shutdown_timeout(30);
         if workers > 0 {
             server = server.workers(workers);
         }

@@ -31,7 +31,9 @@ impl CurrencyCode {
 pub fn parse_name(raw: &str) -> Result<String, Invalid> {
     let name = raw.trim();
     if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
-        return Err(Invalid::new("must be 1 to 200 characters without control characters"));
+        return Err(Invalid::new(
+            "must be 1 to 200 characters without control characters",
+        ));
     }
     Ok(name.to_owned())
 }

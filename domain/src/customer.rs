@@ -18,7 +18,11 @@ impl Mobile {
             match c {
                 '0'..='9' => digits.push(c),
                 '+' | ' ' | '-' | '(' | ')' | '.' => {}
-                _ => return Err(Invalid::new("must contain only digits, '+', spaces, dashes and brackets")),
+                _ => {
+                    return Err(Invalid::new(
+                        "must contain only digits, '+', spaces, dashes and brackets",
+                    ));
+                }
             }
         }
         if !(6..=15).contains(&digits.len()) {
@@ -72,7 +76,9 @@ impl ExternalId {
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let id = raw.trim();
         if id.is_empty() || id.chars().count() > 255 || id.chars().any(char::is_control) {
-            return Err(Invalid::new("must be 1 to 255 characters without control characters"));
+            return Err(Invalid::new(
+                "must be 1 to 255 characters without control characters",
+            ));
         }
         Ok(Self(id.to_owned()))
     }
@@ -97,8 +103,12 @@ impl CustomerRef {
     pub fn parse(identifier_type: &str, value: &str) -> Result<Self, (&'static str, Invalid)> {
         let value_err = |e| ("identifierValue", e);
         match identifier_type {
-            "mobile" => Mobile::parse(value).map(CustomerRef::Mobile).map_err(value_err),
-            "email" => Email::parse(value).map(CustomerRef::Email).map_err(value_err),
+            "mobile" => Mobile::parse(value)
+                .map(CustomerRef::Mobile)
+                .map_err(value_err),
+            "email" => Email::parse(value)
+                .map(CustomerRef::Email)
+                .map_err(value_err),
             "externalId" => ExternalId::parse(value)
                 .map(CustomerRef::ExternalId)
                 .map_err(value_err),
@@ -143,7 +153,10 @@ mod tests {
 
     #[test]
     fn mobiles_are_normalised_to_digits() {
-        assert_eq!(Mobile::parse("+91 (98) 765-43210").unwrap().as_str(), "919876543210");
+        assert_eq!(
+            Mobile::parse("+91 (98) 765-43210").unwrap().as_str(),
+            "919876543210"
+        );
         assert_eq!(Mobile::parse("123456").unwrap().as_str(), "123456");
         assert!(Mobile::parse("12345").is_err());
         assert!(Mobile::parse("1234567890123456").is_err());
@@ -153,18 +166,42 @@ mod tests {
 
     #[test]
     fn emails_are_trimmed_and_lower_cased() {
-        assert_eq!(Email::parse("  Jane.Doe@Example.COM ").unwrap().as_str(), "jane.doe@example.com");
-        for bad in ["", "jane", "jane@", "@example.com", "jane@example", "ja ne@example.com", "a@b@c.com", "jane@-x.com"] {
+        assert_eq!(
+            Email::parse("  Jane.Doe@Example.COM ").unwrap().as_str(),
+            "jane.doe@example.com"
+        );
+        for bad in [
+            "",
+            "jane",
+            "jane@",
+            "@example.com",
+            "jane@example",
+            "ja ne@example.com",
+            "a@b@c.com",
+            "jane@-x.com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad} should be refused");
         }
     }
 
     #[test]
     fn lookup_params_parse_by_type() {
-        assert!(matches!(CustomerRef::parse("mobile", "919876543210"), Ok(CustomerRef::Mobile(_))));
-        assert!(matches!(CustomerRef::parse("email", "a@b.co"), Ok(CustomerRef::Email(_))));
-        assert!(matches!(CustomerRef::parse("externalId", "C-1"), Ok(CustomerRef::ExternalId(_))));
+        assert!(matches!(
+            CustomerRef::parse("mobile", "919876543210"),
+            Ok(CustomerRef::Mobile(_))
+        ));
+        assert!(matches!(
+            CustomerRef::parse("email", "a@b.co"),
+            Ok(CustomerRef::Email(_))
+        ));
+        assert!(matches!(
+            CustomerRef::parse("externalId", "C-1"),
+            Ok(CustomerRef::ExternalId(_))
+        ));
         assert!(CustomerRef::parse("customerId", "nope").is_err());
-        assert_eq!(CustomerRef::parse("phone", "1").unwrap_err().0, "identifierType");
+        assert_eq!(
+            CustomerRef::parse("phone", "1").unwrap_err().0,
+            "identifierType"
+        );
     }
 }

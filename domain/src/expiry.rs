@@ -66,26 +66,44 @@ mod tests {
 
     #[test]
     fn never_has_no_expiry() {
-        assert_eq!(ExpiryRule::Never.expires_at(at("2026-11-22T10:00:00Z")), None);
+        assert_eq!(
+            ExpiryRule::Never.expires_at(at("2026-11-22T10:00:00Z")),
+            None
+        );
     }
 
     #[test]
     fn after_days_adds_whole_days() {
         let r = ExpiryRule::after_days(365).unwrap();
-        assert_eq!(r.expires_at(at("2026-11-22T10:00:00Z")), Some(at("2027-11-22T10:00:00Z")));
+        assert_eq!(
+            r.expires_at(at("2026-11-22T10:00:00Z")),
+            Some(at("2027-11-22T10:00:00Z"))
+        );
         let r = ExpiryRule::after_days(1).unwrap();
-        assert_eq!(r.expires_at(at("2028-02-28T23:30:00Z")), Some(at("2028-02-29T23:30:00Z")));
+        assert_eq!(
+            r.expires_at(at("2028-02-28T23:30:00Z")),
+            Some(at("2028-02-29T23:30:00Z"))
+        );
     }
 
     #[test]
     fn end_of_month_after_months_ends_with_the_month() {
         let r = ExpiryRule::end_of_month_after_months(3).unwrap();
         // November + 3 months = February; it ends when March begins.
-        assert_eq!(r.expires_at(at("2026-11-22T10:00:00Z")), Some(at("2027-03-01T00:00:00Z")));
+        assert_eq!(
+            r.expires_at(at("2026-11-22T10:00:00Z")),
+            Some(at("2027-03-01T00:00:00Z"))
+        );
         let r = ExpiryRule::end_of_month_after_months(0).unwrap();
-        assert_eq!(r.expires_at(at("2026-01-31T23:59:59Z")), Some(at("2026-02-01T00:00:00Z")));
+        assert_eq!(
+            r.expires_at(at("2026-01-31T23:59:59Z")),
+            Some(at("2026-02-01T00:00:00Z"))
+        );
         let r = ExpiryRule::end_of_month_after_months(1).unwrap();
-        assert_eq!(r.expires_at(at("2026-12-15T00:00:00Z")), Some(at("2027-02-01T00:00:00Z")));
+        assert_eq!(
+            r.expires_at(at("2026-12-15T00:00:00Z")),
+            Some(at("2027-02-01T00:00:00Z"))
+        );
     }
 
     #[test]

@@ -38,10 +38,27 @@ pub fn parse_decimal(text: &str) -> Result<Decimal, Invalid> {
     } else {
         Decimal::from_str_exact(text)
     };
-    parsed.map(|d| d.normalize()).map_err(|_| {
-        Invalid::new("is not a decimal that can be represented exactly (at most 28 significant digits)")
-    })
+    let too_precise = || {
+        Invalid::new(
+            "is not a decimal that can be represented exactly (at most 28 significant digits)",
+        )
+    };
+    let value = parsed.map(|d| d.normalize()).map_err(|_| too_precise())?;
+    // rust_decimal holds some 29-digit values; the contract promises 28 significant digits.
+    if value
+        .mantissa()
+        .unsigned_abs()
+        .checked_ilog10()
+        .unwrap_or(0)
+        >= MAX_SIGNIFICANT_DIGITS
+    {
+        return Err(too_precise());
+    }
+    Ok(value)
 }
+
+/// The most significant digits an amount may have (what `NUMERIC(28, s)` and `Decimal` share).
+pub const MAX_SIGNIFICANT_DIGITS: u32 = 28;
 
 /// The number of decimal places a currency keeps (`POINTS` with 2 keeps `12.34`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -140,13 +157,24 @@ mod tests {
         assert_eq!(parse_decimal("12.5").unwrap(), Decimal::new(125, 1));
         assert_eq!(parse_decimal("1e3").unwrap(), Decimal::from(1000));
         assert_eq!(parse_decimal("-2").unwrap(), Decimal::from(-2));
+        assert!(parse_decimal("1234567890123456789012345678").is_ok());
+        assert!(parse_decimal("0.000000000000000000000000001").is_ok());
     }
 
     #[test]
     fn refuses_what_is_not_an_exact_decimal() {
         for bad in [
-            "", "NaN", "nan", "inf", "-Infinity", "1e400", "abc", "1.2.3", "0x10",
+            "",
+            "NaN",
+            "nan",
+            "inf",
+            "-Infinity",
+            "1e400",
+            "abc",
+            "1.2.3",
+            "0x10",
             "12345678901234567890123456789012",
+            "12345678901234567890123456789",
         ] {
             assert!(parse_decimal(bad).is_err(), "{bad} should be refused");
         }
@@ -172,6 +200,9 @@ mod tests {
         assert_eq!(Rounding::HalfUp.apply(v, s), Decimal::new(13, 1));
         assert_eq!(Rounding::HalfEven.apply(v, s), Decimal::new(12, 1));
         assert_eq!(Rounding::Ceiling.apply(v, s), Decimal::new(13, 1));
-        assert_eq!(Rounding::HalfEven.apply(Decimal::new(135, 2), s), Decimal::new(14, 1));
+        assert_eq!(
+            Rounding::HalfEven.apply(Decimal::new(135, 2), s),
+            Decimal::new(14, 1)
+        );
     }
 }

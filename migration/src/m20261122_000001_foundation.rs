@@ -71,7 +71,8 @@ impl MigrationTrait for Migration {
                 .take(),
         )
         .await?;
-        m.create_index(index("programs_org_id_idx", "programs", &["org_id", "id"])).await?;
+        m.create_index(index("programs_org_id_idx", "programs", &["org_id", "id"]))
+            .await?;
 
         m.create_table(
             Table::create()
@@ -106,8 +107,12 @@ impl MigrationTrait for Migration {
                 .take(),
         )
         .await?;
-        m.create_index(index("award_strategies_org_idx", "award_strategies", &["org_id", "program_id", "id"]))
-            .await?;
+        m.create_index(index(
+            "award_strategies_org_idx",
+            "award_strategies",
+            &["org_id", "program_id", "id"],
+        ))
+        .await?;
 
         m.create_table(
             Table::create()
@@ -124,8 +129,12 @@ impl MigrationTrait for Migration {
                 .take(),
         )
         .await?;
-        m.create_index(index("expiry_strategies_org_idx", "expiry_strategies", &["org_id", "program_id", "id"]))
-            .await?;
+        m.create_index(index(
+            "expiry_strategies_org_idx",
+            "expiry_strategies",
+            &["org_id", "program_id", "id"],
+        ))
+        .await?;
 
         m.create_table(
             Table::create()
@@ -140,10 +149,24 @@ impl MigrationTrait for Migration {
                 .take(),
         )
         .await?;
-        m.create_index(unique("customers_org_mobile_key", "customers", &["org_id", "mobile"])).await?;
-        m.create_index(unique("customers_org_email_key", "customers", &["org_id", "email"])).await?;
-        m.create_index(unique("customers_org_external_id_key", "customers", &["org_id", "external_id"]))
-            .await?;
+        m.create_index(unique(
+            "customers_org_mobile_key",
+            "customers",
+            &["org_id", "mobile"],
+        ))
+        .await?;
+        m.create_index(unique(
+            "customers_org_email_key",
+            "customers",
+            &["org_id", "email"],
+        ))
+        .await?;
+        m.create_index(unique(
+            "customers_org_external_id_key",
+            "customers",
+            &["org_id", "external_id"],
+        ))
+        .await?;
 
         m.create_table(
             Table::create()
@@ -197,7 +220,13 @@ impl MigrationTrait for Migration {
         m.create_index(index(
             "ledger_entries_lots_idx",
             "ledger_entries",
-            &["org_id", "customer_id", "program_id", "currency", "expires_at"],
+            &[
+                "org_id",
+                "customer_id",
+                "program_id",
+                "currency",
+                "expires_at",
+            ],
         ))
         .await?;
 
@@ -223,8 +252,12 @@ impl MigrationTrait for Migration {
                 .take(),
         )
         .await?;
-        m.create_index(unique("allocations_org_unique_id_key", "allocations", &["org_id", "unique_id"]))
-            .await?;
+        m.create_index(unique(
+            "allocations_org_unique_id_key",
+            "allocations",
+            &["org_id", "unique_id"],
+        ))
+        .await?;
 
         // One row per (organisation, operation, key), inserted in the same transaction as the
         // effect it guards. `request_fields` keeps the canonical meaning so a mismatch can name
@@ -251,8 +284,12 @@ impl MigrationTrait for Migration {
             &["org_id", "operation", "key"],
         ))
         .await?;
-        m.create_index(index("idempotency_records_created_idx", "idempotency_records", &["created_at"]))
-            .await?;
+        m.create_index(index(
+            "idempotency_records_created_idx",
+            "idempotency_records",
+            &["created_at"],
+        ))
+        .await?;
         Ok(())
     }
 

@@ -44,7 +44,8 @@ pub async fn create_program<C: ConnectionTrait>(
     .one(conn)
     .await?
     .ok_or_else(|| PersistenceError::Other("insert returned no row".into()))?;
-    let mut sql = String::from("INSERT INTO program_currencies (org_id, program_id, code, scale) VALUES ");
+    let mut sql =
+        String::from("INSERT INTO program_currencies (org_id, program_id, code, scale) VALUES ");
     let mut values: Vec<Value> = Vec::with_capacity(currencies.len() * 4);
     for (i, (code, scale)) in currencies.iter().enumerate() {
         let n = i * 4;
@@ -52,7 +53,12 @@ pub async fn create_program<C: ConnectionTrait>(
             sql.push_str(", ");
         }
         sql.push_str(&format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4));
-        values.extend([org_id.into(), row.id.into(), code.clone().into(), (*scale).into()]);
+        values.extend([
+            org_id.into(),
+            row.id.into(),
+            code.clone().into(),
+            (*scale).into(),
+        ]);
     }
     if !currencies.is_empty() {
         conn.execute_raw(stmt(conn, &sql, values)).await?;
@@ -76,7 +82,9 @@ async fn currencies_of<C: ConnectionTrait>(
     if program_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let placeholders: Vec<String> = (0..program_ids.len()).map(|i| format!("${}", i + 2)).collect();
+    let placeholders: Vec<String> = (0..program_ids.len())
+        .map(|i| format!("${}", i + 2))
+        .collect();
     let sql = format!(
         "SELECT program_id, code, scale FROM program_currencies \
          WHERE org_id = $1 AND program_id IN ({}) ORDER BY program_id, code",
@@ -84,7 +92,9 @@ async fn currencies_of<C: ConnectionTrait>(
     );
     let mut values: Vec<Value> = vec![org_id.into()];
     values.extend(program_ids.iter().map(|id| Value::from(*id)));
-    Ok(CurrencyRow::find_by_statement(stmt(conn, &sql, values)).all(conn).await?)
+    Ok(CurrencyRow::find_by_statement(stmt(conn, &sql, values))
+        .all(conn)
+        .await?)
 }
 
 pub async fn get_program<C: ConnectionTrait>(
@@ -131,7 +141,10 @@ pub async fn list_programs<C: ConnectionTrait>(
             let (mine, rest): (Vec<_>, Vec<_>) =
                 currencies.drain(..).partition(|c| c.program_id == row.id);
             currencies = rest;
-            Program { row, currencies: mine }
+            Program {
+                row,
+                currencies: mine,
+            }
         })
         .collect();
     Ok(Page {
@@ -142,7 +155,9 @@ pub async fn list_programs<C: ConnectionTrait>(
 
 /// `limit + 1`, so that a page knows whether another follows.
 pub(crate) fn page_fetch(limit: u64) -> Value {
-    i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX).into()
+    i64::try_from(limit.saturating_add(1))
+        .unwrap_or(i64::MAX)
+        .into()
 }
 
 /// The scale of `currency` in `program_id`, or `None` when the program has no such currency.
@@ -193,8 +208,7 @@ pub struct NewAwardStrategy {
     pub points: Option<String>,
 }
 
-const AWARD_COLUMNS: &str =
-    "id, org_id, program_id, name, currency, kind, multiplier, rounding, min_award, max_award, points, created_at";
+const AWARD_COLUMNS: &str = "id, org_id, program_id, name, currency, kind, multiplier, rounding, min_award, max_award, points, created_at";
 
 pub async fn create_award_strategy<C: ConnectionTrait>(
     conn: &C,
@@ -255,7 +269,12 @@ pub async fn list_award_strategies<C: ConnectionTrait>(
             "SELECT {AWARD_COLUMNS} FROM award_strategies \
              WHERE org_id = $1 AND program_id = $2 AND id > $3 ORDER BY id LIMIT $4"
         ),
-        vec![org_id.into(), program_id.into(), after.unwrap_or(0).into(), page_fetch(limit)],
+        vec![
+            org_id.into(),
+            program_id.into(),
+            after.unwrap_or(0).into(),
+            page_fetch(limit),
+        ],
     ))
     .all(conn)
     .await?;
@@ -335,7 +354,12 @@ pub async fn list_expiry_strategies<C: ConnectionTrait>(
             "SELECT {EXPIRY_COLUMNS} FROM expiry_strategies \
              WHERE org_id = $1 AND program_id = $2 AND id > $3 ORDER BY id LIMIT $4"
         ),
-        vec![org_id.into(), program_id.into(), after.unwrap_or(0).into(), page_fetch(limit)],
+        vec![
+            org_id.into(),
+            program_id.into(),
+            after.unwrap_or(0).into(),
+            page_fetch(limit),
+        ],
     ))
     .all(conn)
     .await?;

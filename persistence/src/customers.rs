@@ -41,7 +41,10 @@ pub async fn find<C: ConnectionTrait>(
     };
     Ok(CustomerRow::find_by_statement(stmt(
         conn,
-        &format!("SELECT {COLUMNS} FROM customers WHERE org_id = $1 AND {} = $2", column(customer)),
+        &format!(
+            "SELECT {COLUMNS} FROM customers WHERE org_id = $1 AND {} = $2",
+            column(customer)
+        ),
         vec![org_id.into(), value],
     ))
     .one(conn)
@@ -69,7 +72,12 @@ pub async fn find_or_enroll<C: ConnectionTrait>(
             "INSERT INTO customers (id, org_id, {col}, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (org_id, {col}) DO NOTHING RETURNING {COLUMNS}"
         ),
-        vec![Uuid::now_v7().into(), org_id.into(), customer.value().into(), now.into()],
+        vec![
+            Uuid::now_v7().into(),
+            org_id.into(),
+            customer.value().into(),
+            now.into(),
+        ],
     ))
     .one(conn)
     .await?;

@@ -91,7 +91,9 @@ pub async fn claim<C: ConnectionTrait>(
             return Ok(Claim::Existing(Box::new(existing)));
         }
     }
-    Err(PersistenceError::Conflict("idempotency record vanished twice".into()))
+    Err(PersistenceError::Conflict(
+        "idempotency record vanished twice".into(),
+    ))
 }
 
 /// Stores the outcome on a claimed record (same transaction as the effect).

@@ -218,6 +218,8 @@ pub async fn entries_of<C: ConnectionTrait>(
     }
     values.push(page_fetch(limit));
     sql.push_str(&format!(" ORDER BY e.id DESC LIMIT ${}", values.len()));
-    let rows = EntryRow::find_by_statement(stmt(conn, &sql, values)).all(conn).await?;
+    let rows = EntryRow::find_by_statement(stmt(conn, &sql, values))
+        .all(conn)
+        .await?;
     Ok(Page::from_rows(rows, limit, |r| r.id))
 }

@@ -69,7 +69,9 @@ impl Db {
             .acquire_timeout(options.acquire_timeout)
             .connect_timeout(options.acquire_timeout)
             .sqlx_logging(false);
-        let conn = Database::connect(opts).await.map_err(PersistenceError::from)?;
+        let conn = Database::connect(opts)
+            .await
+            .map_err(PersistenceError::from)?;
         if sqlite {
             conn.execute_unprepared("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
                 .await?;

@@ -66,7 +66,12 @@ pub async fn create_api_key<C: ConnectionTrait>(
     conn.execute_raw(stmt(
         conn,
         "INSERT INTO api_keys (org_id, prefix, key_hash, created_at) VALUES ($1, $2, $3, $4)",
-        vec![org_id.into(), prefix.into(), hash_key(&key).into(), now.into()],
+        vec![
+            org_id.into(),
+            prefix.into(),
+            hash_key(&key).into(),
+            now.into(),
+        ],
     ))
     .await?;
     Ok(NewApiKey { key })
@@ -100,7 +105,10 @@ pub async fn authenticate<C: ConnectionTrait>(
     .one(conn)
     .await?;
     Ok(row.and_then(|r| {
-        let equal: bool = hash_key(presented).as_bytes().ct_eq(r.key_hash.as_bytes()).into();
+        let equal: bool = hash_key(presented)
+            .as_bytes()
+            .ct_eq(r.key_hash.as_bytes())
+            .into();
         equal.then_some(r.org_id)
     }))
 }

@@ -1,1 +1,405 @@
+//! Test harness: a fresh PostgreSQL database per test, cloned from a migrated template, and the
+//! real application started on port 0 exactly as `loyalty serve` builds it.
+//!
+//! The server is `DATABASE_URL` when set, else `postgres://postgres@127.0.0.1:5432/postgres`
+//! (`scripts/test` starts a throwaway cluster and sets `DATABASE_URL` when none answers there).
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::clock::{Clock, ManualClock, SystemClock};
+use api::config::Settings;
+use api::startup::Application;
+use persistence::{Db, DbOptions};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
+};
+use serde_json::Value;
+
+pub use reqwest::StatusCode;
+
+/// The PostgreSQL server the tests use (its maintenance database).
+pub fn server_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// `url` with its database name replaced.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let prefix = match base.rfind('/') {
+        Some(i) if i > "postgres://".len() => &base[..i],
+        _ => base,
+    };
+    match query {
+        Some(q) => format!("{prefix}/{name}?{q}"),
+        None => format!("{prefix}/{name}"),
+    }
+}
+
+async fn admin() -> DatabaseConnection {
+    let mut opts = ConnectOptions::new(server_url());
+    opts.max_connections(1)
+        .sqlx_logging(false)
+        .acquire_timeout(Duration::from_secs(30));
+    Database::connect(opts)
+        .await
+        .expect("PostgreSQL must be reachable at DATABASE_URL (or 127.0.0.1:5432); run the suite with scripts/test")
+}
+
+async fn exec(conn: &DatabaseConnection, sql: &str) -> Result<(), sea_orm::DbErr> {
+    conn.execute_raw(Statement::from_string(DbBackend::Postgres, sql.to_owned()))
+        .await
+        .map(|_| ())
+}
+
+fn template_name() -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    migration::schema_version().hash(&mut h);
+    format!("loyalty_tpl_{:016x}", h.finish())
+}
+
+/// Creates a fresh database from the migrated template (building the template once, under an
+/// advisory lock so that parallel test processes build it only once) and returns its URL.
+pub async fn fresh_database() -> String {
+    let admin = admin().await;
+    let template = template_name();
+    exec(&admin, "SELECT pg_advisory_lock(727274)")
+        .await
+        .expect("advisory lock");
+    let exists = admin
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT 1 FROM pg_database WHERE datname = $1",
+            [template.clone().into()],
+        ))
+        .await
+        .expect("query pg_database")
+        .is_some();
+    if !exists {
+        let building = format!("{template}_build");
+        exec(&admin, &format!("DROP DATABASE IF EXISTS {building}"))
+            .await
+            .expect("drop build db");
+        exec(&admin, &format!("CREATE DATABASE {building}"))
+            .await
+            .expect("create build db");
+        let db = Db::connect(
+            &with_database(&server_url(), &building),
+            &DbOptions::default(),
+        )
+        .await
+        .expect("connect to template");
+        db.migrate().await.expect("migrate template");
+        db.close().await.expect("close template");
+        exec(
+            &admin,
+            &format!("ALTER DATABASE {building} RENAME TO {template}"),
+        )
+        .await
+        .expect("rename template");
+    }
+    exec(&admin, "SELECT pg_advisory_unlock(727274)")
+        .await
+        .expect("advisory unlock");
+    let name = format!("loyalty_test_{}", uuid::Uuid::new_v4().simple());
+    // A concurrent clone of the same template can briefly make it "in use"; retry a few times.
+    let mut attempt = 0;
+    loop {
+        match exec(
+            &admin,
+            &format!("CREATE DATABASE {name} TEMPLATE {template}"),
+        )
+        .await
+        {
+            Ok(()) => break,
+            Err(e) if attempt < 50 => {
+                attempt += 1;
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("cannot create test database: {e}"),
+        }
+    }
+    let _ = admin.close().await;
+    with_database(&server_url(), &name)
+}
+
+/// A running application on its own database.
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub database_url: String,
+    pub client: reqwest::Client,
+    /// A direct connection to the app's database, for checking what was written.
+    pub db: Db,
+    pub clock: Option<ManualClock>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+/// Options for [`TestApp::spawn_with`].
+pub struct Spawn {
+    pub clock: Option<ManualClock>,
+    pub settings: Box<dyn FnOnce(&mut Settings)>,
+}
+
+impl Default for Spawn {
+    fn default() -> Self {
+        Self {
+            clock: None,
+            settings: Box::new(|_| {}),
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Spawn::default()).await
+    }
+
+    pub async fn spawn_with(options: Spawn) -> Self {
+        if std::env::var("TEST_LOG").is_ok() {
+            api::telemetry::init("debug");
+        }
+        let database_url = fresh_database().await;
+        Self::spawn_on(&database_url, options).await
+    }
+
+    /// Starts another instance of the application on an existing database.
+    pub async fn spawn_on(database_url: &str, options: Spawn) -> Self {
+        let mut settings = Settings::new(database_url, "127.0.0.1:0");
+        settings.workers = 2;
+        settings.migrate = false;
+        (options.settings)(&mut settings);
+        let clock: Arc<dyn Clock> = match &options.clock {
+            Some(c) => Arc::new(c.clone()),
+            None => Arc::new(SystemClock),
+        };
+        let app = Application::build(settings, clock)
+            .await
+            .expect("build application");
+        let port = app.port();
+        let handle = app.handle();
+        tokio::spawn(app.run_until_stopped());
+        let db = Db::connect(
+            database_url,
+            &DbOptions {
+                max_connections: 2,
+                ..DbOptions::default()
+            },
+        )
+        .await
+        .expect("connect test db");
+        Self {
+            address: format!("http://127.0.0.1:{port}"),
+            port,
+            database_url: database_url.to_owned(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("client"),
+            db,
+            clock: options.clock,
+            handle,
+        }
+    }
+
+    pub async fn stop(&self) {
+        self.handle.stop(true).await;
+    }
+
+    /// Creates an organisation as `loyalty orgs create` does; returns (orgId, apiKey).
+    pub async fn create_org(&self, name: &str) -> (i64, String) {
+        let (org, key) =
+            persistence::orgs::create_org(self.db.conn(), name, None, chrono::Utc::now())
+                .await
+                .expect("create org");
+        (org.id, key.key)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: &Value) -> Reply {
+        self.post_with(path, key, body, &[]).await
+    }
+
+    pub async fn post_with(
+        &self,
+        path: &str,
+        key: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = self
+            .client
+            .post(self.url(path))
+            .header("X-API-KEY", key)
+            .json(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Reply::from(req.send().await.expect("request")).await
+    }
+
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        key: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Reply {
+        let req = self
+            .client
+            .post(self.url(path))
+            .header("X-API-KEY", key)
+            .header("Content-Type", content_type)
+            .body(body);
+        Reply::from(req.send().await.expect("request")).await
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> Reply {
+        Reply::from(
+            self.client
+                .get(self.url(path))
+                .header("X-API-KEY", key)
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await
+    }
+
+    /// Runs a query returning one integer (a count, a sum).
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        let row = self
+            .db
+            .conn()
+            .query_one_raw(Statement::from_string(DbBackend::Postgres, sql.to_owned()))
+            .await
+            .expect("query")
+            .expect("one row");
+        row.try_get_by_index::<Option<i64>>(0)
+            .expect("integer")
+            .unwrap_or(0)
+    }
+
+    /// Row counts of every table a write can touch: equal before and after a refused request.
+    pub async fn row_counts(&self) -> Vec<(String, i64)> {
+        let mut out = Vec::new();
+        for table in [
+            "organisations",
+            "programs",
+            "program_currencies",
+            "award_strategies",
+            "expiry_strategies",
+            "customers",
+            "balances",
+            "ledger_entries",
+            "allocations",
+            "idempotency_records",
+        ] {
+            out.push((
+                table.to_owned(),
+                self.scalar(&format!("SELECT count(*)::bigint FROM {table}"))
+                    .await,
+            ));
+        }
+        out
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    async fn from(resp: reqwest::Response) -> Self {
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Self {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The problem's `code`.
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+}
+
+/// A catalog to allocate against: a program with POINTS (scale 2) and COINS (scale 0), a RATE
+/// strategy of 0.1 (FLOOR, max 5000) on POINTS, and a 365-day expiry.
+pub struct Catalog {
+    pub program_id: i64,
+    pub rate_id: i64,
+    pub expiry_id: i64,
+}
+
+pub async fn setup_catalog(app: &TestApp, key: &str) -> Catalog {
+    let p = app
+        .post(
+            "/v1/programs",
+            key,
+            &serde_json::json!({"name": "Marvel Rewards", "currencies": [{"code": "POINTS", "scale": 2}, {"code": "COINS", "scale": 0}]}),
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::CREATED, "{}", p.text);
+    let program_id = p.body["programId"].as_i64().expect("programId");
+    let a = app
+        .post(
+            &format!("/v1/programs/{program_id}/award-strategies"),
+            key,
+            &serde_json::json!({"name": "1 point per 10", "currency": "POINTS", "kind": "RATE", "multiplier": "0.1", "rounding": "FLOOR", "minAward": "0", "maxAward": "5000"}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    let e = app
+        .post(
+            &format!("/v1/programs/{program_id}/expiry-strategies"),
+            key,
+            &serde_json::json!({"name": "1 year", "kind": "AFTER_DAYS", "days": 365}),
+        )
+        .await;
+    assert_eq!(e.status, StatusCode::CREATED, "{}", e.text);
+    Catalog {
+        program_id,
+        rate_id: a.body["awardStrategyId"].as_i64().expect("awardStrategyId"),
+        expiry_id: e.body["expiryStrategyId"]
+            .as_i64()
+            .expect("expiryStrategyId"),
+    }
+}
+
+/// The Capillary allocation body of API.md, for this catalog.
+pub fn allocation_body(c: &Catalog, mobile: &str, source_value: Value, unique_id: &str) -> Value {
+    serde_json::json!({
+        "programId": c.program_id,
+        "awardStrategyId": c.rate_id,
+        "expiryStrategyId": c.expiry_id,
+        "sourceValue": source_value,
+        "eventName": "TransactionAdd",
+        "eventSourceId": "BILL123",
+        "lookupParams": {"entityType": "CUSTOMER", "identifierType": "mobile", "identifierValue": mobile},
+        "uniqueId": unique_id
+    })
+}

@@ -9,7 +9,9 @@ use persistence::{catalog, customers};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::dto::{CustomerFields, DecimalInput, FlexId, LookupParams, LooseString, amount, bounded_text, ts};
+use crate::dto::{
+    CustomerFields, DecimalInput, FlexId, LookupParams, LooseString, amount, bounded_text, ts,
+};
 use crate::error::ApiError;
 use crate::extract::{IdempotencyHeader, Json, Tenant};
 use crate::idempotent::{Effect, execute, respond};
@@ -109,8 +111,11 @@ pub async fn create(
             "orgId is not the organisation of the API key".into(),
         ));
     }
-    let (program_id, award_id, expiry_id) =
-        (body.program_id.0, body.award_strategy_id.0, body.expiry_strategy_id.0);
+    let (program_id, award_id, expiry_id) = (
+        body.program_id.0,
+        body.award_strategy_id.0,
+        body.expiry_strategy_id.0,
+    );
     let meaning = RequestMeaning::new()
         .with("programId", Some(program_id))
         .with("awardStrategyId", Some(award_id))
@@ -121,86 +126,103 @@ pub async fn create(
         .with("eventSourceId", event_source_id.as_ref());
     let now = state.now();
     let unique_id = key.to_string();
-    let outcome = execute(&state, org_id, Operation::CurrencyAllocation, Some(&key), &meaning, async |tx| {
-        let program = catalog::get_program(tx, org_id, program_id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("program"))?;
-        let award = catalog::get_award_strategy(tx, org_id, award_id)
-            .await?
-            .filter(|s| s.program_id == program.row.id)
-            .ok_or_else(|| ApiError::not_found("award strategy"))?;
-        let expiry = catalog::get_expiry_strategy(tx, org_id, expiry_id)
-            .await?
-            .filter(|s| s.program_id == program.row.id)
-            .ok_or_else(|| ApiError::not_found("expiry strategy"))?;
-        let currency = program
-            .currencies
-            .iter()
-            .find(|c| c.code == award.currency)
-            .ok_or_else(|| ApiError::Internal(format!("award strategy {award_id} names a missing currency")))?;
-        let scale = Scale::new(i64::from(currency.scale))
-            .map_err(|_| ApiError::Internal(format!("currency {} has a bad scale", currency.code)))?;
-        let awarded = award_rule(&award)?
-            .award(source_value, scale)
-            .map_err(|e| ApiError::validation("sourceValue", e.message))?;
-        let minor = scale
-            .to_minor(awarded)
-            .map_err(|e| ApiError::validation("sourceValue", format!("gives an award that {}", e.message)))?;
-        let expires_at = expiry_rule(&expiry)?.expires_at(now);
-        let customer_row = customers::find_or_enroll(tx, org_id, &customer, now)
-            .await?
-            .ok_or_else(|| ApiError::not_found("customer"))?;
-        let account = Account {
-            org_id,
-            customer_id: customer_row.id,
-            program_id,
-            currency: award.currency.clone(),
-        };
-        let reference = format!("allocation:{unique_id}");
-        let entry = ledger::credit(tx, &account, minor, expires_at, Some(&reference), now).await?;
-        let new = NewAllocation {
-            org_id,
-            unique_id: unique_id.clone(),
-            customer_id: customer_row.id,
-            program_id,
-            currency: award.currency.clone(),
-            amount: minor,
-            source_value: source_value.to_string(),
-            award_strategy_id: award_id,
-            expiry_strategy_id: expiry_id,
-            event_name: event_name.clone(),
-            event_source_id: event_source_id.clone(),
-            ledger_entry_id: entry.id,
-            expires_at,
-        };
-        let id = allocations::insert(tx, &new, now).await?;
-        let row = AllocationRow {
-            id,
-            org_id,
-            unique_id: new.unique_id,
-            customer_id: new.customer_id,
-            program_id,
-            currency: new.currency,
-            amount: minor,
-            source_value: new.source_value,
-            award_strategy_id: award_id,
-            expiry_strategy_id: expiry_id,
-            event_name: new.event_name,
-            event_source_id: new.event_source_id,
-            ledger_entry_id: entry.id,
-            expires_at,
-            created_at: now,
-            scale: currency.scale,
-        };
-        Ok(Effect {
-            body: allocation_json(&row, entry.balance_after),
-            resource_id: Some(id.to_string()),
-        })
-    })
+    let outcome = execute(
+        &state,
+        org_id,
+        Operation::CurrencyAllocation,
+        Some(&key),
+        &meaning,
+        async |tx| {
+            let program = catalog::get_program(tx, org_id, program_id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("program"))?;
+            let award = catalog::get_award_strategy(tx, org_id, award_id)
+                .await?
+                .filter(|s| s.program_id == program.row.id)
+                .ok_or_else(|| ApiError::not_found("award strategy"))?;
+            let expiry = catalog::get_expiry_strategy(tx, org_id, expiry_id)
+                .await?
+                .filter(|s| s.program_id == program.row.id)
+                .ok_or_else(|| ApiError::not_found("expiry strategy"))?;
+            let currency = program
+                .currencies
+                .iter()
+                .find(|c| c.code == award.currency)
+                .ok_or_else(|| {
+                    ApiError::Internal(format!(
+                        "award strategy {award_id} names a missing currency"
+                    ))
+                })?;
+            let scale = Scale::new(i64::from(currency.scale)).map_err(|_| {
+                ApiError::Internal(format!("currency {} has a bad scale", currency.code))
+            })?;
+            let awarded = award_rule(&award)?
+                .award(source_value, scale)
+                .map_err(|e| ApiError::validation("sourceValue", e.message))?;
+            let minor = scale.to_minor(awarded).map_err(|e| {
+                ApiError::validation("sourceValue", format!("gives an award that {}", e.message))
+            })?;
+            let expires_at = expiry_rule(&expiry)?.expires_at(now);
+            let customer_row = customers::find_or_enroll(tx, org_id, &customer, now)
+                .await?
+                .ok_or_else(|| ApiError::not_found("customer"))?;
+            let account = Account {
+                org_id,
+                customer_id: customer_row.id,
+                program_id,
+                currency: award.currency.clone(),
+            };
+            let reference = format!("allocation:{unique_id}");
+            let entry =
+                ledger::credit(tx, &account, minor, expires_at, Some(&reference), now).await?;
+            let new = NewAllocation {
+                org_id,
+                unique_id: unique_id.clone(),
+                customer_id: customer_row.id,
+                program_id,
+                currency: award.currency.clone(),
+                amount: minor,
+                source_value: source_value.to_string(),
+                award_strategy_id: award_id,
+                expiry_strategy_id: expiry_id,
+                event_name: event_name.clone(),
+                event_source_id: event_source_id.clone(),
+                ledger_entry_id: entry.id,
+                expires_at,
+            };
+            let id = allocations::insert(tx, &new, now).await?;
+            let row = AllocationRow {
+                id,
+                org_id,
+                unique_id: new.unique_id,
+                customer_id: new.customer_id,
+                program_id,
+                currency: new.currency,
+                amount: minor,
+                source_value: new.source_value,
+                award_strategy_id: award_id,
+                expiry_strategy_id: expiry_id,
+                event_name: new.event_name,
+                event_source_id: new.event_source_id,
+                ledger_entry_id: entry.id,
+                expires_at,
+                created_at: now,
+                scale: currency.scale,
+            };
+            Ok(Effect {
+                body: allocation_json(&row, entry.balance_after),
+                resource_id: Some(id.to_string()),
+            })
+        },
+    )
     .await?;
     let mut response = respond(outcome, Some(&key));
-    if let Ok(location) = format!("/v1/currency/allocations/{}", urlencode(&key.to_string())).parse() {
-        response.headers_mut().insert(actix_web::http::header::LOCATION, location);
+    if let Ok(location) =
+        format!("/v1/currency/allocations/{}", urlencode(&key.to_string())).parse()
+    {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::LOCATION, location);
     }
     Ok(response)
 }
@@ -208,7 +230,9 @@ pub async fn create(
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

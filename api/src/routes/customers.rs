@@ -49,14 +49,19 @@ pub async fn lookup(
             FieldError::new("identifierValue", "is required"),
         ]));
     };
-    let customer = CustomerRef::parse(kind, value).map_err(|(f, e)| ApiError::validation(f, e.message))?;
+    let customer =
+        CustomerRef::parse(kind, value).map_err(|(f, e)| ApiError::validation(f, e.message))?;
     let row = customers::find(state.db.conn(), tenant.org_id, &customer)
         .await?
         .ok_or_else(|| ApiError::not_found("customer"))?;
     Ok(HttpResponse::Ok().json(customer_json(&state, tenant.org_id, &row).await?))
 }
 
-async fn customer_by_path(state: &AppState, org_id: i64, raw: &str) -> Result<CustomerRow, ApiError> {
+async fn customer_by_path(
+    state: &AppState,
+    org_id: i64,
+    raw: &str,
+) -> Result<CustomerRow, ApiError> {
     let id = Uuid::parse_str(raw).map_err(|_| ApiError::not_found("customer"))?;
     customers::find(state.db.conn(), org_id, &CustomerRef::CustomerId(id))
         .await?

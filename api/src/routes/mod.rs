@@ -36,9 +36,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 )
                 .route("/customers/lookup", web::get().to(customers::lookup))
                 .route("/customers/{customerId}", web::get().to(customers::get))
-                .route("/customers/{customerId}/ledger", web::get().to(customers::ledger))
+                .route(
+                    "/customers/{customerId}/ledger",
+                    web::get().to(customers::ledger),
+                )
                 .route("/currency/allocations", web::post().to(allocations::create))
-                .route("/currency/allocations/{uniqueId}", web::get().to(allocations::get))
+                .route(
+                    "/currency/allocations/{uniqueId}",
+                    web::get().to(allocations::get),
+                )
                 .route(
                     "/idempotency-keys/{operation}/{key}",
                     web::get().to(idempotency_keys::get),

@@ -53,14 +53,17 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     validate(&body)?;
     let mut errors = Vec::new();
-    let name = parse_name(&body.name).map_err(|e| errors.push(FieldError::new("name", e.message))).ok();
+    let name = parse_name(&body.name)
+        .map_err(|e| errors.push(FieldError::new("name", e.message)))
+        .ok();
     let mut currencies: Vec<(String, i16)> = Vec::new();
     let mut seen = BTreeSet::new();
     for (i, c) in body.currencies.iter().enumerate() {
         match CurrencyCode::parse(&c.code) {
-            Ok(code) if !seen.insert(code.as_str().to_owned()) => {
-                errors.push(FieldError::new(format!("currencies[{i}].code"), "appears twice"))
-            }
+            Ok(code) if !seen.insert(code.as_str().to_owned()) => errors.push(FieldError::new(
+                format!("currencies[{i}].code"),
+                "appears twice",
+            )),
             Ok(code) => match Scale::new(c.scale) {
                 Ok(scale) => currencies.push((code.as_str().to_owned(), scale.get() as i16)),
                 Err(e) => errors.push(FieldError::new(format!("currencies[{i}].scale"), e.message)),
@@ -71,19 +74,27 @@ pub async fn create(
     let Some(name) = name.filter(|_| errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };
-    let canonical_currencies: Vec<String> = currencies.iter().map(|(c, s)| format!("{c}:{s}")).collect();
+    let canonical_currencies: Vec<String> =
+        currencies.iter().map(|(c, s)| format!("{c}:{s}")).collect();
     let meaning = RequestMeaning::new()
         .with("name", Some(&name))
         .with("currencies", Some(canonical_currencies.join(",")));
     let org_id = tenant.org_id;
     let now = state.now();
-    let outcome = execute(&state, org_id, Operation::ProgramCreate, key.0.as_ref(), &meaning, async |tx| {
-        let program = catalog::create_program(tx, org_id, &name, &currencies, now).await?;
-        Ok(Effect {
-            body: program_json(&program),
-            resource_id: Some(program.row.id.to_string()),
-        })
-    })
+    let outcome = execute(
+        &state,
+        org_id,
+        Operation::ProgramCreate,
+        key.0.as_ref(),
+        &meaning,
+        async |tx| {
+            let program = catalog::create_program(tx, org_id, &name, &currencies, now).await?;
+            Ok(Effect {
+                body: program_json(&program),
+                resource_id: Some(program.row.id.to_string()),
+            })
+        },
+    )
     .await?;
     Ok(respond(outcome, key.0.as_ref()))
 }
@@ -106,7 +117,8 @@ pub async fn list(
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let page = query.parse()?;
-    let result = catalog::list_programs(state.db.conn(), tenant.org_id, page.cursor, page.limit).await?;
+    let result =
+        catalog::list_programs(state.db.conn(), tenant.org_id, page.cursor, page.limit).await?;
     Ok(HttpResponse::Ok().json(page_json(
         result.items.iter().map(program_json).collect(),
         result.next_cursor,
@@ -159,7 +171,12 @@ pub fn award_rule(s: &AwardStrategyRow) -> Result<AwardRule, ApiError> {
     };
     match s.kind.as_str() {
         "RATE" => {
-            let rounding = s.rounding.as_deref().unwrap_or("FLOOR").parse::<Rounding>().map_err(|_| corrupt())?;
+            let rounding = s
+                .rounding
+                .as_deref()
+                .unwrap_or("FLOOR")
+                .parse::<Rounding>()
+                .map_err(|_| corrupt())?;
             AwardRule::rate(
                 dec(&s.multiplier)?.ok_or_else(corrupt)?,
                 rounding,
@@ -235,7 +252,10 @@ pub async fn create_award_strategy(
     };
     let program = program_of(&state, tenant.org_id, &path).await?;
     if !program.currencies.iter().any(|c| c.code == body.currency) {
-        return Err(ApiError::validation("currency", "is not a currency of this program"));
+        return Err(ApiError::validation(
+            "currency",
+            "is not a currency of this program",
+        ));
     }
     let new = NewAwardStrategy {
         program_id: program.row.id,
@@ -253,13 +273,20 @@ pub async fn create_award_strategy(
         .with("points", new.points.as_ref());
     let org_id = tenant.org_id;
     let now = state.now();
-    let outcome = execute(&state, org_id, Operation::AwardStrategyCreate, key.0.as_ref(), &meaning, async |tx| {
-        let row = catalog::create_award_strategy(tx, org_id, &new, now).await?;
-        Ok(Effect {
-            body: award_json(&row),
-            resource_id: Some(row.id.to_string()),
-        })
-    })
+    let outcome = execute(
+        &state,
+        org_id,
+        Operation::AwardStrategyCreate,
+        key.0.as_ref(),
+        &meaning,
+        async |tx| {
+            let row = catalog::create_award_strategy(tx, org_id, &new, now).await?;
+            Ok(Effect {
+                body: award_json(&row),
+                resource_id: Some(row.id.to_string()),
+            })
+        },
+    )
     .await?;
     Ok(respond(outcome, key.0.as_ref()))
 }
@@ -272,9 +299,14 @@ pub async fn list_award_strategies(
 ) -> Result<HttpResponse, ApiError> {
     let page = query.parse()?;
     let program = program_of(&state, tenant.org_id, &path).await?;
-    let result =
-        catalog::list_award_strategies(state.db.conn(), tenant.org_id, program.row.id, page.cursor, page.limit)
-            .await?;
+    let result = catalog::list_award_strategies(
+        state.db.conn(),
+        tenant.org_id,
+        program.row.id,
+        page.cursor,
+        page.limit,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(page_json(
         result.items.iter().map(award_json).collect(),
         result.next_cursor,
@@ -307,9 +339,12 @@ pub fn expiry_rule(s: &ExpiryStrategyRow) -> Result<ExpiryRule, ApiError> {
     let corrupt = || ApiError::Internal(format!("expiry strategy {} is malformed", s.id));
     match s.kind.as_str() {
         "NEVER" => Ok(ExpiryRule::Never),
-        "AFTER_DAYS" => ExpiryRule::after_days(i64::from(s.days.ok_or_else(corrupt)?)).map_err(|_| corrupt()),
+        "AFTER_DAYS" => {
+            ExpiryRule::after_days(i64::from(s.days.ok_or_else(corrupt)?)).map_err(|_| corrupt())
+        }
         "END_OF_MONTH_AFTER_MONTHS" => {
-            ExpiryRule::end_of_month_after_months(i64::from(s.months.ok_or_else(corrupt)?)).map_err(|_| corrupt())
+            ExpiryRule::end_of_month_after_months(i64::from(s.months.ok_or_else(corrupt)?))
+                .map_err(|_| corrupt())
         }
         _ => Err(corrupt()),
     }
@@ -326,14 +361,17 @@ pub async fn create_expiry_strategy(
     let rule = match body.kind.as_str() {
         "NEVER" => Ok(ExpiryRule::Never),
         "AFTER_DAYS" => {
-            let days = body.days.ok_or_else(|| ApiError::validation("days", "is required for kind AFTER_DAYS"))?;
+            let days = body
+                .days
+                .ok_or_else(|| ApiError::validation("days", "is required for kind AFTER_DAYS"))?;
             ExpiryRule::after_days(days).map_err(|e| ApiError::validation("days", e.message))
         }
         "END_OF_MONTH_AFTER_MONTHS" => {
-            let months = body
-                .months
-                .ok_or_else(|| ApiError::validation("months", "is required for kind END_OF_MONTH_AFTER_MONTHS"))?;
-            ExpiryRule::end_of_month_after_months(months).map_err(|e| ApiError::validation("months", e.message))
+            let months = body.months.ok_or_else(|| {
+                ApiError::validation("months", "is required for kind END_OF_MONTH_AFTER_MONTHS")
+            })?;
+            ExpiryRule::end_of_month_after_months(months)
+                .map_err(|e| ApiError::validation("months", e.message))
         }
         _ => Err(ApiError::validation(
             "kind",
@@ -355,13 +393,30 @@ pub async fn create_expiry_strategy(
         .with("months", months);
     let org_id = tenant.org_id;
     let now = state.now();
-    let outcome = execute(&state, org_id, Operation::ExpiryStrategyCreate, key.0.as_ref(), &meaning, async |tx| {
-        let row = catalog::create_expiry_strategy(tx, org_id, program_id, &name, rule.kind(), days, months, now).await?;
-        Ok(Effect {
-            body: expiry_json(&row),
-            resource_id: Some(row.id.to_string()),
-        })
-    })
+    let outcome = execute(
+        &state,
+        org_id,
+        Operation::ExpiryStrategyCreate,
+        key.0.as_ref(),
+        &meaning,
+        async |tx| {
+            let row = catalog::create_expiry_strategy(
+                tx,
+                org_id,
+                program_id,
+                &name,
+                rule.kind(),
+                days,
+                months,
+                now,
+            )
+            .await?;
+            Ok(Effect {
+                body: expiry_json(&row),
+                resource_id: Some(row.id.to_string()),
+            })
+        },
+    )
     .await?;
     Ok(respond(outcome, key.0.as_ref()))
 }
@@ -374,9 +429,14 @@ pub async fn list_expiry_strategies(
 ) -> Result<HttpResponse, ApiError> {
     let page = query.parse()?;
     let program = program_of(&state, tenant.org_id, &path).await?;
-    let result =
-        catalog::list_expiry_strategies(state.db.conn(), tenant.org_id, program.row.id, page.cursor, page.limit)
-            .await?;
+    let result = catalog::list_expiry_strategies(
+        state.db.conn(),
+        tenant.org_id,
+        program.row.id,
+        page.cursor,
+        page.limit,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(page_json(
         result.items.iter().map(expiry_json).collect(),
         result.next_cursor,

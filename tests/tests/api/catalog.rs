@@ -1,0 +1,159 @@
+use serde_json::json;
+use tests::{StatusCode, TestApp, setup_catalog};
+
+#[tokio::test]
+async fn programs_strategies_are_created_listed_and_paged() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.create_org("Acme").await;
+    let c = setup_catalog(&app, &key).await;
+    let p = app
+        .get(&format!("/v1/programs/{}", c.program_id), &key)
+        .await;
+    assert_eq!(p.status, StatusCode::OK);
+    assert_eq!(
+        p.body["currencies"],
+        json!([{"code": "COINS", "scale": 0}, {"code": "POINTS", "scale": 2}])
+    );
+    for i in 0..3 {
+        let r = app
+            .post(
+                "/v1/programs",
+                &key,
+                &json!({"name": format!("P{i}"), "currencies": [{"code": "POINTS", "scale": 0}]}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    let page1 = app.get("/v1/programs?limit=3", &key).await;
+    assert_eq!(page1.body["items"].as_array().unwrap().len(), 3);
+    let cursor = page1.body["nextCursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let page2 = app
+        .get(&format!("/v1/programs?limit=3&cursor={cursor}"), &key)
+        .await;
+    assert_eq!(page2.body["items"].as_array().unwrap().len(), 1);
+    assert!(page2.body["nextCursor"].is_null());
+    let strategies = app
+        .get(
+            &format!("/v1/programs/{}/award-strategies", c.program_id),
+            &key,
+        )
+        .await;
+    assert_eq!(strategies.body["items"][0]["multiplier"], "0.1");
+    assert_eq!(strategies.body["items"][0]["rounding"], "FLOOR");
+    let expiries = app
+        .get(
+            &format!("/v1/programs/{}/expiry-strategies", c.program_id),
+            &key,
+        )
+        .await;
+    assert_eq!(expiries.body["items"][0]["days"], 365);
+}
+
+#[tokio::test]
+async fn strategies_are_checked_against_their_program() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.create_org("Acme").await;
+    let c = setup_catalog(&app, &key).await;
+    let path = format!("/v1/programs/{}/award-strategies", c.program_id);
+    let r = app
+        .post(
+            &path,
+            &key,
+            &json!({"name": "x", "currency": "GEMS", "kind": "FIXED", "points": 5}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["errors"][0]["field"], "currency");
+    let r = app
+        .post(
+            &path,
+            &key,
+            &json!({"name": "x", "currency": "POINTS", "kind": "RATE"}),
+        )
+        .await;
+    assert_eq!(r.body["errors"][0]["field"], "multiplier");
+    let r = app
+        .post(&path, &key, &json!({"name": "x", "currency": "POINTS", "kind": "RATE", "multiplier": 1, "minAward": 10, "maxAward": 5}))
+        .await;
+    assert_eq!(r.body["errors"][0]["field"], "maxAward");
+    let r = app.post(&path, &key, &json!({"name": "x", "currency": "POINTS", "kind": "RATE", "multiplier": 1, "rounding": "UP"})).await;
+    assert_eq!(r.body["errors"][0]["field"], "rounding");
+    let r = app
+        .post(
+            "/v1/programs/999999/award-strategies",
+            &key,
+            &json!({"name": "x", "currency": "POINTS", "kind": "FIXED", "points": 5}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let e = format!("/v1/programs/{}/expiry-strategies", c.program_id);
+    let r = app
+        .post(
+            &e,
+            &key,
+            &json!({"name": "x", "kind": "AFTER_DAYS", "days": 0}),
+        )
+        .await;
+    assert_eq!(r.body["errors"][0]["field"], "days");
+    let r = app
+        .post(
+            &e,
+            &key,
+            &json!({"name": "x", "kind": "END_OF_MONTH_AFTER_MONTHS", "months": 3}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.body["months"], 3);
+    let r = app.post("/v1/programs", &key, &json!({"name": "x", "currencies": [{"code": "POINTS", "scale": 9}, {"code": "bad", "scale": 1}]})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let fields: Vec<&str> = r.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, vec!["currencies[0].scale"]);
+}
+
+#[tokio::test]
+async fn catalog_posts_honour_an_idempotency_key_header() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.create_org("Acme").await;
+    let body = json!({"name": "Once", "currencies": [{"code": "POINTS", "scale": 2}]});
+    let first = app
+        .post_with(
+            "/v1/programs",
+            &key,
+            &body,
+            &[("Idempotency-Key", "prog-1")],
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert_eq!(first.body["idempotentReplayed"], false);
+    let again = app
+        .post_with(
+            "/v1/programs",
+            &key,
+            &body,
+            &[("Idempotency-Key", "prog-1")],
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::ACCEPTED);
+    assert_eq!(again.header("Idempotent-Replayed"), Some("true"));
+    assert_eq!(again.body["programId"], first.body["programId"]);
+    let other = json!({"name": "Twice", "currencies": [{"code": "POINTS", "scale": 2}]});
+    let reused = app
+        .post_with(
+            "/v1/programs",
+            &key,
+            &other,
+            &[("Idempotency-Key", "prog-1")],
+        )
+        .await;
+    assert_eq!(reused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reused.body["mismatchedFields"], json!(["name"]));
+    assert_eq!(app.scalar("SELECT count(*)::bigint FROM programs").await, 1);
+}
