@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{DEFAULT_BIND, DEFAULT_DATABASE_URL, Settings};
 use crate::startup::{Application, connect};
+use crate::telemetry::Sink;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -121,7 +122,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         None => serve(&cli.db, &cli.serve, clock).await,
         Some(Command::Serve(args)) => serve(&cli.db, &args, clock).await,
         Some(Command::Migrate) => {
-            crate::telemetry::init("warn");
+            crate::telemetry::init("warn", Sink::Stderr);
             let db = connect(&settings(&cli.db, &cli.serve))
                 .await
                 .map_err(|e| e.to_string())?;
@@ -132,7 +133,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Some(Command::Orgs {
             command: OrgsCommand::Create { name, brand },
         }) => {
-            crate::telemetry::init("warn");
+            crate::telemetry::init("warn", Sink::Stderr);
             let name = domain::catalog::parse_name(&name).map_err(|e| format!("--name {e}"))?;
             let db = connect(&settings(&cli.db, &cli.serve))
                 .await
@@ -148,7 +149,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             db.close().await.map_err(|e| e.to_string())
         }
         Some(Command::Demo) => {
-            crate::telemetry::init("warn");
+            crate::telemetry::init("warn", Sink::Stderr);
             let db = connect(&settings(&cli.db, &cli.serve))
                 .await
                 .map_err(|e| e.to_string())?;
@@ -159,7 +160,7 @@ async fn run(cli: Cli) -> Result<(), String> {
 }
 
 async fn serve(db: &DbArgs, args: &ServeArgs, clock: Arc<dyn Clock>) -> Result<(), String> {
-    crate::telemetry::init("info");
+    crate::telemetry::init("info", Sink::Stdout);
     let settings = settings(db, args);
     let app = Application::build(settings.clone(), clock.clone())
         .await
@@ -172,7 +173,14 @@ async fn serve(db: &DbArgs, args: &ServeArgs, clock: Arc<dyn Clock>) -> Result<(
     } else {
         "postgres"
     };
-    tracing::info!(bind = %settings.bind, port = app.port(), backend, "loyalty ready to serve on {}", settings.bind);
+    let host = settings
+        .bind
+        .rsplit_once(':')
+        .map_or("127.0.0.1", |(h, _)| h);
+    tracing::info!(
+        "loyalty ready to serve on http://{host}:{} ({backend})",
+        app.port()
+    );
     app.run_until_stopped().await.map_err(|e| e.to_string())?;
     tracing::info!("loyalty stopped");
     Ok(())

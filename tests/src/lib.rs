@@ -163,7 +163,7 @@ impl TestApp {
 
     pub async fn spawn_with(options: Spawn) -> Self {
         if std::env::var("TEST_LOG").is_ok() {
-            api::telemetry::init("debug");
+            api::telemetry::init("debug", api::telemetry::Sink::Stdout);
         }
         let database_url = fresh_database().await;
         Self::spawn_on(&database_url, options).await

@@ -437,3 +437,55 @@ async fn customer_id_never_enrolls() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(r.body["customerId"], enrolled.body["customerId"]);
 }
+
+#[tokio::test]
+async fn the_ledger_pages_newest_first() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.create_org("Marvel").await;
+    let c = setup_catalog(&app, &key).await;
+    let mut customer = String::new();
+    for (i, v) in [100, 200, 300].iter().enumerate() {
+        let r = app
+            .post(
+                "/v1/currency/allocations",
+                &key,
+                &allocation_body(&c, MOBILE, json!(v), &format!("p{i}")),
+            )
+            .await;
+        customer = r.body["customerId"].as_str().unwrap().to_owned();
+    }
+    let first = app
+        .get(&format!("/v1/customers/{customer}/ledger?limit=2"), &key)
+        .await;
+    let amounts: Vec<&str> = first.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["amount"].as_str().unwrap())
+        .collect();
+    assert_eq!(amounts, vec!["30.00", "20.00"]);
+    assert_eq!(first.body["items"][0]["balanceAfter"], "60.00");
+    let cursor = first.body["nextCursor"].as_str().unwrap();
+    let second = app
+        .get(
+            &format!("/v1/customers/{customer}/ledger?limit=2&cursor={cursor}"),
+            &key,
+        )
+        .await;
+    assert_eq!(second.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(second.body["items"][0]["amount"], "10.00");
+    assert!(second.body["nextCursor"].is_null());
+    let filtered = app
+        .get(
+            &format!("/v1/customers/{customer}/ledger?currency=COINS"),
+            &key,
+        )
+        .await;
+    assert_eq!(filtered.body["items"], json!([]));
+    assert_eq!(
+        app.get(&format!("/v1/customers/{customer}/ledger?limit=500"), &key)
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+}
