@@ -54,6 +54,9 @@ struct ServeArgs {
     /// Database connections (PostgreSQL).
     #[arg(long, env = "LOYALTY_DB_MAX_CONNECTIONS", default_value_t = 16)]
     db_max_connections: u32,
+    /// The most items one bulk issuance may carry.
+    #[arg(long, env = "LOYALTY_BULK_MAX_ITEMS", default_value_t = 1000)]
+    bulk_max_items: usize,
     /// HTTP worker threads (0: one per core).
     #[arg(long, env = "LOYALTY_WORKERS", default_value_t = 0)]
     workers: usize,
@@ -92,6 +95,7 @@ fn settings(db: &DbArgs, serve: &ServeArgs) -> Settings {
     s.idempotency_wait = Duration::from_millis(serve.idempotency_wait_ms.max(1));
     s.db_max_connections = serve.db_max_connections.max(1);
     s.workers = serve.workers;
+    s.bulk_max_items = serve.bulk_max_items.max(1);
     s
 }
 

@@ -21,6 +21,8 @@ pub struct Settings {
     pub db_max_connections: u32,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
+    /// The most items one bulk issuance may carry.
+    pub bulk_max_items: usize,
 }
 
 impl Settings {
@@ -33,6 +35,7 @@ impl Settings {
             idempotency_wait: Duration::from_secs(5),
             db_max_connections: 16,
             workers: 0,
+            bulk_max_items: 1000,
         }
     }
 }

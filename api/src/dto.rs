@@ -231,3 +231,28 @@ pub fn validate<T: validator::Validate>(value: &T) -> Result<(), ApiError> {
         }
     }
 }
+
+/// For PATCH bodies: absent → `None`, `null` → `Some(None)`, a value → `Some(Some(v))`.
+/// Use with `#[serde(default, deserialize_with = "nullable")]`.
+pub fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// An RFC 3339 timestamp, converted to UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timestamp(pub DateTime<Utc>);
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(text.trim())
+            .map(|t| Timestamp(t.with_timezone(&Utc)))
+            .map_err(|_| {
+                D::Error::custom("must be an RFC 3339 timestamp such as 2026-01-01T00:00:00Z")
+            })
+    }
+}

@@ -53,7 +53,12 @@ pub enum ApiError {
     IdempotencyKeyInUse { key: String },
     /// A definite business refusal (422): `INSUFFICIENT_BALANCE`, `OUT_OF_STOCK` …
     #[error("{code}: {detail}")]
-    Unprocessable { code: &'static str, detail: String },
+    Unprocessable {
+        code: &'static str,
+        detail: String,
+        /// Whether the same request may succeed later unchanged (after a restock, say).
+        retryable: bool,
+    },
     /// 503: the database is unreachable, or a commit's outcome is unknown. Always retryable.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -184,7 +189,12 @@ impl ResponseError for ApiError {
             "code": self.code(),
             "detail": self.detail(),
         });
-        let retryable = matches!(
+        let retryable = match self {
+            ApiError::Unavailable(_) | ApiError::IdempotencyKeyInUse { .. } => true,
+            ApiError::Unprocessable { retryable, .. } => *retryable,
+            _ => false,
+        };
+        let retry_after = matches!(
             self,
             ApiError::Unavailable(_) | ApiError::IdempotencyKeyInUse { .. }
         );
@@ -206,7 +216,7 @@ impl ResponseError for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         ));
-        if retryable {
+        if retry_after {
             response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
         }
         response.body(body.to_string())

@@ -224,3 +224,33 @@ pub fn path_id(raw: &str, what: &str) -> Result<i64, ApiError> {
         .filter(|id| *id > 0)
         .ok_or_else(|| ApiError::not_found(what))
 }
+
+/// A JSON body that may be absent: an empty body is `None`; a non-empty one must be JSON.
+#[derive(Debug)]
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = state(req).map_or(1024 * 1024, |s| s.settings.max_body_bytes);
+        let json = is_json(req);
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let payload = payload.take();
+        Box::pin(async move {
+            let body = read_body(payload, declared, limit).await?;
+            if body.iter().all(u8::is_ascii_whitespace) {
+                return Ok(OptionalJson(None));
+            }
+            if !json {
+                return Err(ApiError::UnsupportedMediaType);
+            }
+            parse_json(&body).map(|v| OptionalJson(Some(v)))
+        })
+    }
+}

@@ -17,6 +17,7 @@ pub mod dto;
 pub mod error;
 pub mod extract;
 pub mod idempotent;
+pub mod issuance;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;

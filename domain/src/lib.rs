@@ -15,6 +15,7 @@ pub mod catalog;
 pub mod customer;
 pub mod expiry;
 pub mod idempotency;
+pub mod issuance;
 pub mod money;
 
 pub use chrono;

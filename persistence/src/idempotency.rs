@@ -132,3 +132,155 @@ pub async fn get<C: ConnectionTrait>(
     .one(conn)
     .await?)
 }
+
+/// One key of a batch to claim (bulk issuance: one per item).
+#[derive(Debug, Clone)]
+pub struct BatchKey {
+    pub key: IdempotencyKey,
+    pub meaning: RequestMeaning,
+}
+
+/// Claims many keys of one operation at once, in key order (so that two overlapping batches
+/// lock their common keys in the same order and never deadlock). Returns a claim per key.
+pub async fn claim_many<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+    operation: Operation,
+    keys: &[BatchKey],
+    now: DateTime<Utc>,
+) -> Result<std::collections::HashMap<String, Claim>, PersistenceError> {
+    use std::collections::HashMap;
+    let mut sorted: Vec<&BatchKey> = keys.iter().collect();
+    sorted.sort_by(|a, b| a.key.as_str().cmp(b.key.as_str()));
+    let mut claims: HashMap<String, Claim> = HashMap::with_capacity(keys.len());
+    for _ in 0..2 {
+        let pending: Vec<&BatchKey> = sorted
+            .iter()
+            .copied()
+            .filter(|k| !claims.contains_key(k.key.as_str()))
+            .collect();
+        if pending.is_empty() {
+            break;
+        }
+        let mut rows = Vec::with_capacity(pending.len());
+        for k in &pending {
+            let fields = serde_json::to_value(k.meaning.fields())
+                .map_err(|e| PersistenceError::Other(e.to_string()))?;
+            rows.push(vec![
+                org_id.into(),
+                operation.as_str().into(),
+                k.key.as_str().into(),
+                k.meaning.fingerprint(operation).into(),
+                fields.into(),
+                now.into(),
+            ]);
+        }
+        let inserted = crate::insert_rows(
+            conn,
+            "INSERT INTO idempotency_records (org_id, operation, key, fingerprint, request_fields, created_at) VALUES",
+            "ON CONFLICT (org_id, operation, key) DO NOTHING RETURNING id, key",
+            rows,
+        )
+        .await?;
+        for row in inserted {
+            let id: i64 = row.try_get_by_index(0)?;
+            let key: String = row.try_get_by_index(1)?;
+            claims.insert(key, Claim::Claimed { id });
+        }
+        let existing_keys: Vec<&str> = pending
+            .iter()
+            .map(|k| k.key.as_str())
+            .filter(|k| !claims.contains_key(*k))
+            .collect();
+        for record in get_many(conn, org_id, operation, &existing_keys).await? {
+            claims.insert(record.key.clone(), Claim::Existing(Box::new(record)));
+        }
+    }
+    if claims.len() < keys.len() {
+        return Err(PersistenceError::Conflict(
+            "idempotency records vanished while being claimed".into(),
+        ));
+    }
+    Ok(claims)
+}
+
+/// The committed records of `keys`.
+pub async fn get_many<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+    operation: Operation,
+    keys: &[&str],
+) -> Result<Vec<RecordRow>, PersistenceError> {
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(5_000) {
+        let mut values: Vec<sea_orm::Value> = vec![org_id.into(), operation.as_str().into()];
+        values.extend(chunk.iter().map(|k| sea_orm::Value::from(*k)));
+        out.extend(
+            RecordRow::find_by_statement(stmt(
+                conn,
+                &format!(
+                    "SELECT {COLUMNS} FROM idempotency_records \
+                     WHERE org_id = $1 AND operation = $2 AND key IN ({})",
+                    crate::in_list(3, chunk.len())
+                ),
+                values,
+            ))
+            .all(conn)
+            .await?,
+        );
+    }
+    Ok(out)
+}
+
+/// Stores the outcomes of many claimed records: `(record id, response, resource id)`.
+pub async fn complete_many<C: ConnectionTrait>(
+    conn: &C,
+    status_code: u16,
+    outcomes: &[(i64, serde_json::Value, Option<String>)],
+) -> Result<(), PersistenceError> {
+    for chunk in outcomes.chunks(5_000) {
+        let mut values: Vec<sea_orm::Value> =
+            vec![i16::try_from(status_code).unwrap_or(i16::MAX).into()];
+        let mut tuples = Vec::with_capacity(chunk.len());
+        for (id, response, resource) in chunk {
+            let n = values.len();
+            tuples.push(format!("(${}, ${}, ${})", n + 1, n + 2, n + 3));
+            values.push((*id).into());
+            values.push(response.clone().into());
+            values.push(resource.clone().into());
+        }
+        conn.execute_raw(stmt(
+            conn,
+            &format!(
+                "WITH v(id, response, resource_id) AS (VALUES {}) \
+                 UPDATE idempotency_records SET status_code = $1, response = v.response, \
+                 resource_id = v.resource_id FROM v WHERE idempotency_records.id = v.id",
+                tuples.join(", ")
+            ),
+            values,
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+/// Forgets claimed records whose items failed definitely, so their keys are not consumed.
+pub async fn release_many<C: ConnectionTrait>(
+    conn: &C,
+    ids: &[i64],
+) -> Result<(), PersistenceError> {
+    for chunk in ids.chunks(5_000) {
+        let values: Vec<sea_orm::Value> =
+            chunk.iter().map(|id| sea_orm::Value::from(*id)).collect();
+        conn.execute_raw(stmt(
+            conn,
+            &format!(
+                "DELETE FROM idempotency_records WHERE id IN ({})",
+                crate::in_list(1, chunk.len())
+            ),
+            values,
+        ))
+        .await?;
+    }
+    Ok(())
+}

@@ -15,8 +15,10 @@ pub mod catalog;
 pub mod customers;
 mod error;
 pub mod idempotency;
+pub mod issuances;
 pub mod ledger;
 pub mod orgs;
+pub mod rewards;
 
 use std::time::Duration;
 
@@ -132,6 +134,64 @@ impl Db {
 /// A statement for whatever backend `conn` speaks.
 pub(crate) fn stmt<C: ConnectionTrait>(conn: &C, sql: &str, values: Vec<Value>) -> Statement {
     Statement::from_sql_and_values(conn.get_database_backend(), sql, values)
+}
+
+/// Runs `head VALUES (…), (…) tail` for `rows`, in chunks that stay under every backend's limit
+/// on bound parameters, and returns the rows of every chunk's `RETURNING` (if any).
+pub(crate) async fn insert_rows<C: ConnectionTrait>(
+    conn: &C,
+    head: &str,
+    tail: &str,
+    rows: Vec<Vec<Value>>,
+) -> Result<Vec<sea_orm::QueryResult>, PersistenceError> {
+    const MAX_PARAMS: usize = 30_000;
+    let Some(width) = rows.first().map(Vec::len).filter(|w| *w > 0) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    let per_chunk = (MAX_PARAMS / width).max(1);
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<Vec<Value>> = rows.by_ref().take(per_chunk).collect();
+        let mut sql = String::with_capacity(head.len() + tail.len() + chunk.len() * width * 5);
+        sql.push_str(head);
+        let mut values = Vec::with_capacity(chunk.len() * width);
+        for (r, row) in chunk.into_iter().enumerate() {
+            debug_assert_eq!(row.len(), width);
+            sql.push_str(if r == 0 { " (" } else { ", (" });
+            for c in 0..width {
+                if c > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push('$');
+                sql.push_str(&(r * width + c + 1).to_string());
+            }
+            sql.push(')');
+            values.extend(row);
+        }
+        sql.push(' ');
+        sql.push_str(tail);
+        out.extend(conn.query_all_raw(stmt(conn, &sql, values)).await?);
+    }
+    Ok(out)
+}
+
+/// `$first, $first+1, …` for an `IN (…)` list of `n` values.
+pub(crate) fn in_list(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `FOR UPDATE` where the backend has row locks (PostgreSQL); SQLite's single writer
+/// serialises transactions without it.
+pub(crate) fn for_update<C: ConnectionTrait>(conn: &C) -> &'static str {
+    if conn.get_database_backend() == DbBackend::Postgres {
+        " FOR UPDATE"
+    } else {
+        ""
+    }
 }
 
 /// A keyset page: the rows and the cursor of the next page, if there is one.

@@ -303,6 +303,10 @@ impl TestApp {
             "ledger_entries",
             "allocations",
             "idempotency_records",
+            "rewards",
+            "customer_reward_counts",
+            "issuances",
+            "vouchers",
         ] {
             out.push((
                 table.to_owned(),
@@ -388,6 +392,15 @@ pub async fn setup_catalog(app: &TestApp, key: &str) -> Catalog {
             .as_i64()
             .expect("expiryStrategyId"),
     }
+}
+
+/// Creates a reward in `program_id`; returns its id.
+pub async fn create_reward(app: &TestApp, key: &str, program_id: i64, body: Value) -> i64 {
+    let r = app
+        .post(&format!("/v1/programs/{program_id}/rewards"), key, &body)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    r.body["rewardId"].as_i64().expect("rewardId")
 }
 
 /// The Capillary allocation body of API.md, for this catalog.

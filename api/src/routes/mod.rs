@@ -9,6 +9,7 @@ pub mod customers;
 pub mod health;
 pub mod idempotency_keys;
 pub mod programs;
+pub mod rewards;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
@@ -33,6 +34,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(
                     "/programs/{programId}/expiry-strategies",
                     web::get().to(programs::list_expiry_strategies),
+                )
+                .route(
+                    "/programs/{programId}/rewards",
+                    web::post().to(rewards::create),
+                )
+                .route(
+                    "/programs/{programId}/rewards",
+                    web::get().to(rewards::list),
+                )
+                .route("/rewards/issue/bulk", web::post().to(rewards::issue_bulk))
+                .route("/rewards/issue", web::post().to(rewards::issue_single))
+                .route(
+                    "/rewards/issuances/{issuanceId}/cancel",
+                    web::post().to(rewards::cancel),
+                )
+                .route("/rewards/{rewardId}", web::get().to(rewards::get))
+                .route("/rewards/{rewardId}", web::patch().to(rewards::patch))
+                .route(
+                    "/customers/{customerId}/rewards",
+                    web::get().to(rewards::customer_rewards),
                 )
                 .route("/customers/lookup", web::get().to(customers::lookup))
                 .route("/customers/{customerId}", web::get().to(customers::get))

@@ -3,5 +3,6 @@
 mod allocations;
 mod catalog;
 mod health;
+mod issuance;
 mod tenancy;
 mod validation;

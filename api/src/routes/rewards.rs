@@ -1,0 +1,649 @@
+//! The reward catalog, and reward issuance: bulk, single and cancellation.
+
+use std::collections::HashSet;
+
+use actix_web::{HttpResponse, web};
+use domain::catalog::parse_name;
+use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
+use domain::issuance::{ItemFailure, MAX_QUANTITY, MAX_UNITS_PER_REQUEST, RewardStatus};
+use persistence::issuances::{self, Issuance};
+use persistence::rewards::{self, NewReward, RewardPatch, RewardRow, StockChange};
+use persistence::{catalog, customers};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::dto::{
+    CustomerFields, FlexId, LookupParams, LooseString, Timestamp, bounded_text, nullable, ts,
+};
+use crate::error::{ApiError, FieldError};
+use crate::extract::{IdempotencyHeader, Json, OptionalJson, PageQuery, Tenant, path_id};
+use crate::idempotent::{Effect, execute, json_with_flags, respond};
+use crate::issuance::{
+    IssueItem, IssueRequest, IssueResult, ItemOutcome, dry_run, issue, item_json,
+};
+use crate::routes::page_json;
+use crate::startup::AppState;
+
+/// The largest stock or limit a reward may have.
+const MAX_COUNT: i64 = 1_000_000_000_000;
+
+pub fn reward_json(r: &RewardRow) -> Value {
+    json!({
+        "rewardId": r.id,
+        "programId": r.program_id,
+        "name": r.name,
+        "stock": r.stock,
+        "issued": r.issued,
+        "perCustomerLimit": r.per_customer_limit,
+        "validFrom": r.valid_from.map(ts),
+        "validUntil": r.valid_until.map(ts),
+        "status": r.status,
+        "createdAt": ts(r.created_at),
+        "updatedAt": ts(r.updated_at),
+    })
+}
+
+fn count(field: &str, v: Option<i64>, min: i64) -> Result<Option<i64>, ApiError> {
+    match v {
+        Some(n) if !(min..=MAX_COUNT).contains(&n) => Err(ApiError::validation(
+            field,
+            format!("must be from {min} to {MAX_COUNT}, or null for unlimited"),
+        )),
+        other => Ok(other),
+    }
+}
+
+fn status(v: &str) -> Result<RewardStatus, ApiError> {
+    RewardStatus::parse(v).ok_or_else(|| ApiError::validation("status", "must be ACTIVE or PAUSED"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateReward {
+    pub name: String,
+    pub stock: Option<i64>,
+    pub per_customer_limit: Option<i64>,
+    pub valid_from: Option<Timestamp>,
+    pub valid_until: Option<Timestamp>,
+    pub status: Option<String>,
+}
+
+pub async fn create(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+    key: IdempotencyHeader,
+    path: web::Path<String>,
+    Json(body): Json<CreateReward>,
+) -> Result<HttpResponse, ApiError> {
+    let name = parse_name(&body.name).map_err(|e| ApiError::validation("name", e.message))?;
+    let stock = count("stock", body.stock, 0)?;
+    let limit = count("perCustomerLimit", body.per_customer_limit, 0)?;
+    let status = status(body.status.as_deref().unwrap_or("ACTIVE"))?;
+    let (valid_from, valid_until) = (body.valid_from.map(|t| t.0), body.valid_until.map(|t| t.0));
+    if let (Some(f), Some(u)) = (valid_from, valid_until)
+        && u <= f
+    {
+        return Err(ApiError::validation(
+            "validUntil",
+            "must be after validFrom",
+        ));
+    }
+    let program_id = path_id(&path, "program")?;
+    catalog::get_program(state.db.conn(), tenant.org_id, program_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("program"))?;
+    let new = NewReward {
+        program_id,
+        name,
+        stock,
+        per_customer_limit: limit,
+        valid_from,
+        valid_until,
+        status: status.as_str().to_owned(),
+    };
+    let meaning = RequestMeaning::new()
+        .with("programId", Some(program_id))
+        .with("name", Some(&new.name))
+        .with("stock", new.stock)
+        .with("perCustomerLimit", new.per_customer_limit)
+        .with("validFrom", new.valid_from.map(ts))
+        .with("validUntil", new.valid_until.map(ts))
+        .with("status", Some(&new.status));
+    let org_id = tenant.org_id;
+    let now = state.now();
+    let outcome = execute(
+        &state,
+        org_id,
+        Operation::RewardCreate,
+        key.0.as_ref(),
+        &meaning,
+        async |tx| {
+            let row = rewards::create(tx, org_id, &new, now).await?;
+            Ok(Effect {
+                body: reward_json(&row),
+                resource_id: Some(row.id.to_string()),
+            })
+        },
+    )
+    .await?;
+    Ok(respond(outcome, key.0.as_ref()))
+}
+
+pub async fn list(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+    path: web::Path<String>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let page = query.parse()?;
+    let program_id = path_id(&path, "program")?;
+    catalog::get_program(state.db.conn(), tenant.org_id, program_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("program"))?;
+    let result = rewards::list(
+        state.db.conn(),
+        tenant.org_id,
+        program_id,
+        page.cursor,
+        page.limit,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(page_json(
+        result.items.iter().map(reward_json).collect(),
+        result.next_cursor,
+    )))
+}
+
+pub async fn get(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&path, "reward")?;
+    let row = rewards::get(state.db.conn(), tenant.org_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("reward"))?;
+    Ok(HttpResponse::Ok().json(reward_json(&row)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PatchReward {
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub stock: Option<Option<i64>>,
+    pub add_stock: Option<i64>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub per_customer_limit: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub valid_from: Option<Option<Timestamp>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub valid_until: Option<Option<Timestamp>>,
+    pub status: Option<String>,
+}
+
+pub async fn patch(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+    key: IdempotencyHeader,
+    path: web::Path<String>,
+    Json(body): Json<PatchReward>,
+) -> Result<HttpResponse, ApiError> {
+    let mut patch = RewardPatch {
+        name: body
+            .name
+            .as_deref()
+            .map(parse_name)
+            .transpose()
+            .map_err(|e| ApiError::validation("name", e.message))?,
+        ..RewardPatch::default()
+    };
+    patch.stock = match (body.stock, body.add_stock) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::validation(
+                "addStock",
+                "send stock or addStock, not both",
+            ));
+        }
+        (Some(s), None) => Some(StockChange::Set(count("stock", s, 0)?)),
+        (None, Some(n)) if (1..=MAX_COUNT).contains(&n) => Some(StockChange::Add(n)),
+        (None, Some(_)) => {
+            return Err(ApiError::validation(
+                "addStock",
+                format!("must be from 1 to {MAX_COUNT}"),
+            ));
+        }
+        (None, None) => None,
+    };
+    patch.per_customer_limit = body
+        .per_customer_limit
+        .map(|l| count("perCustomerLimit", l, 0))
+        .transpose()?;
+    patch.valid_from = body.valid_from.map(|v| v.map(|t| t.0));
+    patch.valid_until = body.valid_until.map(|v| v.map(|t| t.0));
+    patch.status = body
+        .status
+        .as_deref()
+        .map(status)
+        .transpose()?
+        .map(|s| s.as_str().to_owned());
+    let id = path_id(&path, "reward")?;
+    let org_id = tenant.org_id;
+    let meaning = RequestMeaning::new()
+        .with("rewardId", Some(id))
+        .with("name", patch.name.as_ref())
+        .with("stock", patch.stock.map(|s| format!("{s:?}")))
+        .with(
+            "perCustomerLimit",
+            patch.per_customer_limit.map(|l| format!("{l:?}")),
+        )
+        .with(
+            "validFrom",
+            patch.valid_from.map(|v| format!("{:?}", v.map(ts))),
+        )
+        .with(
+            "validUntil",
+            patch.valid_until.map(|v| format!("{:?}", v.map(ts))),
+        )
+        .with("status", patch.status.as_ref());
+    let now = state.now();
+    let outcome = execute(
+        &state,
+        org_id,
+        Operation::RewardUpdate,
+        key.0.as_ref(),
+        &meaning,
+        async |tx| {
+            let row = rewards::update(tx, org_id, id, &patch, now)
+                .await?
+                .ok_or_else(|| ApiError::not_found("reward"))?;
+            if let (Some(f), Some(u)) = (row.valid_from, row.valid_until)
+                && u <= f
+            {
+                return Err(ApiError::validation(
+                    "validUntil",
+                    "must be after validFrom",
+                ));
+            }
+            Ok(Effect {
+                body: reward_json(&row),
+                resource_id: Some(row.id.to_string()),
+            })
+        },
+    )
+    .await?;
+    // A PATCH answers 200 (202 for a replay) rather than 201: nothing is created.
+    Ok(match outcome {
+        crate::idempotent::Outcome::Created(body) => {
+            json_with_flags(actix_web::http::StatusCode::OK, body, false, key.0.as_ref())
+        }
+        replay => respond(replay, key.0.as_ref()),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkItem {
+    pub reward_id: FlexId,
+    pub quantity: i64,
+    pub request_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkIssue {
+    pub mobile: Option<LooseString>,
+    pub email: Option<LooseString>,
+    pub external_id: Option<LooseString>,
+    pub customer_id: Option<LooseString>,
+    pub lookup_params: Option<LookupParams>,
+    pub brand: Option<String>,
+    pub transaction_number: Option<String>,
+    pub rewards: Vec<BulkItem>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct IssueQuery {
+    #[serde(rename = "dryRun")]
+    pub dry_run: Option<String>,
+}
+
+fn dry_run_flag(q: &IssueQuery) -> Result<bool, ApiError> {
+    match q.dry_run.as_deref() {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") | Some("") => Ok(true),
+        Some(_) => Err(ApiError::validation("dryRun", "must be true or false")),
+    }
+}
+
+/// Checks a request's items: 1 to `max` of them, distinct `requestId`s, sane quantities.
+fn check_items(items: &[BulkItem], max: usize, prefix: &str) -> Result<Vec<IssueItem>, ApiError> {
+    if items.is_empty() {
+        return Err(ApiError::validation(prefix, "must have at least one item"));
+    }
+    if items.len() > max {
+        return Err(ApiError::validation(
+            prefix,
+            format!("must have at most {max} items"),
+        ));
+    }
+    let mut errors = Vec::new();
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(items.len());
+    let mut units: i64 = 0;
+    for (i, item) in items.iter().enumerate() {
+        let field = |name: &str| {
+            if prefix.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{prefix}[{i}].{name}")
+            }
+        };
+        if !(1..=MAX_QUANTITY).contains(&item.quantity) {
+            errors.push(FieldError::new(
+                field("quantity"),
+                format!("must be from 1 to {MAX_QUANTITY}"),
+            ));
+        }
+        units = units.saturating_add(item.quantity.max(0));
+        match IdempotencyKey::parse(&item.request_id) {
+            Ok(key) if !seen.insert(key.clone()) => errors.push(FieldError::new(
+                field("requestId"),
+                "appears more than once in this request",
+            )),
+            Ok(key) => out.push(IssueItem {
+                request_id: key,
+                reward_id: item.reward_id.0,
+                quantity: item.quantity,
+            }),
+            Err(e) => errors.push(FieldError::new(field("requestId"), e.message)),
+        }
+    }
+    if errors.is_empty() && units > MAX_UNITS_PER_REQUEST {
+        errors.push(FieldError::new(
+            if prefix.is_empty() {
+                "quantity"
+            } else {
+                prefix
+            },
+            format!("ask for at most {MAX_UNITS_PER_REQUEST} units in one request"),
+        ));
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(ApiError::Validation(errors))
+    }
+}
+
+fn summary(result: &IssueResult) -> Value {
+    let (mut issued, mut replayed, mut failed) = (0, 0, 0);
+    for o in &result.outcomes {
+        match o {
+            ItemOutcome::Issued(_) => issued += 1,
+            ItemOutcome::Replayed(_) => replayed += 1,
+            ItemOutcome::Failed { .. } => failed += 1,
+        }
+    }
+    json!({"issued": issued, "replayed": replayed, "failed": failed})
+}
+
+/// `POST /v1/rewards/issue/bulk`: 200 for any well-formed request, a result per item.
+pub async fn issue_bulk(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+    query: web::Query<IssueQuery>,
+    Json(body): Json<BulkIssue>,
+) -> Result<HttpResponse, ApiError> {
+    let dry = dry_run_flag(&query)?;
+    let customer = CustomerFields {
+        mobile: body.mobile.as_ref(),
+        email: body.email.as_ref(),
+        external_id: body.external_id.as_ref(),
+        customer_id: body.customer_id.as_ref(),
+        lookup_params: body.lookup_params.as_ref(),
+    }
+    .parse()?;
+    let items = check_items(&body.rewards, state.settings.bulk_max_items, "rewards")?;
+    let req = IssueRequest {
+        customer,
+        brand: bounded_text("brand", body.brand.as_deref(), 255)?,
+        transaction_number: bounded_text(
+            "transactionNumber",
+            body.transaction_number.as_deref(),
+            255,
+        )?,
+        items,
+    };
+    let result = if dry {
+        dry_run(&state, tenant.org_id, &req).await?
+    } else {
+        issue(&state, tenant.org_id, &req).await?
+    };
+    let mut out = json!({
+        "transactionNumber": req.transaction_number,
+        "brand": req.brand,
+        "customerId": result.customer_id.map(|c| c.to_string()),
+        "summary": summary(&result),
+        "results": req.items.iter().zip(&result.outcomes).map(|(i, o)| item_json(i, o)).collect::<Vec<_>>(),
+    });
+    if dry {
+        out["dryRun"] = json!(true);
+    }
+    Ok(HttpResponse::Ok().json(out))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SingleIssue {
+    pub mobile: Option<LooseString>,
+    pub email: Option<LooseString>,
+    pub external_id: Option<LooseString>,
+    pub customer_id: Option<LooseString>,
+    pub lookup_params: Option<LookupParams>,
+    pub brand: Option<String>,
+    pub transaction_number: Option<String>,
+    pub reward_id: FlexId,
+    pub quantity: i64,
+    pub request_id: String,
+}
+
+/// `POST /v1/rewards/issue`: one item; 201 / 202, or its failure as a problem.
+pub async fn issue_single(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+    query: web::Query<IssueQuery>,
+    Json(body): Json<SingleIssue>,
+) -> Result<HttpResponse, ApiError> {
+    let dry = dry_run_flag(&query)?;
+    let customer = CustomerFields {
+        mobile: body.mobile.as_ref(),
+        email: body.email.as_ref(),
+        external_id: body.external_id.as_ref(),
+        customer_id: body.customer_id.as_ref(),
+        lookup_params: body.lookup_params.as_ref(),
+    }
+    .parse()?;
+    let item = BulkItem {
+        reward_id: body.reward_id,
+        quantity: body.quantity,
+        request_id: body.request_id,
+    };
+    let items = check_items(std::slice::from_ref(&item), 1, "")?;
+    let req = IssueRequest {
+        customer,
+        brand: bounded_text("brand", body.brand.as_deref(), 255)?,
+        transaction_number: bounded_text(
+            "transactionNumber",
+            body.transaction_number.as_deref(),
+            255,
+        )?,
+        items,
+    };
+    let result = if dry {
+        dry_run(&state, tenant.org_id, &req).await?
+    } else {
+        issue(&state, tenant.org_id, &req).await?
+    };
+    let item = &req.items[0];
+    let outcome = result
+        .outcomes
+        .first()
+        .ok_or_else(|| ApiError::Internal("no outcome for the item".into()))?;
+    let decorate = |mut v: Value| {
+        v["customerId"] = json!(result.customer_id.map(|c| c.to_string()));
+        v["brand"] = json!(req.brand);
+        v["transactionNumber"] = json!(req.transaction_number);
+        if dry {
+            v["dryRun"] = json!(true);
+        }
+        v
+    };
+    match outcome {
+        ItemOutcome::Issued(_) => Ok(json_with_flags(
+            if dry {
+                actix_web::http::StatusCode::OK
+            } else {
+                actix_web::http::StatusCode::CREATED
+            },
+            decorate(item_json(item, outcome)),
+            false,
+            Some(&item.request_id),
+        )),
+        ItemOutcome::Replayed(_) => Ok(json_with_flags(
+            actix_web::http::StatusCode::ACCEPTED,
+            decorate(item_json(item, outcome)),
+            true,
+            Some(&item.request_id),
+        )),
+        ItemOutcome::Failed {
+            failure: ItemFailure::IdempotencyKeyReused,
+            mismatched_fields,
+        } => Err(ApiError::IdempotencyKeyReused {
+            key: item.request_id.to_string(),
+            mismatched_fields: mismatched_fields.clone(),
+        }),
+        ItemOutcome::Failed {
+            failure: ItemFailure::RewardNotFound,
+            ..
+        } => Err(ApiError::NotFound {
+            code: "REWARD_NOT_FOUND",
+            detail: ItemFailure::RewardNotFound.message().into(),
+        }),
+        ItemOutcome::Failed { failure, .. } => Err(ApiError::Unprocessable {
+            code: failure.code(),
+            detail: failure.message().into(),
+            retryable: failure.retryable(),
+        }),
+    }
+}
+
+pub fn issuance_json(i: &Issuance) -> Value {
+    json!({
+        "issuanceId": i.row.id.to_string(),
+        "requestId": i.row.request_id,
+        "customerId": i.row.customer_id.to_string(),
+        "rewardId": i.row.reward_id,
+        "quantity": i.row.quantity,
+        "status": i.row.status,
+        "vouchers": i.vouchers,
+        "brand": i.row.brand,
+        "transactionNumber": i.row.transaction_number,
+        "createdAt": ts(i.row.created_at),
+        "cancelledAt": i.row.cancelled_at.map(ts),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelBody {
+    pub reason: Option<String>,
+    pub unique_id: Option<String>,
+}
+
+/// `POST /v1/rewards/issuances/{issuanceId}/cancel`: units back to stock and to the customer's
+/// limit. The issuance is its own idempotency key: cancelling twice replays the first answer.
+pub async fn cancel(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+    header: IdempotencyHeader,
+    path: web::Path<String>,
+    OptionalJson(body): OptionalJson<CancelBody>,
+) -> Result<HttpResponse, ApiError> {
+    // A client key, when sent, must be well formed; the issuance id is what keys the effect.
+    let body = body.unwrap_or(CancelBody {
+        reason: None,
+        unique_id: None,
+    });
+    crate::routes::allocations::request_key(body.unique_id.as_deref(), &header, false)?;
+    let reason = bounded_text("reason", body.reason.as_deref(), 500)?;
+    let id = Uuid::parse_str(&path).map_err(|_| ApiError::not_found("issuance"))?;
+    let key = IdempotencyKey::parse(&id.to_string()).map_err(|e| ApiError::Internal(e.message))?;
+    let meaning = RequestMeaning::new().with("issuanceId", Some(id));
+    let org_id = tenant.org_id;
+    let now = state.now();
+    let outcome = execute(
+        &state,
+        org_id,
+        Operation::IssuanceCancellation,
+        Some(&key),
+        &meaning,
+        async |tx| {
+            let row = issuances::mark_cancelled(tx, org_id, id, now).await?;
+            let Some(row) = row else {
+                return match issuances::get(tx, org_id, id).await? {
+                    None => Err(ApiError::not_found("issuance")),
+                    Some(_) => Err(ApiError::Unprocessable {
+                        code: "ISSUANCE_ALREADY_CANCELLED",
+                        detail: "The issuance was cancelled before.".into(),
+                        retryable: false,
+                    }),
+                };
+            };
+            rewards::return_stock(tx, org_id, row.reward_id, row.quantity, now).await?;
+            issuances::release(tx, org_id, row.customer_id, row.reward_id, row.quantity).await?;
+            let issuance = issuances::get(tx, org_id, id)
+                .await?
+                .ok_or_else(|| ApiError::Internal("cancelled issuance vanished".into()))?;
+            let mut body = issuance_json(&issuance);
+            body["reason"] = json!(reason);
+            Ok(Effect {
+                body,
+                resource_id: Some(id.to_string()),
+            })
+        },
+    )
+    .await?;
+    Ok(respond(outcome, Some(&key)))
+}
+
+/// `GET /v1/customers/{customerId}/rewards`: issued rewards and their voucher codes, newest first.
+pub async fn customer_rewards(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+    path: web::Path<String>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let page = query.parse()?;
+    let id = Uuid::parse_str(&path).map_err(|_| ApiError::not_found("customer"))?;
+    let customer = customers::find(
+        state.db.conn(),
+        tenant.org_id,
+        &domain::customer::CustomerRef::CustomerId(id),
+    )
+    .await?
+    .ok_or_else(|| ApiError::not_found("customer"))?;
+    let result = issuances::list_for_customer(
+        state.db.conn(),
+        tenant.org_id,
+        customer.id,
+        page.cursor,
+        page.limit,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(page_json(
+        result.items.iter().map(issuance_json).collect(),
+        result.next_cursor,
+    )))
+}

@@ -1,0 +1,307 @@
+//! Issuances of rewards to customers, their voucher codes, and what each customer holds.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, FromQueryResult, Value};
+use uuid::Uuid;
+
+use crate::{PersistenceError, for_update, in_list, insert_rows, stmt};
+
+/// Makes sure a holding row exists for each reward (sorted ids), so it can be locked and
+/// conditionally raised.
+pub async fn ensure_holdings<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+    customer_id: Uuid,
+    reward_ids: &[i64],
+) -> Result<(), PersistenceError> {
+    let rows = reward_ids
+        .iter()
+        .map(|r| vec![org_id.into(), customer_id.into(), (*r).into(), 0i64.into()])
+        .collect();
+    insert_rows(
+        conn,
+        "INSERT INTO customer_reward_counts (org_id, customer_id, reward_id, held) VALUES",
+        "ON CONFLICT (org_id, customer_id, reward_id) DO NOTHING",
+        rows,
+    )
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, FromQueryResult)]
+struct Holding {
+    reward_id: i64,
+    held: i64,
+}
+
+/// What the customer holds of each reward; locked on PostgreSQL when `lock`.
+pub async fn holdings<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+    customer_id: Uuid,
+    reward_ids: &[i64],
+    lock: bool,
+) -> Result<HashMap<i64, i64>, PersistenceError> {
+    if reward_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut values: Vec<Value> = vec![org_id.into(), customer_id.into()];
+    values.extend(reward_ids.iter().map(|id| Value::from(*id)));
+    let rows = Holding::find_by_statement(stmt(
+        conn,
+        &format!(
+            "SELECT reward_id, held FROM customer_reward_counts \
+             WHERE org_id = $1 AND customer_id = $2 AND reward_id IN ({}) ORDER BY reward_id{}",
+            in_list(3, reward_ids.len()),
+            if lock { for_update(conn) } else { "" }
+        ),
+        values,
+    ))
+    .all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|h| (h.reward_id, h.held)).collect())
+}
+
+/// Raises a holding by `quantity`, only if it stays within `limit`. Returns whether it did.
+pub async fn hold<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+    customer_id: Uuid,
+    reward_id: i64,
+    quantity: i64,
+    limit: Option<i64>,
+) -> Result<bool, PersistenceError> {
+    let result = conn
+        .execute_raw(stmt(
+            conn,
+            "UPDATE customer_reward_counts SET held = held + $4 \
+             WHERE org_id = $1 AND customer_id = $2 AND reward_id = $3 \
+             AND ($5 IS NULL OR held + $4 <= $5)",
+            vec![
+                org_id.into(),
+                customer_id.into(),
+                reward_id.into(),
+                quantity.into(),
+                limit.into(),
+            ],
+        ))
+        .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Gives back `quantity` units of a holding (a cancellation).
+pub async fn release<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+    customer_id: Uuid,
+    reward_id: i64,
+    quantity: i64,
+) -> Result<(), PersistenceError> {
+    conn.execute_raw(stmt(
+        conn,
+        "UPDATE customer_reward_counts SET held = held - $4 \
+         WHERE org_id = $1 AND customer_id = $2 AND reward_id = $3",
+        vec![
+            org_id.into(),
+            customer_id.into(),
+            reward_id.into(),
+            quantity.into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+pub struct NewIssuance {
+    pub id: Uuid,
+    pub request_id: String,
+    pub customer_id: Uuid,
+    pub reward_id: i64,
+    pub quantity: i64,
+    pub brand: Option<String>,
+    pub transaction_number: Option<String>,
+    pub vouchers: Vec<String>,
+}
+
+/// Inserts issuances and their vouchers with multi-row statements.
+pub async fn insert_many<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+    issuances: &[NewIssuance],
+    now: DateTime<Utc>,
+) -> Result<(), PersistenceError> {
+    let rows = issuances
+        .iter()
+        .map(|i| {
+            vec![
+                i.id.into(),
+                org_id.into(),
+                i.request_id.clone().into(),
+                i.customer_id.into(),
+                i.reward_id.into(),
+                i.quantity.into(),
+                i.brand.clone().into(),
+                i.transaction_number.clone().into(),
+                "ISSUED".into(),
+                now.into(),
+            ]
+        })
+        .collect();
+    insert_rows(
+        conn,
+        "INSERT INTO issuances (id, org_id, request_id, customer_id, reward_id, quantity, brand, \
+         transaction_number, status, created_at) VALUES",
+        "",
+        rows,
+    )
+    .await?;
+    let vouchers = issuances
+        .iter()
+        .flat_map(|i| {
+            i.vouchers
+                .iter()
+                .map(move |code| vec![org_id.into(), i.id.into(), code.clone().into()])
+        })
+        .collect();
+    insert_rows(
+        conn,
+        "INSERT INTO vouchers (org_id, issuance_id, code) VALUES",
+        "",
+        vouchers,
+    )
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, FromQueryResult)]
+pub struct IssuanceRow {
+    pub seq: i64,
+    pub id: Uuid,
+    pub org_id: i64,
+    pub request_id: String,
+    pub customer_id: Uuid,
+    pub reward_id: i64,
+    pub quantity: i64,
+    pub brand: Option<String>,
+    pub transaction_number: Option<String>,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str = "seq, id, org_id, request_id, customer_id, reward_id, quantity, brand, \
+     transaction_number, status, created_at, cancelled_at";
+
+/// An issuance with its voucher codes.
+#[derive(Debug, Clone)]
+pub struct Issuance {
+    pub row: IssuanceRow,
+    pub vouchers: Vec<String>,
+}
+
+#[derive(Debug, FromQueryResult)]
+struct VoucherRow {
+    issuance_id: Uuid,
+    code: String,
+}
+
+async fn with_vouchers<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+    rows: Vec<IssuanceRow>,
+) -> Result<Vec<Issuance>, PersistenceError> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut values: Vec<Value> = vec![org_id.into()];
+    values.extend(rows.iter().map(|r| Value::from(r.id)));
+    let vouchers = VoucherRow::find_by_statement(stmt(
+        conn,
+        &format!(
+            "SELECT issuance_id, code FROM vouchers WHERE org_id = $1 AND issuance_id IN ({}) ORDER BY id",
+            in_list(2, rows.len())
+        ),
+        values,
+    ))
+    .all(conn)
+    .await?;
+    let mut by_issuance: HashMap<Uuid, Vec<String>> = HashMap::new();
+    for v in vouchers {
+        by_issuance.entry(v.issuance_id).or_default().push(v.code);
+    }
+    Ok(rows
+        .into_iter()
+        .map(|row| Issuance {
+            vouchers: by_issuance.remove(&row.id).unwrap_or_default(),
+            row,
+        })
+        .collect())
+}
+
+pub async fn get<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+    id: Uuid,
+) -> Result<Option<Issuance>, PersistenceError> {
+    let rows = IssuanceRow::find_by_statement(stmt(
+        conn,
+        &format!("SELECT {COLUMNS} FROM issuances WHERE org_id = $1 AND id = $2"),
+        vec![org_id.into(), id.into()],
+    ))
+    .all(conn)
+    .await?;
+    Ok(with_vouchers(conn, org_id, rows).await?.into_iter().next())
+}
+
+/// Marks an issuance cancelled if it is still issued; `None` if it was not (already cancelled,
+/// or no such issuance).
+pub async fn mark_cancelled<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Option<IssuanceRow>, PersistenceError> {
+    Ok(IssuanceRow::find_by_statement(stmt(
+        conn,
+        &format!(
+            "UPDATE issuances SET status = 'CANCELLED', cancelled_at = $3 \
+             WHERE org_id = $1 AND id = $2 AND status = 'ISSUED' RETURNING {COLUMNS}"
+        ),
+        vec![org_id.into(), id.into(), now.into()],
+    ))
+    .one(conn)
+    .await?)
+}
+
+/// A customer's issuances, newest first.
+pub async fn list_for_customer<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+    customer_id: Uuid,
+    before: Option<i64>,
+    limit: u64,
+) -> Result<crate::Page<Issuance>, PersistenceError> {
+    let rows = IssuanceRow::find_by_statement(stmt(
+        conn,
+        &format!(
+            "SELECT {COLUMNS} FROM issuances WHERE org_id = $1 AND customer_id = $2 AND seq < $3 \
+             ORDER BY seq DESC LIMIT $4"
+        ),
+        vec![
+            org_id.into(),
+            customer_id.into(),
+            before.unwrap_or(i64::MAX).into(),
+            crate::catalog::page_fetch(limit),
+        ],
+    ))
+    .all(conn)
+    .await?;
+    let page = crate::Page::from_rows(rows, limit, |r| r.seq);
+    Ok(crate::Page {
+        items: with_vouchers(conn, org_id, page.items).await?,
+        next_cursor: page.next_cursor,
+    })
+}

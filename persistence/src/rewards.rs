@@ -1,0 +1,249 @@
+//! The reward catalog: stock, per-customer limits, validity and status.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, FromQueryResult, Value};
+
+use crate::catalog::page_fetch;
+use crate::{Page, PersistenceError, for_update, in_list, stmt};
+
+#[derive(Debug, Clone, FromQueryResult)]
+pub struct RewardRow {
+    pub id: i64,
+    pub org_id: i64,
+    pub program_id: i64,
+    pub name: String,
+    pub stock: Option<i64>,
+    pub issued: i64,
+    pub per_customer_limit: Option<i64>,
+    pub valid_from: Option<DateTime<Utc>>,
+    pub valid_until: Option<DateTime<Utc>>,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, org_id, program_id, name, stock, issued, per_customer_limit, valid_from, \
+     valid_until, status, created_at, updated_at";
+
+#[derive(Debug, Clone)]
+pub struct NewReward {
+    pub program_id: i64,
+    pub name: String,
+    pub stock: Option<i64>,
+    pub per_customer_limit: Option<i64>,
+    pub valid_from: Option<DateTime<Utc>>,
+    pub valid_until: Option<DateTime<Utc>>,
+    pub status: String,
+}
+
+pub async fn create<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+    r: &NewReward,
+    now: DateTime<Utc>,
+) -> Result<RewardRow, PersistenceError> {
+    RewardRow::find_by_statement(stmt(
+        conn,
+        &format!(
+            "INSERT INTO rewards (org_id, program_id, name, stock, issued, per_customer_limit, \
+             valid_from, valid_until, status, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8, $9, $9) RETURNING {COLUMNS}"
+        ),
+        vec![
+            org_id.into(),
+            r.program_id.into(),
+            r.name.clone().into(),
+            r.stock.into(),
+            r.per_customer_limit.into(),
+            r.valid_from.into(),
+            r.valid_until.into(),
+            r.status.clone().into(),
+            now.into(),
+        ],
+    ))
+    .one(conn)
+    .await?
+    .ok_or_else(|| PersistenceError::Other("insert returned no row".into()))
+}
+
+pub async fn get<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+    id: i64,
+) -> Result<Option<RewardRow>, PersistenceError> {
+    Ok(RewardRow::find_by_statement(stmt(
+        conn,
+        &format!("SELECT {COLUMNS} FROM rewards WHERE org_id = $1 AND id = $2"),
+        vec![org_id.into(), id.into()],
+    ))
+    .one(conn)
+    .await?)
+}
+
+pub async fn list<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+    program_id: i64,
+    after: Option<i64>,
+    limit: u64,
+) -> Result<Page<RewardRow>, PersistenceError> {
+    let rows = RewardRow::find_by_statement(stmt(
+        conn,
+        &format!(
+            "SELECT {COLUMNS} FROM rewards WHERE org_id = $1 AND program_id = $2 AND id > $3 \
+             ORDER BY id LIMIT $4"
+        ),
+        vec![
+            org_id.into(),
+            program_id.into(),
+            after.unwrap_or(0).into(),
+            page_fetch(limit),
+        ],
+    ))
+    .all(conn)
+    .await?;
+    Ok(Page::from_rows(rows, limit, |r| r.id))
+}
+
+/// How a PATCH changes stock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StockChange {
+    /// Set what is left to issue (`None`: unlimited).
+    Set(Option<i64>),
+    /// Add to what is left (unlimited stays unlimited).
+    Add(i64),
+}
+
+/// The fields a PATCH may change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct RewardPatch {
+    pub name: Option<String>,
+    pub stock: Option<StockChange>,
+    pub per_customer_limit: Option<Option<i64>>,
+    pub valid_from: Option<Option<DateTime<Utc>>>,
+    pub valid_until: Option<Option<DateTime<Utc>>>,
+    pub status: Option<String>,
+}
+
+/// Applies a patch in one statement (so `addStock` is atomic with concurrent issuance).
+pub async fn update<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+    id: i64,
+    patch: &RewardPatch,
+    now: DateTime<Utc>,
+) -> Result<Option<RewardRow>, PersistenceError> {
+    let mut sets = vec!["updated_at = $3".to_owned()];
+    let mut values: Vec<Value> = vec![org_id.into(), id.into(), now.into()];
+    let mut set = |column: &str, expr: &str, value: Value| {
+        values.push(value);
+        sets.push(format!(
+            "{column} = {}",
+            expr.replace('?', &format!("${}", values.len()))
+        ));
+    };
+    if let Some(name) = &patch.name {
+        set("name", "?", name.clone().into());
+    }
+    match patch.stock {
+        Some(StockChange::Set(v)) => set("stock", "?", v.into()),
+        Some(StockChange::Add(n)) => set("stock", "stock + ?", n.into()),
+        None => {}
+    }
+    if let Some(limit) = patch.per_customer_limit {
+        set("per_customer_limit", "?", limit.into());
+    }
+    if let Some(from) = patch.valid_from {
+        set("valid_from", "?", from.into());
+    }
+    if let Some(until) = patch.valid_until {
+        set("valid_until", "?", until.into());
+    }
+    if let Some(status) = &patch.status {
+        set("status", "?", status.clone().into());
+    }
+    Ok(RewardRow::find_by_statement(stmt(
+        conn,
+        &format!(
+            "UPDATE rewards SET {} WHERE org_id = $1 AND id = $2 RETURNING {COLUMNS}",
+            sets.join(", ")
+        ),
+        values,
+    ))
+    .one(conn)
+    .await?)
+}
+
+/// The rewards of `ids` (sorted), locked for the rest of the transaction on PostgreSQL so that
+/// the decisions taken from them hold until commit. Locks are taken in id order, as every
+/// issuance takes them, so concurrent issuances never deadlock.
+pub async fn lock_many<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+    ids: &[i64],
+) -> Result<Vec<RewardRow>, PersistenceError> {
+    read_many(conn, org_id, ids, true).await
+}
+
+/// The rewards of `ids`, without locks (dry runs).
+pub async fn read_many<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+    ids: &[i64],
+    lock: bool,
+) -> Result<Vec<RewardRow>, PersistenceError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut values: Vec<Value> = vec![org_id.into()];
+    values.extend(ids.iter().map(|id| Value::from(*id)));
+    Ok(RewardRow::find_by_statement(stmt(
+        conn,
+        &format!(
+            "SELECT {COLUMNS} FROM rewards WHERE org_id = $1 AND id IN ({}) ORDER BY id{}",
+            in_list(2, ids.len()),
+            if lock { for_update(conn) } else { "" }
+        ),
+        values,
+    ))
+    .all(conn)
+    .await?)
+}
+
+/// Takes `quantity` units out of stock, only if that many are left (or stock is unlimited).
+/// Returns whether it did.
+pub async fn take_stock<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+    id: i64,
+    quantity: i64,
+    now: DateTime<Utc>,
+) -> Result<bool, PersistenceError> {
+    let result = conn
+        .execute_raw(stmt(
+            conn,
+            "UPDATE rewards SET stock = stock - $3, issued = issued + $3, updated_at = $4 \
+             WHERE org_id = $1 AND id = $2 AND (stock IS NULL OR stock >= $3)",
+            vec![org_id.into(), id.into(), quantity.into(), now.into()],
+        ))
+        .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Puts `quantity` cancelled units back into stock (unlimited stays unlimited).
+pub async fn return_stock<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+    id: i64,
+    quantity: i64,
+    now: DateTime<Utc>,
+) -> Result<(), PersistenceError> {
+    conn.execute_raw(stmt(
+        conn,
+        "UPDATE rewards SET stock = stock + $3, issued = issued - $3, updated_at = $4 \
+         WHERE org_id = $1 AND id = $2",
+        vec![org_id.into(), id.into(), quantity.into(), now.into()],
+    ))
+    .await?;
+    Ok(())
+}
