@@ -57,6 +57,15 @@ struct ServeArgs {
     /// The most items one bulk issuance may carry.
     #[arg(long, env = "LOYALTY_BULK_MAX_ITEMS", default_value_t = 1000)]
     bulk_max_items: usize,
+    /// Forget idempotency keys older than this (`48h`, `7d`); default: keep them forever.
+    #[arg(long, env = "IDEMPOTENCY_RETENTION", value_parser = humantime::parse_duration)]
+    idempotency_retention: Option<Duration>,
+    /// How often expiry and the retention purge run, in seconds (0: never).
+    #[arg(long, env = "LOYALTY_WORKER_INTERVAL_SECS", default_value_t = 60)]
+    worker_interval_secs: u64,
+    /// How long a request waits for a database connection before answering 503, in ms.
+    #[arg(long, env = "LOYALTY_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 5000)]
+    db_acquire_timeout_ms: u64,
     /// HTTP worker threads (0: one per core).
     #[arg(long, env = "LOYALTY_WORKERS", default_value_t = 0)]
     workers: usize,
@@ -96,6 +105,10 @@ fn settings(db: &DbArgs, serve: &ServeArgs) -> Settings {
     s.db_max_connections = serve.db_max_connections.max(1);
     s.workers = serve.workers;
     s.bulk_max_items = serve.bulk_max_items.max(1);
+    s.idempotency_retention = serve.idempotency_retention;
+    s.worker_interval =
+        (serve.worker_interval_secs > 0).then(|| Duration::from_secs(serve.worker_interval_secs));
+    s.db_acquire_timeout = Duration::from_millis(serve.db_acquire_timeout_ms.max(1));
     s
 }
 

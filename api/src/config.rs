@@ -23,6 +23,13 @@ pub struct Settings {
     pub workers: usize,
     /// The most items one bulk issuance may carry.
     pub bulk_max_items: usize,
+    /// Idempotency keys older than this are forgotten (`None`: kept forever).
+    pub idempotency_retention: Option<Duration>,
+    /// How often the background workers (expiry, retention purge) run; `None` runs none (tests
+    /// drive them by hand).
+    pub worker_interval: Option<Duration>,
+    /// How long a request waits for a database connection before answering 503.
+    pub db_acquire_timeout: Duration,
 }
 
 impl Settings {
@@ -36,6 +43,9 @@ impl Settings {
             db_max_connections: 16,
             workers: 0,
             bulk_max_items: 1000,
+            idempotency_retention: None,
+            worker_interval: Some(Duration::from_secs(60)),
+            db_acquire_timeout: Duration::from_secs(5),
         }
     }
 }

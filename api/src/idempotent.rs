@@ -22,18 +22,36 @@ use crate::error::ApiError;
 use crate::startup::AppState;
 
 /// What an effect produced: the response body (without the idempotency fields, which are added
-/// on the way out) and the id of what it created.
+/// on the way out), the id of what it created, and its status (201 unless said otherwise).
 #[derive(Debug)]
 pub struct Effect {
     pub body: Value,
     pub resource_id: Option<String>,
+    pub status: StatusCode,
+}
+
+impl Effect {
+    /// Something was created: 201.
+    pub fn created(body: Value, resource_id: impl ToString) -> Self {
+        Self {
+            body,
+            resource_id: Some(resource_id.to_string()),
+            status: StatusCode::CREATED,
+        }
+    }
+
+    /// Another status for a first answer (200 for an update).
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
 }
 
 /// The answer to a write.
 #[derive(Debug)]
 pub enum Outcome {
-    /// The effect happened now.
-    Created(Value),
+    /// The effect happened now, answered with this status (201, or 200 for an update).
+    Created(StatusCode, Value),
     /// An earlier request with the same key and meaning performed it; this is its outcome.
     Replayed(Value),
 }
@@ -81,8 +99,16 @@ where
     let tx = state.db.begin().await?;
     let claimed = match key {
         None => None,
-        Some(key) => match idempotency::claim(&tx, org_id, operation, key, meaning, state.now())
-            .await
+        Some(key) => match idempotency::claim(
+            &tx,
+            org_id,
+            operation,
+            key,
+            meaning,
+            state.now(),
+            state.forget_before(),
+        )
+        .await
         {
             Ok(Claim::Claimed { id }) => Some(id),
             Ok(Claim::Existing(record)) => {
@@ -95,17 +121,24 @@ where
     // On error the transaction is dropped, which rolls it back: no effect, no key.
     let done = effect(&tx).await?;
     if let Some(id) = claimed {
-        idempotency::complete(&tx, id, 201, &done.body, done.resource_id.as_deref()).await?;
+        idempotency::complete(
+            &tx,
+            id,
+            done.status.as_u16(),
+            &done.body,
+            done.resource_id.as_deref(),
+        )
+        .await?;
     }
     Db::commit(tx).await?;
-    Ok(Outcome::Created(done.body))
+    Ok(Outcome::Created(done.status, done.body))
 }
 
 /// 201 for a new effect, 202 for a replay, with `idempotentReplayed` and `idempotencyKey` in the
 /// body and the `Idempotent-Replayed` header.
 pub fn respond(outcome: Outcome, key: Option<&IdempotencyKey>) -> HttpResponse {
     let (status, body, replayed) = match outcome {
-        Outcome::Created(body) => (StatusCode::CREATED, body, false),
+        Outcome::Created(status, body) => (status, body, false),
         Outcome::Replayed(body) => (StatusCode::ACCEPTED, body, true),
     };
     json_with_flags(status, body, replayed, key)

@@ -195,9 +195,16 @@ async fn issue_once(
         })
         .collect();
     let first_key = &req.items[0].request_id;
-    let mut claims = idempotency::claim_many(&tx, org_id, Operation::RewardIssuance, &batch, now)
-        .await
-        .map_err(|e| claim_error(e, first_key))?;
+    let mut claims = idempotency::claim_many(
+        &tx,
+        org_id,
+        Operation::RewardIssuance,
+        &batch,
+        now,
+        state.forget_before(),
+    )
+    .await
+    .map_err(|e| claim_error(e, first_key))?;
 
     let mut outcomes: Vec<Option<ItemOutcome>> = vec![None; req.items.len()];
     let mut claimed: Vec<(usize, i64)> = Vec::new();

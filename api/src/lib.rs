@@ -21,3 +21,4 @@ pub mod issuance;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;
+pub mod workers;

@@ -24,6 +24,12 @@ impl AppState {
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
         self.clock.now()
     }
+
+    /// Keys created before this instant are forgotten (see `IDEMPOTENCY_RETENTION`).
+    pub fn forget_before(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let retention = chrono::Duration::from_std(self.settings.idempotency_retention?).ok()?;
+        self.now().checked_sub_signed(retention)
+    }
 }
 
 pub struct Application {
@@ -39,7 +45,7 @@ pub async fn connect(settings: &Settings) -> Result<Db, persistence::Persistence
         &DbOptions {
             max_connections: settings.db_max_connections,
             lock_wait: settings.idempotency_wait,
-            ..DbOptions::default()
+            acquire_timeout: settings.db_acquire_timeout,
         },
     )
     .await?;
@@ -76,6 +82,9 @@ impl Application {
             clock,
             settings,
         });
+        if let Some(interval) = state.settings.worker_interval {
+            crate::workers::spawn(state.clone().into_inner(), interval);
+        }
         let mut server =
             HttpServer::new(move || {
                 App::new()

@@ -51,10 +51,11 @@ pub enum Operation {
     RewardCreate,
     RewardUpdate,
     WebhookEndpointCreate,
+    CustomerCreate,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 11] = [
+    pub const ALL: [Operation; 12] = [
         Operation::RewardIssuance,
         Operation::IssuanceCancellation,
         Operation::CurrencyAllocation,
@@ -66,6 +67,7 @@ impl Operation {
         Operation::RewardCreate,
         Operation::RewardUpdate,
         Operation::WebhookEndpointCreate,
+        Operation::CustomerCreate,
     ];
 
     /// The name used in the database and in `/v1/idempotency-keys/{operation}/{key}`.
@@ -82,6 +84,7 @@ impl Operation {
             Operation::RewardCreate => "reward-create",
             Operation::RewardUpdate => "reward-update",
             Operation::WebhookEndpointCreate => "webhook-endpoint-create",
+            Operation::CustomerCreate => "customer-create",
         }
     }
 

@@ -13,6 +13,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_foundation;
 mod m20261122_000002_rewards;
+mod m20261122_000003_ledger_lifecycle;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_foundation::Migration),
             Box::new(m20261122_000002_rewards::Migration),
+            Box::new(m20261122_000003_ledger_lifecycle::Migration),
         ]
     }
 }

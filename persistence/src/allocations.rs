@@ -23,13 +23,15 @@ pub struct AllocationRow {
     pub ledger_entry_id: i64,
     pub expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    pub reversed_at: Option<DateTime<Utc>>,
+    pub reversal_entry_id: Option<i64>,
     /// The currency's scale, joined in.
     pub scale: i16,
 }
 
 const COLUMNS: &str = "a.id, a.org_id, a.unique_id, a.customer_id, a.program_id, a.currency, a.amount, \
      a.source_value, a.award_strategy_id, a.expiry_strategy_id, a.event_name, a.event_source_id, \
-     a.ledger_entry_id, a.expires_at, a.created_at, pc.scale";
+     a.ledger_entry_id, a.expires_at, a.created_at, a.reversed_at, a.reversal_entry_id, pc.scale";
 
 /// Everything a new allocation records.
 #[derive(Debug, Clone)]
@@ -83,6 +85,7 @@ pub async fn insert<C: ConnectionTrait>(
     Ok(id)
 }
 
+/// The allocation made with `unique_id` (the latest, if a forgotten key was used again).
 pub async fn get_by_unique_id<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -93,10 +96,29 @@ pub async fn get_by_unique_id<C: ConnectionTrait>(
         &format!(
             "SELECT {COLUMNS} FROM allocations a \
              JOIN program_currencies pc ON pc.org_id = a.org_id AND pc.program_id = a.program_id AND pc.code = a.currency \
-             WHERE a.org_id = $1 AND a.unique_id = $2"
+             WHERE a.org_id = $1 AND a.unique_id = $2 ORDER BY a.created_at DESC, a.id DESC LIMIT 1"
         ),
         vec![org_id.into(), unique_id.into()],
     ))
     .one(conn)
     .await?)
+}
+
+/// Records the reversal of an allocation, once: `false` if it was reversed already.
+pub async fn mark_reversed<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+    id: Uuid,
+    entry_id: i64,
+    now: DateTime<Utc>,
+) -> Result<bool, PersistenceError> {
+    let result = conn
+        .execute_raw(stmt(
+            conn,
+            "UPDATE allocations SET reversed_at = $3, reversal_entry_id = $4 \
+             WHERE org_id = $1 AND id = $2 AND reversed_at IS NULL",
+            vec![org_id.into(), id.into(), now.into(), entry_id.into()],
+        ))
+        .await?;
+    Ok(result.rows_affected() == 1)
 }

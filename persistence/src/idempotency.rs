@@ -53,6 +53,9 @@ pub enum Claim {
 ///
 /// Errors with [`PersistenceError::LockTimeout`] when a concurrent transaction holds the key
 /// longer than the lock wait.
+///
+/// A record created before `forget_before` (the retention) is forgotten: deleted here, and the
+/// key claimed afresh.
 pub async fn claim<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -60,6 +63,7 @@ pub async fn claim<C: ConnectionTrait>(
     key: &IdempotencyKey,
     meaning: &RequestMeaning,
     now: DateTime<Utc>,
+    forget_before: Option<DateTime<Utc>>,
 ) -> Result<Claim, PersistenceError> {
     let fields = serde_json::to_value(meaning.fields())
         .map_err(|e| PersistenceError::Other(e.to_string()))?;
@@ -88,6 +92,10 @@ pub async fn claim<C: ConnectionTrait>(
             return Ok(Claim::Claimed { id });
         }
         if let Some(existing) = get(conn, org_id, operation, key.as_str()).await? {
+            if forget_before.is_some_and(|cutoff| existing.created_at < cutoff) {
+                forget(conn, existing.id).await?;
+                continue;
+            }
             return Ok(Claim::Existing(Box::new(existing)));
         }
     }
@@ -148,12 +156,13 @@ pub async fn claim_many<C: ConnectionTrait>(
     operation: Operation,
     keys: &[BatchKey],
     now: DateTime<Utc>,
+    forget_before: Option<DateTime<Utc>>,
 ) -> Result<std::collections::HashMap<String, Claim>, PersistenceError> {
     use std::collections::HashMap;
     let mut sorted: Vec<&BatchKey> = keys.iter().collect();
     sorted.sort_by(|a, b| a.key.as_str().cmp(b.key.as_str()));
     let mut claims: HashMap<String, Claim> = HashMap::with_capacity(keys.len());
-    for _ in 0..2 {
+    for _ in 0..3 {
         let pending: Vec<&BatchKey> = sorted
             .iter()
             .copied()
@@ -193,6 +202,11 @@ pub async fn claim_many<C: ConnectionTrait>(
             .filter(|k| !claims.contains_key(*k))
             .collect();
         for record in get_many(conn, org_id, operation, &existing_keys).await? {
+            if forget_before.is_some_and(|cutoff| record.created_at < cutoff) {
+                // Forgotten: the next round claims the key afresh.
+                forget(conn, record.id).await?;
+                continue;
+            }
             claims.insert(record.key.clone(), Claim::Existing(Box::new(record)));
         }
     }
@@ -205,6 +219,11 @@ pub async fn claim_many<C: ConnectionTrait>(
 }
 
 /// The committed records of `keys`.
+///
+/// The keys are joined as a `VALUES` list rather than matched with `key IN ($3, …)`: with a
+/// long parameter list PostgreSQL may settle on a generic plan that scans every key of the
+/// organisation and compares it with each parameter, which made a 1000-item replay take
+/// hundreds of milliseconds; the join looks each key up in the unique index.
 pub async fn get_many<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -215,13 +234,22 @@ pub async fn get_many<C: ConnectionTrait>(
     for chunk in keys.chunks(5_000) {
         let mut values: Vec<sea_orm::Value> = vec![org_id.into(), operation.as_str().into()];
         values.extend(chunk.iter().map(|k| sea_orm::Value::from(*k)));
+        let rows = (3..3 + chunk.len())
+            .map(|i| format!("(${i})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let columns = COLUMNS
+            .split(", ")
+            .map(|c| format!("r.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         out.extend(
             RecordRow::find_by_statement(stmt(
                 conn,
                 &format!(
-                    "SELECT {COLUMNS} FROM idempotency_records \
-                     WHERE org_id = $1 AND operation = $2 AND key IN ({})",
-                    crate::in_list(3, chunk.len())
+                    "WITH wanted(key) AS (VALUES {rows}) \
+                     SELECT {columns} FROM wanted JOIN idempotency_records r \
+                     ON r.org_id = $1 AND r.operation = $2 AND r.key = wanted.key"
                 ),
                 values,
             ))
@@ -283,4 +311,39 @@ pub async fn release_many<C: ConnectionTrait>(
         .await?;
     }
     Ok(())
+}
+
+async fn forget<C: ConnectionTrait>(conn: &C, id: i64) -> Result<(), PersistenceError> {
+    conn.execute_raw(stmt(
+        conn,
+        "DELETE FROM idempotency_records WHERE id = $1",
+        vec![id.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Deletes up to `batch` records created before `cutoff`; returns how many. On PostgreSQL the
+/// rows are picked with `SKIP LOCKED`, so the purge never waits for (or blocks) a request.
+pub async fn purge_before<C: ConnectionTrait>(
+    conn: &C,
+    cutoff: DateTime<Utc>,
+    batch: u64,
+) -> Result<u64, PersistenceError> {
+    let skip = if crate::for_update(conn).is_empty() {
+        ""
+    } else {
+        " FOR UPDATE SKIP LOCKED"
+    };
+    let result = conn
+        .execute_raw(stmt(
+            conn,
+            &format!(
+                "DELETE FROM idempotency_records WHERE id IN \
+                 (SELECT id FROM idempotency_records WHERE created_at < $1 ORDER BY created_at LIMIT $2{skip})"
+            ),
+            vec![cutoff.into(), i64::try_from(batch).unwrap_or(i64::MAX).into()],
+        ))
+        .await?;
+    Ok(result.rows_affected())
 }

@@ -223,3 +223,232 @@ pub async fn entries_of<C: ConnectionTrait>(
         .await?;
     Ok(Page::from_rows(rows, limit, |r| r.id))
 }
+
+/// Locks the account's balance row for the rest of the transaction (PostgreSQL) and returns the
+/// available amount, or `None` when the account has no balance row, or, with `skip_locked`,
+/// when another transaction holds it (the expiry worker then leaves the account for later).
+///
+/// Every path that changes an existing balance takes this lock first, then the lots: one lock
+/// order for redemptions, reversals and expiry.
+pub async fn lock_balance<C: ConnectionTrait>(
+    conn: &C,
+    account: &Account,
+    skip_locked: bool,
+) -> Result<Option<i64>, PersistenceError> {
+    let lock = match (crate::for_update(conn), skip_locked) {
+        ("", _) => "",
+        (_, true) => " FOR UPDATE SKIP LOCKED",
+        (_, false) => " FOR UPDATE",
+    };
+    Ok(Available::find_by_statement(stmt(
+        conn,
+        &format!(
+            "SELECT available FROM balances \
+             WHERE org_id = $1 AND customer_id = $2 AND program_id = $3 AND currency = $4{lock}"
+        ),
+        vec![
+            account.org_id.into(),
+            account.customer_id.into(),
+            account.program_id.into(),
+            account.currency.clone().into(),
+        ],
+    ))
+    .one(conn)
+    .await?
+    .map(|b| b.available))
+}
+
+#[derive(Debug, FromQueryResult)]
+struct Lot {
+    id: i64,
+    remaining: i64,
+}
+
+/// Subtracts `amount` from the balance if it is there; `None` (and no change) if it is not.
+async fn take_from_balance<C: ConnectionTrait>(
+    conn: &C,
+    account: &Account,
+    amount: i64,
+    now: DateTime<Utc>,
+) -> Result<Option<i64>, PersistenceError> {
+    Ok(Available::find_by_statement(stmt(
+        conn,
+        "UPDATE balances SET available = available - $5, updated_at = $6 \
+         WHERE org_id = $1 AND customer_id = $2 AND program_id = $3 AND currency = $4 \
+         AND available >= $5 RETURNING available",
+        vec![
+            account.org_id.into(),
+            account.customer_id.into(),
+            account.program_id.into(),
+            account.currency.clone().into(),
+            amount.into(),
+            now.into(),
+        ],
+    ))
+    .one(conn)
+    .await?
+    .map(|b| b.available))
+}
+
+/// Expires every lot of the account whose `expires_at` has passed: an `EXPIRE` entry for what
+/// was left of it, the balance lowered, the lot emptied. The caller holds the balance lock
+/// ([`lock_balance`]); the lot's own conditional update makes a second expiry of it impossible.
+pub async fn expire_due<C: ConnectionTrait>(
+    conn: &C,
+    account: &Account,
+    now: DateTime<Utc>,
+) -> Result<Vec<EntryRow>, PersistenceError> {
+    let lots = Lot::find_by_statement(stmt(
+        conn,
+        &format!(
+            "SELECT id, remaining FROM ledger_entries \
+             WHERE org_id = $1 AND customer_id = $2 AND program_id = $3 AND currency = $4 \
+             AND remaining > 0 AND expires_at <= $5 ORDER BY expires_at, id{}",
+            crate::for_update(conn)
+        ),
+        vec![
+            account.org_id.into(),
+            account.customer_id.into(),
+            account.program_id.into(),
+            account.currency.clone().into(),
+            now.into(),
+        ],
+    ))
+    .all(conn)
+    .await?;
+    let mut entries = Vec::with_capacity(lots.len());
+    for lot in lots {
+        let emptied = conn
+            .execute_raw(stmt(
+                conn,
+                "UPDATE ledger_entries SET remaining = 0 WHERE id = $1 AND remaining = $2",
+                vec![lot.id.into(), lot.remaining.into()],
+            ))
+            .await?;
+        if emptied.rows_affected() != 1 {
+            continue;
+        }
+        let balance = take_from_balance(conn, account, lot.remaining, now)
+            .await?
+            .ok_or_else(|| {
+                PersistenceError::Other(format!("balance below lot {} while expiring it", lot.id))
+            })?;
+        let reference = format!("expiry:{}", lot.id);
+        entries.push(
+            insert_entry(
+                conn,
+                account,
+                EntryKind::Expire,
+                lot.remaining,
+                balance,
+                Some(&reference),
+                None,
+                None,
+                now,
+            )
+            .await?,
+        );
+    }
+    Ok(entries)
+}
+
+/// Takes `amount` out of the account as a `DEBIT` or `REVERSAL` entry, spending the lots that
+/// expire first (never-expiring lots last; `prefer_lot` before all others, for a reversal of
+/// that lot's allocation). Returns `None`, changing nothing, when the balance is short.
+///
+/// The caller holds the balance lock and has expired the due lots ([`expire_due`]), so the
+/// spendable lots add up to the balance.
+#[allow(clippy::too_many_arguments)]
+pub async fn debit<C: ConnectionTrait>(
+    conn: &C,
+    account: &Account,
+    kind: EntryKind,
+    amount: i64,
+    prefer_lot: Option<i64>,
+    reference: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Option<EntryRow>, PersistenceError> {
+    debug_assert!(matches!(kind, EntryKind::Debit | EntryKind::Reversal));
+    let Some(balance) = take_from_balance(conn, account, amount, now).await? else {
+        return Ok(None);
+    };
+    let lots = Lot::find_by_statement(stmt(
+        conn,
+        &format!(
+            "SELECT id, remaining FROM ledger_entries \
+             WHERE org_id = $1 AND customer_id = $2 AND program_id = $3 AND currency = $4 \
+             AND remaining > 0 AND (expires_at IS NULL OR expires_at > $5) \
+             ORDER BY CASE WHEN id = $6 THEN 0 ELSE 1 END, \
+             CASE WHEN expires_at IS NULL THEN 1 ELSE 0 END, expires_at, id{}",
+            crate::for_update(conn)
+        ),
+        vec![
+            account.org_id.into(),
+            account.customer_id.into(),
+            account.program_id.into(),
+            account.currency.clone().into(),
+            now.into(),
+            prefer_lot.unwrap_or(0).into(),
+        ],
+    ))
+    .all(conn)
+    .await?;
+    let mut left = amount;
+    for lot in lots {
+        if left == 0 {
+            break;
+        }
+        let take = left.min(lot.remaining);
+        conn.execute_raw(stmt(
+            conn,
+            "UPDATE ledger_entries SET remaining = remaining - $2 WHERE id = $1 AND remaining >= $2",
+            vec![lot.id.into(), take.into()],
+        ))
+        .await?;
+        left -= take;
+    }
+    if left != 0 {
+        // The lots do not cover the balance: the invariant is broken. Roll back, loudly.
+        return Err(PersistenceError::Other(format!(
+            "lots of {}/{}/{} short by {left} minor units",
+            account.customer_id, account.program_id, account.currency
+        )));
+    }
+    insert_entry(
+        conn, account, kind, amount, balance, reference, None, None, now,
+    )
+    .await
+    .map(Some)
+}
+
+/// Accounts with at least one lot due to expire at `now`, at most `limit` of them.
+pub async fn due_accounts<C: ConnectionTrait>(
+    conn: &C,
+    now: DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<Account>, PersistenceError> {
+    #[derive(Debug, FromQueryResult)]
+    struct Row {
+        org_id: i64,
+        customer_id: Uuid,
+        program_id: i64,
+        currency: String,
+    }
+    let rows = Row::find_by_statement(stmt(
+        conn,
+        "SELECT DISTINCT org_id, customer_id, program_id, currency FROM ledger_entries \
+         WHERE remaining > 0 AND expires_at <= $1 LIMIT $2",
+        vec![now.into(), i64::try_from(limit).unwrap_or(i64::MAX).into()],
+    ))
+    .all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Account {
+            org_id: r.org_id,
+            customer_id: r.customer_id,
+            program_id: r.program_id,
+            currency: r.currency,
+        })
+        .collect())
+}

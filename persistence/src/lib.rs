@@ -18,6 +18,7 @@ pub mod idempotency;
 pub mod issuances;
 pub mod ledger;
 pub mod orgs;
+pub mod redemptions;
 pub mod rewards;
 
 use std::time::Duration;

@@ -174,6 +174,8 @@ impl TestApp {
         let mut settings = Settings::new(database_url, "127.0.0.1:0");
         settings.workers = 2;
         settings.migrate = false;
+        // Background workers are driven by hand in tests (api::workers::expire_all …).
+        settings.worker_interval = None;
         (options.settings)(&mut settings);
         let clock: Arc<dyn Clock> = match &options.clock {
             Some(c) => Arc::new(c.clone()),
@@ -307,6 +309,7 @@ impl TestApp {
             "customer_reward_counts",
             "issuances",
             "vouchers",
+            "redemptions",
         ] {
             out.push((
                 table.to_owned(),
@@ -415,4 +418,27 @@ pub fn allocation_body(c: &Catalog, mobile: &str, source_value: Value, unique_id
         "lookupParams": {"entityType": "CUSTOMER", "identifierType": "mobile", "identifierValue": mobile},
         "uniqueId": unique_id
     })
+}
+
+/// The ledger invariant for every account of the database: balance = sum of the ledger
+/// (credits minus debits, expiries and reversals) = remaining of the lots. Returns the accounts
+/// that break it, as text; empty when it holds.
+pub async fn invariant_violations(app: &TestApp) -> Vec<String> {
+    let sql = "WITH ledger AS ( \
+          SELECT org_id, customer_id, program_id, currency, \
+                 sum(CASE WHEN kind = 'CREDIT' THEN amount ELSE -amount END) AS net, \
+                 sum(COALESCE(remaining, 0)) AS lots \
+          FROM ledger_entries GROUP BY org_id, customer_id, program_id, currency) \
+        SELECT b.customer_id::text || '/' || b.currency || ': balance ' || b.available || \
+               ' ledger ' || COALESCE(l.net, 0) || ' lots ' || COALESCE(l.lots, 0) \
+        FROM balances b FULL JOIN ledger l USING (org_id, customer_id, program_id, currency) \
+        WHERE COALESCE(b.available, -1) <> COALESCE(l.net, 0) OR COALESCE(b.available, -1) <> COALESCE(l.lots, 0)";
+    app.db
+        .conn()
+        .query_all_raw(Statement::from_string(DbBackend::Postgres, sql.to_owned()))
+        .await
+        .expect("invariant query")
+        .into_iter()
+        .map(|r| r.try_get_by_index::<String>(0).unwrap_or_default())
+        .collect()
 }

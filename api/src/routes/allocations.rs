@@ -77,6 +77,7 @@ pub fn allocation_json(a: &AllocationRow, available: i64) -> Value {
         "eventSourceId": a.event_source_id,
         "ledgerEntryId": a.ledger_entry_id.to_string(),
         "createdAt": ts(a.created_at),
+        "reversedAt": a.reversed_at.map(ts),
         "balance": {"available": amount(available, a.scale)},
     })
 }
@@ -207,12 +208,14 @@ pub async fn create(
                 ledger_entry_id: entry.id,
                 expires_at,
                 created_at: now,
+                reversed_at: None,
+                reversal_entry_id: None,
                 scale: currency.scale,
             };
-            Ok(Effect {
-                body: allocation_json(&row, entry.balance_after),
-                resource_id: Some(id.to_string()),
-            })
+            Ok(Effect::created(
+                allocation_json(&row, entry.balance_after),
+                id,
+            ))
         },
     )
     .await?;
@@ -258,4 +261,248 @@ pub async fn get(
     )
     .await?;
     Ok(HttpResponse::Ok().json(allocation_json(&row, available)))
+}
+
+/// Locks the account, expires its due lots, and takes `amount` out as `kind`: the common path
+/// of redemptions and reversals. `Ok(None)` when the balance is short.
+async fn spend(
+    tx: &persistence::Tx,
+    account: &Account,
+    kind: ledger::EntryKind,
+    amount_minor: i64,
+    prefer_lot: Option<i64>,
+    reference: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<ledger::EntryRow>, ApiError> {
+    if ledger::lock_balance(tx, account, false).await?.is_none() {
+        return Ok(None);
+    }
+    ledger::expire_due(tx, account, now).await?;
+    Ok(ledger::debit(
+        tx,
+        account,
+        kind,
+        amount_minor,
+        prefer_lot,
+        Some(reference),
+        now,
+    )
+    .await?)
+}
+
+fn insufficient() -> ApiError {
+    ApiError::Unprocessable {
+        code: "INSUFFICIENT_BALANCE",
+        detail: "The available balance is less than the amount.".into(),
+        retryable: true,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RedemptionRequest {
+    pub program_id: FlexId,
+    pub currency: String,
+    pub amount: DecimalInput,
+    pub unique_id: Option<String>,
+    pub reason: Option<String>,
+    pub lookup_params: Option<LookupParams>,
+    pub mobile: Option<LooseString>,
+    pub email: Option<LooseString>,
+    pub external_id: Option<LooseString>,
+    pub customer_id: Option<LooseString>,
+}
+
+/// `POST /v1/currency/redemptions`: spends the lots that expire first; a key is required.
+pub async fn redeem(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+    header: IdempotencyHeader,
+    Json(body): Json<RedemptionRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let org_id = tenant.org_id;
+    let key = request_key(body.unique_id.as_deref(), &header, true)?
+        .ok_or_else(|| ApiError::validation("uniqueId", "is required"))?;
+    let customer = CustomerFields {
+        mobile: body.mobile.as_ref(),
+        email: body.email.as_ref(),
+        external_id: body.external_id.as_ref(),
+        customer_id: body.customer_id.as_ref(),
+        lookup_params: body.lookup_params.as_ref(),
+    }
+    .parse()?;
+    let requested = body.amount.0.normalize();
+    if requested <= domain::Decimal::ZERO {
+        return Err(ApiError::validation("amount", "must be more than zero"));
+    }
+    let reason = bounded_text("reason", body.reason.as_deref(), 500)?;
+    let program_id = body.program_id.0;
+    let currency = body.currency.clone();
+    let meaning = RequestMeaning::new()
+        .with("programId", Some(program_id))
+        .with("currency", Some(&currency))
+        .with("amount", Some(requested))
+        .with("customer", Some(&customer));
+    let now = state.now();
+    let unique_id = key.to_string();
+    let outcome = execute(
+        &state,
+        org_id,
+        Operation::CurrencyRedemption,
+        Some(&key),
+        &meaning,
+        async |tx| {
+            let program = catalog::get_program(tx, org_id, program_id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("program"))?;
+            let cur = program
+                .currencies
+                .iter()
+                .find(|c| c.code == currency)
+                .ok_or_else(|| {
+                    ApiError::validation("currency", "is not a currency of this program")
+                })?;
+            let scale = Scale::new(i64::from(cur.scale)).map_err(|_| {
+                ApiError::Internal(format!("currency {} has a bad scale", cur.code))
+            })?;
+            let minor = scale
+                .to_minor(requested)
+                .map_err(|e| ApiError::validation("amount", e.message))?;
+            let customer_row = customers::find(tx, org_id, &customer)
+                .await?
+                .ok_or_else(|| ApiError::not_found("customer"))?;
+            let account = Account {
+                org_id,
+                customer_id: customer_row.id,
+                program_id,
+                currency: currency.clone(),
+            };
+            let reference = format!("redemption:{unique_id}");
+            let entry = spend(
+                tx,
+                &account,
+                ledger::EntryKind::Debit,
+                minor,
+                None,
+                &reference,
+                now,
+            )
+            .await?
+            .ok_or_else(insufficient)?;
+            let row = persistence::redemptions::insert(
+                tx,
+                org_id,
+                &unique_id,
+                customer_row.id,
+                program_id,
+                &currency,
+                minor,
+                reason.as_deref(),
+                entry.id,
+                now,
+            )
+            .await?;
+            let body = json!({
+                "redemptionId": row.id.to_string(),
+                "uniqueId": row.unique_id,
+                "customerId": row.customer_id.to_string(),
+                "programId": row.program_id,
+                "currency": row.currency,
+                "amount": amount(row.amount, cur.scale),
+                "reason": row.reason,
+                "ledgerEntryId": entry.id.to_string(),
+                "createdAt": ts(row.created_at),
+                "balance": {"available": amount(entry.balance_after, cur.scale)},
+            });
+            Ok(Effect::created(body, row.id))
+        },
+    )
+    .await?;
+    Ok(respond(outcome, Some(&key)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReversalRequest {
+    pub reason: Option<String>,
+    pub unique_id: Option<String>,
+}
+
+/// `POST /v1/currency/allocations/{uniqueId}/reversal`: takes the allocated amount back, once.
+/// The allocation is its own key (`currency-reversal` / its `uniqueId`): a second reversal is a
+/// replay whatever key it carries.
+pub async fn reverse(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+    header: IdempotencyHeader,
+    path: web::Path<String>,
+    crate::extract::OptionalJson(body): crate::extract::OptionalJson<ReversalRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.unwrap_or(ReversalRequest {
+        reason: None,
+        unique_id: None,
+    });
+    request_key(body.unique_id.as_deref(), &header, false)?;
+    let reason = bounded_text("reason", body.reason.as_deref(), 500)?;
+    let org_id = tenant.org_id;
+    let key = IdempotencyKey::parse(&path).map_err(|_| ApiError::not_found("allocation"))?;
+    let meaning = RequestMeaning::new().with("uniqueId", Some(&key));
+    let now = state.now();
+    let outcome = execute(
+        &state,
+        org_id,
+        Operation::CurrencyReversal,
+        Some(&key),
+        &meaning,
+        async |tx| {
+            let allocation = allocations::get_by_unique_id(tx, org_id, key.as_str())
+                .await?
+                .ok_or_else(|| ApiError::not_found("allocation"))?;
+            if allocation.reversed_at.is_some() {
+                return Err(ApiError::Unprocessable {
+                    code: "ALREADY_REVERSED",
+                    detail: "The allocation was reversed before.".into(),
+                    retryable: false,
+                });
+            }
+            let account = Account {
+                org_id,
+                customer_id: allocation.customer_id,
+                program_id: allocation.program_id,
+                currency: allocation.currency.clone(),
+            };
+            let reference = format!("reversal:{}", allocation.unique_id);
+            let entry = spend(
+                tx,
+                &account,
+                ledger::EntryKind::Reversal,
+                allocation.amount,
+                Some(allocation.ledger_entry_id),
+                &reference,
+                now,
+            )
+            .await?
+            .ok_or_else(insufficient)?;
+            if !allocations::mark_reversed(tx, org_id, allocation.id, entry.id, now).await? {
+                return Err(ApiError::Internal(
+                    "allocation reversed concurrently".into(),
+                ));
+            }
+            let body = json!({
+                "reversalId": entry.id.to_string(),
+                "uniqueId": allocation.unique_id,
+                "allocationId": allocation.id.to_string(),
+                "customerId": allocation.customer_id.to_string(),
+                "programId": allocation.program_id,
+                "currency": allocation.currency,
+                "amount": amount(allocation.amount, allocation.scale),
+                "reason": reason,
+                "createdAt": ts(now),
+                "balance": {"available": amount(entry.balance_after, allocation.scale)},
+            });
+            Ok(Effect::created(body, entry.id))
+        },
+    )
+    .await?;
+    Ok(respond(outcome, Some(&key)))
 }

@@ -131,3 +131,59 @@ pub async fn ledger(
         .collect();
     Ok(HttpResponse::Ok().json(page_json(items, result.next_cursor)))
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateCustomer {
+    pub mobile: Option<crate::dto::LooseString>,
+    pub email: Option<crate::dto::LooseString>,
+    pub external_id: Option<crate::dto::LooseString>,
+}
+
+/// `POST /v1/customers`: enrols a customer by one identifier. 201 when enrolled now, 200 with
+/// the existing customer when the identifier is known; the `Idempotency-Key` header applies.
+pub async fn create(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+    key: crate::extract::IdempotencyHeader,
+    crate::extract::Json(body): crate::extract::Json<CreateCustomer>,
+) -> Result<HttpResponse, ApiError> {
+    let customer = crate::dto::CustomerFields {
+        mobile: body.mobile.as_ref(),
+        email: body.email.as_ref(),
+        external_id: body.external_id.as_ref(),
+        ..Default::default()
+    }
+    .parse()?;
+    let org_id = tenant.org_id;
+    let now = state.now();
+    let meaning = domain::idempotency::RequestMeaning::new().with("customer", Some(&customer));
+    let outcome = crate::idempotent::execute(
+        &state,
+        org_id,
+        domain::idempotency::Operation::CustomerCreate,
+        key.0.as_ref(),
+        &meaning,
+        async |tx| {
+            let existed = customers::find(tx, org_id, &customer).await?.is_some();
+            let row = customers::find_or_enroll(tx, org_id, &customer, now)
+                .await?
+                .ok_or_else(|| ApiError::Internal("enrolment returned no customer".into()))?;
+            let body = json!({
+                "customerId": row.id.to_string(),
+                "mobile": row.mobile,
+                "email": row.email,
+                "externalId": row.external_id,
+                "createdAt": ts(row.created_at),
+            });
+            let effect = crate::idempotent::Effect::created(body, row.id);
+            Ok(if existed {
+                effect.with_status(actix_web::http::StatusCode::OK)
+            } else {
+                effect
+            })
+        },
+    )
+    .await?;
+    Ok(crate::idempotent::respond(outcome, key.0.as_ref()))
+}

@@ -63,6 +63,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 )
                 .route("/currency/allocations", web::post().to(allocations::create))
                 .route(
+                    "/currency/allocations/{uniqueId}/reversal",
+                    web::post().to(allocations::reverse),
+                )
+                .route("/currency/redemptions", web::post().to(allocations::redeem))
+                .route("/customers", web::post().to(customers::create))
+                .route(
                     "/currency/allocations/{uniqueId}",
                     web::get().to(allocations::get),
                 )

@@ -89,10 +89,7 @@ pub async fn create(
         &meaning,
         async |tx| {
             let program = catalog::create_program(tx, org_id, &name, &currencies, now).await?;
-            Ok(Effect {
-                body: program_json(&program),
-                resource_id: Some(program.row.id.to_string()),
-            })
+            Ok(Effect::created(program_json(&program), program.row.id))
         },
     )
     .await?;
@@ -281,10 +278,7 @@ pub async fn create_award_strategy(
         &meaning,
         async |tx| {
             let row = catalog::create_award_strategy(tx, org_id, &new, now).await?;
-            Ok(Effect {
-                body: award_json(&row),
-                resource_id: Some(row.id.to_string()),
-            })
+            Ok(Effect::created(award_json(&row), row.id))
         },
     )
     .await?;
@@ -411,10 +405,7 @@ pub async fn create_expiry_strategy(
                 now,
             )
             .await?;
-            Ok(Effect {
-                body: expiry_json(&row),
-                resource_id: Some(row.id.to_string()),
-            })
+            Ok(Effect::created(expiry_json(&row), row.id))
         },
     )
     .await?;

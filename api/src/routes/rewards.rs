@@ -120,10 +120,7 @@ pub async fn create(
         &meaning,
         async |tx| {
             let row = rewards::create(tx, org_id, &new, now).await?;
-            Ok(Effect {
-                body: reward_json(&row),
-                resource_id: Some(row.id.to_string()),
-            })
+            Ok(Effect::created(reward_json(&row), row.id))
         },
     )
     .await?;
@@ -266,20 +263,13 @@ pub async fn patch(
                     "must be after validFrom",
                 ));
             }
-            Ok(Effect {
-                body: reward_json(&row),
-                resource_id: Some(row.id.to_string()),
-            })
+            // A PATCH answers 200 (202 for a replay): nothing is created.
+            Ok(Effect::created(reward_json(&row), row.id)
+                .with_status(actix_web::http::StatusCode::OK))
         },
     )
     .await?;
-    // A PATCH answers 200 (202 for a replay) rather than 201: nothing is created.
-    Ok(match outcome {
-        crate::idempotent::Outcome::Created(body) => {
-            json_with_flags(actix_web::http::StatusCode::OK, body, false, key.0.as_ref())
-        }
-        replay => respond(replay, key.0.as_ref()),
-    })
+    Ok(respond(outcome, key.0.as_ref()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -608,10 +598,7 @@ pub async fn cancel(
                 .ok_or_else(|| ApiError::Internal("cancelled issuance vanished".into()))?;
             let mut body = issuance_json(&issuance);
             body["reason"] = json!(reason);
-            Ok(Effect {
-                body,
-                resource_id: Some(id.to_string()),
-            })
+            Ok(Effect::created(body, id))
         },
     )
     .await?;

@@ -1,0 +1,83 @@
+//! Background workers inside `serve`: lot expiry and the idempotency retention purge.
+//!
+//! Both are safe with any number of instances running them at once: expiry locks each account's
+//! balance row with `SKIP LOCKED` (an account another worker or a request holds is left for the
+//! next round) and empties a lot only with a conditional update; the purge deletes rows picked
+//! with `SKIP LOCKED`, in small batches, so it never holds up issuance.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use persistence::ledger;
+use persistence::{Db, PersistenceError, idempotency};
+
+use crate::startup::AppState;
+
+/// Accounts looked at per expiry round.
+pub const EXPIRY_BATCH: u64 = 200;
+/// Records deleted per purge statement.
+pub const PURGE_BATCH: u64 = 1_000;
+
+/// Expires every lot due at `now` in up to `EXPIRY_BATCH` accounts; returns the lots expired.
+pub async fn expire_once(db: &Db, now: DateTime<Utc>) -> Result<usize, PersistenceError> {
+    let mut expired = 0;
+    for account in ledger::due_accounts(db.conn(), now, EXPIRY_BATCH).await? {
+        let tx = db.begin().await?;
+        if ledger::lock_balance(&tx, &account, true).await?.is_none() {
+            continue;
+        }
+        expired += ledger::expire_due(&tx, &account, now).await?.len();
+        Db::commit(tx).await?;
+    }
+    Ok(expired)
+}
+
+/// Expires until nothing is due at `now` (or an error); returns the lots expired.
+pub async fn expire_all(db: &Db, now: DateTime<Utc>) -> Result<usize, PersistenceError> {
+    let mut total = 0;
+    loop {
+        let n = expire_once(db, now).await?;
+        total += n;
+        if n == 0 {
+            return Ok(total);
+        }
+    }
+}
+
+/// Forgets every idempotency record created before `cutoff`, batch by batch.
+pub async fn purge_all(db: &Db, cutoff: DateTime<Utc>) -> Result<u64, PersistenceError> {
+    let mut total = 0;
+    loop {
+        let n = idempotency::purge_before(db.conn(), cutoff, PURGE_BATCH).await?;
+        total += n;
+        if n < PURGE_BATCH {
+            return Ok(total);
+        }
+        // Let requests through between batches.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Runs both workers every `interval` until the process ends.
+pub fn spawn(state: Arc<AppState>, interval: Duration) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            match expire_all(&state.db, state.now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(lots = n, "expired lots"),
+                Err(e) => tracing::warn!(error = %e, "expiry round failed; will retry"),
+            }
+            if let Some(cutoff) = state.forget_before() {
+                match purge_all(&state.db, cutoff).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(records = n, "forgot idempotency keys past retention"),
+                    Err(e) => tracing::warn!(error = %e, "retention purge failed; will retry"),
+                }
+            }
+        }
+    });
+}
