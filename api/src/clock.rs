@@ -36,6 +36,11 @@ impl ManualClock {
         *self.0.lock().unwrap_or_else(PoisonError::into_inner) = truncate(to);
     }
 
+    /// The current time (the `Clock` trait's `now`, without importing the trait).
+    pub fn now_for_tests(&self) -> DateTime<Utc> {
+        Clock::now(self)
+    }
+
     pub fn advance(&self, by: Duration) {
         let mut now = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         *now = truncate(*now + by);

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use api::clock;
 use api::clock::{Clock, ManualClock, SystemClock};
 use api::config::Settings;
 use api::startup::Application;

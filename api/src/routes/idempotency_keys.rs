@@ -25,6 +25,12 @@ pub async fn get(
     })?;
     let record = idempotency::get(state.db.conn(), tenant.org_id, operation, &key)
         .await?
+        // A key past the retention is forgotten, even before the purge deletes it.
+        .filter(|r| {
+            state
+                .forget_before()
+                .is_none_or(|cutoff| r.created_at >= cutoff)
+        })
         .ok_or_else(|| ApiError::not_found("idempotency key"))?;
     Ok(HttpResponse::Ok().json(json!({
         "operation": record.operation,

@@ -157,3 +157,100 @@ async fn catalog_posts_honour_an_idempotency_key_header() {
     assert_eq!(reused.body["mismatchedFields"], json!(["name"]));
     assert_eq!(app.scalar("SELECT count(*)::bigint FROM programs").await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_catalog_posts_with_one_key_create_one_program() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.create_org("Acme").await;
+    let body = json!({"name": "Race", "currencies": [{"code": "POINTS", "scale": 2}]});
+    let replies = futures_util::future::join_all(
+        (0..10).map(|_| app.post_with("/v1/programs", &key, &body, &[("Idempotency-Key", "race")])),
+    )
+    .await;
+    let created = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::CREATED)
+        .count();
+    let other = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::ACCEPTED || r.status == StatusCode::CONFLICT)
+        .count();
+    assert_eq!((created, other), (1, 9));
+    assert_eq!(app.scalar("SELECT count(*)::bigint FROM programs").await, 1);
+}
+
+#[tokio::test]
+async fn a_key_held_longer_than_the_wait_answers_409_with_retry_after() {
+    use sea_orm::ConnectionTrait;
+    let app = tests::TestApp::spawn_with(tests::Spawn {
+        settings: Box::new(|s| s.idempotency_wait = std::time::Duration::from_millis(300)),
+        ..tests::Spawn::default()
+    })
+    .await;
+    let (org, key) = app.create_org("Acme").await;
+    // Another transaction holds the key and does not finish.
+    let holder = persistence::Db::connect(&app.database_url, &persistence::DbOptions::default())
+        .await
+        .unwrap();
+    let tx = holder.begin().await.unwrap();
+    tx.execute_unprepared(&format!(
+        "INSERT INTO idempotency_records (org_id, operation, key, fingerprint, request_fields, created_at) \
+         VALUES ({org}, 'program-create', 'held', 'x', '{{}}', now())"
+    ))
+    .await
+    .unwrap();
+    let body = json!({"name": "Held", "currencies": [{"code": "POINTS", "scale": 2}]});
+    let r = app
+        .post_with("/v1/programs", &key, &body, &[("Idempotency-Key", "held")])
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert_eq!(r.code(), "IDEMPOTENCY_KEY_IN_USE");
+    assert_eq!(r.body["retryable"], true);
+    assert!(r.header("Retry-After").is_some());
+    // The holder gives up: the key was never used, so the retry performs the effect.
+    drop(tx);
+    let r = app
+        .post_with("/v1/programs", &key, &body, &[("Idempotency-Key", "held")])
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+}
+
+#[tokio::test]
+async fn customers_can_be_enrolled_explicitly() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.create_org("Acme").await;
+    let first = app
+        .post_with(
+            "/v1/customers",
+            &key,
+            &json!({"email": " Jane@Example.com "}),
+            &[("Idempotency-Key", "c-1")],
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+    assert_eq!(first.body["email"], "jane@example.com");
+    let replay = app
+        .post_with(
+            "/v1/customers",
+            &key,
+            &json!({"email": "jane@example.com"}),
+            &[("Idempotency-Key", "c-1")],
+        )
+        .await;
+    assert_eq!(replay.status, StatusCode::ACCEPTED);
+    let known = app
+        .post("/v1/customers", &key, &json!({"email": "JANE@example.com"}))
+        .await;
+    assert_eq!(known.status, StatusCode::OK);
+    assert_eq!(known.body["customerId"], first.body["customerId"]);
+    assert_eq!(
+        app.post("/v1/customers", &key, &json!({"email": "nope"}))
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        app.scalar("SELECT count(*)::bigint FROM customers").await,
+        1
+    );
+}

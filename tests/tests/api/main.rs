@@ -2,7 +2,11 @@
 
 mod allocations;
 mod catalog;
+mod crash;
 mod health;
 mod issuance;
+mod ledger;
+mod outage;
+mod properties;
 mod tenancy;
 mod validation;
