@@ -98,6 +98,27 @@ fn is_json(req: &HttpRequest) -> bool {
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
+/// What a body extractor needs to know about the request before reading its body.
+struct BodyFacts {
+    limit: usize,
+    json: bool,
+    declared: Option<usize>,
+}
+
+impl BodyFacts {
+    fn of(req: &HttpRequest) -> Self {
+        Self {
+            limit: state(req).map_or(1024 * 1024, |s| s.settings.max_body_bytes),
+            json: is_json(req),
+            declared: req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<usize>().ok()),
+        }
+    }
+}
+
 /// Reads the whole body, refusing it as soon as it passes `limit`.
 async fn read_body(
     mut payload: Payload,
@@ -158,13 +179,11 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let limit = state(req).map_or(1024 * 1024, |s| s.settings.max_body_bytes);
-        let json = is_json(req);
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
+        let BodyFacts {
+            limit,
+            json,
+            declared,
+        } = BodyFacts::of(req);
         let payload = payload.take();
         Box::pin(async move {
             if declared.is_some_and(|len| len > limit) {
@@ -234,13 +253,11 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let limit = state(req).map_or(1024 * 1024, |s| s.settings.max_body_bytes);
-        let json = is_json(req);
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
+        let BodyFacts {
+            limit,
+            json,
+            declared,
+        } = BodyFacts::of(req);
         let payload = payload.take();
         Box::pin(async move {
             let body = read_body(payload, declared, limit).await?;

@@ -136,6 +136,14 @@ fn reward_state(row: &RewardRow, held: i64) -> RewardState {
     }
 }
 
+/// Every item has an outcome by construction; a missing one is a bug, reported as such.
+fn every_item_decided(outcomes: Vec<Option<ItemOutcome>>) -> Result<Vec<ItemOutcome>, ApiError> {
+    outcomes
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| ApiError::Internal("an item was left without an outcome".into()))
+}
+
 /// Issues the items of `req` (see the module documentation).
 pub async fn issue(
     state: &AppState,
@@ -319,15 +327,7 @@ async fn issue_once(
     }
     Ok(IssueResult {
         customer_id: Some(customer.id),
-        outcomes: outcomes
-            .into_iter()
-            .map(|o| {
-                o.unwrap_or(ItemOutcome::Failed {
-                    failure: ItemFailure::RewardNotFound,
-                    mismatched_fields: Vec::new(),
-                })
-            })
-            .collect(),
+        outcomes: every_item_decided(outcomes)?,
     })
 }
 
@@ -400,14 +400,6 @@ pub async fn dry_run(
     }
     Ok(IssueResult {
         customer_id: customer.map(|c| c.id),
-        outcomes: outcomes
-            .into_iter()
-            .map(|o| {
-                o.unwrap_or(ItemOutcome::Failed {
-                    failure: ItemFailure::RewardNotFound,
-                    mismatched_fields: Vec::new(),
-                })
-            })
-            .collect(),
+        outcomes: every_item_decided(outcomes)?,
     })
 }

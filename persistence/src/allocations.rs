@@ -51,18 +51,24 @@ pub struct NewAllocation {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// Records an allocation and returns it as [`get_by_unique_id`] would.
 pub async fn insert<C: ConnectionTrait>(
     conn: &C,
     a: &NewAllocation,
     now: DateTime<Utc>,
-) -> Result<Uuid, PersistenceError> {
+) -> Result<AllocationRow, PersistenceError> {
     let id = Uuid::now_v7();
-    conn.execute_raw(stmt(
+    AllocationRow::find_by_statement(stmt(
         conn,
-        "INSERT INTO allocations (id, org_id, unique_id, customer_id, program_id, currency, amount, \
-         source_value, award_strategy_id, expiry_strategy_id, event_name, event_source_id, \
-         ledger_entry_id, expires_at, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        &format!(
+            "INSERT INTO allocations (id, org_id, unique_id, customer_id, program_id, currency, amount, \
+             source_value, award_strategy_id, expiry_strategy_id, event_name, event_source_id, \
+             ledger_entry_id, expires_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+             RETURNING {}, (SELECT scale FROM program_currencies pc \
+             WHERE pc.org_id = $2 AND pc.program_id = $5 AND pc.code = $6) AS scale",
+            COLUMNS.replace("a.", "").replace(", pc.scale", "")
+        ),
         vec![
             id.into(),
             a.org_id.into(),
@@ -81,8 +87,9 @@ pub async fn insert<C: ConnectionTrait>(
             now.into(),
         ],
     ))
-    .await?;
-    Ok(id)
+    .one(conn)
+    .await?
+    .ok_or_else(|| PersistenceError::Other("insert returned no row".into()))
 }
 
 /// The allocation made with `unique_id` (the latest, if a forgotten key was used again).

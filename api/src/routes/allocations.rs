@@ -9,9 +9,7 @@ use persistence::{catalog, customers};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::dto::{
-    CustomerFields, DecimalInput, FlexId, LookupParams, LooseString, amount, bounded_text, ts,
-};
+use crate::dto::{CustomerFields, DecimalInput, FlexId, amount, bounded_text, ts};
 use crate::error::ApiError;
 use crate::extract::{IdempotencyHeader, Json, Tenant};
 use crate::idempotent::{Effect, execute, respond};
@@ -29,11 +27,9 @@ pub struct AllocationRequest {
     pub event_name: Option<String>,
     pub event_source_id: Option<String>,
     pub unique_id: Option<String>,
-    pub lookup_params: Option<LookupParams>,
-    pub mobile: Option<LooseString>,
-    pub email: Option<LooseString>,
-    pub external_id: Option<LooseString>,
-    pub customer_id: Option<LooseString>,
+    /// `mobile`, `email`, `externalId`, `customerId` or `lookupParams`.
+    #[serde(flatten)]
+    pub customer: CustomerFields,
 }
 
 /// A request's key: `uniqueId` in the body or the `Idempotency-Key` header; both must agree.
@@ -91,14 +87,7 @@ pub async fn create(
     let org_id = tenant.org_id;
     let key = request_key(body.unique_id.as_deref(), &header, true)?
         .ok_or_else(|| ApiError::validation("uniqueId", "is required"))?;
-    let customer = CustomerFields {
-        mobile: body.mobile.as_ref(),
-        email: body.email.as_ref(),
-        external_id: body.external_id.as_ref(),
-        customer_id: body.customer_id.as_ref(),
-        lookup_params: body.lookup_params.as_ref(),
-    }
-    .parse()?;
+    let customer = body.customer.parse()?;
     let source_value = body.source_value.0.normalize();
     if source_value.is_sign_negative() && !source_value.is_zero() {
         return Err(ApiError::validation("sourceValue", "must be zero or more"));
@@ -191,30 +180,10 @@ pub async fn create(
                 ledger_entry_id: entry.id,
                 expires_at,
             };
-            let id = allocations::insert(tx, &new, now).await?;
-            let row = AllocationRow {
-                id,
-                org_id,
-                unique_id: new.unique_id,
-                customer_id: new.customer_id,
-                program_id,
-                currency: new.currency,
-                amount: minor,
-                source_value: new.source_value,
-                award_strategy_id: award_id,
-                expiry_strategy_id: expiry_id,
-                event_name: new.event_name,
-                event_source_id: new.event_source_id,
-                ledger_entry_id: entry.id,
-                expires_at,
-                created_at: now,
-                reversed_at: None,
-                reversal_entry_id: None,
-                scale: currency.scale,
-            };
+            let row = allocations::insert(tx, &new, now).await?;
             Ok(Effect::created(
                 allocation_json(&row, entry.balance_after),
-                id,
+                row.id,
             ))
         },
     )
@@ -306,11 +275,9 @@ pub struct RedemptionRequest {
     pub amount: DecimalInput,
     pub unique_id: Option<String>,
     pub reason: Option<String>,
-    pub lookup_params: Option<LookupParams>,
-    pub mobile: Option<LooseString>,
-    pub email: Option<LooseString>,
-    pub external_id: Option<LooseString>,
-    pub customer_id: Option<LooseString>,
+    /// `mobile`, `email`, `externalId`, `customerId` or `lookupParams`.
+    #[serde(flatten)]
+    pub customer: CustomerFields,
 }
 
 /// `POST /v1/currency/redemptions`: spends the lots that expire first; a key is required.
@@ -323,14 +290,7 @@ pub async fn redeem(
     let org_id = tenant.org_id;
     let key = request_key(body.unique_id.as_deref(), &header, true)?
         .ok_or_else(|| ApiError::validation("uniqueId", "is required"))?;
-    let customer = CustomerFields {
-        mobile: body.mobile.as_ref(),
-        email: body.email.as_ref(),
-        external_id: body.external_id.as_ref(),
-        customer_id: body.customer_id.as_ref(),
-        lookup_params: body.lookup_params.as_ref(),
-    }
-    .parse()?;
+    let customer = body.customer.parse()?;
     let requested = body.amount.0.normalize();
     if requested <= domain::Decimal::ZERO {
         return Err(ApiError::validation("amount", "must be more than zero"));

@@ -135,9 +135,8 @@ pub async fn ledger(
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateCustomer {
-    pub mobile: Option<crate::dto::LooseString>,
-    pub email: Option<crate::dto::LooseString>,
-    pub external_id: Option<crate::dto::LooseString>,
+    #[serde(flatten)]
+    pub customer: crate::dto::CustomerFields,
 }
 
 /// `POST /v1/customers`: enrols a customer by one identifier. 201 when enrolled now, 200 with
@@ -148,13 +147,13 @@ pub async fn create(
     key: crate::extract::IdempotencyHeader,
     crate::extract::Json(body): crate::extract::Json<CreateCustomer>,
 ) -> Result<HttpResponse, ApiError> {
-    let customer = crate::dto::CustomerFields {
-        mobile: body.mobile.as_ref(),
-        email: body.email.as_ref(),
-        external_id: body.external_id.as_ref(),
-        ..Default::default()
+    let customer = body.customer.parse()?;
+    if matches!(customer, CustomerRef::CustomerId(_)) {
+        return Err(ApiError::validation(
+            "customerId",
+            "a customer is enrolled by mobile, email or externalId",
+        ));
     }
-    .parse()?;
     let org_id = tenant.org_id;
     let now = state.now();
     let meaning = domain::idempotency::RequestMeaning::new().with("customer", Some(&customer));

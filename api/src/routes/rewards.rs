@@ -13,9 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::dto::{
-    CustomerFields, FlexId, LookupParams, LooseString, Timestamp, bounded_text, nullable, ts,
-};
+use crate::dto::{CustomerFields, FlexId, Timestamp, bounded_text, nullable, ts};
 use crate::error::{ApiError, FieldError};
 use crate::extract::{IdempotencyHeader, Json, OptionalJson, PageQuery, Tenant, path_id};
 use crate::idempotent::{Effect, execute, json_with_flags, respond};
@@ -283,11 +281,9 @@ pub struct BulkItem {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BulkIssue {
-    pub mobile: Option<LooseString>,
-    pub email: Option<LooseString>,
-    pub external_id: Option<LooseString>,
-    pub customer_id: Option<LooseString>,
-    pub lookup_params: Option<LookupParams>,
+    /// `mobile`, `email`, `externalId`, `customerId` or `lookupParams`.
+    #[serde(flatten)]
+    pub customer: CustomerFields,
     pub brand: Option<String>,
     pub transaction_number: Option<String>,
     pub rewards: Vec<BulkItem>,
@@ -387,14 +383,7 @@ pub async fn issue_bulk(
     Json(body): Json<BulkIssue>,
 ) -> Result<HttpResponse, ApiError> {
     let dry = dry_run_flag(&query)?;
-    let customer = CustomerFields {
-        mobile: body.mobile.as_ref(),
-        email: body.email.as_ref(),
-        external_id: body.external_id.as_ref(),
-        customer_id: body.customer_id.as_ref(),
-        lookup_params: body.lookup_params.as_ref(),
-    }
-    .parse()?;
+    let customer = body.customer.parse()?;
     let items = check_items(&body.rewards, state.settings.bulk_max_items, "rewards")?;
     let req = IssueRequest {
         customer,
@@ -427,11 +416,9 @@ pub async fn issue_bulk(
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SingleIssue {
-    pub mobile: Option<LooseString>,
-    pub email: Option<LooseString>,
-    pub external_id: Option<LooseString>,
-    pub customer_id: Option<LooseString>,
-    pub lookup_params: Option<LookupParams>,
+    /// `mobile`, `email`, `externalId`, `customerId` or `lookupParams`.
+    #[serde(flatten)]
+    pub customer: CustomerFields,
     pub brand: Option<String>,
     pub transaction_number: Option<String>,
     pub reward_id: FlexId,
@@ -447,14 +434,7 @@ pub async fn issue_single(
     Json(body): Json<SingleIssue>,
 ) -> Result<HttpResponse, ApiError> {
     let dry = dry_run_flag(&query)?;
-    let customer = CustomerFields {
-        mobile: body.mobile.as_ref(),
-        email: body.email.as_ref(),
-        external_id: body.external_id.as_ref(),
-        customer_id: body.customer_id.as_ref(),
-        lookup_params: body.lookup_params.as_ref(),
-    }
-    .parse()?;
+    let customer = body.customer.parse()?;
     let item = BulkItem {
         reward_id: body.reward_id,
         quantity: body.quantity,

@@ -183,6 +183,17 @@ async fn payloads_are_compared_on_their_meaning_not_their_bytes() {
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     assert_eq!(r.body["amount"], "100.00");
+    // A mobile sent as a JSON number names the same customer.
+    let mut numeric_mobile = allocation_body(&c, MOBILE, json!(1000), "canon");
+    numeric_mobile
+        .as_object_mut()
+        .unwrap()
+        .remove("lookupParams");
+    numeric_mobile["mobile"] = json!(919876543210u64);
+    let r = app
+        .post("/v1/currency/allocations", &key, &numeric_mobile)
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     let sci = allocation_body(&c, MOBILE, json!(1e3), "canon");
     assert_eq!(
         app.post("/v1/currency/allocations", &key, &sci)
