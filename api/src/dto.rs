@@ -73,34 +73,52 @@ pub struct LookupParams {
     pub identifier_value: LooseString,
 }
 
-/// The customer fields a request may carry (flattened into its body); exactly one way of naming
-/// the customer is allowed.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CustomerFields {
-    pub mobile: Option<LooseString>,
-    pub email: Option<LooseString>,
-    pub external_id: Option<LooseString>,
-    pub customer_id: Option<LooseString>,
-    pub lookup_params: Option<LookupParams>,
+/// The customer fields of a request body, borrowed (see [`customer_of!`]); exactly one way of
+/// naming the customer is allowed.
+///
+/// Request bodies declare the five fields themselves rather than `#[serde(flatten)]`-ing a
+/// struct: serde buffers flattened fields, and their errors would lose their path
+/// (`lookupParams.identifierValue` would become `body`).
+#[derive(Debug, Clone, Default)]
+pub struct CustomerFields<'a> {
+    pub mobile: Option<&'a LooseString>,
+    pub email: Option<&'a LooseString>,
+    pub external_id: Option<&'a LooseString>,
+    pub customer_id: Option<&'a LooseString>,
+    pub lookup_params: Option<&'a LookupParams>,
 }
 
-impl CustomerFields {
+/// The [`CustomerFields`] of a request body that has `mobile`, `email`, `external_id`,
+/// `customer_id` and `lookup_params` fields.
+#[macro_export]
+macro_rules! customer_of {
+    ($body:expr) => {
+        $crate::dto::CustomerFields {
+            mobile: $body.mobile.as_ref(),
+            email: $body.email.as_ref(),
+            external_id: $body.external_id.as_ref(),
+            customer_id: $body.customer_id.as_ref(),
+            lookup_params: $body.lookup_params.as_ref(),
+        }
+    };
+}
+
+impl CustomerFields<'_> {
     pub fn parse(&self) -> Result<CustomerRef, ApiError> {
         let mut given: Vec<(&str, &str, &str)> = Vec::new();
-        if let Some(v) = &self.mobile {
+        if let Some(v) = self.mobile {
             given.push(("mobile", "mobile", &v.0));
         }
-        if let Some(v) = &self.email {
+        if let Some(v) = self.email {
             given.push(("email", "email", &v.0));
         }
-        if let Some(v) = &self.external_id {
+        if let Some(v) = self.external_id {
             given.push(("externalId", "externalId", &v.0));
         }
-        if let Some(v) = &self.customer_id {
+        if let Some(v) = self.customer_id {
             given.push(("customerId", "customerId", &v.0));
         }
-        if let Some(lp) = &self.lookup_params {
+        if let Some(lp) = self.lookup_params {
             if let Some(et) = &lp.entity_type
                 && !et.eq_ignore_ascii_case("CUSTOMER")
             {

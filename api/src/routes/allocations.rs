@@ -9,7 +9,7 @@ use persistence::{catalog, customers};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::dto::{CustomerFields, DecimalInput, FlexId, amount, bounded_text, ts};
+use crate::dto::{DecimalInput, FlexId, LookupParams, LooseString, amount, bounded_text, ts};
 use crate::error::ApiError;
 use crate::extract::{IdempotencyHeader, Json, Tenant};
 use crate::idempotent::{Effect, execute, respond};
@@ -27,9 +27,11 @@ pub struct AllocationRequest {
     pub event_name: Option<String>,
     pub event_source_id: Option<String>,
     pub unique_id: Option<String>,
-    /// `mobile`, `email`, `externalId`, `customerId` or `lookupParams`.
-    #[serde(flatten)]
-    pub customer: CustomerFields,
+    pub mobile: Option<LooseString>,
+    pub email: Option<LooseString>,
+    pub external_id: Option<LooseString>,
+    pub customer_id: Option<LooseString>,
+    pub lookup_params: Option<LookupParams>,
 }
 
 /// A request's key: `uniqueId` in the body or the `Idempotency-Key` header; both must agree.
@@ -87,7 +89,7 @@ pub async fn create(
     let org_id = tenant.org_id;
     let key = request_key(body.unique_id.as_deref(), &header, true)?
         .ok_or_else(|| ApiError::validation("uniqueId", "is required"))?;
-    let customer = body.customer.parse()?;
+    let customer = crate::customer_of!(body).parse()?;
     let source_value = body.source_value.0.normalize();
     if source_value.is_sign_negative() && !source_value.is_zero() {
         return Err(ApiError::validation("sourceValue", "must be zero or more"));
@@ -275,9 +277,11 @@ pub struct RedemptionRequest {
     pub amount: DecimalInput,
     pub unique_id: Option<String>,
     pub reason: Option<String>,
-    /// `mobile`, `email`, `externalId`, `customerId` or `lookupParams`.
-    #[serde(flatten)]
-    pub customer: CustomerFields,
+    pub mobile: Option<LooseString>,
+    pub email: Option<LooseString>,
+    pub external_id: Option<LooseString>,
+    pub customer_id: Option<LooseString>,
+    pub lookup_params: Option<LookupParams>,
 }
 
 /// `POST /v1/currency/redemptions`: spends the lots that expire first; a key is required.
@@ -290,7 +294,7 @@ pub async fn redeem(
     let org_id = tenant.org_id;
     let key = request_key(body.unique_id.as_deref(), &header, true)?
         .ok_or_else(|| ApiError::validation("uniqueId", "is required"))?;
-    let customer = body.customer.parse()?;
+    let customer = crate::customer_of!(body).parse()?;
     let requested = body.amount.0.normalize();
     if requested <= domain::Decimal::ZERO {
         return Err(ApiError::validation("amount", "must be more than zero"));

@@ -135,8 +135,11 @@ pub async fn ledger(
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateCustomer {
-    #[serde(flatten)]
-    pub customer: crate::dto::CustomerFields,
+    pub mobile: Option<crate::dto::LooseString>,
+    pub email: Option<crate::dto::LooseString>,
+    pub external_id: Option<crate::dto::LooseString>,
+    pub customer_id: Option<crate::dto::LooseString>,
+    pub lookup_params: Option<crate::dto::LookupParams>,
 }
 
 /// `POST /v1/customers`: enrols a customer by one identifier. 201 when enrolled now, 200 with
@@ -147,7 +150,7 @@ pub async fn create(
     key: crate::extract::IdempotencyHeader,
     crate::extract::Json(body): crate::extract::Json<CreateCustomer>,
 ) -> Result<HttpResponse, ApiError> {
-    let customer = body.customer.parse()?;
+    let customer = crate::customer_of!(body).parse()?;
     if matches!(customer, CustomerRef::CustomerId(_)) {
         return Err(ApiError::validation(
             "customerId",

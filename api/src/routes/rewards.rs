@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::dto::{CustomerFields, FlexId, Timestamp, bounded_text, nullable, ts};
+use crate::dto::{FlexId, LookupParams, LooseString, Timestamp, bounded_text, nullable, ts};
 use crate::error::{ApiError, FieldError};
 use crate::extract::{IdempotencyHeader, Json, OptionalJson, PageQuery, Tenant, path_id};
 use crate::idempotent::{Effect, execute, json_with_flags, respond};
@@ -281,9 +281,11 @@ pub struct BulkItem {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BulkIssue {
-    /// `mobile`, `email`, `externalId`, `customerId` or `lookupParams`.
-    #[serde(flatten)]
-    pub customer: CustomerFields,
+    pub mobile: Option<LooseString>,
+    pub email: Option<LooseString>,
+    pub external_id: Option<LooseString>,
+    pub customer_id: Option<LooseString>,
+    pub lookup_params: Option<LookupParams>,
     pub brand: Option<String>,
     pub transaction_number: Option<String>,
     pub rewards: Vec<BulkItem>,
@@ -383,7 +385,7 @@ pub async fn issue_bulk(
     Json(body): Json<BulkIssue>,
 ) -> Result<HttpResponse, ApiError> {
     let dry = dry_run_flag(&query)?;
-    let customer = body.customer.parse()?;
+    let customer = crate::customer_of!(body).parse()?;
     let items = check_items(&body.rewards, state.settings.bulk_max_items, "rewards")?;
     let req = IssueRequest {
         customer,
@@ -416,9 +418,11 @@ pub async fn issue_bulk(
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SingleIssue {
-    /// `mobile`, `email`, `externalId`, `customerId` or `lookupParams`.
-    #[serde(flatten)]
-    pub customer: CustomerFields,
+    pub mobile: Option<LooseString>,
+    pub email: Option<LooseString>,
+    pub external_id: Option<LooseString>,
+    pub customer_id: Option<LooseString>,
+    pub lookup_params: Option<LookupParams>,
     pub brand: Option<String>,
     pub transaction_number: Option<String>,
     pub reward_id: FlexId,
@@ -434,7 +438,7 @@ pub async fn issue_single(
     Json(body): Json<SingleIssue>,
 ) -> Result<HttpResponse, ApiError> {
     let dry = dry_run_flag(&query)?;
-    let customer = body.customer.parse()?;
+    let customer = crate::customer_of!(body).parse()?;
     let item = BulkItem {
         reward_id: body.reward_id,
         quantity: body.quantity,
