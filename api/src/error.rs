@@ -44,6 +44,8 @@ pub enum ApiError {
     PayloadTooLarge { limit_bytes: usize },
     #[error("unsupported media type")]
     UnsupportedMediaType,
+    #[error("method not allowed")]
+    MethodNotAllowed,
     #[error("idempotency key reused with another payload")]
     IdempotencyKeyReused {
         key: String,
@@ -87,6 +89,7 @@ impl ApiError {
             ApiError::NotFound { code, .. } => code,
             ApiError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             ApiError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ApiError::IdempotencyKeyReused { .. } => "IDEMPOTENCY_KEY_REUSED",
             ApiError::IdempotencyKeyInUse { .. } => "IDEMPOTENCY_KEY_IN_USE",
             ApiError::Unprocessable { code, .. } => code,
@@ -103,6 +106,7 @@ impl ApiError {
             ApiError::NotFound { .. } => "Not found",
             ApiError::PayloadTooLarge { .. } => "Payload too large",
             ApiError::UnsupportedMediaType => "Unsupported media type",
+            ApiError::MethodNotAllowed => "Method not allowed",
             ApiError::IdempotencyKeyReused { .. } => {
                 "Idempotency key reused with a different payload"
             }
@@ -128,6 +132,7 @@ impl ApiError {
                 format!("The body is larger than the limit of {limit_bytes} bytes.")
             }
             ApiError::UnsupportedMediaType => "Send the body as application/json.".into(),
+            ApiError::MethodNotAllowed => "This resource does not answer that method.".into(),
             ApiError::IdempotencyKeyReused {
                 mismatched_fields, ..
             } => format!(
@@ -152,6 +157,12 @@ impl From<PersistenceError> for ApiError {
             PersistenceError::Other(cause) | PersistenceError::UniqueViolation(cause) => {
                 ApiError::Internal(cause)
             }
+            PersistenceError::OutOfRange(_) => ApiError::Unprocessable {
+                code: "AMOUNT_OUT_OF_RANGE",
+                detail: "The amount would take a balance or a count past what can be stored."
+                    .into(),
+                retryable: false,
+            },
             other => ApiError::Unavailable(other.to_string()),
         }
     }
@@ -166,6 +177,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::IdempotencyKeyReused { .. } | ApiError::Unprocessable { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }

@@ -4,7 +4,11 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use actix_web::dev::Server;
+use actix_web::ResponseError;
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, Service, ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{App, HttpServer, web};
 use persistence::{Db, DbOptions};
 
@@ -97,6 +101,11 @@ impl Application {
                             .error_handler(|_, _| ApiError::not_found("resource").into()),
                     )
                     .configure(routes::configure)
+                    .wrap(
+                        ErrorHandlers::new()
+                            .handler(StatusCode::METHOD_NOT_ALLOWED, method_not_allowed),
+                    )
+                    .wrap_fn(log_request)
             })
             .listen(listener)
             .map_err(|e| StartupError(e.to_string()))?
@@ -127,6 +136,42 @@ impl Application {
     /// A handle to stop the server from elsewhere (tests).
     pub fn handle(&self) -> actix_web::dev::ServerHandle {
         self.server.handle()
+    }
+}
+
+/// Actix answers an unknown method on a known path with a bare 405; make it problem+json.
+fn method_not_allowed<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let (req, _) = res.into_parts();
+    let response = ApiError::MethodNotAllowed.error_response();
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(req, response).map_into_right_body(),
+    ))
+}
+
+/// One log line per request: method, path (never the query, which may carry identifiers),
+/// status and duration.
+fn log_request<S, B>(
+    req: ServiceRequest,
+    srv: &S,
+) -> impl std::future::Future<Output = Result<ServiceResponse<B>, actix_web::Error>> + use<S, B>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    let started = std::time::Instant::now();
+    let call = srv.call(req);
+    async move {
+        let res = call.await?;
+        tracing::info!(
+            %method,
+            %path,
+            status = res.status().as_u16(),
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "request"
+        );
+        Ok(res)
     }
 }
 

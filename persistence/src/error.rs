@@ -18,6 +18,10 @@ pub enum PersistenceError {
     /// A unique constraint refused a row (its name, where the driver gives it).
     #[error("unique constraint violated: {0}")]
     UniqueViolation(String),
+    /// A value left the range of its column (a balance past the largest `BIGINT`, say).
+    /// Nothing was committed; the same request will fail the same way.
+    #[error("value out of range: {0}")]
+    OutOfRange(String),
     /// COMMIT failed in a way that leaves its outcome unknown.
     #[error("commit outcome unknown: {0}")]
     CommitUnknown(String),
@@ -78,6 +82,8 @@ fn classify_sqlx(e: &sea_orm::sqlx::Error, whole: &DbErr) -> PersistenceError {
             match code.as_str() {
                 // lock_not_available: lock_timeout ran out.
                 "55P03" => PersistenceError::LockTimeout,
+                // numeric_value_out_of_range.
+                "22003" => PersistenceError::OutOfRange(db.message().to_owned()),
                 // serialization_failure, deadlock_detected.
                 "40001" | "40P01" => PersistenceError::Conflict(db.message().to_owned()),
                 // Class 08 connection exceptions; 57P01-03 admin/crash shutdown, cannot connect now.

@@ -12,69 +12,65 @@ pub mod programs;
 pub mod rewards;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
+    use web::{get, patch, post, resource};
+    cfg.service(resource("/healthz").route(get().to(health::healthz)))
+        .service(resource("/readyz").route(get().to(health::readyz)))
         .service(
             web::scope("/v1")
-                .route("/programs", web::post().to(programs::create))
-                .route("/programs", web::get().to(programs::list))
-                .route("/programs/{programId}", web::get().to(programs::get))
-                .route(
-                    "/programs/{programId}/award-strategies",
-                    web::post().to(programs::create_award_strategy),
+                .service(
+                    resource("/programs")
+                        .route(post().to(programs::create))
+                        .route(get().to(programs::list)),
                 )
-                .route(
-                    "/programs/{programId}/award-strategies",
-                    web::get().to(programs::list_award_strategies),
+                .service(resource("/programs/{programId}").route(get().to(programs::get)))
+                .service(
+                    resource("/programs/{programId}/award-strategies")
+                        .route(post().to(programs::create_award_strategy))
+                        .route(get().to(programs::list_award_strategies)),
                 )
-                .route(
-                    "/programs/{programId}/expiry-strategies",
-                    web::post().to(programs::create_expiry_strategy),
+                .service(
+                    resource("/programs/{programId}/expiry-strategies")
+                        .route(post().to(programs::create_expiry_strategy))
+                        .route(get().to(programs::list_expiry_strategies)),
                 )
-                .route(
-                    "/programs/{programId}/expiry-strategies",
-                    web::get().to(programs::list_expiry_strategies),
+                .service(
+                    resource("/programs/{programId}/rewards")
+                        .route(post().to(rewards::create))
+                        .route(get().to(rewards::list)),
                 )
-                .route(
-                    "/programs/{programId}/rewards",
-                    web::post().to(rewards::create),
+                .service(resource("/rewards/issue/bulk").route(post().to(rewards::issue_bulk)))
+                .service(resource("/rewards/issue").route(post().to(rewards::issue_single)))
+                .service(
+                    resource("/rewards/issuances/{issuanceId}/cancel")
+                        .route(post().to(rewards::cancel)),
                 )
-                .route(
-                    "/programs/{programId}/rewards",
-                    web::get().to(rewards::list),
+                .service(
+                    resource("/rewards/{rewardId}")
+                        .route(get().to(rewards::get))
+                        .route(patch().to(rewards::patch)),
                 )
-                .route("/rewards/issue/bulk", web::post().to(rewards::issue_bulk))
-                .route("/rewards/issue", web::post().to(rewards::issue_single))
-                .route(
-                    "/rewards/issuances/{issuanceId}/cancel",
-                    web::post().to(rewards::cancel),
+                .service(resource("/customers").route(post().to(customers::create)))
+                .service(resource("/customers/lookup").route(get().to(customers::lookup)))
+                .service(resource("/customers/{customerId}").route(get().to(customers::get)))
+                .service(
+                    resource("/customers/{customerId}/ledger").route(get().to(customers::ledger)),
                 )
-                .route("/rewards/{rewardId}", web::get().to(rewards::get))
-                .route("/rewards/{rewardId}", web::patch().to(rewards::patch))
-                .route(
-                    "/customers/{customerId}/rewards",
-                    web::get().to(rewards::customer_rewards),
+                .service(
+                    resource("/customers/{customerId}/rewards")
+                        .route(get().to(rewards::customer_rewards)),
                 )
-                .route("/customers/lookup", web::get().to(customers::lookup))
-                .route("/customers/{customerId}", web::get().to(customers::get))
-                .route(
-                    "/customers/{customerId}/ledger",
-                    web::get().to(customers::ledger),
+                .service(resource("/currency/allocations").route(post().to(allocations::create)))
+                .service(
+                    resource("/currency/allocations/{uniqueId}").route(get().to(allocations::get)),
                 )
-                .route("/currency/allocations", web::post().to(allocations::create))
-                .route(
-                    "/currency/allocations/{uniqueId}/reversal",
-                    web::post().to(allocations::reverse),
+                .service(
+                    resource("/currency/allocations/{uniqueId}/reversal")
+                        .route(post().to(allocations::reverse)),
                 )
-                .route("/currency/redemptions", web::post().to(allocations::redeem))
-                .route("/customers", web::post().to(customers::create))
-                .route(
-                    "/currency/allocations/{uniqueId}",
-                    web::get().to(allocations::get),
-                )
-                .route(
-                    "/idempotency-keys/{operation}/{key}",
-                    web::get().to(idempotency_keys::get),
+                .service(resource("/currency/redemptions").route(post().to(allocations::redeem)))
+                .service(
+                    resource("/idempotency-keys/{operation}/{key}")
+                        .route(get().to(idempotency_keys::get)),
                 ),
         )
         .default_service(web::to(not_found));

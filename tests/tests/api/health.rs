@@ -53,3 +53,20 @@ async fn unknown_routes_are_problem_json_404() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
 }
+
+#[tokio::test]
+async fn an_unknown_method_is_problem_json_405() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.create_org("Acme").await;
+    let r = app
+        .client
+        .delete(app.url("/v1/programs"))
+        .header("X-API-KEY", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "METHOD_NOT_ALLOWED");
+}
