@@ -18,6 +18,7 @@ pub mod error;
 pub mod extract;
 pub mod idempotent;
 pub mod issuance;
+pub mod metrics;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;

@@ -22,6 +22,7 @@ pub struct AppState {
     pub db: Db,
     pub clock: Arc<dyn Clock>,
     pub settings: Settings,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl AppState {
@@ -85,6 +86,7 @@ impl Application {
             db: db.clone(),
             clock,
             settings,
+            metrics: crate::metrics::Metrics::default(),
         });
         if let Some(interval) = state.settings.worker_interval {
             crate::workers::spawn(state.clone().into_inner(), interval);
@@ -160,17 +162,26 @@ where
 {
     let method = req.method().clone();
     let path = req.path().to_owned();
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let state = req.app_data::<web::Data<AppState>>().cloned();
     let started = std::time::Instant::now();
     let call = srv.call(req);
     async move {
         let res = call.await?;
-        tracing::info!(
-            %method,
-            %path,
-            status = res.status().as_u16(),
-            ms = started.elapsed().as_secs_f64() * 1e3,
-            "request"
-        );
+        let seconds = started.elapsed().as_secs_f64();
+        let status = res.status().as_u16();
+        if let Some(state) = state {
+            let replayed = res
+                .headers()
+                .get("idempotent-replayed")
+                .is_some_and(|v| v.as_bytes() == b"true");
+            state
+                .metrics
+                .observe(method.as_str(), &route, status, seconds, replayed);
+        }
+        tracing::info!(%method, %path, status, ms = seconds * 1e3, "request");
         Ok(res)
     }
 }

@@ -8,6 +8,7 @@ pub mod allocations;
 pub mod customers;
 pub mod health;
 pub mod idempotency_keys;
+pub mod ops;
 pub mod programs;
 pub mod rewards;
 
@@ -15,6 +16,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     use web::{get, patch, post, resource};
     cfg.service(resource("/healthz").route(get().to(health::healthz)))
         .service(resource("/readyz").route(get().to(health::readyz)))
+        .service(resource("/metrics").route(get().to(ops::metrics)))
+        .service(resource("/openapi.json").route(get().to(ops::openapi)))
+        .service(resource("/docs").route(get().to(ops::docs)))
         .service(
             web::scope("/v1")
                 .service(

@@ -6,6 +6,7 @@ mod crash;
 mod health;
 mod issuance;
 mod ledger;
+mod ops;
 mod outage;
 mod properties;
 mod tenancy;
