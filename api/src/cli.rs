@@ -66,6 +66,15 @@ struct ServeArgs {
     /// How long a request waits for a database connection before answering 503, in ms.
     #[arg(long, env = "LOYALTY_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 5000)]
     db_acquire_timeout_ms: u64,
+    /// Deliver webhooks to loopback, private and link-local addresses too.
+    #[arg(long, env = "LOYALTY_WEBHOOK_ALLOW_PRIVATE")]
+    webhook_allow_private: bool,
+    /// Waits before each automatic webhook retry, e.g. `5s,30s,2m,10m,1h,6h,24h`.
+    #[arg(long, env = "LOYALTY_WEBHOOK_RETRY_SCHEDULE", value_parser = crate::webhooks::parse_schedule)]
+    webhook_retry_schedule: Option<crate::webhooks::Schedule>,
+    /// How long one webhook delivery may take, in ms.
+    #[arg(long, env = "LOYALTY_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
+    webhook_timeout_ms: u64,
     /// HTTP worker threads (0: one per core).
     #[arg(long, env = "LOYALTY_WORKERS", default_value_t = 0)]
     workers: usize,
@@ -109,6 +118,11 @@ fn settings(db: &DbArgs, serve: &ServeArgs) -> Settings {
     s.worker_interval =
         (serve.worker_interval_secs > 0).then(|| Duration::from_secs(serve.worker_interval_secs));
     s.db_acquire_timeout = Duration::from_millis(serve.db_acquire_timeout_ms.max(1));
+    s.webhooks.allow_private = serve.webhook_allow_private;
+    if let Some(schedule) = &serve.webhook_retry_schedule {
+        s.webhooks.retry_schedule = schedule.0.clone();
+    }
+    s.webhooks.timeout = Duration::from_millis(serve.webhook_timeout_ms.max(1));
     s
 }
 

@@ -30,6 +30,10 @@ pub struct Settings {
     pub worker_interval: Option<Duration>,
     /// How long a request waits for a database connection before answering 503.
     pub db_acquire_timeout: Duration,
+    /// Webhook delivery: private addresses, retry schedule, timeout.
+    pub webhooks: crate::webhooks::WebhookSettings,
+    /// How often due webhook events are delivered; `None` delivers none (tests drive it).
+    pub webhook_interval: Option<Duration>,
 }
 
 impl Settings {
@@ -46,6 +50,8 @@ impl Settings {
             idempotency_retention: None,
             worker_interval: Some(Duration::from_secs(60)),
             db_acquire_timeout: Duration::from_secs(5),
+            webhooks: crate::webhooks::WebhookSettings::default(),
+            webhook_interval: Some(Duration::from_secs(1)),
         }
     }
 }

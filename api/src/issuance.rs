@@ -315,6 +315,17 @@ async fn issue_once(
             Err(PersistenceError::UniqueViolation(_)) => return Err(Attempt::VoucherCollision),
             other => other?,
         }
+        let events = completed
+            .iter()
+            .map(|(_, stored, _)| {
+                let mut data = stored.clone();
+                data["customerId"] = json!(customer.id.to_string());
+                data["brand"] = json!(req.brand);
+                data["transactionNumber"] = json!(req.transaction_number);
+                crate::webhooks::event("reward.issued", data, now)
+            })
+            .collect();
+        crate::webhooks::emit(&tx, org_id, events, now).await?;
         idempotency::complete_many(&tx, 201, &completed).await?;
         idempotency::release_many(&tx, &released).await?;
         issued_any = !new_issuances.is_empty();

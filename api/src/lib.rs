@@ -22,4 +22,5 @@ pub mod metrics;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;
+pub mod webhooks;
 pub mod workers;

@@ -91,6 +91,9 @@ impl Application {
         if let Some(interval) = state.settings.worker_interval {
             crate::workers::spawn(state.clone().into_inner(), interval);
         }
+        if let Some(interval) = state.settings.webhook_interval {
+            crate::workers::spawn_webhooks(state.clone().into_inner(), interval);
+        }
         let mut server =
             HttpServer::new(move || {
                 App::new()

@@ -27,7 +27,15 @@ pub async fn expire_once(db: &Db, now: DateTime<Utc>) -> Result<usize, Persisten
         if ledger::lock_balance(&tx, &account, true).await?.is_none() {
             continue;
         }
-        expired += ledger::expire_due(&tx, &account, now).await?.len();
+        let entries = ledger::expire_due(&tx, &account, now).await?;
+        crate::webhooks::emit(
+            &tx,
+            account.org_id,
+            crate::webhooks::expired_events(&account, &entries, now),
+            now,
+        )
+        .await?;
+        expired += entries.len();
         Db::commit(tx).await?;
     }
     Ok(expired)
@@ -57,6 +65,37 @@ pub async fn purge_all(db: &Db, cutoff: DateTime<Utc>) -> Result<u64, Persistenc
         // Let requests through between batches.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Delivers due webhook events every `interval` until the process ends.
+pub fn spawn_webhooks(state: Arc<AppState>, interval: Duration) {
+    tokio::spawn(async move {
+        let client = crate::webhooks::client();
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            // Keep going while full batches come back, so a backlog drains quickly.
+            loop {
+                match crate::webhooks::deliver_due(
+                    &state.db,
+                    &client,
+                    &state.settings.webhooks,
+                    state.now(),
+                    50,
+                )
+                .await
+                {
+                    Ok(50) => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "webhook delivery round failed; will retry");
+                        break;
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// Runs both workers every `interval` until the process ends.

@@ -52,10 +52,11 @@ pub enum Operation {
     RewardUpdate,
     WebhookEndpointCreate,
     CustomerCreate,
+    WebhookEventRetry,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 12] = [
+    pub const ALL: [Operation; 13] = [
         Operation::RewardIssuance,
         Operation::IssuanceCancellation,
         Operation::CurrencyAllocation,
@@ -68,6 +69,7 @@ impl Operation {
         Operation::RewardUpdate,
         Operation::WebhookEndpointCreate,
         Operation::CustomerCreate,
+        Operation::WebhookEventRetry,
     ];
 
     /// The name used in the database and in `/v1/idempotency-keys/{operation}/{key}`.
@@ -85,6 +87,7 @@ impl Operation {
             Operation::RewardUpdate => "reward-update",
             Operation::WebhookEndpointCreate => "webhook-endpoint-create",
             Operation::CustomerCreate => "customer-create",
+            Operation::WebhookEventRetry => "webhook-event-retry",
         }
     }
 

@@ -14,6 +14,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_foundation;
 mod m20261122_000002_rewards;
 mod m20261122_000003_ledger_lifecycle;
+mod m20261122_000004_webhooks;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_foundation::Migration),
             Box::new(m20261122_000002_rewards::Migration),
             Box::new(m20261122_000003_ledger_lifecycle::Migration),
+            Box::new(m20261122_000004_webhooks::Migration),
         ]
     }
 }

@@ -20,6 +20,7 @@ pub mod ledger;
 pub mod orgs;
 pub mod redemptions;
 pub mod rewards;
+pub mod webhooks;
 
 use std::time::Duration;
 

@@ -177,6 +177,7 @@ impl TestApp {
         settings.migrate = false;
         // Background workers are driven by hand in tests (api::workers::expire_all …).
         settings.worker_interval = None;
+        settings.webhook_interval = None;
         (options.settings)(&mut settings);
         let clock: Arc<dyn Clock> = match &options.clock {
             Some(c) => Arc::new(c.clone()),

@@ -15,6 +15,7 @@ use crate::extract::{IdempotencyHeader, Json, Tenant};
 use crate::idempotent::{Effect, execute, respond};
 use crate::routes::programs::{award_rule, expiry_rule};
 use crate::startup::AppState;
+use crate::webhooks::event;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -183,10 +184,10 @@ pub async fn create(
                 expires_at,
             };
             let row = allocations::insert(tx, &new, now).await?;
-            Ok(Effect::created(
-                allocation_json(&row, entry.balance_after),
-                row.id,
-            ))
+            let body = allocation_json(&row, entry.balance_after);
+            let events = vec![event("currency.allocated", body.clone(), now)];
+            crate::webhooks::emit(tx, org_id, events, now).await?;
+            Ok(Effect::created(body, row.id))
         },
     )
     .await?;
@@ -248,7 +249,14 @@ async fn spend(
     if ledger::lock_balance(tx, account, false).await?.is_none() {
         return Ok(None);
     }
-    ledger::expire_due(tx, account, now).await?;
+    let expired = ledger::expire_due(tx, account, now).await?;
+    crate::webhooks::emit(
+        tx,
+        account.org_id,
+        crate::webhooks::expired_events(account, &expired, now),
+        now,
+    )
+    .await?;
     Ok(ledger::debit(
         tx,
         account,
@@ -378,6 +386,8 @@ pub async fn redeem(
                 "createdAt": ts(row.created_at),
                 "balance": {"available": amount(entry.balance_after, cur.scale)},
             });
+            let events = vec![event("currency.redeemed", body.clone(), now)];
+            crate::webhooks::emit(tx, org_id, events, now).await?;
             Ok(Effect::created(body, row.id))
         },
     )
@@ -464,6 +474,13 @@ pub async fn reverse(
                 "createdAt": ts(now),
                 "balance": {"available": amount(entry.balance_after, allocation.scale)},
             });
+            crate::webhooks::emit(
+                tx,
+                org_id,
+                vec![event("currency.reversed", body.clone(), now)],
+                now,
+            )
+            .await?;
             Ok(Effect::created(body, entry.id))
         },
     )

@@ -11,6 +11,7 @@ pub mod idempotency_keys;
 pub mod ops;
 pub mod programs;
 pub mod rewards;
+pub mod webhooks;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     use web::{get, patch, post, resource};
@@ -72,6 +73,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(post().to(allocations::reverse)),
                 )
                 .service(resource("/currency/redemptions").route(post().to(allocations::redeem)))
+                .service(
+                    resource("/webhook-endpoints")
+                        .route(post().to(webhooks::create_endpoint))
+                        .route(get().to(webhooks::list_endpoints)),
+                )
+                .service(resource("/webhook-events").route(get().to(webhooks::list_events)))
+                .service(resource("/webhook-events/{id}").route(get().to(webhooks::get_event)))
+                .service(
+                    resource("/webhook-events/{id}/actions/retry")
+                        .route(post().to(webhooks::retry_event)),
+                )
                 .service(
                     resource("/idempotency-keys/{operation}/{key}")
                         .route(get().to(idempotency_keys::get)),

@@ -582,6 +582,12 @@ pub async fn cancel(
                 .ok_or_else(|| ApiError::Internal("cancelled issuance vanished".into()))?;
             let mut body = issuance_json(&issuance);
             body["reason"] = json!(reason);
+            let events = vec![crate::webhooks::event(
+                "reward.cancelled",
+                body.clone(),
+                now,
+            )];
+            crate::webhooks::emit(tx, org_id, events, now).await?;
             Ok(Effect::created(body, id))
         },
     )

@@ -11,3 +11,4 @@ mod outage;
 mod properties;
 mod tenancy;
 mod validation;
+mod webhooks;

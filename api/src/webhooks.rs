@@ -1,0 +1,287 @@
+//! Outbound webhooks: events written to the outbox with their effect, delivered later with the
+//! Standard Webhooks headers, retried with back-off, refused for private addresses.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use persistence::webhooks::{self, AttemptResult, Delivery, NewEvent};
+use persistence::{Db, PersistenceError};
+use rand::Rng;
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::dto::ts;
+
+/// The event types an endpoint may subscribe to.
+pub const EVENT_TYPES: [&str; 6] = [
+    "reward.issued",
+    "reward.cancelled",
+    "currency.allocated",
+    "currency.redeemed",
+    "currency.reversed",
+    "currency.expired",
+];
+
+/// How deliveries behave.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// Deliver to loopback, private and link-local addresses (`LOYALTY_WEBHOOK_ALLOW_PRIVATE=1`).
+    pub allow_private: bool,
+    /// The wait before each automatic retry; when it is used up, the event is `FAILED`.
+    pub retry_schedule: Vec<Duration>,
+    /// How long one delivery may take.
+    pub timeout: Duration,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            allow_private: false,
+            retry_schedule: [5, 30, 120, 600, 3600, 6 * 3600, 24 * 3600]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A retry schedule as given on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule(pub Vec<Duration>);
+
+/// Parses a schedule such as `5s,30s,2m,10m,1h`.
+pub fn parse_schedule(text: &str) -> Result<Schedule, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| humantime::parse_duration(s).map_err(|e| format!("{s}: {e}")))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Schedule)
+}
+
+/// A fresh endpoint secret: `whsec_` and 24 random bytes in base64 (Standard Webhooks).
+pub fn new_secret() -> String {
+    let bytes: [u8; 24] = rand::rng().random();
+    format!("whsec_{}", BASE64.encode(bytes))
+}
+
+/// `v1,<base64 HMAC-SHA256 of "id.timestamp.body">` with the secret's key bytes.
+pub fn sign(secret: &str, id: &str, timestamp: i64, body: &str) -> String {
+    let key = secret
+        .strip_prefix("whsec_")
+        .and_then(|k| BASE64.decode(k).ok())
+        .unwrap_or_else(|| secret.as_bytes().to_vec());
+    // ok: HMAC accepts keys of any length, so new_from_slice cannot fail.
+    let mut mac = match Hmac::<Sha256>::new_from_slice(&key) {
+        Ok(mac) => mac,
+        Err(_) => return String::new(),
+    };
+    mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
+    format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
+}
+
+fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.octets()[0] == 0
+                // 100.64.0.0/10, carrier-grade NAT.
+                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                // fc00::/7 unique local, fe80::/10 link-local.
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6.to_ipv4_mapped().is_some_and(|v4| is_private(IpAddr::V4(v4)))
+        }
+    }
+}
+
+/// Why a URL is refused, if it is: not http(s), or naming a loopback, private or link-local
+/// address (directly, as `localhost`, or through DNS). A name that does not resolve now is
+/// accepted; every delivery checks again, so a later answer cannot point it inside.
+pub async fn refuse_url(url: &str, allow_private: bool) -> Option<String> {
+    let parsed = match reqwest::Url::parse(url) {
+        Ok(u) => u,
+        Err(_) => return Some("must be an absolute http or https URL".into()),
+    };
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Some("must be an http or https URL".into());
+    }
+    let Some(host) = parsed.host_str() else {
+        return Some("must name a host".into());
+    };
+    if allow_private {
+        return None;
+    }
+    let private = "resolves to a loopback, private or link-local address".to_owned();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return is_private(ip).then_some(private);
+    }
+    if host.eq_ignore_ascii_case("localhost") || host.to_ascii_lowercase().ends_with(".localhost") {
+        return Some(private);
+    }
+    let port = parsed.port_or_known_default().unwrap_or(443);
+    let lookup = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::lookup_host((host, port)),
+    )
+    .await;
+    match lookup {
+        Ok(Ok(addrs)) => addrs
+            .into_iter()
+            .any(|a| is_private(a.ip()))
+            .then_some(private),
+        _ => None,
+    }
+}
+
+/// An event for the outbox: `{"id": token, "type", "createdAt", "data"}`.
+pub fn event(event_type: &'static str, data: Value, now: DateTime<Utc>) -> NewEvent<'static> {
+    NewEvent {
+        event_type,
+        body: Box::new(move |token| {
+            json!({"id": token, "type": event_type, "createdAt": ts(now), "data": data}).to_string()
+        }),
+    }
+}
+
+/// Writes `events` to the outbox in the caller's transaction.
+pub async fn emit(
+    conn: &persistence::Tx,
+    org_id: i64,
+    events: Vec<NewEvent<'static>>,
+    now: DateTime<Utc>,
+) -> Result<usize, PersistenceError> {
+    webhooks::emit(conn, org_id, &events, now).await
+}
+
+/// The body of a response, at most 1 KiB of it, as text.
+fn truncate(body: &[u8]) -> String {
+    let cut = &body[..body.len().min(1024)];
+    String::from_utf8_lossy(cut).into_owned()
+}
+
+/// Sends one delivery and says what came of it (without touching the database).
+async fn attempt(
+    client: &reqwest::Client,
+    settings: &WebhookSettings,
+    d: &Delivery,
+    now: DateTime<Utc>,
+) -> Result<(i32, String), (Option<i32>, String)> {
+    if let Some(reason) = refuse_url(&d.url, settings.allow_private).await {
+        return Err((None, format!("not delivered: the endpoint URL {reason}")));
+    }
+    let timestamp = now.timestamp();
+    let id = &d.event.idempotency_token;
+    let response = client
+        .post(&d.url)
+        .timeout(settings.timeout)
+        .header("content-type", "application/json")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header(
+            "webhook-signature",
+            sign(&d.secret, id, timestamp, &d.event.body),
+        )
+        .body(d.event.body.clone())
+        .send()
+        .await;
+    match response {
+        Ok(r) => {
+            let code = i32::from(r.status().as_u16());
+            let success = r.status().is_success();
+            let body = r.bytes().await.map(|b| truncate(&b)).unwrap_or_default();
+            if success {
+                Ok((code, body))
+            } else {
+                Err((Some(code), body))
+            }
+        }
+        Err(e) if e.is_timeout() => Err((None, "timed out".into())),
+        Err(_) => Err((None, "the endpoint could not be reached".into())),
+    }
+}
+
+/// Delivers up to `batch` due events once each; returns how many were attempted.
+pub async fn deliver_due(
+    db: &Db,
+    client: &reqwest::Client,
+    settings: &WebhookSettings,
+    now: DateTime<Utc>,
+    batch: u64,
+) -> Result<usize, PersistenceError> {
+    let lease = chrono::Duration::from_std(settings.timeout + Duration::from_secs(30))
+        .unwrap_or(chrono::Duration::seconds(60));
+    let deliveries = webhooks::claim_due(db.conn(), now, now + lease, batch).await?;
+    let attempts = futures_util::future::join_all(
+        deliveries.iter().map(|d| attempt(client, settings, d, now)),
+    )
+    .await;
+    for (d, outcome) in deliveries.iter().zip(attempts) {
+        let result = match outcome {
+            Ok((code, body)) => AttemptResult::Delivered { code, body },
+            Err((code, body)) => {
+                let done = usize::try_from(d.event.attempts).unwrap_or(0);
+                let retry_at = settings
+                    .retry_schedule
+                    .get(done)
+                    .and_then(|wait| chrono::Duration::from_std(*wait).ok())
+                    .map(|wait| now + wait);
+                AttemptResult::Failed {
+                    code,
+                    body,
+                    retry_at,
+                }
+            }
+        };
+        webhooks::record_attempt(db.conn(), d.event.seq, &result, now).await?;
+    }
+    Ok(deliveries.len())
+}
+
+/// The HTTP client deliveries use: no redirects (a redirect could point inside).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default()
+}
+
+/// `currency.expired` events for the `EXPIRE` entries just written for `account`.
+pub fn expired_events(
+    account: &persistence::ledger::Account,
+    entries: &[persistence::ledger::EntryRow],
+    now: DateTime<Utc>,
+) -> Vec<NewEvent<'static>> {
+    entries
+        .iter()
+        .map(|e| {
+            event(
+                "currency.expired",
+                json!({
+                    "customerId": account.customer_id.to_string(),
+                    "programId": account.program_id,
+                    "currency": account.currency,
+                    "amount": crate::dto::amount(e.amount, e.scale),
+                    "balanceAfter": crate::dto::amount(e.balance_after, e.scale),
+                    "ledgerEntryId": e.id.to_string(),
+                    "expiredAt": ts(e.created_at),
+                }),
+                now,
+            )
+        })
+        .collect()
+}

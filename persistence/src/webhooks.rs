@@ -1,0 +1,341 @@
+//! Webhook endpoints and the outbox of events to deliver to them.
+//!
+//! Events are written by [`emit`] in the transaction of the effect they describe, so an effect
+//! never exists without its events nor an event without its effect. Delivery happens later,
+//! outside any transaction: [`claim_due`] leases due events (`FOR UPDATE SKIP LOCKED`, so
+//! several instances share the work), the caller sends them, and [`record_attempt`] stores what
+//! happened.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, FromQueryResult, Value};
+use uuid::Uuid;
+
+use crate::catalog::page_fetch;
+use crate::{Page, PersistenceError, insert_rows, stmt};
+
+#[derive(Debug, Clone, FromQueryResult)]
+pub struct EndpointRow {
+    pub id: Uuid,
+    pub org_id: i64,
+    pub url: String,
+    pub events: String,
+    pub secret: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl EndpointRow {
+    /// The subscribed event types.
+    pub fn event_types(&self) -> Vec<String> {
+        self.events
+            .split(',')
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+const ENDPOINT_COLUMNS: &str = "id, org_id, url, events, secret, created_at";
+
+pub async fn create_endpoint<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+    url: &str,
+    events: &[String],
+    secret: &str,
+    now: DateTime<Utc>,
+) -> Result<EndpointRow, PersistenceError> {
+    EndpointRow::find_by_statement(stmt(
+        conn,
+        &format!(
+            "INSERT INTO webhook_endpoints (id, org_id, url, events, secret, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {ENDPOINT_COLUMNS}"
+        ),
+        vec![
+            Uuid::now_v7().into(),
+            org_id.into(),
+            url.into(),
+            format!(",{},", events.join(",")).into(),
+            secret.into(),
+            now.into(),
+        ],
+    ))
+    .one(conn)
+    .await?
+    .ok_or_else(|| PersistenceError::Other("insert returned no row".into()))
+}
+
+pub async fn list_endpoints<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+) -> Result<Vec<EndpointRow>, PersistenceError> {
+    Ok(EndpointRow::find_by_statement(stmt(
+        conn,
+        &format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE org_id = $1 ORDER BY created_at, id"),
+        vec![org_id.into()],
+    ))
+    .all(conn)
+    .await?)
+}
+
+/// One event to emit: its type and the body to send, built per endpoint from its token.
+pub struct NewEvent<'a> {
+    pub event_type: &'a str,
+    /// Builds the exact body for a delivery, given its idempotency token.
+    pub body: Box<dyn Fn(&str) -> String + Send + Sync + 'a>,
+}
+
+/// Writes one outbox row per (event, subscribed endpoint), in the caller's transaction.
+/// Returns how many rows it wrote.
+pub async fn emit<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+    events: &[NewEvent<'_>],
+    now: DateTime<Utc>,
+) -> Result<usize, PersistenceError> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let endpoints = list_endpoints(conn, org_id).await?;
+    if endpoints.is_empty() {
+        return Ok(0);
+    }
+    let mut rows = Vec::new();
+    for event in events {
+        let needle = format!(",{},", event.event_type);
+        for endpoint in endpoints.iter().filter(|e| e.events.contains(&needle)) {
+            let token = format!("msg_{}", Uuid::new_v4().simple());
+            let body = (event.body)(&token);
+            rows.push(vec![
+                Uuid::now_v7().into(),
+                org_id.into(),
+                endpoint.id.into(),
+                event.event_type.into(),
+                body.into(),
+                token.into(),
+                "DELIVERING".into(),
+                0i32.into(),
+                now.into(),
+                now.into(),
+                now.into(),
+            ]);
+        }
+    }
+    let n = rows.len();
+    insert_rows(
+        conn,
+        "INSERT INTO webhook_events (id, org_id, endpoint_id, event_type, body, idempotency_token, \
+         status, attempts, next_attempt_at, created_at, updated_at) VALUES",
+        "",
+        rows,
+    )
+    .await?;
+    Ok(n)
+}
+
+#[derive(Debug, Clone, FromQueryResult)]
+pub struct EventRow {
+    pub seq: i64,
+    pub id: Uuid,
+    pub org_id: i64,
+    pub endpoint_id: Uuid,
+    pub event_type: String,
+    pub body: String,
+    pub idempotency_token: String,
+    pub status: String,
+    pub attempts: i32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_response_code: Option<i32>,
+    pub last_response_body: Option<String>,
+    pub retry_of: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const EVENT_COLUMNS: &str = "seq, id, org_id, endpoint_id, event_type, body, idempotency_token, status, \
+     attempts, next_attempt_at, last_response_code, last_response_body, retry_of, created_at, updated_at";
+
+/// An event leased for delivery, with where to send it and how to sign it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub event: EventRow,
+    pub url: String,
+    pub secret: String,
+}
+
+/// Leases up to `limit` due events until `lease_until` (another worker will not take them
+/// before then) and returns them with their endpoints.
+pub async fn claim_due<C: ConnectionTrait>(
+    conn: &C,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<Delivery>, PersistenceError> {
+    let skip = if crate::for_update(conn).is_empty() {
+        ""
+    } else {
+        " FOR UPDATE SKIP LOCKED"
+    };
+    let events = EventRow::find_by_statement(stmt(
+        conn,
+        &format!(
+            "UPDATE webhook_events SET next_attempt_at = $2 WHERE seq IN \
+             (SELECT seq FROM webhook_events WHERE status = 'DELIVERING' AND next_attempt_at <= $1 \
+              ORDER BY next_attempt_at LIMIT $3{skip}) RETURNING {EVENT_COLUMNS}"
+        ),
+        vec![
+            now.into(),
+            lease_until.into(),
+            i64::try_from(limit).unwrap_or(i64::MAX).into(),
+        ],
+    ))
+    .all(conn)
+    .await?;
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Value> = events.iter().map(|e| Value::from(e.endpoint_id)).collect();
+    let endpoints: HashMap<Uuid, EndpointRow> = EndpointRow::find_by_statement(stmt(
+        conn,
+        &format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id IN ({})",
+            crate::in_list(1, ids.len())
+        ),
+        ids,
+    ))
+    .all(conn)
+    .await?
+    .into_iter()
+    .map(|e| (e.id, e))
+    .collect();
+    Ok(events
+        .into_iter()
+        .filter_map(|event| {
+            let endpoint = endpoints.get(&event.endpoint_id)?;
+            Some(Delivery {
+                url: endpoint.url.clone(),
+                secret: endpoint.secret.clone(),
+                event,
+            })
+        })
+        .collect())
+}
+
+/// What one delivery attempt came to.
+#[derive(Debug, Clone)]
+pub enum AttemptResult {
+    Delivered {
+        code: i32,
+        body: String,
+    },
+    /// Failed; `retry_at` is when to try again, `None` when the schedule is used up.
+    Failed {
+        code: Option<i32>,
+        body: String,
+        retry_at: Option<DateTime<Utc>>,
+    },
+}
+
+pub async fn record_attempt<C: ConnectionTrait>(
+    conn: &C,
+    seq: i64,
+    result: &AttemptResult,
+    now: DateTime<Utc>,
+) -> Result<(), PersistenceError> {
+    let (status, code, body, next): (&str, Option<i32>, &str, Option<DateTime<Utc>>) = match result
+    {
+        AttemptResult::Delivered { code, body } => ("DELIVERED", Some(*code), body, None),
+        AttemptResult::Failed {
+            code,
+            body,
+            retry_at: Some(at),
+        } => ("DELIVERING", *code, body, Some(*at)),
+        AttemptResult::Failed {
+            code,
+            body,
+            retry_at: None,
+        } => ("FAILED", *code, body, None),
+    };
+    conn.execute_raw(stmt(
+        conn,
+        "UPDATE webhook_events SET status = $2, attempts = attempts + 1, last_response_code = $3, \
+         last_response_body = $4, next_attempt_at = $5, updated_at = $6 WHERE seq = $1",
+        vec![
+            seq.into(),
+            status.into(),
+            code.into(),
+            body.into(),
+            next.into(),
+            now.into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+pub async fn get_event<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+    id: Uuid,
+) -> Result<Option<EventRow>, PersistenceError> {
+    Ok(EventRow::find_by_statement(stmt(
+        conn,
+        &format!("SELECT {EVENT_COLUMNS} FROM webhook_events WHERE org_id = $1 AND id = $2"),
+        vec![org_id.into(), id.into()],
+    ))
+    .one(conn)
+    .await?)
+}
+
+/// The organisation's events, newest first, optionally of one status.
+pub async fn list_events<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+    status: Option<&str>,
+    before: Option<i64>,
+    limit: u64,
+) -> Result<Page<EventRow>, PersistenceError> {
+    let mut values: Vec<Value> = vec![org_id.into(), before.unwrap_or(i64::MAX).into()];
+    let mut sql =
+        format!("SELECT {EVENT_COLUMNS} FROM webhook_events WHERE org_id = $1 AND seq < $2");
+    if let Some(s) = status {
+        values.push(s.into());
+        sql.push_str(&format!(" AND status = ${}", values.len()));
+    }
+    values.push(page_fetch(limit));
+    sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${}", values.len()));
+    let rows = EventRow::find_by_statement(stmt(conn, &sql, values))
+        .all(conn)
+        .await?;
+    Ok(Page::from_rows(rows, limit, |r| r.seq))
+}
+
+/// A manual retry: a new event row with the original's endpoint, body and idempotency token.
+pub async fn retry_event<C: ConnectionTrait>(
+    conn: &C,
+    original: &EventRow,
+    now: DateTime<Utc>,
+) -> Result<EventRow, PersistenceError> {
+    EventRow::find_by_statement(stmt(
+        conn,
+        &format!(
+            "INSERT INTO webhook_events (id, org_id, endpoint_id, event_type, body, idempotency_token, \
+             status, attempts, next_attempt_at, retry_of, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'DELIVERING', 0, $7, $8, $7, $7) RETURNING {EVENT_COLUMNS}"
+        ),
+        vec![
+            Uuid::now_v7().into(),
+            original.org_id.into(),
+            original.endpoint_id.into(),
+            original.event_type.clone().into(),
+            original.body.clone().into(),
+            original.idempotency_token.clone().into(),
+            now.into(),
+            original.id.into(),
+        ],
+    ))
+    .one(conn)
+    .await?
+    .ok_or_else(|| PersistenceError::Other("insert returned no row".into()))
+}

@@ -1,0 +1,437 @@
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chrono::Utc;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tests::{Spawn, StatusCode, TestApp, allocation_body, setup_catalog};
+
+/// One request the receiver got: its headers (lower-case names) and body.
+type Received = (std::collections::HashMap<String, String>, String);
+
+/// A webhook receiver on loopback that records what it gets and answers the queued statuses
+/// (200 when the queue is empty).
+#[derive(Clone, Default)]
+struct Receiver {
+    got: Arc<Mutex<Vec<Received>>>,
+    answers: Arc<Mutex<VecDeque<u16>>>,
+}
+
+impl Receiver {
+    async fn start(&self) -> String {
+        let me = self.clone();
+        let server = HttpServer::new(move || {
+            let me = me.clone();
+            App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+                let me = me.clone();
+                async move {
+                    let headers = req
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| {
+                            (
+                                k.as_str().to_owned(),
+                                v.to_str().unwrap_or_default().to_owned(),
+                            )
+                        })
+                        .collect();
+                    me.got
+                        .lock()
+                        .unwrap()
+                        .push((headers, String::from_utf8_lossy(&body).into_owned()));
+                    let status = me.answers.lock().unwrap().pop_front().unwrap_or(200);
+                    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+                        .body(format!("answered {status}"))
+                }
+            }))
+        })
+        .workers(1)
+        .bind("127.0.0.1:0")
+        .unwrap();
+        let port = server.addrs()[0].port();
+        tokio::spawn(server.run());
+        format!("http://127.0.0.1:{port}/hooks")
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+fn settings(schedule: &[u64]) -> api::webhooks::WebhookSettings {
+    api::webhooks::WebhookSettings {
+        allow_private: true,
+        retry_schedule: schedule.iter().map(|s| Duration::from_secs(*s)).collect(),
+        timeout: Duration::from_secs(5),
+    }
+}
+
+async fn app_allowing_private() -> TestApp {
+    TestApp::spawn_with(Spawn {
+        settings: Box::new(|s| s.webhooks.allow_private = true),
+        ..Spawn::default()
+    })
+    .await
+}
+
+async fn deliver(app: &TestApp, schedule: &[u64], at: chrono::DateTime<Utc>) -> usize {
+    api::webhooks::deliver_due(
+        &app.db,
+        &api::webhooks::client(),
+        &settings(schedule),
+        at,
+        50,
+    )
+    .await
+    .unwrap()
+}
+
+fn verify(secret: &str, headers: &std::collections::HashMap<String, String>, body: &str) {
+    let id = headers["webhook-id"].as_str();
+    let timestamp = headers["webhook-timestamp"].as_str();
+    let key = BASE64
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
+    let expected = format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()));
+    assert_eq!(headers["webhook-signature"].as_str(), expected);
+}
+
+#[tokio::test]
+async fn private_and_malformed_endpoint_urls_are_refused() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.create_org("Acme").await;
+    for url in [
+        "http://127.0.0.1:9/x",
+        "http://localhost/x",
+        "http://10.1.2.3/x",
+        "http://169.254.169.254/latest",
+        "http://[::1]/x",
+        "ftp://example.com/x",
+        "not a url",
+    ] {
+        let r = app
+            .post(
+                "/v1/webhook-endpoints",
+                &key,
+                &json!({"url": url, "events": ["reward.issued"]}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{url}: {}", r.text);
+        assert_eq!(r.body["errors"][0]["field"], "url", "{url}");
+    }
+    let r = app
+        .post(
+            "/v1/webhook-endpoints",
+            &key,
+            &json!({"url": "https://8.8.8.8/hooks", "events": ["nope"]}),
+        )
+        .await;
+    assert_eq!(r.body["errors"][0]["field"], "events[0]");
+    let r = app
+        .post(
+            "/v1/webhook-endpoints",
+            &key,
+            &json!({"url": "https://8.8.8.8/hooks", "events": ["reward.issued"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert!(r.body["secret"].as_str().unwrap().starts_with("whsec_"));
+}
+
+#[tokio::test]
+async fn an_event_is_written_with_its_effect_and_delivered_signed() {
+    let app = app_allowing_private().await;
+    let receiver = Receiver::default();
+    let url = receiver.start().await;
+    let (_, key) = app.create_org("Acme").await;
+    let (_, other) = app.create_org("Other").await;
+    let c = setup_catalog(&app, &key).await;
+    let endpoint = app
+        .post(
+            "/v1/webhook-endpoints",
+            &key,
+            &json!({"url": url, "events": ["currency.allocated"]}),
+        )
+        .await;
+    assert_eq!(endpoint.status, StatusCode::CREATED, "{}", endpoint.text);
+    let secret = endpoint.body["secret"].as_str().unwrap().to_owned();
+
+    let body = allocation_body(&c, "919876543210", json!(1000), "hook-1");
+    assert_eq!(
+        app.post("/v1/currency/allocations", &key, &body)
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        app.post("/v1/currency/allocations", &key, &body)
+            .await
+            .status,
+        StatusCode::ACCEPTED
+    );
+    let mut missing = body.clone();
+    missing["awardStrategyId"] = json!(999999);
+    missing["uniqueId"] = json!("hook-2");
+    assert_eq!(
+        app.post("/v1/currency/allocations", &key, &missing)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    // One effect, one event: no event for the replay, none for the refused request.
+    assert_eq!(
+        app.scalar("SELECT count(*)::bigint FROM webhook_events")
+            .await,
+        1
+    );
+
+    assert_eq!(deliver(&app, &[5], Utc::now()).await, 1);
+    let received = receiver.received();
+    assert_eq!(received.len(), 1);
+    let (headers, sent) = &received[0];
+    verify(&secret, headers, sent);
+    let payload: Value = serde_json::from_str(sent).unwrap();
+    assert_eq!(payload["type"], "currency.allocated");
+    assert_eq!(payload["data"]["uniqueId"], "hook-1");
+    assert_eq!(payload["data"]["amount"], "100.00");
+
+    let events = app.get("/v1/webhook-events", &key).await;
+    let event = &events.body["items"][0];
+    assert_eq!(event["status"], "DELIVERED");
+    assert_eq!(event["attempts"], 1);
+    assert_eq!(event["lastResponseCode"], 200);
+    assert_eq!(
+        event["idempotencyToken"].as_str().unwrap(),
+        headers["webhook-id"].as_str()
+    );
+    let id = event["id"].as_str().unwrap();
+    assert_eq!(
+        app.get(&format!("/v1/webhook-events/{id}"), &key)
+            .await
+            .body["status"],
+        "DELIVERED"
+    );
+    assert_eq!(
+        app.get(&format!("/v1/webhook-events/{id}"), &other)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        deliver(&app, &[5], Utc::now()).await,
+        0,
+        "a delivered event is not sent again"
+    );
+}
+
+#[tokio::test]
+async fn failures_are_retried_with_back_off_under_the_same_id() {
+    let app = app_allowing_private().await;
+    let receiver = Receiver::default();
+    receiver.answers.lock().unwrap().extend([500, 503]);
+    let url = receiver.start().await;
+    let (_, key) = app.create_org("Acme").await;
+    let c = setup_catalog(&app, &key).await;
+    app.post(
+        "/v1/webhook-endpoints",
+        &key,
+        &json!({"url": url, "events": ["currency.allocated", "currency.redeemed"]}),
+    )
+    .await;
+    app.post(
+        "/v1/currency/allocations",
+        &key,
+        &allocation_body(&c, "919876543210", json!(1000), "r-1"),
+    )
+    .await;
+    let start = Utc::now();
+    let schedule = [10, 20];
+    assert_eq!(deliver(&app, &schedule, start).await, 1);
+    let event = app.get("/v1/webhook-events", &key).await.body["items"][0].clone();
+    assert_eq!(
+        (
+            event["status"].as_str(),
+            event["attempts"].as_i64(),
+            event["lastResponseCode"].as_i64()
+        ),
+        (Some("DELIVERING"), Some(1), Some(500))
+    );
+    assert_eq!(event["lastResponseBody"], "answered 500");
+    assert_eq!(
+        deliver(&app, &schedule, start + chrono::Duration::seconds(5)).await,
+        0,
+        "not due before its back-off"
+    );
+    assert_eq!(
+        deliver(&app, &schedule, start + chrono::Duration::seconds(11)).await,
+        1
+    );
+    assert_eq!(
+        deliver(&app, &schedule, start + chrono::Duration::seconds(32)).await,
+        1
+    );
+    let event = app.get("/v1/webhook-events", &key).await.body["items"][0].clone();
+    assert_eq!(
+        (event["status"].as_str(), event["attempts"].as_i64()),
+        (Some("DELIVERED"), Some(3))
+    );
+    let ids: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|(h, _)| h["webhook-id"].as_str().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    assert!(ids.iter().all(|id| id == &ids[0]), "{ids:?}");
+}
+
+#[tokio::test]
+async fn a_failed_event_can_be_retried_as_a_new_resource_with_the_same_token() {
+    let app = app_allowing_private().await;
+    let receiver = Receiver::default();
+    receiver.answers.lock().unwrap().extend([500, 500]);
+    let url = receiver.start().await;
+    let (_, key) = app.create_org("Acme").await;
+    let c = setup_catalog(&app, &key).await;
+    let reward = tests::create_reward(&app, &key, c.program_id, json!({"name": "R"})).await;
+    app.post(
+        "/v1/webhook-endpoints",
+        &key,
+        &json!({"url": url, "events": ["reward.issued"]}),
+    )
+    .await;
+    let issued = app.post("/v1/rewards/issue", &key, &json!({"mobile": "919876543210", "rewardId": reward, "quantity": 1, "requestId": "w-1"})).await;
+    assert_eq!(issued.status, StatusCode::CREATED);
+    let start = Utc::now();
+    deliver(&app, &[1], start).await;
+    deliver(&app, &[1], start + chrono::Duration::seconds(2)).await;
+    let failed = app.get("/v1/webhook-events?status=failed", &key).await;
+    let items = failed.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{}", failed.text);
+    let original = items[0].clone();
+    assert_eq!(original["attempts"], 2);
+    assert_eq!(
+        original["payload"]["data"]["issuanceId"],
+        issued.body["issuanceId"]
+    );
+    let retry = app
+        .post(
+            &format!(
+                "/v1/webhook-events/{}/actions/retry",
+                original["id"].as_str().unwrap()
+            ),
+            &key,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(retry.status, StatusCode::CREATED, "{}", retry.text);
+    assert_ne!(retry.body["id"], original["id"]);
+    assert_eq!(retry.body["status"], "DELIVERING");
+    assert_eq!(retry.body["attempts"], 0);
+    assert_eq!(retry.body["idempotencyToken"], original["idempotencyToken"]);
+    assert_eq!(retry.body["retryOf"], original["id"]);
+    assert_eq!(deliver(&app, &[1], Utc::now()).await, 1);
+    let received = receiver.received();
+    assert_eq!(received.len(), 3);
+    assert!(
+        received.iter().all(
+            |(h, _)| h["webhook-id"].as_str() == original["idempotencyToken"].as_str().unwrap()
+        )
+    );
+    let delivered = app
+        .get(
+            &format!("/v1/webhook-events/{}", retry.body["id"].as_str().unwrap()),
+            &key,
+        )
+        .await;
+    assert_eq!(delivered.body["status"], "DELIVERED");
+    assert_eq!(
+        app.get("/v1/webhook-events?status=bogus", &key)
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn cancellations_redemptions_reversals_and_expiries_emit_their_events() {
+    let app = app_allowing_private().await;
+    let receiver = Receiver::default();
+    let url = receiver.start().await;
+    let (_, key) = app.create_org("Acme").await;
+    let c = setup_catalog(&app, &key).await;
+    let events = [
+        "reward.issued",
+        "reward.cancelled",
+        "currency.allocated",
+        "currency.redeemed",
+        "currency.reversed",
+        "currency.expired",
+    ];
+    app.post(
+        "/v1/webhook-endpoints",
+        &key,
+        &json!({"url": url, "events": events}),
+    )
+    .await;
+    let reward = tests::create_reward(&app, &key, c.program_id, json!({"name": "R"})).await;
+    let issued = app.post("/v1/rewards/issue", &key, &json!({"mobile": "919876543210", "rewardId": reward, "quantity": 1, "requestId": "e-1"})).await;
+    app.post(
+        &format!(
+            "/v1/rewards/issuances/{}/cancel",
+            issued.body["issuanceId"].as_str().unwrap()
+        ),
+        &key,
+        &json!({}),
+    )
+    .await;
+    app.post(
+        "/v1/currency/allocations",
+        &key,
+        &allocation_body(&c, "919876543210", json!(1000), "e-2"),
+    )
+    .await;
+    app.post(
+        "/v1/currency/allocations",
+        &key,
+        &allocation_body(&c, "919876543210", json!(500), "e-3"),
+    )
+    .await;
+    app.post("/v1/currency/redemptions", &key, &json!({"programId": c.program_id, "currency": "POINTS", "amount": 10, "mobile": "919876543210", "uniqueId": "e-4"})).await;
+    app.post("/v1/currency/allocations/e-3/reversal", &key, &json!({}))
+        .await;
+    api::workers::expire_all(&app.db, Utc::now() + chrono::Duration::days(400))
+        .await
+        .unwrap();
+    let mut types: Vec<String> = Vec::new();
+    // The expiry ran "400 days from now"; its event is due from then.
+    while deliver(&app, &[1], Utc::now() + chrono::Duration::days(401)).await > 0 {}
+    for (_, body) in receiver.received() {
+        types.push(
+            serde_json::from_str::<Value>(&body).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    types.sort();
+    let mut expected: Vec<String> = [
+        "currency.allocated",
+        "currency.allocated",
+        "currency.expired",
+        "currency.redeemed",
+        "currency.reversed",
+        "reward.cancelled",
+        "reward.issued",
+    ]
+    .map(String::from)
+    .to_vec();
+    expected.sort();
+    assert_eq!(types, expected);
+}
