@@ -365,6 +365,30 @@ fn check_items(items: &[BulkItem], max: usize, prefix: &str) -> Result<Vec<Issue
     }
 }
 
+/// Checks the request-level texts, then issues (or, for a dry run, evaluates) the items.
+async fn run_issue(
+    state: &AppState,
+    org_id: i64,
+    customer: domain::customer::CustomerRef,
+    brand: Option<&str>,
+    transaction_number: Option<&str>,
+    items: Vec<IssueItem>,
+    dry: bool,
+) -> Result<(IssueRequest, IssueResult), ApiError> {
+    let req = IssueRequest {
+        customer,
+        brand: bounded_text("brand", brand, 255)?,
+        transaction_number: bounded_text("transactionNumber", transaction_number, 255)?,
+        items,
+    };
+    let result = if dry {
+        dry_run(state, org_id, &req).await?
+    } else {
+        issue(state, org_id, &req).await?
+    };
+    Ok((req, result))
+}
+
 fn summary(result: &IssueResult) -> Value {
     let (mut issued, mut replayed, mut failed) = (0, 0, 0);
     for o in &result.outcomes {
@@ -387,21 +411,16 @@ pub async fn issue_bulk(
     let dry = dry_run_flag(&query)?;
     let customer = crate::customer_of!(body).parse()?;
     let items = check_items(&body.rewards, state.settings.bulk_max_items, "rewards")?;
-    let req = IssueRequest {
+    let (req, result) = run_issue(
+        &state,
+        tenant.org_id,
         customer,
-        brand: bounded_text("brand", body.brand.as_deref(), 255)?,
-        transaction_number: bounded_text(
-            "transactionNumber",
-            body.transaction_number.as_deref(),
-            255,
-        )?,
+        body.brand.as_deref(),
+        body.transaction_number.as_deref(),
         items,
-    };
-    let result = if dry {
-        dry_run(&state, tenant.org_id, &req).await?
-    } else {
-        issue(&state, tenant.org_id, &req).await?
-    };
+        dry,
+    )
+    .await?;
     let mut out = json!({
         "transactionNumber": req.transaction_number,
         "brand": req.brand,
@@ -445,21 +464,16 @@ pub async fn issue_single(
         request_id: body.request_id,
     };
     let items = check_items(std::slice::from_ref(&item), 1, "")?;
-    let req = IssueRequest {
+    let (req, result) = run_issue(
+        &state,
+        tenant.org_id,
         customer,
-        brand: bounded_text("brand", body.brand.as_deref(), 255)?,
-        transaction_number: bounded_text(
-            "transactionNumber",
-            body.transaction_number.as_deref(),
-            255,
-        )?,
+        body.brand.as_deref(),
+        body.transaction_number.as_deref(),
         items,
-    };
-    let result = if dry {
-        dry_run(&state, tenant.org_id, &req).await?
-    } else {
-        issue(&state, tenant.org_id, &req).await?
-    };
+        dry,
+    )
+    .await?;
     let item = &req.items[0];
     let outcome = result
         .outcomes
