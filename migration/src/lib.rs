@@ -30,12 +30,21 @@ impl MigratorTrait for Migrator {
     }
 }
 
-/// A name that changes whenever the list of migrations changes; test harnesses use it to know
+/// The source of every migration, so that a change to any of them changes [`schema_version`].
+const SOURCES: &[&str] = &[
+    include_str!("m20261122_000001_foundation.rs"),
+    include_str!("m20261122_000002_rewards.rs"),
+    include_str!("m20261122_000003_ledger_lifecycle.rs"),
+    include_str!("m20261122_000004_webhooks.rs"),
+];
+
+/// Text that changes whenever a migration is added or edited; test harnesses use it to know
 /// whether a migrated template database is still current.
 pub fn schema_version() -> String {
-    Migrator::migrations()
+    let names = Migrator::migrations()
         .iter()
         .map(|m| m.name().to_owned())
         .collect::<Vec<_>>()
-        .join(",")
+        .join(",");
+    format!("{names}\n{}", SOURCES.concat())
 }

@@ -57,36 +57,49 @@ async fn exec(conn: &DatabaseConnection, sql: &str) -> Result<(), sea_orm::DbErr
         .map(|_| ())
 }
 
+/// The template's name: a stable hash (FNV-1a) of the migrations' names and sources.
 fn template_name() -> String {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    migration::schema_version().hash(&mut h);
-    format!("loyalty_tpl_{:016x}", h.finish())
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in migration::schema_version().bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("loyalty_tpl_{hash:016x}")
 }
 
-/// Creates a fresh database from the migrated template (building the template once, under an
-/// advisory lock so that parallel test processes build it only once) and returns its URL.
-pub async fn fresh_database() -> String {
-    let admin = admin().await;
-    let template = template_name();
-    exec(&admin, "SELECT pg_advisory_lock(727274)")
+/// Makes sure the migrated template exists, building it once under an advisory lock so that
+/// parallel test processes build it only once. Templates of other schema versions are dropped.
+async fn ensure_template(admin: &DatabaseConnection, template: &str) {
+    exec(admin, "SELECT pg_advisory_lock(727274)")
         .await
         .expect("advisory lock");
     let exists = admin
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "SELECT 1 FROM pg_database WHERE datname = $1",
-            [template.clone().into()],
+            [template.into()],
         ))
         .await
         .expect("query pg_database")
         .is_some();
     if !exists {
+        let stale = admin
+            .query_all_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT datname FROM pg_database WHERE datname LIKE 'loyalty\\_tpl\\_%'".to_owned(),
+            ))
+            .await
+            .unwrap_or_default();
+        for row in stale {
+            if let Ok(name) = row.try_get_by_index::<String>(0) {
+                let _ = exec(admin, &format!("DROP DATABASE IF EXISTS \"{name}\"")).await;
+            }
+        }
         let building = format!("{template}_build");
-        exec(&admin, &format!("DROP DATABASE IF EXISTS {building}"))
+        exec(admin, &format!("DROP DATABASE IF EXISTS {building}"))
             .await
             .expect("drop build db");
-        exec(&admin, &format!("CREATE DATABASE {building}"))
+        exec(admin, &format!("CREATE DATABASE {building}"))
             .await
             .expect("create build db");
         let db = Db::connect(
@@ -98,19 +111,35 @@ pub async fn fresh_database() -> String {
         db.migrate().await.expect("migrate template");
         db.close().await.expect("close template");
         exec(
-            &admin,
+            admin,
             &format!("ALTER DATABASE {building} RENAME TO {template}"),
         )
         .await
         .expect("rename template");
     }
-    exec(&admin, "SELECT pg_advisory_unlock(727274)")
+    exec(admin, "SELECT pg_advisory_unlock(727274)")
         .await
         .expect("advisory unlock");
-    let name = format!("loyalty_test_{}", uuid::Uuid::new_v4().simple());
-    // A concurrent clone of the same template can briefly make it "in use"; retry a few times.
+}
+
+/// Creates a fresh database from the migrated template and returns its URL. Its name starts
+/// with `loyalty_test_` and the run id `scripts/test` sets (`LOYALTY_TEST_RUN`), so that a run
+/// drops its own databases and no one else's.
+pub async fn fresh_database() -> String {
+    let admin = admin().await;
+    let template = template_name();
+    let run = std::env::var("LOYALTY_TEST_RUN").unwrap_or_else(|_| "adhoc".to_owned());
+    let run: String = run
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(16)
+        .collect();
+    let name = format!("loyalty_test_{run}_{}", uuid::Uuid::new_v4().simple());
+    // A concurrent clone of the same template can briefly make it "in use", and a concurrent
+    // run may have replaced it: make sure it is there, and try again.
     let mut attempt = 0;
     loop {
+        ensure_template(&admin, &template).await;
         match exec(
             &admin,
             &format!("CREATE DATABASE {name} TEMPLATE {template}"),
@@ -118,9 +147,8 @@ pub async fn fresh_database() -> String {
         .await
         {
             Ok(()) => break,
-            Err(e) if attempt < 50 => {
+            Err(_) if attempt < 50 => {
                 attempt += 1;
-                let _ = e;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => panic!("cannot create test database: {e}"),
