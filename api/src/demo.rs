@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use persistence::catalog::{self, NewAwardStrategy};
+use persistence::rewards::{self, NewReward};
 use persistence::{Db, orgs};
 
 /// Loads the demo into an empty database and prints how to use it; leaves a non-empty one alone.
@@ -61,15 +62,46 @@ pub async fn load_and_print(db: &Db, now: DateTime<Utc>, bind: &str) -> Result<(
     catalog::create_expiry_strategy(&tx, org.id, pid, "Never", "NEVER", None, None, now)
         .await
         .map_err(err)?;
+    let mut reward_ids = Vec::new();
+    for (name, stock, limit) in [("Free coffee", 100, 2), ("Movie ticket", 10, 1)] {
+        let reward = rewards::create(
+            &tx,
+            org.id,
+            &NewReward {
+                program_id: pid,
+                name: name.into(),
+                stock: Some(stock),
+                per_customer_limit: Some(limit),
+                valid_from: None,
+                valid_until: None,
+                status: "ACTIVE".into(),
+            },
+            now,
+        )
+        .await
+        .map_err(err)?;
+        reward_ids.push(reward.id);
+    }
     Db::commit(tx).await.map_err(err)?;
+    let k = &key.key;
     println!(
-        "demo loaded: orgId {} programId {} awardStrategyId {} expiryStrategyId {}\n\
-         demo API key: {}\n\
-         try:\n  curl -s -X POST http://{bind}/v1/currency/allocations -H 'X-API-KEY: {}' \
+        "demo loaded: orgId {} programId {pid} awardStrategyId {} expiryStrategyId {} rewardIds {:?}",
+        org.id, rate.id, year.id, reward_ids
+    );
+    println!("demo API key: {k}");
+    println!(
+        "try:\n  curl -s -X POST http://{bind}/v1/currency/allocations -H 'X-API-KEY: {k}' \\\n    \
          -H 'Content-Type: application/json' -d '{{\"programId\": {pid}, \"awardStrategyId\": {}, \
          \"expiryStrategyId\": {}, \"sourceValue\": 1000, \"lookupParams\": {{\"identifierType\": \"mobile\", \
          \"identifierValue\": \"919876543210\"}}, \"uniqueId\": \"demo-1\"}}'",
-        org.id, pid, rate.id, year.id, key.key, key.key, rate.id, year.id
+        rate.id, year.id
+    );
+    println!(
+        "  curl -s -X POST http://{bind}/v1/rewards/issue/bulk -H 'X-API-KEY: {k}' \\\n    \
+         -H 'Content-Type: application/json' -d '{{\"mobile\": \"919876543210\", \"transactionNumber\": \"T1\", \
+         \"rewards\": [{{\"rewardId\": {}, \"quantity\": 2, \"requestId\": \"req-1\"}}, \
+         {{\"rewardId\": {}, \"quantity\": 2, \"requestId\": \"req-2\"}}]}}'",
+        reward_ids[0], reward_ids[1]
     );
     Ok(())
 }
