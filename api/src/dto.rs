@@ -157,7 +157,11 @@ pub fn ts(t: DateTime<Utc>) -> String {
 
 /// An amount in minor units, shown at the currency's scale (`"100.00"`).
 pub fn amount(minor: i64, scale: i16) -> String {
-    Decimal::new(minor, u32::try_from(scale).unwrap_or(0)).to_string()
+    // Scales are 0 to 6 by construction; try_new keeps a corrupt row from panicking.
+    u32::try_from(scale)
+        .ok()
+        .and_then(|s| Decimal::try_new(minor, s).ok())
+        .map_or_else(|| minor.to_string(), |d| d.to_string())
 }
 
 /// A free text field with a bound on its length.

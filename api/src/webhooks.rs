@@ -225,7 +225,8 @@ pub async fn deliver_due(
 ) -> Result<usize, PersistenceError> {
     let lease = chrono::Duration::from_std(settings.timeout + Duration::from_secs(30))
         .unwrap_or(chrono::Duration::seconds(60));
-    let deliveries = webhooks::claim_due(db.conn(), now, now + lease, batch).await?;
+    let lease_until = now.checked_add_signed(lease).unwrap_or(now);
+    let deliveries = webhooks::claim_due(db.conn(), now, lease_until, batch).await?;
     let attempts = futures_util::future::join_all(
         deliveries.iter().map(|d| attempt(client, settings, d, now)),
     )
@@ -239,7 +240,7 @@ pub async fn deliver_due(
                     .retry_schedule
                     .get(done)
                     .and_then(|wait| chrono::Duration::from_std(*wait).ok())
-                    .map(|wait| now + wait);
+                    .and_then(|wait| now.checked_add_signed(wait));
                 AttemptResult::Failed {
                     code,
                     body,

@@ -52,6 +52,7 @@ pub struct NewAllocation {
 }
 
 /// Records an allocation and returns it as [`get_by_unique_id`] would.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn insert<C: ConnectionTrait>(
     conn: &C,
     a: &NewAllocation,
@@ -93,6 +94,7 @@ pub async fn insert<C: ConnectionTrait>(
 }
 
 /// The allocation made with `unique_id` (the latest, if a forgotten key was used again).
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn get_by_unique_id<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -112,6 +114,7 @@ pub async fn get_by_unique_id<C: ConnectionTrait>(
 }
 
 /// Records the reversal of an allocation, once: `false` if it was reversed already.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn mark_reversed<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,

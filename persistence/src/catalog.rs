@@ -28,6 +28,7 @@ pub struct Program {
     pub currencies: Vec<CurrencyRow>,
 }
 
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn create_program<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -97,6 +98,7 @@ async fn currencies_of<C: ConnectionTrait>(
         .await?)
 }
 
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn get_program<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -117,6 +119,7 @@ pub async fn get_program<C: ConnectionTrait>(
 }
 
 /// Programs in creation order, `limit` at a time after the `after` cursor.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn list_programs<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -161,6 +164,7 @@ pub(crate) fn page_fetch(limit: u64) -> Value {
 }
 
 /// The scale of `currency` in `program_id`, or `None` when the program has no such currency.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn currency_scale<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -210,6 +214,7 @@ pub struct NewAwardStrategy {
 
 const AWARD_COLUMNS: &str = "id, org_id, program_id, name, currency, kind, multiplier, rounding, min_award, max_award, points, created_at";
 
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn create_award_strategy<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -242,6 +247,7 @@ pub async fn create_award_strategy<C: ConnectionTrait>(
     .ok_or_else(|| PersistenceError::Other("insert returned no row".into()))
 }
 
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn get_award_strategy<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -256,6 +262,7 @@ pub async fn get_award_strategy<C: ConnectionTrait>(
     .await?)
 }
 
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn list_award_strategies<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -296,6 +303,7 @@ pub struct ExpiryStrategyRow {
 const EXPIRY_COLUMNS: &str = "id, org_id, program_id, name, kind, days, months, created_at";
 
 #[allow(clippy::too_many_arguments)]
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn create_expiry_strategy<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -327,6 +335,7 @@ pub async fn create_expiry_strategy<C: ConnectionTrait>(
     .ok_or_else(|| PersistenceError::Other("insert returned no row".into()))
 }
 
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn get_expiry_strategy<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -341,6 +350,7 @@ pub async fn get_expiry_strategy<C: ConnectionTrait>(
     .await?)
 }
 
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn list_expiry_strategies<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,

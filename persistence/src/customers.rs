@@ -30,6 +30,7 @@ fn column(customer: &CustomerRef) -> &'static str {
 }
 
 /// Finds a customer without enrolling one.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn find<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -56,6 +57,7 @@ pub async fn find<C: ConnectionTrait>(
 ///
 /// Race-free: the insert is `ON CONFLICT DO NOTHING` on the identifier's unique index, and a
 /// concurrent enrolment of the same identifier waits for the other transaction, then finds its row.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn find_or_enroll<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,

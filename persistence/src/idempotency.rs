@@ -56,6 +56,7 @@ pub enum Claim {
 ///
 /// A record created before `forget_before` (the retention) is forgotten: deleted here, and the
 /// key claimed afresh.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn claim<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -105,6 +106,7 @@ pub async fn claim<C: ConnectionTrait>(
 }
 
 /// Stores the outcome on a claimed record (same transaction as the effect).
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn complete<C: ConnectionTrait>(
     conn: &C,
     id: i64,
@@ -126,6 +128,7 @@ pub async fn complete<C: ConnectionTrait>(
     Ok(())
 }
 
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn get<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -150,6 +153,7 @@ pub struct BatchKey {
 
 /// Claims many keys of one operation at once, in key order (so that two overlapping batches
 /// lock their common keys in the same order and never deadlock). Returns a claim per key.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn claim_many<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -224,6 +228,7 @@ pub async fn claim_many<C: ConnectionTrait>(
 /// long parameter list PostgreSQL may settle on a generic plan that scans every key of the
 /// organisation and compares it with each parameter, which made a 1000-item replay take
 /// hundreds of milliseconds; the join looks each key up in the unique index.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn get_many<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -261,6 +266,7 @@ pub async fn get_many<C: ConnectionTrait>(
 }
 
 /// Stores the outcomes of many claimed records: `(record id, response, resource id)`.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn complete_many<C: ConnectionTrait>(
     conn: &C,
     status_code: u16,
@@ -293,6 +299,7 @@ pub async fn complete_many<C: ConnectionTrait>(
 }
 
 /// Forgets claimed records whose items failed definitely, so their keys are not consumed.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn release_many<C: ConnectionTrait>(
     conn: &C,
     ids: &[i64],
@@ -325,6 +332,7 @@ async fn forget<C: ConnectionTrait>(conn: &C, id: i64) -> Result<(), Persistence
 
 /// Deletes up to `batch` records created before `cutoff`; returns how many. On PostgreSQL the
 /// rows are picked with `SKIP LOCKED`, so the purge never waits for (or blocks) a request.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn purge_before<C: ConnectionTrait>(
     conn: &C,
     cutoff: DateTime<Utc>,

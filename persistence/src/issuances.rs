@@ -10,6 +10,7 @@ use crate::{PersistenceError, for_update, in_list, insert_rows, stmt};
 
 /// Makes sure a holding row exists for each reward (sorted ids), so it can be locked and
 /// conditionally raised.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn ensure_holdings<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -37,6 +38,7 @@ struct Holding {
 }
 
 /// What the customer holds of each reward; locked on PostgreSQL when `lock`.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn holdings<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -65,6 +67,7 @@ pub async fn holdings<C: ConnectionTrait>(
 }
 
 /// Raises a holding by `quantity`, only if it stays within `limit`. Returns whether it did.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn hold<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -92,6 +95,7 @@ pub async fn hold<C: ConnectionTrait>(
 }
 
 /// Gives back `quantity` units of a holding (a cancellation).
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn release<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -127,6 +131,7 @@ pub struct NewIssuance {
 }
 
 /// Inserts issuances and their vouchers with multi-row statements.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn insert_many<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -241,6 +246,7 @@ async fn with_vouchers<C: ConnectionTrait>(
         .collect())
 }
 
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn get<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -258,6 +264,7 @@ pub async fn get<C: ConnectionTrait>(
 
 /// Marks an issuance cancelled if it is still issued; `None` if it was not (already cancelled,
 /// or no such issuance).
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn mark_cancelled<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -277,6 +284,7 @@ pub async fn mark_cancelled<C: ConnectionTrait>(
 }
 
 /// A customer's issuances, newest first.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn list_for_customer<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,

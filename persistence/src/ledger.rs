@@ -62,6 +62,7 @@ struct Available {
 
 /// Credits `amount_minor` as a new lot expiring at `expires_at`, in one statement for the
 /// balance (an upsert that adds) and one for the entry. Returns the entry.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn credit<C: ConnectionTrait>(
     conn: &C,
     account: &Account,
@@ -142,6 +143,7 @@ async fn insert_entry<C: ConnectionTrait>(
 }
 
 /// The available balance of one account (0 when it has none yet).
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn available<C: ConnectionTrait>(
     conn: &C,
     account: &Account,
@@ -171,6 +173,7 @@ pub struct BalanceRow {
 }
 
 /// Every balance of a customer, by program and currency.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn balances_of<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -188,6 +191,7 @@ pub async fn balances_of<C: ConnectionTrait>(
 }
 
 /// A customer's ledger, newest first, optionally for one program and currency.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn entries_of<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -230,6 +234,7 @@ pub async fn entries_of<C: ConnectionTrait>(
 ///
 /// Every path that changes an existing balance takes this lock first, then the lots: one lock
 /// order for redemptions, reversals and expiry.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn lock_balance<C: ConnectionTrait>(
     conn: &C,
     account: &Account,
@@ -293,6 +298,7 @@ async fn take_from_balance<C: ConnectionTrait>(
 /// Expires every lot of the account whose `expires_at` has passed: an `EXPIRE` entry for what
 /// was left of it, the balance lowered, the lot emptied. The caller holds the balance lock
 /// ([`lock_balance`]); the lot's own conditional update makes a second expiry of it impossible.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn expire_due<C: ConnectionTrait>(
     conn: &C,
     account: &Account,
@@ -359,6 +365,7 @@ pub async fn expire_due<C: ConnectionTrait>(
 /// The caller holds the balance lock and has expired the due lots ([`expire_due`]), so the
 /// spendable lots add up to the balance.
 #[allow(clippy::too_many_arguments)]
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn debit<C: ConnectionTrait>(
     conn: &C,
     account: &Account,
@@ -422,6 +429,7 @@ pub async fn debit<C: ConnectionTrait>(
 }
 
 /// Accounts with at least one lot due to expire at `now`, at most `limit` of them.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn due_accounts<C: ConnectionTrait>(
     conn: &C,
     now: DateTime<Utc>,

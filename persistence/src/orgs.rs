@@ -36,6 +36,7 @@ fn hash_key(key: &str) -> String {
 }
 
 /// Creates an organisation and its first API key.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn create_org<C: ConnectionTrait>(
     conn: &C,
     name: &str,
@@ -56,6 +57,7 @@ pub async fn create_org<C: ConnectionTrait>(
 }
 
 /// Mints a new API key for `org_id`: `lk_<prefix>_<secret>` with 160 bits of secret.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn create_api_key<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -85,6 +87,7 @@ struct KeyRow {
 
 /// The organisation an API key belongs to, or `None` for an unknown, malformed or revoked key.
 /// The stored hash is compared in constant time.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn authenticate<C: ConnectionTrait>(
     conn: &C,
     presented: &str,
@@ -114,6 +117,7 @@ pub async fn authenticate<C: ConnectionTrait>(
 }
 
 /// Is there any organisation yet? (The demo loads only into an empty database.)
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn any_org<C: ConnectionTrait>(conn: &C) -> Result<bool, PersistenceError> {
     Ok(conn
         .query_one_raw(stmt(conn, "SELECT id FROM organisations LIMIT 1", vec![]))

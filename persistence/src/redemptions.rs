@@ -21,6 +21,7 @@ pub struct RedemptionRow {
 }
 
 #[allow(clippy::too_many_arguments)]
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn insert<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,

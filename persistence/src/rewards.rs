@@ -36,6 +36,7 @@ pub struct NewReward {
     pub status: String,
 }
 
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn create<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -66,6 +67,7 @@ pub async fn create<C: ConnectionTrait>(
     .ok_or_else(|| PersistenceError::Other("insert returned no row".into()))
 }
 
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn get<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -80,6 +82,7 @@ pub async fn get<C: ConnectionTrait>(
     .await?)
 }
 
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn list<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -126,6 +129,7 @@ pub struct RewardPatch {
 }
 
 /// Applies a patch in one statement (so `addStock` is atomic with concurrent issuance).
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn update<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -177,6 +181,7 @@ pub async fn update<C: ConnectionTrait>(
 /// The rewards of `ids` (sorted), locked for the rest of the transaction on PostgreSQL so that
 /// the decisions taken from them hold until commit. Locks are taken in id order, as every
 /// issuance takes them, so concurrent issuances never deadlock.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn lock_many<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -186,6 +191,7 @@ pub async fn lock_many<C: ConnectionTrait>(
 }
 
 /// The rewards of `ids`, without locks (dry runs).
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn read_many<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -212,6 +218,7 @@ pub async fn read_many<C: ConnectionTrait>(
 
 /// Takes `quantity` units out of stock, only if that many are left (or stock is unlimited).
 /// Returns whether it did.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn take_stock<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -231,6 +238,7 @@ pub async fn take_stock<C: ConnectionTrait>(
 }
 
 /// Puts `quantity` cancelled units back into stock (unlimited stays unlimited).
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn return_stock<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,

@@ -38,6 +38,7 @@ impl EndpointRow {
 
 const ENDPOINT_COLUMNS: &str = "id, org_id, url, events, secret, created_at";
 
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn create_endpoint<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -66,6 +67,7 @@ pub async fn create_endpoint<C: ConnectionTrait>(
     .ok_or_else(|| PersistenceError::Other("insert returned no row".into()))
 }
 
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn list_endpoints<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -88,6 +90,7 @@ pub struct NewEvent<'a> {
 
 /// Writes one outbox row per (event, subscribed endpoint), in the caller's transaction.
 /// Returns how many rows it wrote.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn emit<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -166,6 +169,7 @@ pub struct Delivery {
 
 /// Leases up to `limit` due events until `lease_until` (another worker will not take them
 /// before then) and returns them with their endpoints.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn claim_due<C: ConnectionTrait>(
     conn: &C,
     now: DateTime<Utc>,
@@ -237,6 +241,7 @@ pub enum AttemptResult {
     },
 }
 
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn record_attempt<C: ConnectionTrait>(
     conn: &C,
     seq: i64,
@@ -274,6 +279,7 @@ pub async fn record_attempt<C: ConnectionTrait>(
     Ok(())
 }
 
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn get_event<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -289,6 +295,7 @@ pub async fn get_event<C: ConnectionTrait>(
 }
 
 /// The organisation's events, newest first, optionally of one status.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn list_events<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
@@ -312,6 +319,7 @@ pub async fn list_events<C: ConnectionTrait>(
 }
 
 /// A manual retry: a new event row with the original's endpoint, body and idempotency token.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn retry_event<C: ConnectionTrait>(
     conn: &C,
     original: &EventRow,

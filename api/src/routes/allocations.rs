@@ -81,6 +81,7 @@ pub fn allocation_json(a: &AllocationRow, available: i64) -> Value {
     })
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn create(
     state: web::Data<AppState>,
     tenant: Tenant,
@@ -214,6 +215,7 @@ fn urlencode(s: &str) -> String {
 }
 
 /// `GET /v1/currency/allocations/{uniqueId}`: the allocation with the current balance.
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn get(
     state: web::Data<AppState>,
     tenant: Tenant,
@@ -293,6 +295,7 @@ pub struct RedemptionRequest {
 }
 
 /// `POST /v1/currency/redemptions`: spends the lots that expire first; a key is required.
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn redeem(
     state: web::Data<AppState>,
     tenant: Tenant,
@@ -405,6 +408,7 @@ pub struct ReversalRequest {
 /// `POST /v1/currency/allocations/{uniqueId}/reversal`: takes the allocated amount back, once.
 /// The allocation is its own key (`currency-reversal` / its `uniqueId`): a second reversal is a
 /// replay whatever key it carries.
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn reverse(
     state: web::Data<AppState>,
     tenant: Tenant,

@@ -38,6 +38,7 @@ pub struct LookupQuery {
 }
 
 /// `GET /v1/customers/lookup?identifierType=mobile&identifierValue=…`; never enrolls.
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn lookup(
     state: web::Data<AppState>,
     tenant: Tenant,
@@ -68,6 +69,7 @@ async fn customer_by_path(
         .ok_or_else(|| ApiError::not_found("customer"))
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn get(
     state: web::Data<AppState>,
     tenant: Tenant,
@@ -87,6 +89,7 @@ pub struct LedgerQuery {
 }
 
 /// `GET /v1/customers/{id}/ledger`: newest first, keyset pages.
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn ledger(
     state: web::Data<AppState>,
     tenant: Tenant,
@@ -144,6 +147,7 @@ pub struct CreateCustomer {
 
 /// `POST /v1/customers`: enrols a customer by one identifier. 201 when enrolled now, 200 with
 /// the existing customer when the identifier is known; the `Idempotency-Key` header applies.
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn create(
     state: web::Data<AppState>,
     tenant: Tenant,

@@ -10,6 +10,7 @@ use crate::error::ApiError;
 use crate::extract::Tenant;
 use crate::startup::AppState;
 
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn get(
     state: web::Data<AppState>,
     tenant: Tenant,

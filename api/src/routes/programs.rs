@@ -45,6 +45,7 @@ pub fn program_json(p: &Program) -> Value {
     })
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn create(
     state: web::Data<AppState>,
     tenant: Tenant,
@@ -96,6 +97,7 @@ pub async fn create(
     Ok(respond(outcome, key.0.as_ref()))
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn get(
     state: web::Data<AppState>,
     tenant: Tenant,
@@ -108,6 +110,7 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(program_json(&program)))
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn list(
     state: web::Data<AppState>,
     tenant: Tenant,
@@ -187,6 +190,7 @@ pub fn award_rule(s: &AwardStrategyRow) -> Result<AwardRule, ApiError> {
     }
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn create_award_strategy(
     state: web::Data<AppState>,
     tenant: Tenant,
@@ -285,6 +289,7 @@ pub async fn create_award_strategy(
     Ok(respond(outcome, key.0.as_ref()))
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn list_award_strategies(
     state: web::Data<AppState>,
     tenant: Tenant,
@@ -344,6 +349,7 @@ pub fn expiry_rule(s: &ExpiryStrategyRow) -> Result<ExpiryRule, ApiError> {
     }
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn create_expiry_strategy(
     state: web::Data<AppState>,
     tenant: Tenant,
@@ -412,6 +418,7 @@ pub async fn create_expiry_strategy(
     Ok(respond(outcome, key.0.as_ref()))
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn list_expiry_strategies(
     state: web::Data<AppState>,
     tenant: Tenant,

@@ -67,6 +67,7 @@ pub struct CreateReward {
     pub status: Option<String>,
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn create(
     state: web::Data<AppState>,
     tenant: Tenant,
@@ -125,6 +126,7 @@ pub async fn create(
     Ok(respond(outcome, key.0.as_ref()))
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn list(
     state: web::Data<AppState>,
     tenant: Tenant,
@@ -150,6 +152,7 @@ pub async fn list(
     )))
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn get(
     state: web::Data<AppState>,
     tenant: Tenant,
@@ -178,6 +181,7 @@ pub struct PatchReward {
     pub status: Option<String>,
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn patch(
     state: web::Data<AppState>,
     tenant: Tenant,
@@ -402,6 +406,7 @@ fn summary(result: &IssueResult) -> Value {
 }
 
 /// `POST /v1/rewards/issue/bulk`: 200 for any well-formed request, a result per item.
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn issue_bulk(
     state: web::Data<AppState>,
     tenant: Tenant,
@@ -450,6 +455,7 @@ pub struct SingleIssue {
 }
 
 /// `POST /v1/rewards/issue`: one item; 201 / 202, or its failure as a problem.
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn issue_single(
     state: web::Data<AppState>,
     tenant: Tenant,
@@ -552,6 +558,7 @@ pub struct CancelBody {
 
 /// `POST /v1/rewards/issuances/{issuanceId}/cancel`: units back to stock and to the customer's
 /// limit. The issuance is its own idempotency key: cancelling twice replays the first answer.
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn cancel(
     state: web::Data<AppState>,
     tenant: Tenant,
@@ -610,6 +617,7 @@ pub async fn cancel(
 }
 
 /// `GET /v1/customers/{customerId}/rewards`: issued rewards and their voucher codes, newest first.
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn customer_rewards(
     state: web::Data<AppState>,
     tenant: Tenant,

@@ -37,6 +37,7 @@ fn endpoint_json(e: &EndpointRow, with_secret: bool) -> Value {
 }
 
 /// `POST /v1/webhook-endpoints`: the secret is shown in this answer (and its replays) only.
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn create_endpoint(
     state: web::Data<AppState>,
     tenant: Tenant,
@@ -91,6 +92,7 @@ pub async fn create_endpoint(
     Ok(respond(outcome, key.0.as_ref()))
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn list_endpoints(
     state: web::Data<AppState>,
     tenant: Tenant,
@@ -128,6 +130,7 @@ pub struct EventsQuery {
 }
 
 /// `GET /v1/webhook-events?status=failed`: newest first.
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn list_events(
     state: web::Data<AppState>,
     tenant: Tenant,
@@ -165,6 +168,7 @@ async fn event_of(state: &AppState, org_id: i64, raw: &str) -> Result<EventRow, 
         .ok_or_else(|| ApiError::not_found("webhook event"))
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn get_event(
     state: web::Data<AppState>,
     tenant: Tenant,
@@ -175,6 +179,7 @@ pub async fn get_event(
 
 /// `POST /v1/webhook-events/{id}/actions/retry`: a new event resource (new id, `DELIVERING`)
 /// with the original's idempotency token, so the receiver can tell it is the same event.
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn retry_event(
     state: web::Data<AppState>,
     tenant: Tenant,
