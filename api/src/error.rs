@@ -157,6 +157,10 @@ impl From<PersistenceError> for ApiError {
             PersistenceError::Other(cause) | PersistenceError::UniqueViolation(cause) => {
                 ApiError::Internal(cause)
             }
+            PersistenceError::InvalidText(_) => ApiError::validation(
+                "request",
+                "contains characters that cannot be stored (such as NUL)",
+            ),
             PersistenceError::OutOfRange(_) => ApiError::Unprocessable {
                 code: "AMOUNT_OUT_OF_RANGE",
                 detail: "The amount would take a balance or a count past what can be stored."

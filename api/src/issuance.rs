@@ -185,9 +185,10 @@ async fn issue_once(
 ) -> Result<IssueResult, Attempt> {
     let now = state.now();
     let tx = state.db.begin().await?;
-    let customer = customers::find_or_enroll(&tx, org_id, &req.customer, now)
+    let enrolment = customers::find_or_enroll(&tx, org_id, &req.customer, now)
         .await?
         .ok_or_else(|| ApiError::not_found("customer"))?;
+    let customer = &enrolment.row;
     let meanings: Vec<RequestMeaning> = req
         .items
         .iter()
@@ -330,14 +331,17 @@ async fn issue_once(
         idempotency::release_many(&tx, &released).await?;
         issued_any = !new_issuances.is_empty();
     }
+    let customer_id = customer.id;
+    let enrolled_now = enrolment.new;
     if issued_any {
         Db::commit(tx).await?;
     } else {
-        // Nothing was issued: roll back, so not even the enrolment of a new customer remains.
+        // Nothing was issued: roll back, so not even the enrolment of a new customer remains
+        // (and the answer names no customer that does not exist).
         drop(tx);
     }
     Ok(IssueResult {
-        customer_id: Some(customer.id),
+        customer_id: (issued_any || !enrolled_now).then_some(customer_id),
         outcomes: every_item_decided(outcomes)?,
     })
 }
@@ -355,10 +359,13 @@ pub async fn dry_run(
         return Err(ApiError::not_found("customer"));
     }
     let keys: Vec<&str> = req.items.iter().map(|i| i.request_id.as_str()).collect();
+    let forget_before = state.forget_before();
     let mut existing: HashMap<String, RecordRow> =
         idempotency::get_many(conn, org_id, Operation::RewardIssuance, &keys)
             .await?
             .into_iter()
+            // A key past the retention is forgotten: the real request would treat it as new.
+            .filter(|r| forget_before.is_none_or(|cutoff| r.created_at >= cutoff))
             .map(|r| (r.key.clone(), r))
             .collect();
     let mut outcomes: Vec<Option<ItemOutcome>> = vec![None; req.items.len()];

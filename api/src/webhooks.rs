@@ -93,13 +93,21 @@ fn is_private(ip: IpAddr) -> bool {
                 || v4.is_link_local()
                 || v4.is_unspecified()
                 || v4.is_broadcast()
+                || v4.is_multicast()
                 || v4.octets()[0] == 0
+                || v4.octets()[0] >= 240
                 // 100.64.0.0/10, carrier-grade NAT.
                 || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
         }
         IpAddr::V6(v6) => {
             v6.is_loopback()
                 || v6.is_unspecified()
+                || v6.is_multicast()
+                // 64:ff9b::/96, NAT64: the IPv4 address inside decides.
+                || (v6.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+                    && is_private(IpAddr::V4(std::net::Ipv4Addr::from(
+                        (u32::from(v6.segments()[6]) << 16) | u32::from(v6.segments()[7]),
+                    ))))
                 // fc00::/7 unique local, fe80::/10 link-local.
                 || (v6.segments()[0] & 0xfe00) == 0xfc00
                 || (v6.segments()[0] & 0xffc0) == 0xfe80
@@ -168,10 +176,17 @@ pub async fn emit(
     webhooks::emit(conn, org_id, &events, now).await
 }
 
-/// The body of a response, at most 1 KiB of it, as text.
-fn truncate(body: &[u8]) -> String {
-    let cut = &body[..body.len().min(1024)];
-    String::from_utf8_lossy(cut).into_owned()
+/// At most 1 KiB of a response body, as text without NUL (which PostgreSQL text refuses);
+/// the rest is never read.
+async fn body_head(mut response: reqwest::Response) -> String {
+    let mut head: Vec<u8> = Vec::new();
+    while head.len() < 1024 {
+        match response.chunk().await {
+            Ok(Some(chunk)) => head.extend_from_slice(&chunk[..chunk.len().min(1024 - head.len())]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).replace('\0', "")
 }
 
 /// Sends one delivery and says what came of it (without touching the database).
@@ -203,7 +218,7 @@ async fn attempt(
         Ok(r) => {
             let code = i32::from(r.status().as_u16());
             let success = r.status().is_success();
-            let body = r.bytes().await.map(|b| truncate(&b)).unwrap_or_default();
+            let body = body_head(r).await;
             if success {
                 Ok((code, body))
             } else {
@@ -248,17 +263,42 @@ pub async fn deliver_due(
                 }
             }
         };
-        webhooks::record_attempt(db.conn(), d.event.seq, &result, now).await?;
+        // One event's failure to be recorded must not hold up the others; its lease runs out
+        // and it is attempted again.
+        if let Err(e) = webhooks::record_attempt(db.conn(), d.event.seq, &result, now).await {
+            tracing::warn!(error = %e, event = %d.event.id, "could not record a webhook attempt");
+        }
     }
     Ok(deliveries.len())
 }
 
-/// The HTTP client deliveries use: no redirects (a redirect could point inside).
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_default()
+/// Resolves names for deliveries and drops every private address, so the address that was
+/// checked is the address connected to (a DNS answer that changes between a check and the
+/// connection cannot point a delivery inside).
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let addrs = tokio::net::lookup_host((name.as_str(), 0)).await?;
+            let public: Vec<std::net::SocketAddr> = addrs.filter(|a| !is_private(a.ip())).collect();
+            if public.is_empty() {
+                return Err("the name resolves to no public address".into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(public.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// The HTTP client deliveries use: no redirects (a redirect could point inside), and unless
+/// private addresses are allowed, a resolver that only ever yields public ones.
+pub fn client(allow_private: bool) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+    if !allow_private {
+        builder = builder.dns_resolver(std::sync::Arc::new(PublicOnly));
+    }
+    builder.build().unwrap_or_default()
 }
 
 /// `currency.expired` events for the `EXPIRE` entries just written for `account`.

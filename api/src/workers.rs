@@ -23,22 +23,32 @@ pub const PURGE_BATCH: u64 = 1_000;
 pub async fn expire_once(db: &Db, now: DateTime<Utc>) -> Result<usize, PersistenceError> {
     let mut expired = 0;
     for account in ledger::due_accounts(db.conn(), now, EXPIRY_BATCH).await? {
-        let tx = db.begin().await?;
-        if ledger::lock_balance(&tx, &account, true).await?.is_none() {
-            continue;
+        match expire_account(db, &account, now).await {
+            Ok(n) => expired += n,
+            // One account that cannot be expired must not stop the others.
+            Err(e) => {
+                tracing::warn!(error = %e, customer = %account.customer_id, "could not expire an account's lots")
+            }
         }
-        let entries = ledger::expire_due(&tx, &account, now).await?;
-        crate::webhooks::emit(
-            &tx,
-            account.org_id,
-            crate::webhooks::expired_events(&account, &entries, now),
-            now,
-        )
-        .await?;
-        expired += entries.len();
-        Db::commit(tx).await?;
     }
     Ok(expired)
+}
+
+/// Expires one account's due lots in its own transaction; 0 when another holds the account.
+async fn expire_account(
+    db: &Db,
+    account: &ledger::Account,
+    now: DateTime<Utc>,
+) -> Result<usize, PersistenceError> {
+    let tx = db.begin().await?;
+    if ledger::lock_balance(&tx, account, true).await?.is_none() {
+        return Ok(0);
+    }
+    let entries = ledger::expire_due(&tx, account, now).await?;
+    let events = crate::webhooks::expired_events(account, &entries, now);
+    crate::webhooks::emit(&tx, account.org_id, events, now).await?;
+    Db::commit(tx).await?;
+    Ok(entries.len())
 }
 
 /// Expires until nothing is due at `now` (or an error); returns the lots expired.
@@ -70,7 +80,7 @@ pub async fn purge_all(db: &Db, cutoff: DateTime<Utc>) -> Result<u64, Persistenc
 /// Delivers due webhook events every `interval` until the process ends.
 pub fn spawn_webhooks(state: Arc<AppState>, interval: Duration) {
     tokio::spawn(async move {
-        let client = crate::webhooks::client();
+        let client = crate::webhooks::client(state.settings.webhooks.allow_private);
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -52,6 +52,14 @@ pub async fn find<C: ConnectionTrait>(
     .await?)
 }
 
+/// A customer found or enrolled, and whether this call enrolled them.
+#[derive(Debug, Clone)]
+pub struct Enrolment {
+    pub row: CustomerRow,
+    /// True when the customer was enrolled by this call (in the caller's transaction).
+    pub new: bool,
+}
+
 /// Finds the customer, enrolling them if the identifier is new. A `CustomerId` never enrolls:
 /// an unknown one is `None`.
 ///
@@ -63,9 +71,10 @@ pub async fn find_or_enroll<C: ConnectionTrait>(
     org_id: i64,
     customer: &CustomerRef,
     now: DateTime<Utc>,
-) -> Result<Option<CustomerRow>, PersistenceError> {
+) -> Result<Option<Enrolment>, PersistenceError> {
+    let existing = |row: Option<CustomerRow>| row.map(|row| Enrolment { row, new: false });
     if matches!(customer, CustomerRef::CustomerId(_)) {
-        return find(conn, org_id, customer).await;
+        return Ok(existing(find(conn, org_id, customer).await?));
     }
     let col = column(customer);
     let inserted = CustomerRow::find_by_statement(stmt(
@@ -84,7 +93,7 @@ pub async fn find_or_enroll<C: ConnectionTrait>(
     .one(conn)
     .await?;
     match inserted {
-        Some(row) => Ok(Some(row)),
-        None => find(conn, org_id, customer).await,
+        Some(row) => Ok(Some(Enrolment { row, new: true })),
+        None => Ok(existing(find(conn, org_id, customer).await?)),
     }
 }

@@ -22,6 +22,9 @@ pub enum PersistenceError {
     /// Nothing was committed; the same request will fail the same way.
     #[error("value out of range: {0}")]
     OutOfRange(String),
+    /// Text the database cannot store (a NUL character, say). Nothing was committed.
+    #[error("text cannot be stored: {0}")]
+    InvalidText(String),
     /// COMMIT failed in a way that leaves its outcome unknown.
     #[error("commit outcome unknown: {0}")]
     CommitUnknown(String),
@@ -82,6 +85,8 @@ fn classify_sqlx(e: &sea_orm::sqlx::Error, whole: &DbErr) -> PersistenceError {
             match code.as_str() {
                 // lock_not_available: lock_timeout ran out.
                 "55P03" => PersistenceError::LockTimeout,
+                // character_not_in_repertoire, untranslatable_character: a NUL in text.
+                "22021" | "22P05" => PersistenceError::InvalidText(db.message().to_owned()),
                 // numeric_value_out_of_range.
                 "22003" => PersistenceError::OutOfRange(db.message().to_owned()),
                 // serialization_failure, deadlock_detected.

@@ -444,8 +444,9 @@ pub async fn due_accounts<C: ConnectionTrait>(
     }
     let rows = Row::find_by_statement(stmt(
         conn,
-        "SELECT DISTINCT org_id, customer_id, program_id, currency FROM ledger_entries \
-         WHERE remaining > 0 AND expires_at <= $1 LIMIT $2",
+        "SELECT org_id, customer_id, program_id, currency FROM ledger_entries \
+         WHERE remaining > 0 AND expires_at <= $1 \
+         GROUP BY org_id, customer_id, program_id, currency ORDER BY MIN(expires_at) LIMIT $2",
         vec![now.into(), i64::try_from(limit).unwrap_or(i64::MAX).into()],
     ))
     .all(conn)
@@ -459,4 +460,29 @@ pub async fn due_accounts<C: ConnectionTrait>(
             currency: r.currency,
         })
         .collect())
+}
+
+/// How much of lot `lot_id` has expired (its `EXPIRE` entries), in minor units.
+pub async fn expired_from_lot<C: ConnectionTrait>(
+    conn: &C,
+    account: &Account,
+    lot_id: i64,
+) -> Result<i64, PersistenceError> {
+    #[derive(Debug, FromQueryResult)]
+    struct Sum {
+        total: i64,
+    }
+    Ok(Sum::find_by_statement(stmt(
+        conn,
+        "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) AS total FROM ledger_entries \
+         WHERE org_id = $1 AND customer_id = $2 AND kind = 'EXPIRE' AND reference = $3",
+        vec![
+            account.org_id.into(),
+            account.customer_id.into(),
+            format!("expiry:{lot_id}").into(),
+        ],
+    ))
+    .one(conn)
+    .await?
+    .map_or(0, |s| s.total))
 }

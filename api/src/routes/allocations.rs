@@ -159,7 +159,8 @@ pub async fn create(
             let expires_at = expiry_rule(&expiry)?.expires_at(now);
             let customer_row = customers::find_or_enroll(tx, org_id, &customer, now)
                 .await?
-                .ok_or_else(|| ApiError::not_found("customer"))?;
+                .ok_or_else(|| ApiError::not_found("customer"))?
+                .row;
             let account = Account {
                 org_id,
                 customer_id: customer_row.id,
@@ -237,38 +238,20 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(allocation_json(&row, available)))
 }
 
-/// Locks the account, expires its due lots, and takes `amount` out as `kind`: the common path
-/// of redemptions and reversals. `Ok(None)` when the balance is short.
-async fn spend(
+/// Locks the account's balance and expires its due lots (writing their events), so that a
+/// debit after it never spends an expired lot. `false` when the account has no balance yet.
+async fn settle(
     tx: &persistence::Tx,
     account: &Account,
-    kind: ledger::EntryKind,
-    amount_minor: i64,
-    prefer_lot: Option<i64>,
-    reference: &str,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<Option<ledger::EntryRow>, ApiError> {
+) -> Result<bool, ApiError> {
     if ledger::lock_balance(tx, account, false).await?.is_none() {
-        return Ok(None);
+        return Ok(false);
     }
     let expired = ledger::expire_due(tx, account, now).await?;
-    crate::webhooks::emit(
-        tx,
-        account.org_id,
-        crate::webhooks::expired_events(account, &expired, now),
-        now,
-    )
-    .await?;
-    Ok(ledger::debit(
-        tx,
-        account,
-        kind,
-        amount_minor,
-        prefer_lot,
-        Some(reference),
-        now,
-    )
-    .await?)
+    let events = crate::webhooks::expired_events(account, &expired, now);
+    crate::webhooks::emit(tx, account.org_id, events, now).await?;
+    Ok(true)
 }
 
 fn insufficient() -> ApiError {
@@ -312,7 +295,10 @@ pub async fn redeem(
     }
     let reason = bounded_text("reason", body.reason.as_deref(), 500)?;
     let program_id = body.program_id.0;
-    let currency = body.currency.clone();
+    let currency = domain::catalog::CurrencyCode::parse(&body.currency)
+        .map_err(|e| ApiError::validation("currency", e.message))?
+        .as_str()
+        .to_owned();
     let meaning = RequestMeaning::new()
         .with("programId", Some(program_id))
         .with("currency", Some(&currency))
@@ -353,13 +339,16 @@ pub async fn redeem(
                 currency: currency.clone(),
             };
             let reference = format!("redemption:{unique_id}");
-            let entry = spend(
+            if !settle(tx, &account, now).await? {
+                return Err(insufficient());
+            }
+            let entry = ledger::debit(
                 tx,
                 &account,
                 ledger::EntryKind::Debit,
                 minor,
                 None,
-                &reference,
+                Some(&reference),
                 now,
             )
             .await?
@@ -423,8 +412,15 @@ pub async fn reverse(
     request_key(body.unique_id.as_deref(), &header, false)?;
     let reason = bounded_text("reason", body.reason.as_deref(), 500)?;
     let org_id = tenant.org_id;
-    let key = IdempotencyKey::parse(&path).map_err(|_| ApiError::not_found("allocation"))?;
-    let meaning = RequestMeaning::new().with("uniqueId", Some(&key));
+    let unique = IdempotencyKey::parse(&path).map_err(|_| ApiError::not_found("allocation"))?;
+    // The allocation itself is the key (not its uniqueId, which a retention may let a later
+    // allocation reuse): reversing it twice replays the first reversal.
+    let allocation = allocations::get_by_unique_id(state.db.conn(), org_id, unique.as_str())
+        .await?
+        .ok_or_else(|| ApiError::not_found("allocation"))?;
+    let key = IdempotencyKey::parse(&allocation.id.to_string())
+        .map_err(|e| ApiError::Internal(e.message))?;
+    let meaning = RequestMeaning::new().with("allocationId", Some(allocation.id));
     let now = state.now();
     let outcome = execute(
         &state,
@@ -433,9 +429,6 @@ pub async fn reverse(
         Some(&key),
         &meaning,
         async |tx| {
-            let allocation = allocations::get_by_unique_id(tx, org_id, key.as_str())
-                .await?
-                .ok_or_else(|| ApiError::not_found("allocation"))?;
             if allocation.reversed_at.is_some() {
                 return Err(ApiError::Unprocessable {
                     code: "ALREADY_REVERSED",
@@ -449,14 +442,22 @@ pub async fn reverse(
                 program_id: allocation.program_id,
                 currency: allocation.currency.clone(),
             };
+            if !settle(tx, &account, now).await? {
+                return Err(insufficient());
+            }
+            // What already expired of the allocation's lot left the balance then; take back
+            // the rest, so the customer never loses the same points twice.
+            let expired =
+                ledger::expired_from_lot(tx, &account, allocation.ledger_entry_id).await?;
+            let to_take = (allocation.amount - expired).max(0);
             let reference = format!("reversal:{}", allocation.unique_id);
-            let entry = spend(
+            let entry = ledger::debit(
                 tx,
                 &account,
                 ledger::EntryKind::Reversal,
-                allocation.amount,
+                to_take,
                 Some(allocation.ledger_entry_id),
-                &reference,
+                Some(&reference),
                 now,
             )
             .await?
@@ -473,21 +474,18 @@ pub async fn reverse(
                 "customerId": allocation.customer_id.to_string(),
                 "programId": allocation.program_id,
                 "currency": allocation.currency,
-                "amount": amount(allocation.amount, allocation.scale),
+                "amount": amount(to_take, allocation.scale),
+                "expiredAmount": amount(expired, allocation.scale),
                 "reason": reason,
                 "createdAt": ts(now),
                 "balance": {"available": amount(entry.balance_after, allocation.scale)},
             });
-            crate::webhooks::emit(
-                tx,
-                org_id,
-                vec![event("currency.reversed", body.clone(), now)],
-                now,
-            )
-            .await?;
+            let events = vec![event("currency.reversed", body.clone(), now)];
+            crate::webhooks::emit(tx, org_id, events, now).await?;
             Ok(Effect::created(body, entry.id))
         },
     )
     .await?;
-    Ok(respond(outcome, Some(&key)))
+    // The answer names the key the client knows: the allocation's uniqueId.
+    Ok(respond(outcome, Some(&unique)))
 }

@@ -171,10 +171,10 @@ pub async fn create(
         key.0.as_ref(),
         &meaning,
         async |tx| {
-            let existed = customers::find(tx, org_id, &customer).await?.is_some();
-            let row = customers::find_or_enroll(tx, org_id, &customer, now)
+            let enrolment = customers::find_or_enroll(tx, org_id, &customer, now)
                 .await?
                 .ok_or_else(|| ApiError::Internal("enrolment returned no customer".into()))?;
+            let row = enrolment.row;
             let body = json!({
                 "customerId": row.id.to_string(),
                 "mobile": row.mobile,
@@ -183,7 +183,7 @@ pub async fn create(
                 "createdAt": ts(row.created_at),
             });
             let effect = crate::idempotent::Effect::created(body, row.id);
-            Ok(if existed {
+            Ok(if !enrolment.new {
                 effect.with_status(actix_web::http::StatusCode::OK)
             } else {
                 effect

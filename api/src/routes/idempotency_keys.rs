@@ -3,7 +3,7 @@
 use actix_web::{HttpResponse, web};
 use domain::idempotency::Operation;
 use persistence::idempotency;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::dto::ts;
 use crate::error::ApiError;
@@ -33,6 +33,11 @@ pub async fn get(
                 .is_none_or(|cutoff| r.created_at >= cutoff)
         })
         .ok_or_else(|| ApiError::not_found("idempotency key"))?;
+    let mut response = record.response.clone();
+    // A webhook endpoint's secret is shown by its creation answer (and its replays) only.
+    if let Some(Value::Object(map)) = response.as_mut() {
+        map.remove("secret");
+    }
     Ok(HttpResponse::Ok().json(json!({
         "operation": record.operation,
         "idempotencyKey": record.key,
@@ -41,6 +46,6 @@ pub async fn get(
         "statusCode": record.status_code,
         "resourceId": record.resource_id,
         "request": record.request_fields,
-        "response": record.response,
+        "response": response,
     })))
 }

@@ -446,3 +446,62 @@ async fn retention_forgets_old_keys() {
     );
     assert_eq!(invariant_violations(&app).await, Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn reversing_an_expired_allocation_takes_back_only_what_did_not_expire() {
+    let (app, clock, key, c) = app_at_t0().await;
+    let ten = expiry(
+        &app,
+        &key,
+        &c,
+        json!({"name": "10 days", "kind": "AFTER_DAYS", "days": 10}),
+    )
+    .await;
+    let first = allocate(&app, &key, &c, ten, 1000, "short").await;
+    allocate(&app, &key, &c, c.expiry_id, 1000, "long").await;
+    clock.advance(Duration::days(11));
+    let r = app
+        .post("/v1/currency/allocations/short/reversal", &key, &json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["amount"], "0.00");
+    assert_eq!(r.body["expiredAmount"], "100.00");
+    assert_eq!(
+        r.body["balance"]["available"], "100.00",
+        "the other lot is untouched"
+    );
+    assert_eq!(r.body["idempotencyKey"], "short");
+    // The reversal is recorded under the allocation itself.
+    let allocation_id = first["allocationId"].as_str().unwrap();
+    let record = app
+        .get(
+            &format!("/v1/idempotency-keys/currency-reversal/{allocation_id}"),
+            &key,
+        )
+        .await;
+    assert_eq!(record.status, StatusCode::OK);
+    assert_eq!(invariant_violations(&app).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn text_the_database_cannot_store_is_a_client_error() {
+    let (app, _clock, key, c) = app_at_t0().await;
+    let body = allocate(&app, &key, &c, c.expiry_id, 1000, "nul").await;
+    let customer = body["customerId"].as_str().unwrap();
+    let r = app
+        .get(
+            &format!("/v1/customers/{customer}/ledger?currency=%00"),
+            &key,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let r = app
+        .get("/v1/idempotency-keys/currency-allocation/a%00b", &key)
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let mut bad = redemption(&c, json!(1), "bad-currency");
+    bad["currency"] = json!("POI\u{0}NTS");
+    let r = app.post("/v1/currency/redemptions", &key, &bad).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(r.body["errors"][0]["field"], "currency");
+}

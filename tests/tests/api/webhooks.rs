@@ -82,7 +82,7 @@ async fn app_allowing_private() -> TestApp {
 async fn deliver(app: &TestApp, schedule: &[u64], at: chrono::DateTime<Utc>) -> usize {
     api::webhooks::deliver_due(
         &app.db,
-        &api::webhooks::client(),
+        &api::webhooks::client(true),
         &settings(schedule),
         at,
         50,
