@@ -95,10 +95,20 @@ impl Db {
         &self.conn
     }
 
-    /// Applies pending migrations.
+    /// Applies pending migrations. On PostgreSQL several instances may start at once: the
+    /// migrations run in one transaction holding an advisory lock, so one instance applies them
+    /// while the others wait, then find nothing left to do (PostgreSQL's DDL is transactional).
     pub async fn migrate(&self) -> Result<(), PersistenceError> {
         use migration::MigratorTrait;
-        migration::Migrator::up(&self.conn, None).await?;
+        if self.backend() == DbBackend::Postgres {
+            let tx = self.conn.begin().await?;
+            tx.execute_unprepared("SELECT pg_advisory_xact_lock(7272740001)")
+                .await?;
+            migration::Migrator::up(&tx, None).await?;
+            tx.commit().await?;
+        } else {
+            migration::Migrator::up(&self.conn, None).await?;
+        }
         Ok(())
     }
 

@@ -158,6 +158,26 @@ pub async fn fresh_database() -> String {
     with_database(&server_url(), &name)
 }
 
+/// Creates an empty database (no schema) and returns its URL.
+pub async fn empty_database() -> String {
+    let admin = admin().await;
+    let run = std::env::var("LOYALTY_TEST_RUN").unwrap_or_else(|_| "adhoc".to_owned());
+    let run: String = run
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(16)
+        .collect();
+    let name = format!("loyalty_test_{run}_{}", uuid::Uuid::new_v4().simple());
+    exec(
+        &admin,
+        &format!("CREATE DATABASE {name} TEMPLATE template0"),
+    )
+    .await
+    .expect("create empty database");
+    let _ = admin.close().await;
+    with_database(&server_url(), &name)
+}
+
 /// A running application on its own database.
 pub struct TestApp {
     pub address: String,

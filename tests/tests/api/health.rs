@@ -70,3 +70,27 @@ async fn an_unknown_method_is_problem_json_405() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["code"], "METHOD_NOT_ALLOWED");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn several_instances_starting_at_once_migrate_an_empty_database_once() {
+    let url = tests::empty_database().await;
+    let spawn = || {
+        tests::TestApp::spawn_on(
+            &url,
+            tests::Spawn {
+                settings: Box::new(|s| s.migrate = true),
+                ..tests::Spawn::default()
+            },
+        )
+    };
+    let (a, b, c) = tokio::join!(spawn(), spawn(), spawn());
+    assert_eq!(
+        a.scalar("SELECT count(*)::bigint FROM seaql_migrations")
+            .await as usize,
+        4
+    );
+    for app in [&a, &b, &c] {
+        let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+}
