@@ -20,6 +20,8 @@ type Received = (std::collections::HashMap<String, String>, String);
 struct Receiver {
     got: Arc<Mutex<Vec<Received>>>,
     answers: Arc<Mutex<VecDeque<u16>>>,
+    /// A body to answer with instead of "answered <status>".
+    body: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
 impl Receiver {
@@ -45,8 +47,9 @@ impl Receiver {
                         .unwrap()
                         .push((headers, String::from_utf8_lossy(&body).into_owned()));
                     let status = me.answers.lock().unwrap().pop_front().unwrap_or(200);
+                    let body = me.body.lock().unwrap().clone();
                     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
-                        .body(format!("answered {status}"))
+                        .body(body.unwrap_or_else(|| format!("answered {status}").into_bytes()))
                 }
             }))
         })
@@ -434,4 +437,36 @@ async fn cancellations_redemptions_reversals_and_expiries_emit_their_events() {
     .to_vec();
     expected.sort();
     assert_eq!(types, expected);
+}
+
+#[tokio::test]
+async fn an_odd_answer_body_is_stored_cut_and_clean() {
+    let app = app_allowing_private().await;
+    let receiver = Receiver::default();
+    let mut odd = b"ok\0".to_vec();
+    odd.extend(std::iter::repeat_n(b'x', 5000));
+    *receiver.body.lock().unwrap() = Some(odd);
+    let url = receiver.start().await;
+    let (_, key) = app.create_org("Acme").await;
+    let c = setup_catalog(&app, &key).await;
+    app.post(
+        "/v1/webhook-endpoints",
+        &key,
+        &json!({"url": url, "events": ["currency.allocated"]}),
+    )
+    .await;
+    app.post(
+        "/v1/currency/allocations",
+        &key,
+        &allocation_body(&c, "919876543210", json!(1000), "odd"),
+    )
+    .await;
+    assert_eq!(deliver(&app, &[5], Utc::now()).await, 1);
+    let event = app.get("/v1/webhook-events", &key).await.body["items"][0].clone();
+    assert_eq!(event["status"], "DELIVERED");
+    let stored = event["lastResponseBody"].as_str().unwrap();
+    assert!(
+        stored.starts_with("okxxx") && stored.len() < 1024,
+        "{stored}"
+    );
 }
