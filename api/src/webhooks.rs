@@ -326,3 +326,7 @@ pub fn expired_events(
         })
         .collect()
 }
+
+#[cfg(test)]
+#[path = "webhooks_tests.rs"]
+mod tests;
