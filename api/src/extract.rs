@@ -76,6 +76,59 @@ impl FromRequest for IdempotencyHeader {
     }
 }
 
+/// A request's key: `uniqueId` in the body or the `Idempotency-Key` header; both must agree.
+pub fn request_key(
+    body_key: Option<&str>,
+    header: &IdempotencyHeader,
+) -> Result<Option<IdempotencyKey>, ApiError> {
+    let body_key = body_key
+        .map(|k| IdempotencyKey::parse(k).map_err(|e| ApiError::validation("uniqueId", e.message)))
+        .transpose()?;
+    match (body_key, &header.0) {
+        (Some(b), Some(h)) if &b != h => Err(ApiError::validation(
+            "uniqueId",
+            "differs from the Idempotency-Key header; send one, or the same value in both",
+        )),
+        (Some(b), _) => Ok(Some(b)),
+        (None, Some(h)) => Ok(Some(h.clone())),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Like [`request_key`], for operations that cannot run without a key.
+pub fn required_key(
+    body_key: Option<&str>,
+    header: &IdempotencyHeader,
+) -> Result<IdempotencyKey, ApiError> {
+    request_key(body_key, header)?.ok_or_else(|| {
+        ApiError::validation(
+            "uniqueId",
+            "is required (or send an Idempotency-Key header)",
+        )
+    })
+}
+
+/// The optional body of a cancellation or reversal: `{"reason", "uniqueId"}`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReasonBody {
+    pub reason: Option<String>,
+    pub unique_id: Option<String>,
+}
+
+impl ReasonBody {
+    /// Checks the body (a client key, when sent, must be well formed and agree with the header;
+    /// the operation itself is keyed by the object it acts on) and returns the reason.
+    pub fn reason(
+        body: Option<ReasonBody>,
+        header: &IdempotencyHeader,
+    ) -> Result<Option<String>, ApiError> {
+        let body = body.unwrap_or_default();
+        request_key(body.unique_id.as_deref(), header)?;
+        crate::dto::bounded_text("reason", body.reason.as_deref(), 500)
+    }
+}
+
 /// A JSON body: `application/json` only (415), at most `max_body_bytes` (413), and every
 /// deserialization error reported with the path of the field (`rewards[1].quantity`).
 #[derive(Debug)]

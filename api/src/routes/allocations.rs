@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::dto::{DecimalInput, FlexId, LookupParams, LooseString, amount, bounded_text, ts};
 use crate::error::ApiError;
-use crate::extract::{IdempotencyHeader, Json, Tenant};
+use crate::extract::{IdempotencyHeader, Json, ReasonBody, Tenant, required_key};
 use crate::idempotent::{Effect, execute, respond};
 use crate::routes::programs::{award_rule, expiry_rule};
 use crate::startup::AppState;
@@ -33,30 +33,6 @@ pub struct AllocationRequest {
     pub external_id: Option<LooseString>,
     pub customer_id: Option<LooseString>,
     pub lookup_params: Option<LookupParams>,
-}
-
-/// A request's key: `uniqueId` in the body or the `Idempotency-Key` header; both must agree.
-pub fn request_key(
-    body_key: Option<&str>,
-    header: &IdempotencyHeader,
-    required: bool,
-) -> Result<Option<IdempotencyKey>, ApiError> {
-    let body_key = body_key
-        .map(|k| IdempotencyKey::parse(k).map_err(|e| ApiError::validation("uniqueId", e.message)))
-        .transpose()?;
-    match (body_key, &header.0) {
-        (Some(b), Some(h)) if &b != h => Err(ApiError::validation(
-            "uniqueId",
-            "differs from the Idempotency-Key header; send one, or the same value in both",
-        )),
-        (Some(b), _) => Ok(Some(b)),
-        (None, Some(h)) => Ok(Some(h.clone())),
-        (None, None) if required => Err(ApiError::validation(
-            "uniqueId",
-            "is required (or send an Idempotency-Key header)",
-        )),
-        (None, None) => Ok(None),
-    }
 }
 
 /// The allocation as the API shows it; `available` is the balance to show with it.
@@ -89,8 +65,7 @@ pub async fn create(
     Json(body): Json<AllocationRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let org_id = tenant.org_id;
-    let key = request_key(body.unique_id.as_deref(), &header, true)?
-        .ok_or_else(|| ApiError::validation("uniqueId", "is required"))?;
+    let key = required_key(body.unique_id.as_deref(), &header)?;
     let customer = crate::customer_of!(body).parse()?;
     let source_value = body.source_value.0.normalize();
     if source_value.is_sign_negative() && !source_value.is_zero() {
@@ -286,8 +261,7 @@ pub async fn redeem(
     Json(body): Json<RedemptionRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let org_id = tenant.org_id;
-    let key = request_key(body.unique_id.as_deref(), &header, true)?
-        .ok_or_else(|| ApiError::validation("uniqueId", "is required"))?;
+    let key = required_key(body.unique_id.as_deref(), &header)?;
     let customer = crate::customer_of!(body).parse()?;
     let requested = body.amount.0.normalize();
     if requested <= domain::Decimal::ZERO {
@@ -387,13 +361,6 @@ pub async fn redeem(
     Ok(respond(outcome, Some(&key)))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ReversalRequest {
-    pub reason: Option<String>,
-    pub unique_id: Option<String>,
-}
-
 /// `POST /v1/currency/allocations/{uniqueId}/reversal`: takes the allocated amount back, once.
 /// The allocation is its own key (`currency-reversal` / its `uniqueId`): a second reversal is a
 /// replay whatever key it carries.
@@ -403,14 +370,9 @@ pub async fn reverse(
     tenant: Tenant,
     header: IdempotencyHeader,
     path: web::Path<String>,
-    crate::extract::OptionalJson(body): crate::extract::OptionalJson<ReversalRequest>,
+    crate::extract::OptionalJson(body): crate::extract::OptionalJson<ReasonBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.unwrap_or(ReversalRequest {
-        reason: None,
-        unique_id: None,
-    });
-    request_key(body.unique_id.as_deref(), &header, false)?;
-    let reason = bounded_text("reason", body.reason.as_deref(), 500)?;
+    let reason = ReasonBody::reason(body, &header)?;
     let org_id = tenant.org_id;
     let unique = IdempotencyKey::parse(&path).map_err(|_| ApiError::not_found("allocation"))?;
     // The allocation itself is the key (not its uniqueId, which a retention may let a later

@@ -15,7 +15,9 @@ use uuid::Uuid;
 
 use crate::dto::{FlexId, LookupParams, LooseString, Timestamp, bounded_text, nullable, ts};
 use crate::error::{ApiError, FieldError};
-use crate::extract::{IdempotencyHeader, Json, OptionalJson, PageQuery, Tenant, path_id};
+use crate::extract::{
+    IdempotencyHeader, Json, OptionalJson, PageQuery, ReasonBody, Tenant, path_id,
+};
 use crate::idempotent::{Effect, execute, json_with_flags, respond};
 use crate::issuance::{
     IssueItem, IssueRequest, IssueResult, ItemOutcome, dry_run, issue, item_json,
@@ -549,13 +551,6 @@ pub fn issuance_json(i: &Issuance) -> Value {
     })
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CancelBody {
-    pub reason: Option<String>,
-    pub unique_id: Option<String>,
-}
-
 /// `POST /v1/rewards/issuances/{issuanceId}/cancel`: units back to stock and to the customer's
 /// limit. The issuance is its own idempotency key: cancelling twice replays the first answer.
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
@@ -564,15 +559,9 @@ pub async fn cancel(
     tenant: Tenant,
     header: IdempotencyHeader,
     path: web::Path<String>,
-    OptionalJson(body): OptionalJson<CancelBody>,
+    OptionalJson(body): OptionalJson<ReasonBody>,
 ) -> Result<HttpResponse, ApiError> {
-    // A client key, when sent, must be well formed; the issuance id is what keys the effect.
-    let body = body.unwrap_or(CancelBody {
-        reason: None,
-        unique_id: None,
-    });
-    crate::routes::allocations::request_key(body.unique_id.as_deref(), &header, false)?;
-    let reason = bounded_text("reason", body.reason.as_deref(), 500)?;
+    let reason = ReasonBody::reason(body, &header)?;
     let id = Uuid::parse_str(&path).map_err(|_| ApiError::not_found("issuance"))?;
     let key = IdempotencyKey::parse(&id.to_string()).map_err(|e| ApiError::Internal(e.message))?;
     let meaning = RequestMeaning::new().with("issuanceId", Some(id));
