@@ -78,6 +78,13 @@ struct ServeArgs {
     /// HTTP worker threads (0: one per core).
     #[arg(long, env = "LOYALTY_WORKERS", default_value_t = 0)]
     workers: usize,
+    /// The most concurrent writes committed together in one transaction (0: each alone).
+    #[arg(long, env = "LOYALTY_GROUP_COMMIT_MAX", default_value_t = 64)]
+    group_commit_max: usize,
+    /// How long API keys, programs, strategies and webhook subscriptions are trusted in
+    /// memory, in ms (0: not cached). Changes made on another instance are seen after this.
+    #[arg(long, env = "LOYALTY_CACHE_TTL_MS", default_value_t = 1000)]
+    cache_ttl_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,6 +130,8 @@ fn settings(db: &DbArgs, serve: &ServeArgs) -> Settings {
         s.webhooks.retry_schedule = schedule.0.clone();
     }
     s.webhooks.timeout = Duration::from_millis(serve.webhook_timeout_ms.max(1));
+    s.group_commit_max = serve.group_commit_max;
+    s.cache_ttl = Duration::from_millis(serve.cache_ttl_ms);
     s
 }
 

@@ -34,6 +34,12 @@ pub struct Settings {
     pub webhooks: crate::webhooks::WebhookSettings,
     /// How often due webhook events are delivered; `None` delivers none (tests drive it).
     pub webhook_interval: Option<Duration>,
+    /// The most concurrent writes committed together in one transaction (group commit); 0 or 1
+    /// commits each alone.
+    pub group_commit_max: usize,
+    /// How long read-mostly data (API keys, catalog, webhook subscriptions) is trusted in
+    /// memory; zero caches nothing.
+    pub cache_ttl: Duration,
 }
 
 impl Settings {
@@ -52,6 +58,8 @@ impl Settings {
             db_acquire_timeout: Duration::from_secs(5),
             webhooks: crate::webhooks::WebhookSettings::default(),
             webhook_interval: Some(Duration::from_secs(1)),
+            group_commit_max: 64,
+            cache_ttl: Duration::from_secs(1),
         }
     }
 }

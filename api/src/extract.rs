@@ -46,7 +46,7 @@ impl FromRequest for Tenant {
             let key = key
                 .filter(|k| !k.is_empty() && k.len() <= 200)
                 .ok_or(ApiError::Unauthorized)?;
-            match persistence::orgs::authenticate(state.db.conn(), &key).await? {
+            match state.caches.authenticate(state.db.conn(), &key).await? {
                 Some(org_id) => Ok(Tenant { org_id }),
                 None => Err(ApiError::Unauthorized),
             }

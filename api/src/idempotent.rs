@@ -84,7 +84,32 @@ pub fn claim_error(err: PersistenceError, key: &IdempotencyKey) -> ApiError {
     }
 }
 
+/// The replay path: one indexed read of the key, outside any transaction. A key used before
+/// (and not forgotten by the retention) is replayed or refused here; `None` means the request
+/// must run. Only committed records are seen, so a key whose first request is still running
+/// is `None` too: the claim then waits for it, as rule 5 says.
+pub async fn replay_if_used(
+    state: &AppState,
+    org_id: i64,
+    operation: Operation,
+    key: &IdempotencyKey,
+    meaning: &RequestMeaning,
+) -> Result<Option<Outcome>, ApiError> {
+    let Some(record) = idempotency::get(state.db.conn(), org_id, operation, key.as_str()).await?
+    else {
+        return Ok(None);
+    };
+    if state
+        .forget_before()
+        .is_some_and(|cutoff| record.created_at < cutoff)
+    {
+        return Ok(None);
+    }
+    replay_or_refuse(&record, operation, key, meaning).map(|v| Some(Outcome::Replayed(v)))
+}
+
 /// Runs `effect` exactly once per `(organisation, operation, key)`; without a key, just once.
+/// A key used before is answered by [`replay_if_used`] without opening a transaction.
 pub async fn execute<F>(
     state: &AppState,
     org_id: i64,
@@ -96,6 +121,11 @@ pub async fn execute<F>(
 where
     F: AsyncFnOnce(&Tx) -> Result<Effect, ApiError>,
 {
+    if let Some(key) = key
+        && let Some(replayed) = replay_if_used(state, org_id, operation, key, meaning).await?
+    {
+        return Ok(replayed);
+    }
     let tx = state.db.begin().await?;
     let claimed = match key {
         None => None,

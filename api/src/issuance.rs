@@ -326,7 +326,7 @@ async fn issue_once(
                 crate::webhooks::event("reward.issued", data, now)
             })
             .collect();
-        crate::webhooks::emit(&tx, org_id, events, now).await?;
+        crate::webhooks::emit(&state.caches, &tx, org_id, events, now).await?;
         idempotency::complete_many(&tx, 201, &completed).await?;
         idempotency::release_many(&tx, &released).await?;
         issued_any = !new_issuances.is_empty();

@@ -9,6 +9,8 @@
 //! - [`routes`]: one module per resource.
 //! - [`error`]: problem+json answers.
 
+pub mod allocate;
+pub mod cache;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -16,6 +18,7 @@ pub mod demo;
 pub mod dto;
 pub mod error;
 pub mod extract;
+pub mod group_commit;
 pub mod idempotent;
 pub mod issuance;
 pub mod metrics;

@@ -23,6 +23,10 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub settings: Settings,
     pub metrics: crate::metrics::Metrics,
+    /// API keys, catalog and webhook subscriptions, trusted for `settings.cache_ttl`.
+    pub caches: crate::cache::Caches,
+    /// Currency allocations waiting to be group-committed.
+    pub allocations: crate::group_commit::Queue<crate::allocate::AllocationRequest>,
 }
 
 impl AppState {
@@ -82,12 +86,16 @@ impl Application {
             .map_err(|e| StartupError(e.to_string()))?
             .port();
         let workers = settings.workers;
-        let state = web::Data::new(AppState {
+        let group_commit_max = settings.group_commit_max;
+        let caches = crate::cache::Caches::new(settings.cache_ttl);
+        let state = web::Data::from(Arc::new_cyclic(|state| AppState {
             db: db.clone(),
             clock,
             settings,
             metrics: crate::metrics::Metrics::default(),
-        });
+            caches,
+            allocations: crate::group_commit::Queue::spawn(state.clone(), group_commit_max),
+        }));
         if let Some(interval) = state.settings.worker_interval {
             crate::workers::spawn(state.clone().into_inner(), interval);
         }

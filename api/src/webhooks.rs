@@ -166,14 +166,20 @@ pub fn event(event_type: &'static str, data: Value, now: DateTime<Utc>) -> NewEv
     }
 }
 
-/// Writes `events` to the outbox in the caller's transaction.
+/// Writes `events` to the outbox in the caller's transaction, one row per subscribed endpoint
+/// (the subscriptions from the cache).
 pub async fn emit(
+    caches: &crate::cache::Caches,
     conn: &persistence::Tx,
     org_id: i64,
     events: Vec<NewEvent<'static>>,
     now: DateTime<Utc>,
 ) -> Result<usize, PersistenceError> {
-    webhooks::emit(conn, org_id, &events, now).await
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let endpoints = caches.endpoints(conn, org_id).await?;
+    webhooks::emit_to(conn, &[(org_id, &endpoints, &events)], now).await
 }
 
 /// At most 1 KiB of a response body, as text without NUL (which PostgreSQL text refuses);

@@ -46,7 +46,7 @@ async fn expire_account(
     }
     let entries = ledger::expire_due(&tx, account, now).await?;
     let events = crate::webhooks::expired_events(account, &entries, now);
-    crate::webhooks::emit(&tx, account.org_id, events, now).await?;
+    persistence::webhooks::emit(&tx, account.org_id, &events, now).await?;
     Db::commit(tx).await?;
     Ok(entries.len())
 }

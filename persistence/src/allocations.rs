@@ -93,6 +93,48 @@ pub async fn insert<C: ConnectionTrait>(
     .ok_or_else(|| PersistenceError::Other("insert returned no row".into()))
 }
 
+/// Records many allocations in one statement (group commit). `ids` are the allocations' ids,
+/// one per allocation; every one is created at `now`.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+pub async fn insert_many<C: ConnectionTrait>(
+    conn: &C,
+    allocations: &[(Uuid, NewAllocation)],
+    now: DateTime<Utc>,
+) -> Result<(), PersistenceError> {
+    let rows = allocations
+        .iter()
+        .map(|(id, a)| {
+            vec![
+                (*id).into(),
+                a.org_id.into(),
+                a.unique_id.clone().into(),
+                a.customer_id.into(),
+                a.program_id.into(),
+                a.currency.clone().into(),
+                a.amount.into(),
+                a.source_value.clone().into(),
+                a.award_strategy_id.into(),
+                a.expiry_strategy_id.into(),
+                a.event_name.clone().into(),
+                a.event_source_id.clone().into(),
+                a.ledger_entry_id.into(),
+                a.expires_at.into(),
+                now.into(),
+            ]
+        })
+        .collect();
+    crate::insert_rows(
+        conn,
+        "INSERT INTO allocations (id, org_id, unique_id, customer_id, program_id, currency, amount, \
+         source_value, award_strategy_id, expiry_strategy_id, event_name, event_source_id, \
+         ledger_entry_id, expires_at, created_at) VALUES",
+        "",
+        rows,
+    )
+    .await?;
+    Ok(())
+}
+
 /// The allocation made with `unique_id` (the latest, if a forgotten key was used again).
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn get_by_unique_id<C: ConnectionTrait>(

@@ -97,3 +97,115 @@ pub async fn find_or_enroll<C: ConnectionTrait>(
         None => Ok(existing(find(conn, org_id, customer).await?)),
     }
 }
+
+/// [`find_or_enroll`] for many customers at once (group commit): one multi-row
+/// `INSERT … ON CONFLICT DO NOTHING RETURNING` for the identifiers, then one read of those that
+/// existed already (and of those named by `CustomerId`, which never enroll). Returns the rows
+/// found or enrolled, keyed as asked; an unknown `CustomerId` is absent.
+///
+/// The inserts are made in `(organisation, identifier)` order, so two batches enrolling the same
+/// new customers wait for each other in the same order and cannot deadlock.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+pub async fn find_or_enroll_many<C: ConnectionTrait>(
+    conn: &C,
+    wanted: &[(i64, CustomerRef)],
+    now: DateTime<Utc>,
+) -> Result<std::collections::HashMap<(i64, CustomerRef), CustomerRow>, PersistenceError> {
+    use std::collections::{BTreeSet, HashMap};
+    // Distinct, in a fixed order: (organisation, column, value).
+    let distinct: BTreeSet<(i64, &'static str, String)> = wanted
+        .iter()
+        .map(|(org, c)| (*org, column(c), c.value()))
+        .collect();
+    let mut found: HashMap<(i64, &'static str, String), CustomerRow> = HashMap::new();
+    let key_of = |row: &CustomerRow, col: &'static str| -> Option<String> {
+        match col {
+            "mobile" => row.mobile.clone(),
+            "email" => row.email.clone(),
+            "external_id" => row.external_id.clone(),
+            _ => Some(row.id.to_string()),
+        }
+    };
+    let enrol: Vec<Vec<sea_orm::Value>> = distinct
+        .iter()
+        .filter(|(_, col, _)| *col != "id")
+        .map(|(org, col, value)| {
+            let cell = |c: &str| sea_orm::Value::from((c == *col).then(|| value.clone()));
+            vec![
+                Uuid::now_v7().into(),
+                (*org).into(),
+                cell("mobile"),
+                cell("email"),
+                cell("external_id"),
+                now.into(),
+            ]
+        })
+        .collect();
+    if !enrol.is_empty() {
+        // No conflict target: a row is skipped when any of the identifier indexes refuses it.
+        let head =
+            "INSERT INTO customers (id, org_id, mobile, email, external_id, created_at) VALUES";
+        let tail = format!("ON CONFLICT DO NOTHING RETURNING {COLUMNS}");
+        for row in crate::insert_rows(conn, head, &tail, enrol).await? {
+            let row = CustomerRow::from_query_result(&row, "")?;
+            for col in ["mobile", "email", "external_id"] {
+                if let Some(value) = key_of(&row, col) {
+                    found.insert((row.org_id, col, value), row.clone());
+                }
+            }
+        }
+    }
+    let missing: Vec<&(i64, &'static str, String)> = distinct
+        .iter()
+        .filter(|k| !found.contains_key(*k))
+        .collect();
+    for chunk in missing.chunks(1_000) {
+        let mut values: Vec<sea_orm::Value> = Vec::with_capacity(chunk.len() * 2);
+        let mut terms = Vec::with_capacity(chunk.len());
+        for (org, col, value) in chunk {
+            let bound: sea_orm::Value = if *col == "id" {
+                match Uuid::parse_str(value) {
+                    Ok(id) => id.into(),
+                    Err(_) => continue,
+                }
+            } else {
+                value.clone().into()
+            };
+            terms.push(format!(
+                "(org_id = ${} AND {col} = ${})",
+                values.len() + 1,
+                values.len() + 2
+            ));
+            values.push((*org).into());
+            values.push(bound);
+        }
+        if terms.is_empty() {
+            continue;
+        }
+        let rows = CustomerRow::find_by_statement(stmt(
+            conn,
+            &format!(
+                "SELECT {COLUMNS} FROM customers WHERE {}",
+                terms.join(" OR ")
+            ),
+            values,
+        ))
+        .all(conn)
+        .await?;
+        for row in rows {
+            for col in ["id", "mobile", "email", "external_id"] {
+                if let Some(value) = key_of(&row, col) {
+                    found.insert((row.org_id, col, value), row.clone());
+                }
+            }
+        }
+    }
+    Ok(wanted
+        .iter()
+        .filter_map(|(org, c)| {
+            found
+                .get(&(*org, column(c), c.value()))
+                .map(|row| ((*org, c.clone()), row.clone()))
+        })
+        .collect())
+}

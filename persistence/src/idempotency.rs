@@ -7,7 +7,7 @@
 //! (then its own insert goes through and it performs the effect itself). The wait is bounded by
 //! the transaction's `lock_timeout`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
@@ -151,8 +151,16 @@ pub struct BatchKey {
     pub meaning: RequestMeaning,
 }
 
-/// Claims many keys of one operation at once, in key order (so that two overlapping batches
-/// lock their common keys in the same order and never deadlock). Returns a claim per key.
+/// A key of a batch that may span organisations (group commit of single requests).
+#[derive(Debug, Clone)]
+pub struct OrgKey {
+    pub org_id: i64,
+    pub key: IdempotencyKey,
+    pub meaning: RequestMeaning,
+}
+
+/// Claims many keys of one operation and one organisation at once; see [`claim_keys`].
+/// Returns a claim per key.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn claim_many<C: ConnectionTrait>(
     conn: &C,
@@ -161,16 +169,46 @@ pub async fn claim_many<C: ConnectionTrait>(
     keys: &[BatchKey],
     now: DateTime<Utc>,
     forget_before: Option<DateTime<Utc>>,
-) -> Result<std::collections::HashMap<String, Claim>, PersistenceError> {
-    use std::collections::HashMap;
-    let mut sorted: Vec<&BatchKey> = keys.iter().collect();
-    sorted.sort_by(|a, b| a.key.as_str().cmp(b.key.as_str()));
-    let mut claims: HashMap<String, Claim> = HashMap::with_capacity(keys.len());
+) -> Result<HashMap<String, Claim>, PersistenceError> {
+    let keys: Vec<OrgKey> = keys
+        .iter()
+        .map(|k| OrgKey {
+            org_id,
+            key: k.key.clone(),
+            meaning: k.meaning.clone(),
+        })
+        .collect();
+    Ok(claim_keys(conn, operation, &keys, now, forget_before)
+        .await?
+        .into_iter()
+        .map(|((_, key), claim)| (key, claim))
+        .collect())
+}
+
+/// Claims many keys of one operation at once, in `(organisation, key)` order (so that two
+/// overlapping batches lock their common keys in the same order and never deadlock): one
+/// multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING`, then one read of the keys that were
+/// used already. Returns a claim per `(organisation, key)`.
+///
+/// The keys must be distinct. Records older than `forget_before` (the retention) are forgotten
+/// and their keys claimed afresh.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+pub async fn claim_keys<C: ConnectionTrait>(
+    conn: &C,
+    operation: Operation,
+    keys: &[OrgKey],
+    now: DateTime<Utc>,
+    forget_before: Option<DateTime<Utc>>,
+) -> Result<HashMap<(i64, String), Claim>, PersistenceError> {
+    let mut sorted: Vec<&OrgKey> = keys.iter().collect();
+    sorted.sort_by(|a, b| (a.org_id, a.key.as_str()).cmp(&(b.org_id, b.key.as_str())));
+    let mut claims: HashMap<(i64, String), Claim> = HashMap::with_capacity(keys.len());
+    let wanted = |k: &OrgKey| (k.org_id, k.key.as_str().to_owned());
     for _ in 0..3 {
-        let pending: Vec<&BatchKey> = sorted
+        let pending: Vec<&OrgKey> = sorted
             .iter()
             .copied()
-            .filter(|k| !claims.contains_key(k.key.as_str()))
+            .filter(|k| !claims.contains_key(&wanted(k)))
             .collect();
         if pending.is_empty() {
             break;
@@ -180,7 +218,7 @@ pub async fn claim_many<C: ConnectionTrait>(
             let fields = serde_json::to_value(k.meaning.fields())
                 .map_err(|e| PersistenceError::Other(e.to_string()))?;
             rows.push(vec![
-                org_id.into(),
+                k.org_id.into(),
                 operation.as_str().into(),
                 k.key.as_str().into(),
                 k.meaning.fingerprint(operation).into(),
@@ -191,27 +229,31 @@ pub async fn claim_many<C: ConnectionTrait>(
         let inserted = crate::insert_rows(
             conn,
             "INSERT INTO idempotency_records (org_id, operation, key, fingerprint, request_fields, created_at) VALUES",
-            "ON CONFLICT (org_id, operation, key) DO NOTHING RETURNING id, key",
+            "ON CONFLICT (org_id, operation, key) DO NOTHING RETURNING id, org_id, key",
             rows,
         )
         .await?;
         for row in inserted {
             let id: i64 = row.try_get_by_index(0)?;
-            let key: String = row.try_get_by_index(1)?;
-            claims.insert(key, Claim::Claimed { id });
+            let org_id: i64 = row.try_get_by_index(1)?;
+            let key: String = row.try_get_by_index(2)?;
+            claims.insert((org_id, key), Claim::Claimed { id });
         }
-        let existing_keys: Vec<&str> = pending
+        let existing_keys: Vec<(i64, &str)> = pending
             .iter()
-            .map(|k| k.key.as_str())
-            .filter(|k| !claims.contains_key(*k))
+            .filter(|k| !claims.contains_key(&wanted(k)))
+            .map(|k| (k.org_id, k.key.as_str()))
             .collect();
-        for record in get_many(conn, org_id, operation, &existing_keys).await? {
+        for record in get_keys(conn, operation, &existing_keys).await? {
             if forget_before.is_some_and(|cutoff| record.created_at < cutoff) {
                 // Forgotten: the next round claims the key afresh.
                 forget(conn, record.id).await?;
                 continue;
             }
-            claims.insert(record.key.clone(), Claim::Existing(Box::new(record)));
+            claims.insert(
+                (record.org_id, record.key.clone()),
+                Claim::Existing(Box::new(record)),
+            );
         }
     }
     if claims.len() < keys.len() {
@@ -222,12 +264,7 @@ pub async fn claim_many<C: ConnectionTrait>(
     Ok(claims)
 }
 
-/// The committed records of `keys`.
-///
-/// The keys are joined as a `VALUES` list rather than matched with `key IN ($3, …)`: with a
-/// long parameter list PostgreSQL may settle on a generic plan that scans every key of the
-/// organisation and compares it with each parameter, which made a 1000-item replay take
-/// hundreds of milliseconds; the join looks each key up in the unique index.
+/// The committed records of `keys`, all of one organisation; see [`get_keys`].
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn get_many<C: ConnectionTrait>(
     conn: &C,
@@ -235,26 +272,44 @@ pub async fn get_many<C: ConnectionTrait>(
     operation: Operation,
     keys: &[&str],
 ) -> Result<Vec<RecordRow>, PersistenceError> {
+    let keys: Vec<(i64, &str)> = keys.iter().map(|k| (org_id, *k)).collect();
+    get_keys(conn, operation, &keys).await
+}
+
+/// The committed records of `(organisation, key)` pairs.
+///
+/// The keys are joined as a `VALUES` list rather than matched with `key IN ($3, …)`: with a
+/// long parameter list PostgreSQL may settle on a generic plan that scans every key of the
+/// organisation and compares it with each parameter, which made a 1000-item replay take
+/// hundreds of milliseconds; the join looks each key up in the unique index.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+pub async fn get_keys<C: ConnectionTrait>(
+    conn: &C,
+    operation: Operation,
+    keys: &[(i64, &str)],
+) -> Result<Vec<RecordRow>, PersistenceError> {
     let mut out = Vec::with_capacity(keys.len());
+    let columns = COLUMNS
+        .split(", ")
+        .map(|c| format!("r.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     for chunk in keys.chunks(5_000) {
-        let mut values: Vec<sea_orm::Value> = vec![org_id.into(), operation.as_str().into()];
-        values.extend(chunk.iter().map(|k| sea_orm::Value::from(*k)));
-        let rows = (3..3 + chunk.len())
-            .map(|i| format!("(${i})"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let columns = COLUMNS
-            .split(", ")
-            .map(|c| format!("r.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let mut values: Vec<sea_orm::Value> = vec![operation.as_str().into()];
+        let mut rows = Vec::with_capacity(chunk.len());
+        for (org_id, key) in chunk {
+            rows.push(format!("(${}, ${})", values.len() + 1, values.len() + 2));
+            values.push((*org_id).into());
+            values.push((*key).into());
+        }
         out.extend(
             RecordRow::find_by_statement(stmt(
                 conn,
                 &format!(
-                    "WITH wanted(key) AS (VALUES {rows}) \
+                    "WITH wanted(org_id, key) AS (VALUES {}) \
                      SELECT {columns} FROM wanted JOIN idempotency_records r \
-                     ON r.org_id = $1 AND r.operation = $2 AND r.key = wanted.key"
+                     ON r.org_id = wanted.org_id AND r.operation = $1 AND r.key = wanted.key",
+                    rows.join(", ")
                 ),
                 values,
             ))

@@ -486,3 +486,143 @@ pub async fn expired_from_lot<C: ConnectionTrait>(
     .await?
     .map_or(0, |s| s.total))
 }
+
+/// One credit of a batch: a new lot of `amount` on `account`.
+#[derive(Debug, Clone)]
+pub struct Credit {
+    pub account: Account,
+    pub amount: i64,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Must be unique per organisation within the batch: it ties each new entry to its credit.
+    pub reference: String,
+}
+
+/// What a credit of a batch wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credited {
+    pub entry_id: i64,
+    /// The balance right after this credit, as if the batch's credits were applied one by one
+    /// in the order given.
+    pub balance_after: i64,
+}
+
+/// [`credit`] for many credits at once (group commit): one upsert of every balance touched
+/// (the credits of one account summed, the accounts in a fixed order so that two batches lock
+/// them in the same order), one multi-row insert of the entries. Returns one [`Credited`] per
+/// credit, in the order given.
+///
+/// A sum past the largest `BIGINT` fails the statement ([`PersistenceError::OutOfRange`]), and
+/// with it the transaction: the caller decides which credit was at fault by applying them alone.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+pub async fn credit_many<C: ConnectionTrait>(
+    conn: &C,
+    credits: &[Credit],
+    now: DateTime<Utc>,
+) -> Result<Vec<Credited>, PersistenceError> {
+    use std::collections::{BTreeMap, HashMap};
+    type AccountKey = (i64, Uuid, i64, String);
+    let key = |a: &Account| (a.org_id, a.customer_id, a.program_id, a.currency.clone());
+    let mut sums: BTreeMap<AccountKey, i64> = BTreeMap::new();
+    for c in credits {
+        let sum = sums.entry(key(&c.account)).or_insert(0);
+        *sum = sum
+            .checked_add(c.amount)
+            .ok_or_else(|| PersistenceError::OutOfRange("credits of one balance".into()))?;
+    }
+    let rows: Vec<Vec<Value>> = sums
+        .iter()
+        .map(|((org, customer, program, currency), sum)| {
+            vec![
+                (*org).into(),
+                (*customer).into(),
+                (*program).into(),
+                currency.clone().into(),
+                (*sum).into(),
+                now.into(),
+            ]
+        })
+        .collect();
+    let mut after: HashMap<AccountKey, i64> = HashMap::with_capacity(rows.len());
+    for row in crate::insert_rows(
+        conn,
+        "INSERT INTO balances (org_id, customer_id, program_id, currency, available, updated_at) VALUES",
+        "ON CONFLICT (org_id, customer_id, program_id, currency) \
+         DO UPDATE SET available = balances.available + excluded.available, updated_at = excluded.updated_at \
+         RETURNING org_id, customer_id, program_id, currency, available",
+        rows,
+    )
+    .await?
+    {
+        after.insert(
+            (
+                row.try_get_by_index(0)?,
+                row.try_get_by_index(1)?,
+                row.try_get_by_index(2)?,
+                row.try_get_by_index(3)?,
+            ),
+            row.try_get_by_index(4)?,
+        );
+    }
+    // Walk the credits backwards from each account's final balance.
+    let mut balance_after = vec![0i64; credits.len()];
+    for (i, c) in credits.iter().enumerate().rev() {
+        let running = after.get_mut(&key(&c.account)).ok_or_else(|| {
+            PersistenceError::Other("balance upsert returned no row for an account".into())
+        })?;
+        balance_after[i] = *running;
+        *running -= c.amount;
+    }
+    let entries: Vec<Vec<Value>> = credits
+        .iter()
+        .zip(&balance_after)
+        .map(|(c, after)| {
+            vec![
+                c.account.org_id.into(),
+                c.account.customer_id.into(),
+                c.account.program_id.into(),
+                c.account.currency.clone().into(),
+                EntryKind::Credit.as_str().into(),
+                c.amount.into(),
+                (*after).into(),
+                c.reference.clone().into(),
+                c.amount.into(),
+                c.expires_at.into(),
+                now.into(),
+            ]
+        })
+        .collect();
+    let mut ids: HashMap<(i64, String), i64> = HashMap::with_capacity(credits.len());
+    for row in crate::insert_rows(
+        conn,
+        "INSERT INTO ledger_entries (org_id, customer_id, program_id, currency, kind, amount, \
+         balance_after, reference, remaining, expires_at, created_at) VALUES",
+        "RETURNING id, org_id, reference",
+        entries,
+    )
+    .await?
+    {
+        ids.insert(
+            (row.try_get_by_index(1)?, row.try_get_by_index(2)?),
+            row.try_get_by_index(0)?,
+        );
+    }
+    credits
+        .iter()
+        .zip(balance_after)
+        .map(|(c, balance_after)| {
+            let entry_id = ids
+                .get(&(c.account.org_id, c.reference.clone()))
+                .copied()
+                .ok_or_else(|| {
+                    PersistenceError::Other(format!(
+                        "no ledger entry came back for {}",
+                        c.reference
+                    ))
+                })?;
+            Ok(Credited {
+                entry_id,
+                balance_after,
+            })
+        })
+        .collect()
+}

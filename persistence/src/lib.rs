@@ -25,11 +25,13 @@ pub mod webhooks;
 use std::time::Duration;
 
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
-    Statement, TransactionTrait, Value,
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, Statement,
+    TransactionTrait, Value,
 };
 
 pub use error::PersistenceError;
+/// What repository functions take: a pool or a transaction.
+pub use sea_orm::ConnectionTrait;
 pub use sea_orm::DatabaseTransaction as Tx;
 
 /// How the pool behaves; every wait has a bound.
@@ -57,7 +59,6 @@ impl Default for DbOptions {
 #[derive(Clone, Debug)]
 pub struct Db {
     conn: DatabaseConnection,
-    lock_wait: Duration,
 }
 
 impl Db {
@@ -68,10 +69,20 @@ impl Db {
     pub async fn connect(url: &str, options: &DbOptions) -> Result<Self, PersistenceError> {
         let sqlite = url.starts_with("sqlite:");
         let mut opts = ConnectOptions::new(url.to_owned());
+        let lock_timeout_ms = options.lock_wait.as_millis().max(1);
         opts.max_connections(if sqlite { 1 } else { options.max_connections })
             .min_connections(if sqlite { 1 } else { 0 })
             .acquire_timeout(options.acquire_timeout)
             .connect_timeout(options.acquire_timeout)
+            // A connection idle for a second may have been cut (a restarted server, a proxy):
+            // ping it before use. A busy one is not pinged, which would cost a round trip per
+            // request; if it broke meanwhile, its statement fails as `Unavailable` (503).
+            .test_before_acquire_if_idle_for(Duration::from_secs(1))
+            // Every lock wait is bounded, set once per connection in its start-up packet rather
+            // than by a `SET LOCAL` (a round trip) in every transaction.
+            .map_sqlx_postgres_opts(move |o| {
+                o.options([("lock_timeout", format!("{lock_timeout_ms}ms"))])
+            })
             .sqlx_logging(false);
         let conn = Database::connect(opts)
             .await
@@ -80,10 +91,7 @@ impl Db {
             conn.execute_unprepared("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
                 .await?;
         }
-        Ok(Self {
-            conn,
-            lock_wait: options.lock_wait,
-        })
+        Ok(Self { conn })
     }
 
     pub fn backend(&self) -> DbBackend {
@@ -102,6 +110,8 @@ impl Db {
         use migration::MigratorTrait;
         if self.backend() == DbBackend::Postgres {
             let tx = self.conn.begin().await?;
+            // Another instance may take a while to migrate: wait for it without a bound.
+            tx.execute_unprepared("SET LOCAL lock_timeout = 0").await?;
             tx.execute_unprepared("SELECT pg_advisory_xact_lock(7272740001)")
                 .await?;
             migration::Migrator::up(&tx, None).await?;
@@ -118,18 +128,12 @@ impl Db {
         Ok(())
     }
 
-    /// Starts a transaction. On PostgreSQL the transaction's lock waits are bounded by
-    /// `lock_wait` (`SET LOCAL lock_timeout`), so a request blocked on a concurrent request's
-    /// idempotency key gives up in bounded time. SQLite serialises writers through its single
-    /// connection and needs no such setting.
+    /// Starts a transaction. On PostgreSQL every lock wait is bounded by `lock_wait` (the
+    /// connections' `lock_timeout`, set when they are opened), so a request blocked on a
+    /// concurrent request's idempotency key gives up in bounded time. SQLite serialises writers
+    /// through its single connection and needs no such setting.
     pub async fn begin(&self) -> Result<DatabaseTransaction, PersistenceError> {
-        let tx = self.conn.begin().await?;
-        if self.backend() == DbBackend::Postgres {
-            let ms = self.lock_wait.as_millis().max(1);
-            tx.execute_unprepared(&format!("SET LOCAL lock_timeout = '{ms}ms'"))
-                .await?;
-        }
-        Ok(tx)
+        Ok(self.conn.begin().await?)
     }
 
     /// Commits; a failure here leaves the outcome unknown, which callers must report as such.

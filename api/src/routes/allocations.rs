@@ -3,23 +3,23 @@
 use actix_web::{HttpResponse, web};
 use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
 use domain::money::Scale;
-use persistence::allocations::{self, AllocationRow, NewAllocation};
+use persistence::allocations::{self, AllocationRow};
 use persistence::ledger::{self, Account};
 use persistence::{catalog, customers};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::allocate::{AllocationRequest, allocate_alone};
 use crate::dto::{DecimalInput, FlexId, LookupParams, LooseString, amount, bounded_text, ts};
 use crate::error::ApiError;
 use crate::extract::{IdempotencyHeader, Json, ReasonBody, Tenant, required_key};
-use crate::idempotent::{Effect, execute, respond};
-use crate::routes::programs::{award_rule, expiry_rule};
+use crate::idempotent::{Effect, execute, replay_if_used, respond};
 use crate::startup::AppState;
 use crate::webhooks::event;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AllocationRequest {
+pub struct AllocationBody {
     pub org_id: Option<FlexId>,
     pub program_id: FlexId,
     pub award_strategy_id: FlexId,
@@ -62,7 +62,7 @@ pub async fn create(
     state: web::Data<AppState>,
     tenant: Tenant,
     header: IdempotencyHeader,
-    Json(body): Json<AllocationRequest>,
+    Json(body): Json<AllocationBody>,
 ) -> Result<HttpResponse, ApiError> {
     let org_id = tenant.org_id;
     let key = required_key(body.unique_id.as_deref(), &header)?;
@@ -93,81 +93,31 @@ pub async fn create(
         .with("customer", Some(&customer))
         .with("eventName", event_name.as_ref())
         .with("eventSourceId", event_source_id.as_ref());
-    let now = state.now();
-    let unique_id = key.to_string();
-    let outcome = execute(
+    let request = AllocationRequest {
+        org_id,
+        key: key.clone(),
+        meaning,
+        customer,
+        program_id,
+        award_strategy_id: award_id,
+        expiry_strategy_id: expiry_id,
+        source_value,
+        event_name,
+        event_source_id,
+    };
+    let outcome = match replay_if_used(
         &state,
         org_id,
         Operation::CurrencyAllocation,
-        Some(&key),
-        &meaning,
-        async |tx| {
-            let program = catalog::get_program(tx, org_id, program_id)
-                .await?
-                .ok_or_else(|| ApiError::not_found("program"))?;
-            let award = catalog::get_award_strategy(tx, org_id, award_id)
-                .await?
-                .filter(|s| s.program_id == program.row.id)
-                .ok_or_else(|| ApiError::not_found("award strategy"))?;
-            let expiry = catalog::get_expiry_strategy(tx, org_id, expiry_id)
-                .await?
-                .filter(|s| s.program_id == program.row.id)
-                .ok_or_else(|| ApiError::not_found("expiry strategy"))?;
-            let currency = program
-                .currencies
-                .iter()
-                .find(|c| c.code == award.currency)
-                .ok_or_else(|| {
-                    ApiError::Internal(format!(
-                        "award strategy {award_id} names a missing currency"
-                    ))
-                })?;
-            let scale = Scale::new(i64::from(currency.scale)).map_err(|_| {
-                ApiError::Internal(format!("currency {} has a bad scale", currency.code))
-            })?;
-            let awarded = award_rule(&award)?
-                .award(source_value, scale)
-                .map_err(|e| ApiError::validation("sourceValue", e.message))?;
-            let minor = scale.to_minor(awarded).map_err(|e| {
-                ApiError::validation("sourceValue", format!("gives an award that {}", e.message))
-            })?;
-            let expires_at = expiry_rule(&expiry)?.expires_at(now);
-            let customer_row = customers::find_or_enroll(tx, org_id, &customer, now)
-                .await?
-                .ok_or_else(|| ApiError::not_found("customer"))?
-                .row;
-            let account = Account {
-                org_id,
-                customer_id: customer_row.id,
-                program_id,
-                currency: award.currency.clone(),
-            };
-            let reference = format!("allocation:{unique_id}");
-            let entry =
-                ledger::credit(tx, &account, minor, expires_at, Some(&reference), now).await?;
-            let new = NewAllocation {
-                org_id,
-                unique_id: unique_id.clone(),
-                customer_id: customer_row.id,
-                program_id,
-                currency: award.currency.clone(),
-                amount: minor,
-                source_value: source_value.to_string(),
-                award_strategy_id: award_id,
-                expiry_strategy_id: expiry_id,
-                event_name: event_name.clone(),
-                event_source_id: event_source_id.clone(),
-                ledger_entry_id: entry.id,
-                expires_at,
-            };
-            let row = allocations::insert(tx, &new, now).await?;
-            let body = allocation_json(&row, entry.balance_after);
-            let events = vec![event("currency.allocated", body.clone(), now)];
-            crate::webhooks::emit(tx, org_id, events, now).await?;
-            Ok(Effect::created(body, row.id))
-        },
+        &key,
+        &request.meaning,
     )
-    .await?;
+    .await?
+    {
+        Some(replayed) => replayed,
+        None if state.settings.group_commit_max > 1 => state.allocations.submit(request).await?,
+        None => allocate_alone(&state, &request).await?,
+    };
     let mut response = respond(outcome, Some(&key));
     if let Ok(location) =
         format!("/v1/currency/allocations/{}", urlencode(&key.to_string())).parse()
@@ -216,6 +166,7 @@ pub async fn get(
 /// Locks the account's balance and expires its due lots (writing their events), so that a
 /// debit after it never spends an expired lot. `false` when the account has no balance yet.
 async fn settle(
+    state: &AppState,
     tx: &persistence::Tx,
     account: &Account,
     now: chrono::DateTime<chrono::Utc>,
@@ -225,7 +176,7 @@ async fn settle(
     }
     let expired = ledger::expire_due(tx, account, now).await?;
     let events = crate::webhooks::expired_events(account, &expired, now);
-    crate::webhooks::emit(tx, account.org_id, events, now).await?;
+    crate::webhooks::emit(&state.caches, tx, account.org_id, events, now).await?;
     Ok(true)
 }
 
@@ -313,7 +264,7 @@ pub async fn redeem(
                 currency: currency.clone(),
             };
             let reference = format!("redemption:{unique_id}");
-            if !settle(tx, &account, now).await? {
+            if !settle(&state, tx, &account, now).await? {
                 return Err(insufficient());
             }
             let entry = ledger::debit(
@@ -353,7 +304,7 @@ pub async fn redeem(
                 "balance": {"available": amount(entry.balance_after, cur.scale)},
             });
             let events = vec![event("currency.redeemed", body.clone(), now)];
-            crate::webhooks::emit(tx, org_id, events, now).await?;
+            crate::webhooks::emit(&state.caches, tx, org_id, events, now).await?;
             Ok(Effect::created(body, row.id))
         },
     )
@@ -404,7 +355,7 @@ pub async fn reverse(
                 program_id: allocation.program_id,
                 currency: allocation.currency.clone(),
             };
-            if !settle(tx, &account, now).await? {
+            if !settle(&state, tx, &account, now).await? {
                 return Err(insufficient());
             }
             // What already expired of the allocation's lot left the balance then; take back
@@ -443,7 +394,7 @@ pub async fn reverse(
                 "balance": {"available": amount(entry.balance_after, allocation.scale)},
             });
             let events = vec![event("currency.reversed", body.clone(), now)];
-            crate::webhooks::emit(tx, org_id, events, now).await?;
+            crate::webhooks::emit(&state.caches, tx, org_id, events, now).await?;
             Ok(Effect::created(body, entry.id))
         },
     )

@@ -597,7 +597,7 @@ pub async fn cancel(
                 body.clone(),
                 now,
             )];
-            crate::webhooks::emit(tx, org_id, events, now).await?;
+            crate::webhooks::emit(&state.caches, tx, org_id, events, now).await?;
             Ok(Effect::created(body, id))
         },
     )

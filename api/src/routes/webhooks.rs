@@ -88,8 +88,11 @@ pub async fn create_endpoint(
             Ok(Effect::created(endpoint_json(&row, true), row.id))
         },
     )
-    .await?;
-    Ok(respond(outcome, key.0.as_ref()))
+    .await;
+    // Whatever came of it (a commit of unknown outcome may have happened), this instance's
+    // next events see the organisation's endpoints as they are now.
+    state.caches.endpoints_changed(org_id);
+    Ok(respond(outcome?, key.0.as_ref()))
 }
 
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]

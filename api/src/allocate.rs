@@ -1,0 +1,413 @@
+//! Currency allocation, alone or group-committed.
+//!
+//! The handler (`routes::allocations::create`) parses a request into an [`AllocationRequest`]
+//! and submits it to the allocation [`Queue`](crate::group_commit::Queue). A batch runs as one
+//! transaction of a fixed number of statements, whatever its size:
+//! 1. one multi-row claim of every key (`idempotency::claim_keys`): keys used before are
+//!    replayed (202) or refused (422) exactly as alone;
+//! 2. the catalog from the in-process cache ([`prepare`], the same function the single path
+//!    uses): an unknown program or strategy, or an award that cannot be computed, fails that
+//!    request only, and its key is released in the same transaction;
+//! 3. one statement enrolling or finding every customer; an unknown `customerId` fails that
+//!    request only;
+//! 4. one upsert of every balance touched, one insert of the ledger entries, one of the
+//!    allocations, one of the outbox rows, one update storing every outcome on its key; commit.
+//!
+//! Lock order is the single path's: keys (by organisation and key), customers (by identifier),
+//! balances (by account). A failure that cannot be pinned on one request (a balance that would
+//! pass the largest `BIGINT`, an unexpected database error) rolls the batch back and runs each
+//! of its requests alone, so each gets exactly its own answer. A deadlock or serialization
+//! failure retries the batch. An unreachable database or an unknown commit outcome answers 503
+//! to every request whose answer was not already decided; their retries find out.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use domain::Decimal;
+use domain::customer::CustomerRef;
+use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
+use domain::money::Scale;
+use persistence::allocations::{self, AllocationRow, NewAllocation};
+use persistence::idempotency::{self, Claim, OrgKey};
+use persistence::ledger::{self, Account, Credit};
+use persistence::webhooks::NewEvent;
+use persistence::{ConnectionTrait, Db, PersistenceError, customers};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::group_commit::{Batch, Job};
+use crate::idempotent::{Effect, Outcome, execute, replay_or_refuse};
+use crate::routes::allocations::allocation_json;
+use crate::routes::programs::{award_rule, expiry_rule};
+use crate::startup::AppState;
+use crate::webhooks::event;
+
+const OPERATION: Operation = Operation::CurrencyAllocation;
+
+/// A checked allocation request, ready to run.
+#[derive(Debug, Clone)]
+pub struct AllocationRequest {
+    pub org_id: i64,
+    pub key: IdempotencyKey,
+    /// What the key is compared on when it comes again.
+    pub meaning: RequestMeaning,
+    pub customer: CustomerRef,
+    pub program_id: i64,
+    pub award_strategy_id: i64,
+    pub expiry_strategy_id: i64,
+    /// Normalised, never negative.
+    pub source_value: Decimal,
+    pub event_name: Option<String>,
+    pub event_source_id: Option<String>,
+}
+
+/// What the catalog says of a request: the currency, the amount and the expiry.
+struct Prepared {
+    currency: String,
+    scale: i16,
+    minor: i64,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+/// Looks the request's catalog up (cached) and computes the award. The outer error is the
+/// database's; the inner one is this request's definite refusal.
+async fn prepare<C: ConnectionTrait>(
+    state: &AppState,
+    conn: &C,
+    r: &AllocationRequest,
+    now: DateTime<Utc>,
+) -> Result<Result<Prepared, ApiError>, PersistenceError> {
+    let caches = &state.caches;
+    let Some(program) = caches.program(conn, r.org_id, r.program_id).await? else {
+        return Ok(Err(ApiError::not_found("program")));
+    };
+    let Some(award) = caches
+        .award_strategy(conn, r.org_id, r.award_strategy_id)
+        .await?
+        .filter(|s| s.program_id == program.row.id)
+    else {
+        return Ok(Err(ApiError::not_found("award strategy")));
+    };
+    let Some(expiry) = caches
+        .expiry_strategy(conn, r.org_id, r.expiry_strategy_id)
+        .await?
+        .filter(|s| s.program_id == program.row.id)
+    else {
+        return Ok(Err(ApiError::not_found("expiry strategy")));
+    };
+    Ok(compute(r, &program.currencies, &award, &expiry, now))
+}
+
+fn compute(
+    r: &AllocationRequest,
+    currencies: &[persistence::catalog::CurrencyRow],
+    award: &persistence::catalog::AwardStrategyRow,
+    expiry: &persistence::catalog::ExpiryStrategyRow,
+    now: DateTime<Utc>,
+) -> Result<Prepared, ApiError> {
+    let currency = currencies
+        .iter()
+        .find(|c| c.code == award.currency)
+        .ok_or_else(|| {
+            ApiError::Internal(format!(
+                "award strategy {} names a missing currency",
+                award.id
+            ))
+        })?;
+    let scale = Scale::new(i64::from(currency.scale))
+        .map_err(|_| ApiError::Internal(format!("currency {} has a bad scale", currency.code)))?;
+    let awarded = award_rule(award)?
+        .award(r.source_value, scale)
+        .map_err(|e| ApiError::validation("sourceValue", e.message))?;
+    let minor = scale.to_minor(awarded).map_err(|e| {
+        ApiError::validation("sourceValue", format!("gives an award that {}", e.message))
+    })?;
+    Ok(Prepared {
+        currency: award.currency.clone(),
+        scale: currency.scale,
+        minor,
+        expires_at: expiry_rule(expiry)?.expires_at(now),
+    })
+}
+
+fn reference(r: &AllocationRequest) -> String {
+    format!("allocation:{}", r.key)
+}
+
+fn new_allocation(
+    r: &AllocationRequest,
+    p: &Prepared,
+    customer_id: Uuid,
+    ledger_entry_id: i64,
+) -> NewAllocation {
+    NewAllocation {
+        org_id: r.org_id,
+        unique_id: r.key.to_string(),
+        customer_id,
+        program_id: r.program_id,
+        currency: p.currency.clone(),
+        amount: p.minor,
+        source_value: r.source_value.to_string(),
+        award_strategy_id: r.award_strategy_id,
+        expiry_strategy_id: r.expiry_strategy_id,
+        event_name: r.event_name.clone(),
+        event_source_id: r.event_source_id.clone(),
+        ledger_entry_id,
+        expires_at: p.expires_at,
+    }
+}
+
+/// Runs one allocation in a transaction of its own (group commit off, or deciding the
+/// requests of a batch that failed as a whole).
+pub async fn allocate_alone(state: &AppState, r: &AllocationRequest) -> Result<Outcome, ApiError> {
+    let now = state.now();
+    execute(
+        state,
+        r.org_id,
+        OPERATION,
+        Some(&r.key),
+        &r.meaning,
+        async |tx| {
+            let p = prepare(state, tx, r, now).await??;
+            let customer = customers::find_or_enroll(tx, r.org_id, &r.customer, now)
+                .await?
+                .ok_or_else(|| ApiError::not_found("customer"))?
+                .row;
+            let account = Account {
+                org_id: r.org_id,
+                customer_id: customer.id,
+                program_id: r.program_id,
+                currency: p.currency.clone(),
+            };
+            let entry = ledger::credit(
+                tx,
+                &account,
+                p.minor,
+                p.expires_at,
+                Some(&reference(r)),
+                now,
+            )
+            .await?;
+            let row =
+                allocations::insert(tx, &new_allocation(r, &p, customer.id, entry.id), now).await?;
+            let body = allocation_json(&row, entry.balance_after);
+            let events = vec![event("currency.allocated", body.clone(), now)];
+            crate::webhooks::emit(&state.caches, tx, r.org_id, events, now).await?;
+            Ok(Effect::created(body, row.id))
+        },
+    )
+    .await
+}
+
+impl Batch for AllocationRequest {
+    async fn run(state: Arc<AppState>, jobs: Vec<Job<Self>>) -> Vec<Job<Self>> {
+        // The same key twice: the second waits for the next batch, where it replays (or, if
+        // the first failed definitely, is evaluated afresh), as a concurrent duplicate would.
+        let mut seen = HashSet::new();
+        let (mut batch, mut carried) = (Vec::new(), Vec::new());
+        for job in jobs {
+            if seen.insert((job.request.org_id, job.request.key.clone())) {
+                batch.push(job);
+            } else {
+                carried.push(job);
+            }
+        }
+        let requests: Vec<&AllocationRequest> = batch.iter().map(|j| &j.request).collect();
+        let mut answers: Vec<Option<Result<Outcome, ApiError>>> = Vec::new();
+        let mut conflicts = 0;
+        let outcome = loop {
+            answers.clear();
+            answers.resize_with(requests.len(), || None);
+            match run_batch(&state, &requests, &mut answers).await {
+                Err(PersistenceError::Conflict(_)) if conflicts < 2 => conflicts += 1,
+                other => break other,
+            }
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(e @ (PersistenceError::Unavailable(_) | PersistenceError::CommitUnknown(_))) => {
+                tracing::warn!(error = %e, size = requests.len(), "group commit failed");
+                for answer in answers.iter_mut().filter(|a| a.is_none()) {
+                    *answer = Some(Err(ApiError::from(clone_error(&e))));
+                }
+            }
+            Err(e) => {
+                // Not to be pinned on one request from here: let each find out alone.
+                tracing::info!(error = %e, size = requests.len(), "group commit: deciding each request alone");
+                let alone = futures_util::future::join_all(
+                    requests.iter().map(|r| allocate_alone(&state, r)),
+                )
+                .await;
+                answers = alone.into_iter().map(Some).collect();
+            }
+        }
+        for (job, answer) in batch.into_iter().zip(answers) {
+            job.answer(answer.unwrap_or_else(|| {
+                Err(ApiError::Internal(
+                    "a request of the batch got no answer".into(),
+                ))
+            }));
+        }
+        carried
+    }
+}
+
+fn clone_error(e: &PersistenceError) -> PersistenceError {
+    match e {
+        PersistenceError::CommitUnknown(m) => PersistenceError::CommitUnknown(m.clone()),
+        other => PersistenceError::Unavailable(other.to_string()),
+    }
+}
+
+/// One attempt at a batch (see the module's documentation). Fills `answers` as they are
+/// decided: replays and definite refusals first, the created allocations after the commit.
+async fn run_batch(
+    state: &AppState,
+    requests: &[&AllocationRequest],
+    answers: &mut [Option<Result<Outcome, ApiError>>],
+) -> Result<(), PersistenceError> {
+    let now = state.now();
+    let tx = state.db.begin().await?;
+    let keys: Vec<OrgKey> = requests
+        .iter()
+        .map(|r| OrgKey {
+            org_id: r.org_id,
+            key: r.key.clone(),
+            meaning: r.meaning.clone(),
+        })
+        .collect();
+    let claims = idempotency::claim_keys(&tx, OPERATION, &keys, now, state.forget_before()).await?;
+    let mut released: Vec<i64> = Vec::new();
+    // (request, its key's record, what the catalog said)
+    let mut work: Vec<(usize, i64, Prepared)> = Vec::with_capacity(requests.len());
+    for (i, r) in requests.iter().enumerate() {
+        match claims.get(&(r.org_id, r.key.as_str().to_owned())) {
+            Some(Claim::Existing(record)) => {
+                answers[i] = Some(
+                    replay_or_refuse(record, OPERATION, &r.key, &r.meaning).map(Outcome::Replayed),
+                );
+            }
+            Some(Claim::Claimed { id }) => match prepare(state, &tx, r, now).await? {
+                Ok(p) => work.push((i, *id, p)),
+                Err(refused) => {
+                    answers[i] = Some(Err(refused));
+                    released.push(*id);
+                }
+            },
+            None => {
+                return Err(PersistenceError::Other(
+                    "a key of the batch was neither claimed nor found".into(),
+                ));
+            }
+        }
+    }
+    if work.is_empty() {
+        // Nothing to write: rolling back releases every claim.
+        return Ok(());
+    }
+    let wanted: Vec<(i64, CustomerRef)> = work
+        .iter()
+        .map(|(i, _, _)| (requests[*i].org_id, requests[*i].customer.clone()))
+        .collect();
+    let found = customers::find_or_enroll_many(&tx, &wanted, now).await?;
+    let mut ready = Vec::with_capacity(work.len());
+    for (i, record, p) in work {
+        let r = requests[i];
+        match found.get(&(r.org_id, r.customer.clone())) {
+            Some(customer) => ready.push((i, record, p, customer.id)),
+            None => {
+                answers[i] = Some(Err(ApiError::not_found("customer")));
+                released.push(record);
+            }
+        }
+    }
+    if ready.is_empty() {
+        return Ok(());
+    }
+    let credits: Vec<Credit> = ready
+        .iter()
+        .map(|(i, _, p, customer_id)| Credit {
+            account: Account {
+                org_id: requests[*i].org_id,
+                customer_id: *customer_id,
+                program_id: requests[*i].program_id,
+                currency: p.currency.clone(),
+            },
+            amount: p.minor,
+            expires_at: p.expires_at,
+            reference: reference(requests[*i]),
+        })
+        .collect();
+    let credited = ledger::credit_many(&tx, &credits, now).await?;
+    let rows: Vec<(Uuid, NewAllocation)> = ready
+        .iter()
+        .zip(&credited)
+        .map(|((i, _, p, customer_id), c)| {
+            (
+                Uuid::now_v7(),
+                new_allocation(requests[*i], p, *customer_id, c.entry_id),
+            )
+        })
+        .collect();
+    allocations::insert_many(&tx, &rows, now).await?;
+    let mut outcomes = Vec::with_capacity(ready.len());
+    let mut events: BTreeMap<i64, Vec<NewEvent<'static>>> = BTreeMap::new();
+    for (((i, record, p, _), c), (id, a)) in ready.iter().zip(&credited).zip(rows) {
+        let row = AllocationRow {
+            id,
+            org_id: a.org_id,
+            unique_id: a.unique_id,
+            customer_id: a.customer_id,
+            program_id: a.program_id,
+            currency: a.currency,
+            amount: a.amount,
+            source_value: a.source_value,
+            award_strategy_id: a.award_strategy_id,
+            expiry_strategy_id: a.expiry_strategy_id,
+            event_name: a.event_name,
+            event_source_id: a.event_source_id,
+            ledger_entry_id: a.ledger_entry_id,
+            expires_at: a.expires_at,
+            created_at: now,
+            reversed_at: None,
+            reversal_entry_id: None,
+            scale: p.scale,
+        };
+        let body = allocation_json(&row, c.balance_after);
+        events.entry(requests[*i].org_id).or_default().push(event(
+            "currency.allocated",
+            body.clone(),
+            now,
+        ));
+        outcomes.push((*i, *record, body, id));
+    }
+    let mut endpoints = Vec::with_capacity(events.len());
+    for org_id in events.keys() {
+        endpoints.push(state.caches.endpoints(&tx, *org_id).await?);
+    }
+    let outbox: Vec<(
+        i64,
+        &[persistence::webhooks::EndpointRow],
+        &[NewEvent<'static>],
+    )> = events
+        .iter()
+        .zip(&endpoints)
+        .map(|((org_id, events), endpoints)| (*org_id, endpoints.as_slice(), events.as_slice()))
+        .collect();
+    persistence::webhooks::emit_to(&tx, &outbox, now).await?;
+    let stored: Vec<(i64, serde_json::Value, Option<String>)> = outcomes
+        .iter()
+        .map(|(_, record, body, id)| (*record, body.clone(), Some(id.to_string())))
+        .collect();
+    idempotency::complete_many(&tx, 201, &stored).await?;
+    idempotency::release_many(&tx, &released).await?;
+    Db::commit(tx).await?;
+    for (i, _, body, _) in outcomes {
+        answers[i] = Some(Ok(Outcome::Created(
+            actix_web::http::StatusCode::CREATED,
+            body,
+        )));
+    }
+    Ok(())
+}

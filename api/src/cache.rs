@@ -1,0 +1,261 @@
+//! Read-mostly data kept in process for at most `LOYALTY_CACHE_TTL_MS` (1 s by default): API
+//! keys, programs, strategies and webhook subscriptions. Without it every request paid a query
+//! for each of them.
+//!
+//! Why a time bound and not invalidation messages: it holds on any number of instances and on
+//! both backends with nothing to go wrong (no listener connection to lose, no message to miss).
+//! A change made on another instance (a revoked key, a new webhook endpoint) is seen within the
+//! bound everywhere; a change made on this instance is seen at once, because the code that makes
+//! it invalidates the entry after its commit. A load that started before an invalidation does
+//! not store what it read (a generation counter), so an invalidation is never undone by a slow
+//! reader. Only positive answers are kept: a key or a program that does not exist is looked up
+//! every time, so a new one works at once.
+//!
+//! Each map is bounded (`capacity` entries; when full, expired entries are dropped, then all),
+//! and every read takes a shared lock only.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use persistence::catalog::{self, AwardStrategyRow, ExpiryStrategyRow, Program};
+use persistence::webhooks::{self, EndpointRow};
+use persistence::{ConnectionTrait, PersistenceError};
+use sha2::{Digest, Sha256};
+
+/// A map whose entries are trusted for `ttl` after they were loaded.
+pub struct TtlCache<K, V> {
+    ttl: Duration,
+    capacity: usize,
+    entries: RwLock<HashMap<K, (Instant, V)>>,
+    generation: AtomicU64,
+}
+
+impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
+        Self {
+            ttl,
+            capacity,
+            entries: RwLock::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// The value of `key` if it was loaded less than `ttl` ago.
+    pub fn get(&self, key: &K) -> Option<V> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// The value of `key`, loaded with `load` when it is missing or stale. `None` from `load`
+    /// (nothing there) is passed on and not kept.
+    pub async fn get_or_load<E, F>(&self, key: K, load: F) -> Result<Option<V>, E>
+    where
+        F: AsyncFnOnce() -> Result<Option<V>, E>,
+    {
+        if let Some(v) = self.get(&key) {
+            return Ok(Some(v));
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let loaded = load().await?;
+        if let Some(v) = &loaded {
+            self.store(key, v.clone(), generation);
+        }
+        Ok(loaded)
+    }
+
+    fn store(&self, key: K, value: V, generation: u64) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        // Checked under the write lock: an invalidation since the load began wins.
+        if self.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
+        if entries.len() >= self.capacity && !entries.contains_key(&key) {
+            let ttl = self.ttl;
+            entries.retain(|_, (at, _)| at.elapsed() < ttl);
+            if entries.len() >= self.capacity {
+                entries.clear();
+            }
+        }
+        entries.insert(key, (Instant::now(), value));
+    }
+
+    /// Forgets `key` (after a change to it is committed), and makes loads already under way
+    /// not store what they read.
+    pub fn invalidate(&self, key: &K) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        entries.remove(key);
+    }
+}
+
+/// The caches of one instance.
+pub struct Caches {
+    /// SHA-256 of a presented API key → its organisation.
+    api_keys: TtlCache<[u8; 32], i64>,
+    /// (organisation, program) → the program and its currencies.
+    programs: TtlCache<(i64, i64), Arc<Program>>,
+    award_strategies: TtlCache<(i64, i64), Arc<AwardStrategyRow>>,
+    expiry_strategies: TtlCache<(i64, i64), Arc<ExpiryStrategyRow>>,
+    /// organisation → its webhook endpoints (an empty list is kept too: most have none).
+    endpoints: TtlCache<i64, Arc<Vec<EndpointRow>>>,
+}
+
+impl Caches {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            api_keys: TtlCache::new(ttl, 10_000),
+            programs: TtlCache::new(ttl, 10_000),
+            award_strategies: TtlCache::new(ttl, 10_000),
+            expiry_strategies: TtlCache::new(ttl, 10_000),
+            endpoints: TtlCache::new(ttl, 10_000),
+        }
+    }
+
+    /// The organisation of a presented API key (see `persistence::orgs::authenticate`).
+    pub async fn authenticate<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        presented: &str,
+    ) -> Result<Option<i64>, PersistenceError> {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        self.api_keys
+            .get_or_load(digest, async || {
+                persistence::orgs::authenticate(conn, presented).await
+            })
+            .await
+    }
+
+    pub async fn program<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        org_id: i64,
+        program_id: i64,
+    ) -> Result<Option<Arc<Program>>, PersistenceError> {
+        self.programs
+            .get_or_load((org_id, program_id), async || {
+                Ok(catalog::get_program(conn, org_id, program_id)
+                    .await?
+                    .map(Arc::new))
+            })
+            .await
+    }
+
+    pub async fn award_strategy<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        org_id: i64,
+        id: i64,
+    ) -> Result<Option<Arc<AwardStrategyRow>>, PersistenceError> {
+        self.award_strategies
+            .get_or_load((org_id, id), async || {
+                Ok(catalog::get_award_strategy(conn, org_id, id)
+                    .await?
+                    .map(Arc::new))
+            })
+            .await
+    }
+
+    pub async fn expiry_strategy<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        org_id: i64,
+        id: i64,
+    ) -> Result<Option<Arc<ExpiryStrategyRow>>, PersistenceError> {
+        self.expiry_strategies
+            .get_or_load((org_id, id), async || {
+                Ok(catalog::get_expiry_strategy(conn, org_id, id)
+                    .await?
+                    .map(Arc::new))
+            })
+            .await
+    }
+
+    /// The organisation's webhook endpoints, to write outbox rows for.
+    pub async fn endpoints<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        org_id: i64,
+    ) -> Result<Arc<Vec<EndpointRow>>, PersistenceError> {
+        Ok(self
+            .endpoints
+            .get_or_load(org_id, async || {
+                let endpoints = webhooks::list_endpoints(conn, org_id).await?;
+                Ok::<_, PersistenceError>(Some(Arc::new(endpoints)))
+            })
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// After an endpoint of `org_id` was created or changed (and committed).
+    pub fn endpoints_changed(&self, org_id: i64) {
+        self.endpoints.invalidate(&org_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn keeps_values_for_the_ttl_only() {
+        let cache: TtlCache<u8, u8> = TtlCache::new(Duration::from_millis(50), 10);
+        let loaded = cache
+            .get_or_load(1, async || Ok::<_, ()>(Some(7)))
+            .await
+            .unwrap();
+        assert_eq!(loaded, Some(7));
+        assert_eq!(cache.get(&1), Some(7));
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(cache.get(&1), None);
+    }
+
+    #[tokio::test]
+    async fn does_not_keep_absence() {
+        let cache: TtlCache<u8, u8> = TtlCache::new(Duration::from_secs(60), 10);
+        let _ = cache.get_or_load(1, async || Ok::<_, ()>(None)).await;
+        assert_eq!(cache.get(&1), None);
+    }
+
+    #[tokio::test]
+    async fn an_invalidation_wins_over_a_load_under_way() {
+        let cache: TtlCache<u8, u8> = TtlCache::new(Duration::from_secs(60), 10);
+        let loaded = cache
+            .get_or_load(1, async || {
+                cache.invalidate(&1);
+                Ok::<_, ()>(Some(7))
+            })
+            .await
+            .unwrap();
+        assert_eq!(loaded, Some(7), "the loader's answer is still returned");
+        assert_eq!(cache.get(&1), None, "but not kept");
+    }
+
+    #[test]
+    fn stays_within_its_capacity() {
+        let cache: TtlCache<u32, u32> = TtlCache::new(Duration::from_secs(60), 4);
+        for i in 0..10 {
+            cache.store(i, i, 0);
+        }
+        assert!(cache.entries.read().unwrap().len() <= 4);
+        assert_eq!(cache.get(&9), Some(9));
+    }
+
+    #[test]
+    fn zero_ttl_keeps_nothing() {
+        let cache: TtlCache<u32, u32> = TtlCache::new(Duration::ZERO, 4);
+        cache.store(1, 1, 0);
+        assert_eq!(cache.get(&1), None);
+    }
+}

@@ -1,0 +1,116 @@
+//! Group commit: concurrent single writes gathered into one transaction.
+//!
+//! A commit is the expensive part of a write (a WAL flush, and a round trip per statement
+//! before it). Bulk issuance already makes one commit carry a thousand items with set-based
+//! statements; this gives single writes the same. A handler parses and checks its request,
+//! then [`Queue::submit`]s it and waits for its answer. One writer task per operation takes
+//! whatever is queued (up to `LOYALTY_GROUP_COMMIT_MAX`), runs it as one batch (one multi-row
+//! key claim, one statement per table, one commit; see [`Batch::run`]) and answers every request
+//! through its own channel. There is no timer: a request that arrives while the writer is idle
+//! is taken at once, alone; requests that arrive while a batch commits form the next one.
+//!
+//! What a batch must keep (each [`Batch`] implementation says how it does):
+//! - every request answered exactly what it would have been answered alone;
+//! - a definite failure of one request removes only that request (its key stays unclaimed);
+//! - the same key twice in a batch: the second waits for the next batch, where it replays;
+//! - an unknown commit outcome answers 503 (retryable) to every request of the batch.
+//!
+//! Several instances each run their own writers: the database's unique indexes and
+//! conditional writes stay the arbiters, exactly as for single transactions.
+
+use std::sync::{Arc, Weak};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::ApiError;
+use crate::idempotent::Outcome;
+use crate::startup::AppState;
+
+/// A request waiting in a queue, with the channel its answer goes back on.
+pub struct Job<R> {
+    pub request: R,
+    reply: oneshot::Sender<Result<Outcome, ApiError>>,
+}
+
+impl<R> Job<R> {
+    /// Sends the answer; a client that went away meanwhile is not an error.
+    pub fn answer(self, result: Result<Outcome, ApiError>) {
+        let _ = self.reply.send(result);
+    }
+}
+
+/// How one kind of write runs as a batch.
+pub trait Batch: Sized + Send + 'static {
+    /// Runs `jobs` and answers each of them, except those that must wait for the next batch
+    /// (a key already in this one), which it returns.
+    fn run(
+        state: Arc<AppState>,
+        jobs: Vec<Job<Self>>,
+    ) -> impl Future<Output = Vec<Job<Self>>> + Send;
+}
+
+/// The queue of one kind of write, and its writer task.
+pub struct Queue<R> {
+    sender: mpsc::Sender<Job<R>>,
+}
+
+impl<R: Batch> Queue<R> {
+    /// Starts the writer. It holds the application weakly and stops when the application is
+    /// gone and the queue is empty.
+    pub fn spawn(state: Weak<AppState>, max_batch: usize) -> Self {
+        let max_batch = max_batch.max(1);
+        let (sender, receiver) = mpsc::channel(max_batch.saturating_mul(4));
+        tokio::spawn(writer(receiver, state, max_batch));
+        Self { sender }
+    }
+
+    /// Queues `request` and waits for its answer.
+    pub async fn submit(&self, request: R) -> Result<Outcome, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Job { request, reply })
+            .await
+            .map_err(|_| ApiError::Unavailable("the writer has stopped".into()))?;
+        // The writer dropped the job without answering: it panicked, possibly after the commit,
+        // so the outcome is unknown. A retry with the same key finds out.
+        answer
+            .await
+            .map_err(|_| ApiError::Unavailable("the batch ended without an answer".into()))?
+    }
+}
+
+async fn writer<R: Batch>(
+    mut receiver: mpsc::Receiver<Job<R>>,
+    state: Weak<AppState>,
+    max_batch: usize,
+) {
+    let mut jobs: Vec<Job<R>> = Vec::new();
+    loop {
+        if jobs.is_empty() {
+            match receiver.recv().await {
+                Some(job) => jobs.push(job),
+                None => return,
+            }
+        }
+        while jobs.len() < max_batch {
+            match receiver.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let Some(state) = state.upgrade() else {
+            for job in jobs.drain(..) {
+                job.answer(Err(ApiError::Unavailable("shutting down".into())));
+            }
+            return;
+        };
+        let batch = std::mem::take(&mut jobs);
+        tracing::debug!(size = batch.len(), "group commit");
+        // A panic inside a batch drops its jobs (their submitters answer 503) and nothing
+        // else: the writer goes on with the next batch.
+        match tokio::spawn(R::run(state, batch)).await {
+            Ok(carried) => jobs = carried,
+            Err(e) => tracing::error!(error = %e, "a group commit batch panicked"),
+        }
+    }
+}
