@@ -3,6 +3,7 @@
 mod allocations;
 mod catalog;
 mod crash;
+mod group_commit;
 mod health;
 mod issuance;
 mod ledger;

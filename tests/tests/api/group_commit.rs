@@ -1,0 +1,486 @@
+//! Group commit, aimed at the batch itself: concurrent allocations share a transaction, and
+//! each is still answered exactly as it would have been alone.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use sea_orm::ConnectionTrait;
+use serde_json::{Value, json};
+use tests::{
+    Catalog, Reply, Spawn, StatusCode, TestApp, allocation_body, invariant_violations,
+    setup_catalog,
+};
+
+const ALLOCATE: &str = "/v1/currency/allocations";
+
+/// One request of a storm and what it must get.
+struct Shot {
+    key: String,
+    body: Value,
+    expect: Expect,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Expect {
+    Created,
+    Replayed,
+    NotFound,
+    /// One of a group sharing a key: one 201 among them, the rest replay or are refused.
+    SharedKey,
+}
+
+async fn fire(app: &TestApp, api_key: &str, shots: &[Shot]) -> Vec<Reply> {
+    join_all(shots.iter().map(|s| app.post(ALLOCATE, api_key, &s.body))).await
+}
+
+/// The storm of the issue: good requests, keys shared inside the storm (one with another
+/// payload), unknown strategies, unknown customers, a new customer, keys used before, and the
+/// same keys in another organisation at the same time.
+async fn storm(app: &TestApp) {
+    let (_, key_a) = app.create_org("A").await;
+    let (_, key_b) = app.create_org("B").await;
+    let a = setup_catalog(app, &key_a).await;
+    let b = setup_catalog(app, &key_b).await;
+    let mobile = |i: usize| format!("91987654{:04}", i % 5);
+    // Two keys used before the storm: they replay.
+    for k in ["before-0", "before-1"] {
+        let r = app
+            .post(
+                ALLOCATE,
+                &key_a,
+                &allocation_body(&a, &mobile(0), json!(100), k),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    let mut shots_a: Vec<Shot> = Vec::new();
+    for i in 0..20 {
+        let k = format!("k-{i}");
+        shots_a.push(Shot {
+            body: allocation_body(&a, &mobile(i), json!(1000 + i), &k),
+            key: k,
+            expect: Expect::Created,
+        });
+    }
+    shots_a.push(Shot {
+        key: "new-customer".into(),
+        body: allocation_body(&a, "919000000099", json!(500), "new-customer"),
+        expect: Expect::Created,
+    });
+    for _ in 0..5 {
+        shots_a.push(Shot {
+            key: "shared".into(),
+            body: allocation_body(&a, &mobile(1), json!(700), "shared"),
+            expect: Expect::SharedKey,
+        });
+    }
+    shots_a.push(Shot {
+        key: "shared".into(),
+        body: allocation_body(&a, &mobile(1), json!(701), "shared"),
+        expect: Expect::SharedKey,
+    });
+    for i in 0..3 {
+        let k = format!("bad-strategy-{i}");
+        let mut body = allocation_body(&a, &mobile(i), json!(100), &k);
+        body["awardStrategyId"] = json!(999_999);
+        shots_a.push(Shot {
+            key: k,
+            body,
+            expect: Expect::NotFound,
+        });
+    }
+    for i in 0..2 {
+        let k = format!("ghost-{i}");
+        let mut body = allocation_body(&a, &mobile(i), json!(100), &k);
+        body["lookupParams"] = json!({"identifierType": "customerId", "identifierValue": uuid::Uuid::new_v4().to_string()});
+        shots_a.push(Shot {
+            key: k,
+            body,
+            expect: Expect::NotFound,
+        });
+    }
+    for k in ["before-0", "before-1"] {
+        shots_a.push(Shot {
+            key: k.into(),
+            body: allocation_body(&a, &mobile(0), json!(100), k),
+            expect: Expect::Replayed,
+        });
+    }
+    // Organisation B uses the same key strings at the same time: other keys altogether.
+    let shots_b: Vec<Shot> = (0..10)
+        .map(|i| {
+            let k = format!("k-{i}");
+            Shot {
+                body: allocation_body(&b, &mobile(i), json!(2000 + i), &k),
+                key: k,
+                expect: Expect::Created,
+            }
+        })
+        .collect();
+
+    let (replies_a, replies_b) =
+        tokio::join!(fire(app, &key_a, &shots_a), fire(app, &key_b, &shots_b));
+
+    let mut shared: Vec<(&Shot, &Reply)> = Vec::new();
+    for (shot, reply) in shots_a
+        .iter()
+        .zip(&replies_a)
+        .chain(shots_b.iter().zip(&replies_b))
+    {
+        match shot.expect {
+            Expect::Created => {
+                assert_eq!(
+                    reply.status,
+                    StatusCode::CREATED,
+                    "{}: {}",
+                    shot.key,
+                    reply.text
+                );
+                assert_eq!(reply.body["uniqueId"], shot.key.as_str());
+                assert_eq!(reply.body["idempotentReplayed"], false);
+            }
+            Expect::Replayed => {
+                assert_eq!(
+                    reply.status,
+                    StatusCode::ACCEPTED,
+                    "{}: {}",
+                    shot.key,
+                    reply.text
+                );
+                assert_eq!(reply.body["idempotentReplayed"], true);
+            }
+            Expect::NotFound => {
+                assert_eq!(
+                    reply.status,
+                    StatusCode::NOT_FOUND,
+                    "{}: {}",
+                    shot.key,
+                    reply.text
+                );
+                assert_eq!(reply.code(), "NOT_FOUND");
+                let used = app
+                    .get(
+                        &format!("/v1/idempotency-keys/currency-allocation/{}", shot.key),
+                        &key_a,
+                    )
+                    .await;
+                assert_eq!(
+                    used.status,
+                    StatusCode::NOT_FOUND,
+                    "a refused request consumed its key"
+                );
+            }
+            Expect::SharedKey => shared.push((shot, reply)),
+        }
+    }
+    // The shared key: exactly one effect; the same payload replays it, the other is refused.
+    let winners: Vec<&(&Shot, &Reply)> = shared
+        .iter()
+        .filter(|(_, r)| r.status == StatusCode::CREATED)
+        .collect();
+    assert_eq!(winners.len(), 1, "one effect for a shared key");
+    let winner_value = &winners[0].0.body["sourceValue"];
+    for (shot, reply) in &shared {
+        if reply.status == StatusCode::CREATED {
+            continue;
+        }
+        if shot.body["sourceValue"] == *winner_value {
+            assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
+            assert_eq!(
+                reply.body["allocationId"],
+                winners[0].1.body["allocationId"]
+            );
+        } else {
+            assert_eq!(
+                reply.status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{}",
+                reply.text
+            );
+            assert_eq!(reply.code(), "IDEMPOTENCY_KEY_REUSED");
+            assert_eq!(reply.body["mismatchedFields"], json!(["sourceValue"]));
+        }
+    }
+
+    // Exact totals: every 201 is in the books once, and nothing else is.
+    let created: Vec<&Reply> = replies_a
+        .iter()
+        .chain(&replies_b)
+        .filter(|r| r.status == StatusCode::CREATED)
+        .collect();
+    assert_eq!(
+        app.scalar("SELECT count(*)::bigint FROM allocations").await,
+        created.len() as i64 + 2
+    );
+    let answered_minor: i64 = created
+        .iter()
+        .map(|r| minor(&r.body["amount"]))
+        .sum::<i64>()
+        + 2 * 1000;
+    assert_eq!(
+        app.scalar("SELECT sum(available)::bigint FROM balances")
+            .await,
+        answered_minor
+    );
+    assert!(
+        invariant_violations(app).await.is_empty(),
+        "{:?}",
+        invariant_violations(app).await
+    );
+    // Each entry's balanceAfter is the running balance of its account, in entry order, as if
+    // the batch's credits had been made one by one; and every answer shows its own.
+    assert_eq!(
+        app.scalar(
+            "SELECT count(*)::bigint FROM (SELECT balance_after, sum(CASE WHEN kind = 'CREDIT' \
+             THEN amount ELSE -amount END) OVER (PARTITION BY org_id, customer_id, program_id, \
+             currency ORDER BY id) AS running FROM ledger_entries) t WHERE balance_after <> running"
+        )
+        .await,
+        0
+    );
+    let mut shown: HashMap<String, i64> = HashMap::new();
+    for r in &created {
+        let entry = r.body["ledgerEntryId"]
+            .as_str()
+            .expect("ledgerEntryId")
+            .to_owned();
+        shown.insert(entry, minor(&r.body["balance"]["available"]));
+    }
+    for (entry, available) in shown {
+        let stored = app
+            .scalar(&format!(
+                "SELECT balance_after FROM ledger_entries WHERE id = {entry}"
+            ))
+            .await;
+        assert_eq!(stored, available, "entry {entry}");
+    }
+}
+
+/// `"12.34"` in minor units of scale 2.
+fn minor(v: &Value) -> i64 {
+    let text = v.as_str().expect("a decimal string");
+    let (whole, frac) = text.split_once('.').unwrap_or((text, "0"));
+    let frac = format!("{frac:0<2}");
+    whole.parse::<i64>().expect("whole") * 100 + frac[..2].parse::<i64>().expect("fraction")
+}
+
+#[tokio::test]
+async fn a_storm_of_mixed_requests_gets_what_each_would_get_alone() {
+    let app = TestApp::spawn().await;
+    storm(&app).await;
+    // And they were committed together: a batch's allocations share its instant.
+    let largest_batch = app
+        .scalar("SELECT max(n)::bigint FROM (SELECT count(*) AS n FROM allocations GROUP BY created_at) t")
+        .await;
+    assert!(largest_batch > 1, "no two allocations shared a commit");
+}
+
+#[tokio::test]
+async fn the_same_storm_without_group_commit_gets_the_same_answers() {
+    let app = TestApp::spawn_with(Spawn {
+        settings: Box::new(|s| s.group_commit_max = 0),
+        ..Spawn::default()
+    })
+    .await;
+    storm(&app).await;
+}
+
+async fn catalog_for(app: &TestApp) -> (String, Catalog) {
+    let (_, key) = app.create_org("Shop").await;
+    let c = setup_catalog(app, &key).await;
+    (key, c)
+}
+
+#[tokio::test]
+async fn two_instances_committing_the_same_keys_make_each_effect_once() {
+    let one = TestApp::spawn().await;
+    let two = TestApp::spawn_on(&one.database_url, Spawn::default()).await;
+    let (key, c) = catalog_for(&one).await;
+    let bodies: Vec<Value> = (0..15)
+        .map(|i| {
+            allocation_body(
+                &c,
+                &format!("9198765{:05}", i % 4),
+                json!(100 + i),
+                &format!("x-{i}"),
+            )
+        })
+        .collect();
+    // Every key three times on each instance, all at once.
+    let mut sends = Vec::new();
+    for b in &bodies {
+        for app in [&one, &two, &one, &two, &one, &two] {
+            sends.push(app.post(ALLOCATE, &key, b));
+        }
+    }
+    let replies = join_all(sends).await;
+    let mut created: HashMap<String, usize> = HashMap::new();
+    for r in &replies {
+        match r.status {
+            StatusCode::CREATED => *created.entry(r.body["uniqueId"].to_string()).or_default() += 1,
+            StatusCode::ACCEPTED => {}
+            other => panic!("unexpected {other}: {}", r.text),
+        }
+    }
+    assert_eq!(created.len(), bodies.len());
+    assert!(created.values().all(|n| *n == 1), "{created:?}");
+    assert_eq!(
+        one.scalar("SELECT count(*)::bigint FROM allocations").await,
+        15
+    );
+    assert!(invariant_violations(&one).await.is_empty());
+}
+
+/// The database kills the connection while it commits a batch (a deferred trigger holds the
+/// COMMIT, and the test terminates that backend): every request of the batch answers 503, and
+/// retrying them all afterwards makes each effect exactly once.
+#[tokio::test]
+async fn a_commit_cut_off_answers_503_to_its_batch_and_retries_are_exact() {
+    let app = TestApp::spawn().await;
+    let (key, c) = catalog_for(&app).await;
+    for sql in [
+        "CREATE FUNCTION hold_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF current_setting('test.held', true) IS DISTINCT FROM 'y' THEN \
+             PERFORM set_config('test.held', 'y', true); PERFORM pg_sleep(30); END IF; \
+           RETURN NULL; END $$",
+        "CREATE CONSTRAINT TRIGGER hold_commit AFTER INSERT ON allocations \
+           DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION hold_commit()",
+    ] {
+        app.db
+            .conn()
+            .execute_unprepared(sql)
+            .await
+            .expect("install the trigger");
+    }
+    // Whatever backend sits in a held COMMIT is cut off, until the test says stop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killer = {
+        let stop = stop.clone();
+        let db = app.db.clone();
+        tokio::spawn(async move {
+            let mut killed = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let rows = db
+                    .conn()
+                    .query_all_raw(sea_orm::Statement::from_string(
+                        sea_orm::DbBackend::Postgres,
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                         WHERE datname = current_database() AND wait_event = 'PgSleep' \
+                         AND query ILIKE 'commit%'",
+                    ))
+                    .await
+                    .expect("terminate held commits");
+                killed += rows.len();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            killed
+        })
+    };
+    let bodies: Vec<Value> = (0..20)
+        .map(|i| {
+            allocation_body(
+                &c,
+                &format!("9198765{:05}", i % 6),
+                json!(1000),
+                &format!("cut-{i}"),
+            )
+        })
+        .collect();
+    let replies = join_all(bodies.iter().map(|b| app.post(ALLOCATE, &key, b))).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let killed = killer.await.expect("killer");
+    assert!(killed >= 1, "no commit was cut off");
+    for r in &replies {
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+        assert_eq!(r.body["retryable"], true);
+        assert!(r.header("Retry-After").is_some());
+    }
+    assert_eq!(
+        app.scalar("SELECT count(*)::bigint FROM allocations").await,
+        0
+    );
+
+    app.db
+        .conn()
+        .execute_unprepared("DROP TRIGGER hold_commit ON allocations")
+        .await
+        .expect("drop the trigger");
+    // The clients retry, twice each, concurrently, as long as they are told 503 (a pooled
+    // connection cut by the test may fail once more): one effect per key.
+    let retry = |body: &Value| {
+        let (app, key, body) = (&app, &key, body.clone());
+        async move {
+            for _ in 0..20 {
+                let r = app.post(ALLOCATE, key, &body).await;
+                if r.status != StatusCode::SERVICE_UNAVAILABLE {
+                    return r;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("still 503 after 20 retries");
+        }
+    };
+    let retries = join_all(bodies.iter().chain(&bodies).map(retry)).await;
+    for r in &retries {
+        assert!(
+            r.status == StatusCode::CREATED || r.status == StatusCode::ACCEPTED,
+            "{}",
+            r.text
+        );
+    }
+    assert_eq!(
+        app.scalar("SELECT count(*)::bigint FROM allocations").await,
+        20
+    );
+    assert_eq!(
+        app.scalar("SELECT sum(available)::bigint FROM balances")
+            .await,
+        20 * 100 * 100
+    );
+    assert!(invariant_violations(&app).await.is_empty());
+}
+
+/// A webhook endpoint created on one instance gets the events of another within the cache's
+/// bound (LOYALTY_CACHE_TTL_MS, 1 s by default), even though that instance had cached the
+/// organisation's empty list of endpoints; on the instance that created it, at once.
+#[tokio::test]
+async fn an_endpoint_created_on_another_instance_is_seen_within_the_cache_bound() {
+    let one = TestApp::spawn_with(Spawn {
+        settings: Box::new(|s| s.webhooks.allow_private = true),
+        ..Spawn::default()
+    })
+    .await;
+    let two = TestApp::spawn_on(&one.database_url, Spawn::default()).await;
+    let (key, c) = catalog_for(&one).await;
+    async fn allocate(app: &TestApp, key: &str, c: &Catalog, unique_id: &str) {
+        let body = allocation_body(c, "919876543210", json!(100), unique_id);
+        let r = app.post(ALLOCATE, key, &body).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    // Both instances cache "no endpoints".
+    allocate(&one, &key, &c, "warm-1").await;
+    allocate(&two, &key, &c, "warm-2").await;
+    let created = one
+        .post(
+            "/v1/webhook-endpoints",
+            &key,
+            &json!({"url": "http://127.0.0.1:9/hooks", "events": ["currency.allocated"]}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let events = "SELECT count(*)::bigint FROM webhook_events";
+    allocate(&one, &key, &c, "same-instance").await;
+    assert_eq!(
+        one.scalar(events).await,
+        1,
+        "the creating instance sees it at once"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    allocate(&two, &key, &c, "other-instance").await;
+    assert_eq!(
+        one.scalar(events).await,
+        2,
+        "the other instance sees it after the bound"
+    );
+}
