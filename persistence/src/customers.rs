@@ -1,5 +1,7 @@
 //! Customers: enrolled on first use, found by a normalised identifier.
 
+use std::collections::{BTreeSet, HashMap};
+
 use chrono::{DateTime, Utc};
 use domain::customer::CustomerRef;
 use sea_orm::{ConnectionTrait, FromQueryResult};
@@ -98,37 +100,32 @@ pub async fn find_or_enroll<C: ConnectionTrait>(
     }
 }
 
-/// [`find_or_enroll`] for many customers at once (group commit): one multi-row
-/// `INSERT … ON CONFLICT DO NOTHING RETURNING` for the identifiers, then one read of those that
-/// existed already (and of those named by `CustomerId`, which never enroll). Returns the rows
-/// found or enrolled, keyed as asked; an unknown `CustomerId` is absent.
+/// [`find_or_enroll`] for many customers at once (group commit): one read of every customer
+/// named, then, only for identifiers not found, one multi-row `INSERT … ON CONFLICT DO NOTHING
+/// RETURNING`, and one more read for those a concurrent transaction enrolled meanwhile. Known
+/// customers (the usual case) cost one statement. Returns the rows found or enrolled, keyed as
+/// asked; an unknown `CustomerId` is absent.
 ///
-/// The inserts are made in `(organisation, identifier)` order, so two batches enrolling the same
-/// new customers wait for each other in the same order and cannot deadlock.
+/// Race-free like [`find_or_enroll`]: the insert is arbitrated by the identifiers' unique
+/// indexes, never by the read before it. The inserts are made in `(organisation, identifier)`
+/// order, so two batches enrolling the same new customers wait for each other in the same order
+/// and cannot deadlock.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn find_or_enroll_many<C: ConnectionTrait>(
     conn: &C,
     wanted: &[(i64, CustomerRef)],
     now: DateTime<Utc>,
-) -> Result<std::collections::HashMap<(i64, CustomerRef), CustomerRow>, PersistenceError> {
-    use std::collections::{BTreeSet, HashMap};
+) -> Result<HashMap<(i64, CustomerRef), CustomerRow>, PersistenceError> {
     // Distinct, in a fixed order: (organisation, column, value).
-    let distinct: BTreeSet<(i64, &'static str, String)> = wanted
+    let distinct: BTreeSet<Identifier> = wanted
         .iter()
         .map(|(org, c)| (*org, column(c), c.value()))
         .collect();
-    let mut found: HashMap<(i64, &'static str, String), CustomerRow> = HashMap::new();
-    let key_of = |row: &CustomerRow, col: &'static str| -> Option<String> {
-        match col {
-            "mobile" => row.mobile.clone(),
-            "email" => row.email.clone(),
-            "external_id" => row.external_id.clone(),
-            _ => Some(row.id.to_string()),
-        }
-    };
+    let mut found: HashMap<Identifier, CustomerRow> = HashMap::new();
+    find_many(conn, &distinct, &mut found).await?;
     let enrol: Vec<Vec<sea_orm::Value>> = distinct
         .iter()
-        .filter(|(_, col, _)| *col != "id")
+        .filter(|k| k.1 != "id" && !found.contains_key(*k))
         .map(|(org, col, value)| {
             let cell = |c: &str| sea_orm::Value::from((c == *col).then(|| value.clone()));
             vec![
@@ -147,18 +144,46 @@ pub async fn find_or_enroll_many<C: ConnectionTrait>(
             "INSERT INTO customers (id, org_id, mobile, email, external_id, created_at) VALUES";
         let tail = format!("ON CONFLICT DO NOTHING RETURNING {COLUMNS}");
         for row in crate::insert_rows(conn, head, &tail, enrol).await? {
-            let row = CustomerRow::from_query_result(&row, "")?;
-            for col in ["mobile", "email", "external_id"] {
-                if let Some(value) = key_of(&row, col) {
-                    found.insert((row.org_id, col, value), row.clone());
-                }
-            }
+            remember(&mut found, CustomerRow::from_query_result(&row, "")?);
+        }
+        // Those another transaction enrolled first: committed now, so a new read sees them.
+        find_many(conn, &distinct, &mut found).await?;
+    }
+    Ok(wanted
+        .iter()
+        .filter_map(|(org, c)| {
+            found
+                .get(&(*org, column(c), c.value()))
+                .map(|row| ((*org, c.clone()), row.clone()))
+        })
+        .collect())
+}
+
+/// An identifier as the database keeps it: (organisation, column, value).
+type Identifier = (i64, &'static str, String);
+
+/// Files `row` under each of its identifiers.
+fn remember(found: &mut HashMap<Identifier, CustomerRow>, row: CustomerRow) {
+    let keys = [
+        ("id", Some(row.id.to_string())),
+        ("mobile", row.mobile.clone()),
+        ("email", row.email.clone()),
+        ("external_id", row.external_id.clone()),
+    ];
+    for (col, value) in keys {
+        if let Some(value) = value {
+            found.insert((row.org_id, col, value), row.clone());
         }
     }
-    let missing: Vec<&(i64, &'static str, String)> = distinct
-        .iter()
-        .filter(|k| !found.contains_key(*k))
-        .collect();
+}
+
+/// Reads the customers of `wanted` not in `found` yet, into `found`.
+async fn find_many<C: ConnectionTrait>(
+    conn: &C,
+    wanted: &BTreeSet<Identifier>,
+    found: &mut HashMap<Identifier, CustomerRow>,
+) -> Result<(), PersistenceError> {
+    let missing: Vec<&Identifier> = wanted.iter().filter(|k| !found.contains_key(*k)).collect();
     for chunk in missing.chunks(1_000) {
         let mut values: Vec<sea_orm::Value> = Vec::with_capacity(chunk.len() * 2);
         let mut terms = Vec::with_capacity(chunk.len());
@@ -193,19 +218,8 @@ pub async fn find_or_enroll_many<C: ConnectionTrait>(
         .all(conn)
         .await?;
         for row in rows {
-            for col in ["id", "mobile", "email", "external_id"] {
-                if let Some(value) = key_of(&row, col) {
-                    found.insert((row.org_id, col, value), row.clone());
-                }
-            }
+            remember(found, row);
         }
     }
-    Ok(wanted
-        .iter()
-        .filter_map(|(org, c)| {
-            found
-                .get(&(*org, column(c), c.value()))
-                .map(|row| ((*org, c.clone()), row.clone()))
-        })
-        .collect())
+    Ok(())
 }
