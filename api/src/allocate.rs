@@ -201,6 +201,8 @@ pub async fn allocate_alone(state: &AppState, r: &AllocationRequest) -> Result<O
 }
 
 impl Batch for AllocationRequest {
+    type Answer = Outcome;
+
     async fn run(state: Arc<AppState>, jobs: Vec<Job<Self>>) -> Vec<Job<Self>> {
         // The same key twice: the second waits for the next batch, where it replays (or, if
         // the first failed definitely, is evaluated afresh), as a concurrent duplicate would.

@@ -20,27 +20,29 @@
 
 use std::sync::{Arc, Weak};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::error::ApiError;
-use crate::idempotent::Outcome;
 use crate::startup::AppState;
 
 /// A request waiting in a queue, with the channel its answer goes back on.
-pub struct Job<R> {
+pub struct Job<R: Batch> {
     pub request: R,
-    reply: oneshot::Sender<Result<Outcome, ApiError>>,
+    reply: oneshot::Sender<Result<R::Answer, ApiError>>,
 }
 
-impl<R> Job<R> {
+impl<R: Batch> Job<R> {
     /// Sends the answer; a client that went away meanwhile is not an error.
-    pub fn answer(self, result: Result<Outcome, ApiError>) {
+    pub fn answer(self, result: Result<R::Answer, ApiError>) {
         let _ = self.reply.send(result);
     }
 }
 
-/// How one kind of write runs as a batch.
+/// How one kind of request runs as a batch.
 pub trait Batch: Sized + Send + 'static {
+    /// What each request is answered (on success).
+    type Answer: Send + 'static;
+
     /// Runs `jobs` and answers each of them, except those that must wait for the next batch
     /// (a key already in this one), which it returns.
     fn run(
@@ -49,29 +51,32 @@ pub trait Batch: Sized + Send + 'static {
     ) -> impl Future<Output = Vec<Job<Self>>> + Send;
 }
 
-/// The queue of one kind of write, and its writer task.
-pub struct Queue<R> {
+/// The queue of one kind of request, and its worker tasks.
+pub struct Queue<R: Batch> {
     sender: mpsc::Sender<Job<R>>,
 }
 
 impl<R: Batch> Queue<R> {
-    /// Starts the writer. It holds the application weakly and stops when the application is
-    /// gone and the queue is empty.
-    pub fn spawn(state: Weak<AppState>, max_batch: usize) -> Self {
+    /// Starts `workers` tasks taking batches of at most `max_batch` from one queue. They hold
+    /// the application weakly and stop when it is gone and the queue is empty.
+    pub fn spawn(state: Weak<AppState>, max_batch: usize, workers: usize) -> Self {
         let max_batch = max_batch.max(1);
         let (sender, receiver) = mpsc::channel(max_batch.saturating_mul(4));
-        tokio::spawn(writer(receiver, state, max_batch));
+        let receiver = Arc::new(Mutex::new(receiver));
+        for _ in 0..workers.max(1) {
+            tokio::spawn(worker(receiver.clone(), state.clone(), max_batch));
+        }
         Self { sender }
     }
 
     /// Queues `request` and waits for its answer.
-    pub async fn submit(&self, request: R) -> Result<Outcome, ApiError> {
+    pub async fn submit(&self, request: R) -> Result<R::Answer, ApiError> {
         let (reply, answer) = oneshot::channel();
         self.sender
             .send(Job { request, reply })
             .await
             .map_err(|_| ApiError::Unavailable("the writer has stopped".into()))?;
-        // The writer dropped the job without answering: it panicked, possibly after the commit,
+        // The worker dropped the job without answering: it panicked, possibly after a commit,
         // so the outcome is unknown. A retry with the same key finds out.
         answer
             .await
@@ -79,23 +84,28 @@ impl<R: Batch> Queue<R> {
     }
 }
 
-async fn writer<R: Batch>(
-    mut receiver: mpsc::Receiver<Job<R>>,
+/// Takes what is queued (waiting only when nothing is), runs it, and again. With several
+/// workers, one gathers the next batch while another's is with the database.
+async fn worker<R: Batch>(
+    receiver: Arc<Mutex<mpsc::Receiver<Job<R>>>>,
     state: Weak<AppState>,
     max_batch: usize,
 ) {
     let mut jobs: Vec<Job<R>> = Vec::new();
     loop {
-        if jobs.is_empty() {
-            match receiver.recv().await {
-                Some(job) => jobs.push(job),
-                None => return,
+        {
+            let mut receiver = receiver.lock().await;
+            if jobs.is_empty() {
+                match receiver.recv().await {
+                    Some(job) => jobs.push(job),
+                    None => return,
+                }
             }
-        }
-        while jobs.len() < max_batch {
-            match receiver.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
+            while jobs.len() < max_batch {
+                match receiver.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
             }
         }
         let Some(state) = state.upgrade() else {

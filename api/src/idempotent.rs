@@ -17,8 +17,11 @@ use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
 use persistence::idempotency::{self, Claim, RecordRow};
 use persistence::{Db, PersistenceError, Tx};
 use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::error::ApiError;
+use crate::group_commit::{Batch, Job};
 use crate::startup::AppState;
 
 /// What an effect produced: the response body (without the idempotency fields, which are added
@@ -88,6 +91,9 @@ pub fn claim_error(err: PersistenceError, key: &IdempotencyKey) -> ApiError {
 /// (and not forgotten by the retention) is replayed or refused here; `None` means the request
 /// must run. Only committed records are seen, so a key whose first request is still running
 /// is `None` too: the claim then waits for it, as rule 5 says.
+///
+/// Concurrent look-ups share one query (a [`KeyLookup`] batch): under load a replay costs a
+/// fraction of a round trip.
 pub async fn replay_if_used(
     state: &AppState,
     org_id: i64,
@@ -95,8 +101,12 @@ pub async fn replay_if_used(
     key: &IdempotencyKey,
     meaning: &RequestMeaning,
 ) -> Result<Option<Outcome>, ApiError> {
-    let Some(record) = idempotency::get(state.db.conn(), org_id, operation, key.as_str()).await?
-    else {
+    let lookup = KeyLookup {
+        org_id,
+        operation,
+        key: key.as_str().to_owned(),
+    };
+    let Some(record) = state.key_lookups.submit(lookup).await? else {
         return Ok(None);
     };
     if state
@@ -106,6 +116,68 @@ pub async fn replay_if_used(
         return Ok(None);
     }
     replay_or_refuse(&record, operation, key, meaning).map(|v| Some(Outcome::Replayed(v)))
+}
+
+/// A look-up of one key's committed record, batched with the look-ups queued beside it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KeyLookup {
+    pub org_id: i64,
+    pub operation: Operation,
+    pub key: String,
+}
+
+impl Batch for KeyLookup {
+    type Answer = Option<Box<RecordRow>>;
+
+    async fn run(state: Arc<AppState>, jobs: Vec<Job<Self>>) -> Vec<Job<Self>> {
+        let mut seen = std::collections::HashSet::new();
+        let wanted: Vec<(i64, Operation, &str)> = jobs
+            .iter()
+            .filter(|j| seen.insert(&j.request))
+            .map(|j| {
+                (
+                    j.request.org_id,
+                    j.request.operation,
+                    j.request.key.as_str(),
+                )
+            })
+            .collect();
+        match idempotency::get_keys(state.db.conn(), &wanted).await {
+            Ok(records) => {
+                let found: HashMap<KeyLookup, Box<RecordRow>> = records
+                    .into_iter()
+                    .filter_map(|r| {
+                        let operation = Operation::parse(&r.operation)?;
+                        let lookup = KeyLookup {
+                            org_id: r.org_id,
+                            operation,
+                            key: r.key.clone(),
+                        };
+                        Some((lookup, Box::new(r)))
+                    })
+                    .collect();
+                for job in jobs {
+                    let record = found.get(&job.request).cloned();
+                    job.answer(Ok(record));
+                }
+            }
+            Err(e) => {
+                for job in jobs {
+                    job.answer(Err(ApiError::from(copy_error(&e))));
+                }
+            }
+        }
+        Vec::new()
+    }
+}
+
+/// The same error for each request of a failed look-up batch.
+fn copy_error(e: &PersistenceError) -> PersistenceError {
+    if e.is_transient() {
+        PersistenceError::Unavailable(e.to_string())
+    } else {
+        PersistenceError::Other(e.to_string())
+    }
 }
 
 /// Runs `effect` exactly once per `(organisation, operation, key)`; without a key, just once.

@@ -27,6 +27,8 @@ pub struct AppState {
     pub caches: crate::cache::Caches,
     /// Currency allocations waiting to be group-committed.
     pub allocations: crate::group_commit::Queue<crate::allocate::AllocationRequest>,
+    /// Idempotency-key look-ups (the replay path), answered a batch per query.
+    pub key_lookups: crate::group_commit::Queue<crate::idempotent::KeyLookup>,
 }
 
 impl AppState {
@@ -94,7 +96,8 @@ impl Application {
             settings,
             metrics: crate::metrics::Metrics::default(),
             caches,
-            allocations: crate::group_commit::Queue::spawn(state.clone(), group_commit_max),
+            allocations: crate::group_commit::Queue::spawn(state.clone(), group_commit_max, 1),
+            key_lookups: crate::group_commit::Queue::spawn(state.clone(), 256, 2),
         }));
         if let Some(interval) = state.settings.worker_interval {
             crate::workers::spawn(state.clone().into_inner(), interval);

@@ -239,12 +239,12 @@ pub async fn claim_keys<C: ConnectionTrait>(
             let key: String = row.try_get_by_index(2)?;
             claims.insert((org_id, key), Claim::Claimed { id });
         }
-        let existing_keys: Vec<(i64, &str)> = pending
+        let existing_keys: Vec<(i64, Operation, &str)> = pending
             .iter()
             .filter(|k| !claims.contains_key(&wanted(k)))
-            .map(|k| (k.org_id, k.key.as_str()))
+            .map(|k| (k.org_id, operation, k.key.as_str()))
             .collect();
-        for record in get_keys(conn, operation, &existing_keys).await? {
+        for record in get_keys(conn, &existing_keys).await? {
             if forget_before.is_some_and(|cutoff| record.created_at < cutoff) {
                 // Forgotten: the next round claims the key afresh.
                 forget(conn, record.id).await?;
@@ -272,11 +272,11 @@ pub async fn get_many<C: ConnectionTrait>(
     operation: Operation,
     keys: &[&str],
 ) -> Result<Vec<RecordRow>, PersistenceError> {
-    let keys: Vec<(i64, &str)> = keys.iter().map(|k| (org_id, *k)).collect();
-    get_keys(conn, operation, &keys).await
+    let keys: Vec<(i64, Operation, &str)> = keys.iter().map(|k| (org_id, operation, *k)).collect();
+    get_keys(conn, &keys).await
 }
 
-/// The committed records of `(organisation, key)` pairs.
+/// The committed records of `(organisation, operation, key)` triples (those that exist).
 ///
 /// The keys are joined as a `VALUES` list rather than matched with `key IN ($3, …)`: with a
 /// long parameter list PostgreSQL may settle on a generic plan that scans every key of the
@@ -285,8 +285,7 @@ pub async fn get_many<C: ConnectionTrait>(
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn get_keys<C: ConnectionTrait>(
     conn: &C,
-    operation: Operation,
-    keys: &[(i64, &str)],
+    keys: &[(i64, Operation, &str)],
 ) -> Result<Vec<RecordRow>, PersistenceError> {
     let mut out = Vec::with_capacity(keys.len());
     let columns = COLUMNS
@@ -295,20 +294,23 @@ pub async fn get_keys<C: ConnectionTrait>(
         .collect::<Vec<_>>()
         .join(", ");
     for chunk in keys.chunks(5_000) {
-        let mut values: Vec<sea_orm::Value> = vec![operation.as_str().into()];
+        let mut values: Vec<sea_orm::Value> = Vec::with_capacity(chunk.len() * 3);
         let mut rows = Vec::with_capacity(chunk.len());
-        for (org_id, key) in chunk {
-            rows.push(format!("(${}, ${})", values.len() + 1, values.len() + 2));
+        for (org_id, operation, key) in chunk {
+            let n = values.len();
+            rows.push(format!("(${}, ${}, ${})", n + 1, n + 2, n + 3));
             values.push((*org_id).into());
+            values.push(operation.as_str().into());
             values.push((*key).into());
         }
         out.extend(
             RecordRow::find_by_statement(stmt(
                 conn,
                 &format!(
-                    "WITH wanted(org_id, key) AS (VALUES {}) \
+                    "WITH wanted(org_id, operation, key) AS (VALUES {}) \
                      SELECT {columns} FROM wanted JOIN idempotency_records r \
-                     ON r.org_id = wanted.org_id AND r.operation = $1 AND r.key = wanted.key",
+                     ON r.org_id = wanted.org_id AND r.operation = wanted.operation \
+                     AND r.key = wanted.key",
                     rows.join(", ")
                 ),
                 values,
