@@ -317,7 +317,7 @@ async fn run_batch(
     for (i, record, p) in work {
         let r = requests[i];
         match found.get(&(r.org_id, r.customer.clone())) {
-            Some(customer) => ready.push((i, record, p, customer.id)),
+            Some(customer) => ready.push((i, record, p, customer.row.id)),
             None => {
                 answers[i] = Some(Err(ApiError::not_found("customer")));
                 released.push(record);

@@ -17,15 +17,18 @@ use std::collections::{BTreeMap, HashMap};
 use domain::customer::CustomerRef;
 use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
 use domain::issuance::{ItemAsk, ItemFailure, RewardState, RewardStatus, decide, voucher_code};
-use persistence::idempotency::{self, BatchKey, Claim, RecordRow};
-use persistence::issuances::{self, NewIssuance};
+use persistence::idempotency::{self, Claim, OrgKey, RecordRow};
+use persistence::issuances::{self, HoldingKey, NewIssuance};
 use persistence::rewards::{self, RewardRow};
 use persistence::{Db, PersistenceError, customers};
 use rand::Rng;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use std::sync::Arc;
+
 use crate::error::ApiError;
+use crate::group_commit::{Batch, Job};
 use crate::idempotent::claim_error;
 use crate::startup::AppState;
 
@@ -144,125 +147,343 @@ fn every_item_decided(outcomes: Vec<Option<ItemOutcome>>) -> Result<Vec<ItemOutc
         .ok_or_else(|| ApiError::Internal("an item was left without an outcome".into()))
 }
 
-/// Issues the items of `req` (see the module documentation).
+/// Issues the items of `req` (see the module documentation), in a transaction of its own.
 pub async fn issue(
     state: &AppState,
     org_id: i64,
     req: &IssueRequest,
 ) -> Result<IssueResult, ApiError> {
-    // A voucher code that collides with an existing one (a 1 in 2^60 event per pair) fails the
-    // unique index; the whole transaction rolled back, so trying again with new codes is safe.
-    let mut attempts = 0;
-    loop {
-        match issue_once(state, org_id, req).await {
-            Err(Attempt::VoucherCollision) if attempts < 3 => attempts += 1,
-            Err(Attempt::VoucherCollision) => {
-                return Err(ApiError::Internal(
-                    "voucher codes collided three times".into(),
-                ));
+    let segment = Segment {
+        org_id,
+        request: req,
+    };
+    let mut results = issue_segments(state, std::slice::from_ref(&segment))
+        .await
+        .map_err(|e| e.into_api(req))?;
+    results
+        .pop()
+        .ok_or_else(|| ApiError::Internal("no result for the request".into()))?
+}
+
+/// The most items one group-committed batch of issuance requests carries; a larger request
+/// runs in a batch of its own.
+pub const BATCH_ITEMS_MAX: usize = 1_000;
+
+/// An issuance request (single or bulk) waiting to be group-committed with others.
+#[derive(Debug)]
+pub struct IssueJob {
+    pub org_id: i64,
+    pub request: IssueRequest,
+}
+
+impl Batch for IssueJob {
+    type Answer = IssueResult;
+
+    async fn run(state: Arc<AppState>, jobs: Vec<Job<Self>>) -> Vec<Job<Self>> {
+        // A request sharing a key with an earlier one of the batch waits for the next batch
+        // (then it replays), as a concurrent duplicate would; so does one that would take the
+        // batch past BATCH_ITEMS_MAX items.
+        let mut seen: std::collections::HashSet<(i64, String)> = std::collections::HashSet::new();
+        let (mut batch, mut carried) = (Vec::new(), Vec::new());
+        let mut items = 0;
+        for job in jobs {
+            let keys: Vec<(i64, String)> = job
+                .request
+                .request
+                .items
+                .iter()
+                .map(|i| (job.request.org_id, i.request_id.as_str().to_owned()))
+                .collect();
+            let fits = batch.is_empty() || items + keys.len() <= BATCH_ITEMS_MAX;
+            if fits && keys.iter().all(|k| !seen.contains(k)) {
+                items += keys.len();
+                seen.extend(keys);
+                batch.push(job);
+            } else {
+                carried.push(job);
             }
-            Err(Attempt::Api(e)) => return Err(e),
-            Ok(result) => return Ok(result),
+        }
+        let segments: Vec<Segment> = batch
+            .iter()
+            .map(|j| Segment {
+                org_id: j.request.org_id,
+                request: &j.request.request,
+            })
+            .collect();
+        let mut conflicts = 0;
+        let outcome = loop {
+            match issue_segments(&state, &segments).await {
+                Err(Attempt::Db(PersistenceError::Conflict(_))) if conflicts < 2 => conflicts += 1,
+                other => break other,
+            }
+        };
+        let answers: Vec<Result<IssueResult, ApiError>> = match outcome {
+            Ok(results) => results,
+            // Alone, the request would have got this very answer.
+            Err(e) if batch.len() == 1 => vec![Err(e.into_api(&batch[0].request.request))],
+            Err(Attempt::Db(e)) if e.is_transient() => {
+                tracing::warn!(error = %e, size = batch.len(), "group commit of issuances failed");
+                let message = e.to_string();
+                batch
+                    .iter()
+                    .map(|_| {
+                        Err(ApiError::from(match &e {
+                            PersistenceError::CommitUnknown(_) => {
+                                PersistenceError::CommitUnknown(message.clone())
+                            }
+                            _ => PersistenceError::Unavailable(message.clone()),
+                        }))
+                    })
+                    .collect()
+            }
+            Err(e) => {
+                // Not to be pinned on one request from here: let each find out alone.
+                tracing::info!(error = ?e, size = batch.len(), "group commit: issuing each request alone");
+                futures_util::future::join_all(
+                    batch
+                        .iter()
+                        .map(|j| issue(&state, j.request.org_id, &j.request.request)),
+                )
+                .await
+            }
+        };
+        for (job, answer) in batch.into_iter().zip(answers) {
+            job.answer(answer);
+        }
+        carried
+    }
+}
+
+/// One request's part of a transaction: its organisation and what it asks.
+#[derive(Debug, Clone, Copy)]
+pub struct Segment<'a> {
+    pub org_id: i64,
+    pub request: &'a IssueRequest,
+}
+
+/// Why a transaction of issuances did not commit.
+#[derive(Debug)]
+pub enum Attempt {
+    /// A key was held by another transaction past the lock wait.
+    KeyInUse,
+    /// A database error; `is_transient` tells whether a retry may do better.
+    Db(PersistenceError),
+    /// A bug (a guard refusing what the decision allowed, say).
+    Api(ApiError),
+    /// Voucher codes collided three times in a row.
+    VoucherCollision,
+}
+
+impl Attempt {
+    /// The answer to `req` when it ran alone and its transaction did not commit.
+    fn into_api(self, req: &IssueRequest) -> ApiError {
+        match self {
+            Attempt::KeyInUse => {
+                claim_error(PersistenceError::LockTimeout, &req.items[0].request_id)
+            }
+            Attempt::Db(e) => e.into(),
+            Attempt::Api(e) => e,
+            Attempt::VoucherCollision => {
+                ApiError::Internal("voucher codes collided three times".into())
+            }
         }
     }
 }
 
-enum Attempt {
-    Api(ApiError),
-    VoucherCollision,
-}
-
-impl<E: Into<ApiError>> From<E> for Attempt {
-    fn from(e: E) -> Self {
-        Attempt::Api(e.into())
+impl From<PersistenceError> for Attempt {
+    fn from(e: PersistenceError) -> Self {
+        Attempt::Db(e)
     }
 }
 
-async fn issue_once(
+impl From<ApiError> for Attempt {
+    fn from(e: ApiError) -> Self {
+        Attempt::Api(e)
+    }
+}
+
+/// Issues several requests (of any organisations and customers) in one transaction, and
+/// answers each as if it had been alone; see [`issue_segments_once`]. A voucher code that
+/// collides with an existing one (a 1 in 2^60 event per pair) fails the unique index; the
+/// whole transaction rolled back, so trying again with new codes is safe.
+pub async fn issue_segments(
     state: &AppState,
-    org_id: i64,
-    req: &IssueRequest,
-) -> Result<IssueResult, Attempt> {
+    segments: &[Segment<'_>],
+) -> Result<Vec<Result<IssueResult, ApiError>>, Attempt> {
+    let mut collisions = 0;
+    loop {
+        match issue_segments_once(state, segments).await {
+            Err(Attempt::VoucherCollision) if collisions < 3 => collisions += 1,
+            other => return other,
+        }
+    }
+}
+
+/// The steps of the module documentation, for every segment at once: customers, keys (in
+/// `(organisation, key)` order), rewards (in `(organisation, id)` order) and holdings (in
+/// `(organisation, customer, reward)` order) are each read or written with one statement for
+/// all segments. Segments are decided in order, item by item, sharing each reward's stock, so
+/// the result is what running them one after another would give.
+async fn issue_segments_once(
+    state: &AppState,
+    segments: &[Segment<'_>],
+) -> Result<Vec<Result<IssueResult, ApiError>>, Attempt> {
     let now = state.now();
     let tx = state.db.begin().await?;
-    let enrolment = customers::find_or_enroll(&tx, org_id, &req.customer, now)
-        .await?
-        .ok_or_else(|| ApiError::not_found("customer"))?;
-    let customer = &enrolment.row;
-    let meanings: Vec<RequestMeaning> = req
-        .items
+    let wanted: Vec<(i64, CustomerRef)> = segments
         .iter()
-        .map(|i| item_meaning(&req.customer, i))
+        .map(|s| (s.org_id, s.request.customer.clone()))
         .collect();
-    let batch: Vec<BatchKey> = req
-        .items
-        .iter()
-        .zip(&meanings)
-        .map(|(i, m)| BatchKey {
-            key: i.request_id.clone(),
-            meaning: m.clone(),
-        })
-        .collect();
-    let first_key = &req.items[0].request_id;
-    let mut claims = idempotency::claim_many(
+    let enrolled = customers::find_or_enroll_many(&tx, &wanted, now).await?;
+    let mut results: Vec<Option<Result<IssueResult, ApiError>>> =
+        segments.iter().map(|_| None).collect();
+    // Per segment: its customer (None: unknown, answered 404) and the meaning of each item.
+    let mut customers_of: Vec<Option<customers::Enrolment>> = Vec::with_capacity(segments.len());
+    let mut meanings: Vec<Vec<RequestMeaning>> = Vec::with_capacity(segments.len());
+    let mut keys: Vec<OrgKey> = Vec::new();
+    for (s, seg) in segments.iter().enumerate() {
+        let found = enrolled
+            .get(&(seg.org_id, seg.request.customer.clone()))
+            .cloned();
+        if found.is_none() {
+            results[s] = Some(Err(ApiError::not_found("customer")));
+        }
+        let m: Vec<RequestMeaning> = seg
+            .request
+            .items
+            .iter()
+            .map(|i| item_meaning(&seg.request.customer, i))
+            .collect();
+        if found.is_some() {
+            for (item, meaning) in seg.request.items.iter().zip(&m) {
+                keys.push(OrgKey {
+                    org_id: seg.org_id,
+                    key: item.request_id.clone(),
+                    meaning: meaning.clone(),
+                });
+            }
+        }
+        customers_of.push(found);
+        meanings.push(m);
+    }
+    let mut claims = match idempotency::claim_keys(
         &tx,
-        org_id,
         Operation::RewardIssuance,
-        &batch,
+        &keys,
         now,
         state.forget_before(),
     )
     .await
-    .map_err(|e| claim_error(e, first_key))?;
+    {
+        Ok(claims) => claims,
+        Err(PersistenceError::LockTimeout) => return Err(Attempt::KeyInUse),
+        Err(e) => return Err(e.into()),
+    };
 
-    let mut outcomes: Vec<Option<ItemOutcome>> = vec![None; req.items.len()];
-    let mut claimed: Vec<(usize, i64)> = Vec::new();
-    for (idx, item) in req.items.iter().enumerate() {
-        match claims.remove(item.request_id.as_str()) {
-            Some(Claim::Claimed { id }) => claimed.push((idx, id)),
-            Some(Claim::Existing(record)) => {
-                outcomes[idx] = Some(replay_or_mismatch(&record, &meanings[idx]))
+    let mut outcomes: Vec<Vec<Option<ItemOutcome>>> = segments
+        .iter()
+        .map(|s| vec![None; s.request.items.len()])
+        .collect();
+    // (segment, item, its key's record)
+    let mut claimed: Vec<(usize, usize, i64)> = Vec::new();
+    for (s, seg) in segments.iter().enumerate() {
+        if customers_of[s].is_none() {
+            continue;
+        }
+        for (idx, item) in seg.request.items.iter().enumerate() {
+            match claims.remove(&(seg.org_id, item.request_id.as_str().to_owned())) {
+                Some(Claim::Claimed { id }) => claimed.push((s, idx, id)),
+                Some(Claim::Existing(record)) => {
+                    outcomes[s][idx] = Some(replay_or_mismatch(&record, &meanings[s][idx]))
+                }
+                None => return Err(ApiError::Internal("a claimed key is missing".into()).into()),
             }
-            None => return Err(ApiError::Internal("a claimed key is missing".into()).into()),
         }
     }
+    let customer_id = |s: usize| customers_of[s].as_ref().map(|c| c.row.id);
 
-    let mut issued_any = false;
+    let mut new_issuances: Vec<NewIssuance> = Vec::new();
+    // (segment, record, stored outcome, issuance id)
+    let mut completed: Vec<(usize, i64, Value, Uuid)> = Vec::new();
+    let mut released: Vec<i64> = Vec::new();
+    let mut stock_taken: BTreeMap<(i64, i64), i64> = BTreeMap::new();
+    let mut held_taken: BTreeMap<HoldingKey, (i64, Option<i64>)> = BTreeMap::new();
     if !claimed.is_empty() {
-        let mut reward_ids: Vec<i64> = claimed
+        let mut reward_keys: Vec<(i64, i64)> = claimed
             .iter()
-            .map(|(idx, _)| req.items[*idx].reward_id)
-            .collect();
-        reward_ids.sort_unstable();
-        reward_ids.dedup();
-        let rows = rewards::lock_many(&tx, org_id, &reward_ids).await?;
-        let found: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        issuances::ensure_holdings(&tx, org_id, customer.id, &found).await?;
-        let held = issuances::holdings(&tx, org_id, customer.id, &found, true).await?;
-        let states: HashMap<i64, RewardState> = rows
-            .iter()
-            .map(|r| (r.id, reward_state(r, held.get(&r.id).copied().unwrap_or(0))))
-            .collect();
-        let asks: Vec<ItemAsk> = claimed
-            .iter()
-            .map(|(idx, _)| ItemAsk {
-                reward_id: req.items[*idx].reward_id,
-                quantity: req.items[*idx].quantity,
+            .map(|(s, idx, _)| {
+                (
+                    segments[*s].org_id,
+                    segments[*s].request.items[*idx].reward_id,
+                )
             })
             .collect();
-        let decisions = decide(&asks, &states, now);
-
-        let mut per_reward: BTreeMap<i64, i64> = BTreeMap::new();
-        let mut new_issuances = Vec::new();
-        let mut completed = Vec::new();
-        let mut released = Vec::new();
-        {
-            let mut rng = rand::rng();
-            for ((idx, record_id), decision) in claimed.iter().zip(decisions) {
-                let item = &req.items[*idx];
+        reward_keys.sort_unstable();
+        reward_keys.dedup();
+        let rows: HashMap<(i64, i64), RewardRow> = rewards::lock_across(&tx, &reward_keys)
+            .await?
+            .into_iter()
+            .map(|r| ((r.org_id, r.id), r))
+            .collect();
+        let mut holding_keys: Vec<HoldingKey> = claimed
+            .iter()
+            .filter_map(|(s, idx, _)| {
+                let org = segments[*s].org_id;
+                let reward = segments[*s].request.items[*idx].reward_id;
+                rows.contains_key(&(org, reward))
+                    .then_some((org, customer_id(*s)?, reward))
+            })
+            .collect();
+        holding_keys.sort_unstable();
+        holding_keys.dedup();
+        issuances::ensure_holdings(&tx, &holding_keys).await?;
+        let mut held = issuances::holdings(&tx, &holding_keys, true).await?;
+        // What is left of each reward's stock as the segments before took from it.
+        let mut stock: HashMap<(i64, i64), Option<i64>> =
+            rows.iter().map(|(k, r)| (*k, r.stock)).collect();
+        let mut rng = rand::rng();
+        for (s, seg) in segments.iter().enumerate() {
+            let Some(customer) = customer_id(s) else {
+                continue;
+            };
+            let mine: Vec<(usize, i64)> = claimed
+                .iter()
+                .filter(|(cs, _, _)| *cs == s)
+                .map(|(_, idx, record)| (*idx, *record))
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let states: HashMap<i64, RewardState> = rows
+                .iter()
+                .filter(|((org, _), _)| *org == seg.org_id)
+                .map(|((org, id), r)| {
+                    let mut state =
+                        reward_state(r, held.get(&(*org, customer, *id)).copied().unwrap_or(0));
+                    state.stock = stock.get(&(*org, *id)).copied().flatten();
+                    (*id, state)
+                })
+                .collect();
+            let asks: Vec<ItemAsk> = mine
+                .iter()
+                .map(|(idx, _)| ItemAsk {
+                    reward_id: seg.request.items[*idx].reward_id,
+                    quantity: seg.request.items[*idx].quantity,
+                })
+                .collect();
+            for ((idx, record_id), decision) in mine.iter().zip(decide(&asks, &states, now)) {
+                let item = &seg.request.items[*idx];
                 match decision {
                     Ok(()) => {
-                        *per_reward.entry(item.reward_id).or_default() += item.quantity;
+                        let reward = (seg.org_id, item.reward_id);
+                        *stock_taken.entry(reward).or_default() += item.quantity;
+                        if let Some(Some(left)) = stock.get_mut(&reward) {
+                            *left -= item.quantity;
+                        }
+                        let holding = (seg.org_id, customer, item.reward_id);
+                        *held.entry(holding).or_default() += item.quantity;
+                        let limit = rows.get(&reward).and_then(|r| r.per_customer_limit);
+                        held_taken.entry(holding).or_insert((0, limit)).0 += item.quantity;
                         let id = Uuid::now_v7();
                         let vouchers: Vec<String> = (0..item.quantity)
                             .map(|_| voucher_code(rng.random::<u64>()))
@@ -274,22 +495,23 @@ async fn issue_once(
                             "issuanceId": id.to_string(),
                             "vouchers": vouchers,
                         });
-                        completed.push((*record_id, stored.clone(), Some(id.to_string())));
-                        outcomes[*idx] = Some(ItemOutcome::Issued(stored));
+                        completed.push((s, *record_id, stored.clone(), id));
+                        outcomes[s][*idx] = Some(ItemOutcome::Issued(stored));
                         new_issuances.push(NewIssuance {
                             id,
+                            org_id: seg.org_id,
                             request_id: item.request_id.to_string(),
-                            customer_id: customer.id,
+                            customer_id: customer,
                             reward_id: item.reward_id,
                             quantity: item.quantity,
-                            brand: req.brand.clone(),
-                            transaction_number: req.transaction_number.clone(),
+                            brand: seg.request.brand.clone(),
+                            transaction_number: seg.request.transaction_number.clone(),
                             vouchers,
                         });
                     }
                     Err(failure) => {
                         released.push(*record_id);
-                        outcomes[*idx] = Some(ItemOutcome::Failed {
+                        outcomes[s][*idx] = Some(ItemOutcome::Failed {
                             failure,
                             mismatched_fields: Vec::new(),
                         });
@@ -297,53 +519,96 @@ async fn issue_once(
                 }
             }
         }
-        for (reward_id, quantity) in &per_reward {
-            let limit = states.get(reward_id).and_then(|s| s.per_customer_limit);
-            // Both writes keep their conditions; with the rows locked they cannot refuse what
-            // the decision allowed, and if they ever do, nothing is committed.
-            if !rewards::take_stock(&tx, org_id, *reward_id, *quantity, now).await? {
-                return Err(
-                    ApiError::Internal(format!("stock guard refused reward {reward_id}")).into(),
-                );
-            }
-            if !issuances::hold(&tx, org_id, customer.id, *reward_id, *quantity, limit).await? {
-                return Err(
-                    ApiError::Internal(format!("limit guard refused reward {reward_id}")).into(),
-                );
-            }
+    }
+    let issued_any = !new_issuances.is_empty();
+    // Customers this transaction enrolled for segments that issued nothing are not kept.
+    let issuing: std::collections::HashSet<usize> = completed.iter().map(|c| c.0).collect();
+    let kept: std::collections::HashSet<Uuid> =
+        issuing.iter().filter_map(|s| customer_id(*s)).collect();
+    let mut forgotten: Vec<Uuid> = customers_of
+        .iter()
+        .flatten()
+        .filter(|c| c.new && !kept.contains(&c.row.id))
+        .map(|c| c.row.id)
+        .collect();
+    forgotten.sort_unstable();
+    forgotten.dedup();
+    if issued_any {
+        // Both writes keep their conditions; with the rows locked they cannot refuse what the
+        // decisions allowed, and if they ever do, nothing is committed.
+        let takes: Vec<(i64, i64, i64)> = stock_taken
+            .iter()
+            .map(|((org, id), q)| (*org, *id, *q))
+            .collect();
+        if rewards::take_stock_many(&tx, &takes, now).await? != takes.len() as u64 {
+            return Err(ApiError::Internal("a stock guard refused an issuance".into()).into());
         }
-        match issuances::insert_many(&tx, org_id, &new_issuances, now).await {
+        let holds: Vec<(HoldingKey, i64, Option<i64>)> = held_taken
+            .iter()
+            .map(|(k, (q, limit))| (*k, *q, *limit))
+            .collect();
+        if issuances::hold_many(&tx, &holds).await? != holds.len() as u64 {
+            return Err(ApiError::Internal("a limit guard refused an issuance".into()).into());
+        }
+        match issuances::insert_many(&tx, &new_issuances, now).await {
             Err(PersistenceError::UniqueViolation(_)) => return Err(Attempt::VoucherCollision),
             other => other?,
         }
-        let events = completed
+        let mut events: BTreeMap<i64, Vec<persistence::webhooks::NewEvent<'static>>> =
+            BTreeMap::new();
+        for (s, _, stored, _) in &completed {
+            let seg = &segments[*s];
+            let mut data = stored.clone();
+            data["customerId"] = json!(customer_id(*s).map(|c| c.to_string()));
+            data["brand"] = json!(seg.request.brand);
+            data["transactionNumber"] = json!(seg.request.transaction_number);
+            events
+                .entry(seg.org_id)
+                .or_default()
+                .push(crate::webhooks::event("reward.issued", data, now));
+        }
+        let mut endpoints = Vec::with_capacity(events.len());
+        for org_id in events.keys() {
+            endpoints.push(state.caches.endpoints(&tx, *org_id).await?);
+        }
+        let outbox: Vec<_> = events
             .iter()
-            .map(|(_, stored, _)| {
-                let mut data = stored.clone();
-                data["customerId"] = json!(customer.id.to_string());
-                data["brand"] = json!(req.brand);
-                data["transactionNumber"] = json!(req.transaction_number);
-                crate::webhooks::event("reward.issued", data, now)
-            })
+            .zip(&endpoints)
+            .map(|((org, ev), ep)| (*org, ep.as_slice(), ev.as_slice()))
             .collect();
-        crate::webhooks::emit(&state.caches, &tx, org_id, events, now).await?;
-        idempotency::complete_many(&tx, 201, &completed).await?;
+        persistence::webhooks::emit_to(&tx, &outbox, now).await?;
+        let stored: Vec<(i64, Value, Option<String>)> = completed
+            .iter()
+            .map(|(_, record, v, id)| (*record, v.clone(), Some(id.to_string())))
+            .collect();
+        idempotency::complete_many(&tx, 201, &stored).await?;
         idempotency::release_many(&tx, &released).await?;
-        issued_any = !new_issuances.is_empty();
-    }
-    let customer_id = customer.id;
-    let enrolled_now = enrolment.new;
-    if issued_any {
+        customers::forget_enrolled(&tx, &forgotten).await?;
         Db::commit(tx).await?;
     } else {
         // Nothing was issued: roll back, so not even the enrolment of a new customer remains
         // (and the answer names no customer that does not exist).
         drop(tx);
     }
-    Ok(IssueResult {
-        customer_id: (issued_any || !enrolled_now).then_some(customer_id),
-        outcomes: every_item_decided(outcomes)?,
-    })
+    for (s, seg_outcomes) in outcomes.into_iter().enumerate() {
+        if results[s].is_some() {
+            continue;
+        }
+        let customer = customers_of[s].as_ref();
+        let exists = customer.is_some_and(|c| !c.new || (issued_any && kept.contains(&c.row.id)));
+        results[s] = Some(
+            every_item_decided(seg_outcomes).map(|outcomes| IssueResult {
+                customer_id: customer.filter(|_| exists).map(|c| c.row.id),
+                outcomes,
+            }),
+        );
+    }
+    results
+        .into_iter()
+        .map(|r| {
+            r.ok_or_else(|| Attempt::Api(ApiError::Internal("a request got no result".into())))
+        })
+        .collect()
 }
 
 /// What each item would get, without writing anything.
@@ -386,7 +651,14 @@ pub async fn dry_run(
     reward_ids.dedup();
     let rows = rewards::read_many(conn, org_id, &reward_ids, false).await?;
     let held = match &customer {
-        Some(c) => issuances::holdings(conn, org_id, c.id, &reward_ids, false).await?,
+        Some(c) => {
+            let keys: Vec<HoldingKey> = reward_ids.iter().map(|r| (org_id, c.id, *r)).collect();
+            issuances::holdings(conn, &keys, false)
+                .await?
+                .into_iter()
+                .map(|((_, _, reward), held)| (reward, held))
+                .collect()
+        }
         None => HashMap::new(),
     };
     let states: HashMap<i64, RewardState> = rows

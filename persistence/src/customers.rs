@@ -115,13 +115,13 @@ pub async fn find_or_enroll_many<C: ConnectionTrait>(
     conn: &C,
     wanted: &[(i64, CustomerRef)],
     now: DateTime<Utc>,
-) -> Result<HashMap<(i64, CustomerRef), CustomerRow>, PersistenceError> {
+) -> Result<HashMap<(i64, CustomerRef), Enrolment>, PersistenceError> {
     // Distinct, in a fixed order: (organisation, column, value).
     let distinct: BTreeSet<Identifier> = wanted
         .iter()
         .map(|(org, c)| (*org, column(c), c.value()))
         .collect();
-    let mut found: HashMap<Identifier, CustomerRow> = HashMap::new();
+    let mut found: HashMap<Identifier, Enrolment> = HashMap::new();
     find_many(conn, &distinct, &mut found).await?;
     let enrol: Vec<Vec<sea_orm::Value>> = distinct
         .iter()
@@ -144,7 +144,8 @@ pub async fn find_or_enroll_many<C: ConnectionTrait>(
             "INSERT INTO customers (id, org_id, mobile, email, external_id, created_at) VALUES";
         let tail = format!("ON CONFLICT DO NOTHING RETURNING {COLUMNS}");
         for row in crate::insert_rows(conn, head, &tail, enrol).await? {
-            remember(&mut found, CustomerRow::from_query_result(&row, "")?);
+            let row = CustomerRow::from_query_result(&row, "")?;
+            remember(&mut found, Enrolment { row, new: true });
         }
         // Those another transaction enrolled first: committed now, so a new read sees them.
         find_many(conn, &distinct, &mut found).await?;
@@ -162,8 +163,9 @@ pub async fn find_or_enroll_many<C: ConnectionTrait>(
 /// An identifier as the database keeps it: (organisation, column, value).
 type Identifier = (i64, &'static str, String);
 
-/// Files `row` under each of its identifiers.
-fn remember(found: &mut HashMap<Identifier, CustomerRow>, row: CustomerRow) {
+/// Files a customer under each of its identifiers.
+fn remember(found: &mut HashMap<Identifier, Enrolment>, customer: Enrolment) {
+    let row = &customer.row;
     let keys = [
         ("id", Some(row.id.to_string())),
         ("mobile", row.mobile.clone()),
@@ -172,7 +174,7 @@ fn remember(found: &mut HashMap<Identifier, CustomerRow>, row: CustomerRow) {
     ];
     for (col, value) in keys {
         if let Some(value) = value {
-            found.insert((row.org_id, col, value), row.clone());
+            found.insert((row.org_id, col, value), customer.clone());
         }
     }
 }
@@ -181,7 +183,7 @@ fn remember(found: &mut HashMap<Identifier, CustomerRow>, row: CustomerRow) {
 async fn find_many<C: ConnectionTrait>(
     conn: &C,
     wanted: &BTreeSet<Identifier>,
-    found: &mut HashMap<Identifier, CustomerRow>,
+    found: &mut HashMap<Identifier, Enrolment>,
 ) -> Result<(), PersistenceError> {
     let missing: Vec<&Identifier> = wanted.iter().filter(|k| !found.contains_key(*k)).collect();
     for chunk in missing.chunks(1_000) {
@@ -218,8 +220,36 @@ async fn find_many<C: ConnectionTrait>(
         .all(conn)
         .await?;
         for row in rows {
-            remember(found, row);
+            remember(found, Enrolment { row, new: false });
         }
+    }
+    Ok(())
+}
+
+/// Forgets customers this transaction enrolled after all (nothing was issued to them), with
+/// the empty holding rows made for them: a refused request enrols nobody.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+pub async fn forget_enrolled<C: ConnectionTrait>(
+    conn: &C,
+    ids: &[Uuid],
+) -> Result<(), PersistenceError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let values: Vec<sea_orm::Value> = ids.iter().map(|id| (*id).into()).collect();
+    let list = crate::in_list(1, ids.len());
+    for table in ["customer_reward_counts", "customers"] {
+        let column = if table == "customers" {
+            "id"
+        } else {
+            "customer_id"
+        };
+        conn.execute_raw(stmt(
+            conn,
+            &format!("DELETE FROM {table} WHERE {column} IN ({list})"),
+            values.clone(),
+        ))
+        .await?;
     }
     Ok(())
 }

@@ -8,18 +8,26 @@ use uuid::Uuid;
 
 use crate::{PersistenceError, for_update, in_list, insert_rows, stmt};
 
-/// Makes sure a holding row exists for each reward (sorted ids), so it can be locked and
+/// A customer's holding of a reward: (organisation, customer, reward).
+pub type HoldingKey = (i64, Uuid, i64);
+
+/// Makes sure a holding row exists for each key (sorted), so it can be locked and
 /// conditionally raised.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn ensure_holdings<C: ConnectionTrait>(
     conn: &C,
-    org_id: i64,
-    customer_id: Uuid,
-    reward_ids: &[i64],
+    keys: &[HoldingKey],
 ) -> Result<(), PersistenceError> {
-    let rows = reward_ids
+    let rows = keys
         .iter()
-        .map(|r| vec![org_id.into(), customer_id.into(), (*r).into(), 0i64.into()])
+        .map(|(org, customer, reward)| {
+            vec![
+                (*org).into(),
+                (*customer).into(),
+                (*reward).into(),
+                0i64.into(),
+            ]
+        })
         .collect();
     insert_rows(
         conn,
@@ -33,65 +41,96 @@ pub async fn ensure_holdings<C: ConnectionTrait>(
 
 #[derive(Debug, FromQueryResult)]
 struct Holding {
+    org_id: i64,
+    customer_id: Uuid,
     reward_id: i64,
     held: i64,
 }
 
-/// What the customer holds of each reward; locked on PostgreSQL when `lock`.
+/// What customers hold of rewards, by key (absent: none); locked on PostgreSQL when `lock`,
+/// in key order.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn holdings<C: ConnectionTrait>(
     conn: &C,
-    org_id: i64,
-    customer_id: Uuid,
-    reward_ids: &[i64],
+    keys: &[HoldingKey],
     lock: bool,
-) -> Result<HashMap<i64, i64>, PersistenceError> {
-    if reward_ids.is_empty() {
+) -> Result<HashMap<HoldingKey, i64>, PersistenceError> {
+    if keys.is_empty() {
         return Ok(HashMap::new());
     }
-    let mut values: Vec<Value> = vec![org_id.into(), customer_id.into()];
-    values.extend(reward_ids.iter().map(|id| Value::from(*id)));
+    let mut values: Vec<Value> = Vec::with_capacity(keys.len() * 3);
+    let mut triples = Vec::with_capacity(keys.len());
+    for (org, customer, reward) in keys {
+        let n = values.len();
+        triples.push(format!("(${}, ${}, ${})", n + 1, n + 2, n + 3));
+        values.extend([(*org).into(), (*customer).into(), (*reward).into()]);
+    }
     let rows = Holding::find_by_statement(stmt(
         conn,
         &format!(
-            "SELECT reward_id, held FROM customer_reward_counts \
-             WHERE org_id = $1 AND customer_id = $2 AND reward_id IN ({}) ORDER BY reward_id{}",
-            in_list(3, reward_ids.len()),
+            "SELECT org_id, customer_id, reward_id, held FROM customer_reward_counts \
+             WHERE (org_id, customer_id, reward_id) IN (VALUES {}) \
+             ORDER BY org_id, customer_id, reward_id{}",
+            triples.join(", "),
             if lock { for_update(conn) } else { "" }
         ),
         values,
     ))
     .all(conn)
     .await?;
-    Ok(rows.into_iter().map(|h| (h.reward_id, h.held)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|h| ((h.org_id, h.customer_id, h.reward_id), h.held))
+        .collect())
 }
 
-/// Raises a holding by `quantity`, only if it stays within `limit`. Returns whether it did.
+/// Raises each holding by its quantity, each only if it stays within its limit, in one
+/// statement: `(key, quantity, limit)`. Returns how many it raised: fewer than asked means a
+/// limit refused, and the caller must not commit.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
-pub async fn hold<C: ConnectionTrait>(
+pub async fn hold_many<C: ConnectionTrait>(
     conn: &C,
-    org_id: i64,
-    customer_id: Uuid,
-    reward_id: i64,
-    quantity: i64,
-    limit: Option<i64>,
-) -> Result<bool, PersistenceError> {
+    holds: &[(HoldingKey, i64, Option<i64>)],
+) -> Result<u64, PersistenceError> {
+    if holds.is_empty() {
+        return Ok(0);
+    }
+    let mut values: Vec<Value> = Vec::with_capacity(holds.len() * 5);
+    let mut rows = Vec::with_capacity(holds.len());
+    for ((org, customer, reward), quantity, limit) in holds {
+        let n = values.len();
+        rows.push(format!(
+            "(${}, ${}, ${}, ${}, ${})",
+            n + 1,
+            n + 2,
+            n + 3,
+            n + 4,
+            n + 5
+        ));
+        values.extend([
+            (*org).into(),
+            (*customer).into(),
+            (*reward).into(),
+            (*quantity).into(),
+            (*limit).into(),
+        ]);
+    }
     let result = conn
         .execute_raw(stmt(
             conn,
-            "UPDATE customer_reward_counts SET held = held + $4 \
-             WHERE org_id = $1 AND customer_id = $2 AND reward_id = $3 \
-             AND ($5 IS NULL OR held + $4 <= $5)",
-            vec![
-                org_id.into(),
-                customer_id.into(),
-                reward_id.into(),
-                quantity.into(),
-                limit.into(),
-            ],
+            &format!(
+                "WITH v(org_id, customer_id, reward_id, quantity, lim) AS (VALUES {}) \
+                 UPDATE customer_reward_counts SET held = held + v.quantity FROM v \
+                 WHERE customer_reward_counts.org_id = v.org_id \
+                 AND customer_reward_counts.customer_id = v.customer_id \
+                 AND customer_reward_counts.reward_id = v.reward_id \
+                 AND (v.lim IS NULL OR customer_reward_counts.held + v.quantity <= v.lim)",
+                rows.join(", ")
+            ),
+            values,
         ))
         .await?;
-    Ok(result.rows_affected() == 1)
+    Ok(result.rows_affected())
 }
 
 /// Gives back `quantity` units of a holding (a cancellation).
@@ -121,6 +160,7 @@ pub async fn release<C: ConnectionTrait>(
 #[derive(Debug, Clone)]
 pub struct NewIssuance {
     pub id: Uuid,
+    pub org_id: i64,
     pub request_id: String,
     pub customer_id: Uuid,
     pub reward_id: i64,
@@ -130,11 +170,10 @@ pub struct NewIssuance {
     pub vouchers: Vec<String>,
 }
 
-/// Inserts issuances and their vouchers with multi-row statements.
+/// Inserts issuances (of any organisations) and their vouchers with multi-row statements.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn insert_many<C: ConnectionTrait>(
     conn: &C,
-    org_id: i64,
     issuances: &[NewIssuance],
     now: DateTime<Utc>,
 ) -> Result<(), PersistenceError> {
@@ -143,7 +182,7 @@ pub async fn insert_many<C: ConnectionTrait>(
         .map(|i| {
             vec![
                 i.id.into(),
-                org_id.into(),
+                i.org_id.into(),
                 i.request_id.clone().into(),
                 i.customer_id.into(),
                 i.reward_id.into(),
@@ -168,7 +207,7 @@ pub async fn insert_many<C: ConnectionTrait>(
         .flat_map(|i| {
             i.vouchers
                 .iter()
-                .map(move |code| vec![org_id.into(), i.id.into(), code.clone().into()])
+                .map(move |code| vec![i.org_id.into(), i.id.into(), code.clone().into()])
         })
         .collect();
     insert_rows(

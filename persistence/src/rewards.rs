@@ -178,16 +178,36 @@ pub async fn update<C: ConnectionTrait>(
     .await?)
 }
 
-/// The rewards of `ids` (sorted), locked for the rest of the transaction on PostgreSQL so that
-/// the decisions taken from them hold until commit. Locks are taken in id order, as every
-/// issuance takes them, so concurrent issuances never deadlock.
+/// The rewards named by `(organisation, id)` pairs, locked for the rest of the transaction on
+/// PostgreSQL so that the decisions taken from them hold until commit. Locks are taken in
+/// `(organisation, id)` order, as every issuance takes them, so concurrent issuances (and
+/// group-committed batches of them) never deadlock. Ids of another organisation are not found.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
-pub async fn lock_many<C: ConnectionTrait>(
+pub async fn lock_across<C: ConnectionTrait>(
     conn: &C,
-    org_id: i64,
-    ids: &[i64],
+    keys: &[(i64, i64)],
 ) -> Result<Vec<RewardRow>, PersistenceError> {
-    read_many(conn, org_id, ids, true).await
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut values: Vec<Value> = Vec::with_capacity(keys.len() * 2);
+    let mut pairs = Vec::with_capacity(keys.len());
+    for (org_id, id) in keys {
+        pairs.push(format!("(${}, ${})", values.len() + 1, values.len() + 2));
+        values.push((*org_id).into());
+        values.push((*id).into());
+    }
+    Ok(RewardRow::find_by_statement(stmt(
+        conn,
+        &format!(
+            "SELECT {COLUMNS} FROM rewards WHERE (org_id, id) IN (VALUES {}) ORDER BY org_id, id{}",
+            pairs.join(", "),
+            for_update(conn)
+        ),
+        values,
+    ))
+    .all(conn)
+    .await?)
 }
 
 /// The rewards of `ids`, without locks (dry runs).
@@ -216,25 +236,39 @@ pub async fn read_many<C: ConnectionTrait>(
     .await?)
 }
 
-/// Takes `quantity` units out of stock, only if that many are left (or stock is unlimited).
-/// Returns whether it did.
+/// Takes units out of stock for each `(organisation, reward, quantity)`, each only if that many
+/// are left (or stock is unlimited), in one statement. Returns how many rewards it took from:
+/// fewer than asked means a condition refused, and the caller must not commit.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
-pub async fn take_stock<C: ConnectionTrait>(
+pub async fn take_stock_many<C: ConnectionTrait>(
     conn: &C,
-    org_id: i64,
-    id: i64,
-    quantity: i64,
+    takes: &[(i64, i64, i64)],
     now: DateTime<Utc>,
-) -> Result<bool, PersistenceError> {
+) -> Result<u64, PersistenceError> {
+    if takes.is_empty() {
+        return Ok(0);
+    }
+    let mut values: Vec<Value> = vec![now.into()];
+    let mut rows = Vec::with_capacity(takes.len());
+    for (org_id, id, quantity) in takes {
+        let n = values.len();
+        rows.push(format!("(${}, ${}, ${})", n + 1, n + 2, n + 3));
+        values.extend([(*org_id).into(), (*id).into(), (*quantity).into()]);
+    }
     let result = conn
         .execute_raw(stmt(
             conn,
-            "UPDATE rewards SET stock = stock - $3, issued = issued + $3, updated_at = $4 \
-             WHERE org_id = $1 AND id = $2 AND (stock IS NULL OR stock >= $3)",
-            vec![org_id.into(), id.into(), quantity.into(), now.into()],
+            &format!(
+                "WITH v(org_id, id, quantity) AS (VALUES {}) \
+                 UPDATE rewards SET stock = stock - v.quantity, issued = issued + v.quantity, \
+                 updated_at = $1 FROM v WHERE rewards.org_id = v.org_id AND rewards.id = v.id \
+                 AND (rewards.stock IS NULL OR rewards.stock >= v.quantity)",
+                rows.join(", ")
+            ),
+            values,
         ))
         .await?;
-    Ok(result.rows_affected() == 1)
+    Ok(result.rows_affected())
 }
 
 /// Puts `quantity` cancelled units back into stock (unlimited stays unlimited).

@@ -389,6 +389,12 @@ async fn run_issue(
     };
     let result = if dry {
         dry_run(state, org_id, &req).await?
+    } else if state.settings.group_commit_max > 1 {
+        let job = crate::issuance::IssueJob {
+            org_id,
+            request: req.clone(),
+        };
+        state.issuances.submit(job).await?
     } else {
         issue(state, org_id, &req).await?
     };

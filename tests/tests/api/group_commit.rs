@@ -484,3 +484,145 @@ async fn an_endpoint_created_on_another_instance_is_seen_within_the_cache_bound(
         "the other instance sees it after the bound"
     );
 }
+
+/// Single issuances committed together: stock and a per-customer limit contended within the
+/// batch, unknown rewards, shared requestIds, new customers whose request fails (they must not
+/// stay enrolled), and another organisation at the same time.
+async fn issuance_storm(app: &TestApp) {
+    let (_, key_a) = app.create_org("A").await;
+    let (_, key_b) = app.create_org("B").await;
+    let a = setup_catalog(app, &key_a).await;
+    let b = setup_catalog(app, &key_b).await;
+    let scarce = tests::create_reward(
+        app,
+        &key_a,
+        a.program_id,
+        json!({"name": "Scarce", "stock": 10}),
+    )
+    .await;
+    let limited = tests::create_reward(
+        app,
+        &key_a,
+        a.program_id,
+        json!({"name": "Limited", "perCustomerLimit": 2}),
+    )
+    .await;
+    let other = tests::create_reward(app, &key_b, b.program_id, json!({"name": "B's"})).await;
+    let issue = |key: &str, body: Value| {
+        let (app, key) = (app, key.to_owned());
+        async move { app.post("/v1/rewards/issue", &key, &body).await }
+    };
+    let mut sends = Vec::new();
+    // 40 new customers race for a stock of 10: those who lose are not enrolled.
+    for i in 0..40 {
+        sends.push(issue(&key_a, json!({"mobile": format!("91900000{i:04}"), "rewardId": scarce, "quantity": 1, "requestId": format!("s-{i}")})));
+    }
+    // One customer asks the limited reward 6 times: 2 fit.
+    for i in 0..6 {
+        sends.push(issue(&key_a, json!({"mobile": "919111111111", "rewardId": limited, "quantity": 1, "requestId": format!("l-{i}")})));
+    }
+    // An unknown reward.
+    sends.push(issue(
+        &key_a,
+        json!({"mobile": "919222222222", "rewardId": 999_999, "quantity": 1, "requestId": "ghost"}),
+    ));
+    // One requestId four times.
+    for _ in 0..4 {
+        sends.push(issue(&key_a, json!({"mobile": "919333333333", "rewardId": limited, "quantity": 1, "requestId": "twice"})));
+    }
+    // The same requestIds in another organisation.
+    for i in 0..10 {
+        sends.push(issue(&key_b, json!({"mobile": format!("91900000{i:04}"), "rewardId": other, "quantity": 1, "requestId": format!("s-{i}")})));
+    }
+    let replies = join_all(sends).await;
+    let (scarce_replies, rest) = replies.split_at(40);
+    let (limited_replies, rest) = rest.split_at(6);
+    let (ghost, rest) = rest.split_at(1);
+    let (twice, of_b) = rest.split_at(4);
+
+    let count = |rs: &[Reply], status: StatusCode| rs.iter().filter(|r| r.status == status).count();
+    assert_eq!(
+        count(scarce_replies, StatusCode::CREATED),
+        10,
+        "stock of 10"
+    );
+    for r in scarce_replies
+        .iter()
+        .filter(|r| r.status != StatusCode::CREATED)
+    {
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+        assert_eq!(r.code(), "OUT_OF_STOCK");
+    }
+    assert_eq!(count(limited_replies, StatusCode::CREATED), 2, "limit of 2");
+    for r in limited_replies
+        .iter()
+        .filter(|r| r.status != StatusCode::CREATED)
+    {
+        assert_eq!(r.code(), "CUSTOMER_LIMIT_EXCEEDED", "{}", r.text);
+    }
+    assert_eq!(ghost[0].status, StatusCode::NOT_FOUND, "{}", ghost[0].text);
+    assert_eq!(ghost[0].code(), "REWARD_NOT_FOUND");
+    assert_eq!(
+        count(twice, StatusCode::CREATED),
+        1,
+        "one effect per requestId"
+    );
+    assert_eq!(count(twice, StatusCode::ACCEPTED), 3);
+    let vouchers: Vec<&Value> = twice.iter().map(|r| &r.body["vouchers"]).collect();
+    assert!(
+        vouchers.windows(2).all(|w| w[0] == w[1]),
+        "replays show the same vouchers"
+    );
+    assert_eq!(
+        count(of_b, StatusCode::CREATED),
+        10,
+        "another organisation's keys are its own"
+    );
+
+    // The books: exactly what the answers say, and nobody enrolled by a refused request.
+    let reward_row = app.get(&format!("/v1/rewards/{scarce}"), &key_a).await;
+    assert_eq!(reward_row.body["stock"], 0);
+    assert_eq!(reward_row.body["issued"], 10);
+    assert_eq!(
+        app.scalar("SELECT count(*)::bigint FROM issuances").await,
+        10 + 2 + 1 + 10
+    );
+    assert_eq!(
+        app.scalar("SELECT count(*)::bigint FROM vouchers").await,
+        10 + 2 + 1 + 10
+    );
+    let org_a_customers = "SELECT count(*)::bigint FROM customers c JOIN organisations o ON o.id = c.org_id AND o.name = 'A'";
+    assert_eq!(
+        app.scalar(org_a_customers).await,
+        10 + 1 + 1,
+        "the 30 who got nothing, and the ghost's, were not kept"
+    );
+    assert_eq!(
+        app.scalar(
+            "SELECT count(*)::bigint FROM idempotency_records WHERE operation = 'reward-issuance'"
+        )
+        .await,
+        10 + 2 + 1 + 10,
+        "refused requests consumed no key"
+    );
+}
+
+#[tokio::test]
+async fn a_storm_of_single_issuances_gets_what_each_would_get_alone() {
+    let app = TestApp::spawn().await;
+    issuance_storm(&app).await;
+    let largest_batch = app
+        .scalar("SELECT max(n)::bigint FROM (SELECT count(*) AS n FROM issuances GROUP BY created_at) t")
+        .await;
+    assert!(largest_batch > 1, "no two issuances shared a commit");
+}
+
+#[tokio::test]
+async fn the_same_issuance_storm_without_group_commit_gets_the_same_answers() {
+    let app = TestApp::spawn_with(Spawn {
+        settings: Box::new(|s| s.group_commit_max = 0),
+        ..Spawn::default()
+    })
+    .await;
+    issuance_storm(&app).await;
+}
