@@ -27,6 +27,8 @@ pub struct AppState {
     pub caches: crate::cache::Caches,
     /// Currency allocations waiting to be group-committed.
     pub allocations: crate::group_commit::Queue<crate::allocate::AllocationRequest>,
+    /// Currency redemptions waiting to be group-committed.
+    pub redemptions: crate::group_commit::Queue<crate::redeem::RedemptionRequest>,
     /// Reward issuance requests (single and bulk) waiting to be group-committed.
     pub issuances: crate::group_commit::Queue<crate::issuance::IssueJob>,
     /// Idempotency-key look-ups (the replay path), answered a batch per query.
@@ -99,6 +101,7 @@ impl Application {
             metrics: crate::metrics::Metrics::default(),
             caches,
             allocations: crate::group_commit::Queue::spawn(state.clone(), group_commit_max, 1),
+            redemptions: crate::group_commit::Queue::spawn(state.clone(), group_commit_max, 1),
             issuances: crate::group_commit::Queue::spawn(state.clone(), group_commit_max, 1),
             key_lookups: crate::group_commit::Queue::spawn(state.clone(), 256, 2),
         }));

@@ -122,7 +122,7 @@ pub async fn find_or_enroll_many<C: ConnectionTrait>(
         .map(|(org, c)| (*org, column(c), c.value()))
         .collect();
     let mut found: HashMap<Identifier, Enrolment> = HashMap::new();
-    find_many(conn, &distinct, &mut found).await?;
+    read_into(conn, &distinct, &mut found).await?;
     let enrol: Vec<Vec<sea_orm::Value>> = distinct
         .iter()
         .filter(|k| k.1 != "id" && !found.contains_key(*k))
@@ -148,7 +148,7 @@ pub async fn find_or_enroll_many<C: ConnectionTrait>(
             remember(&mut found, Enrolment { row, new: true });
         }
         // Those another transaction enrolled first: committed now, so a new read sees them.
-        find_many(conn, &distinct, &mut found).await?;
+        read_into(conn, &distinct, &mut found).await?;
     }
     Ok(wanted
         .iter()
@@ -162,6 +162,29 @@ pub async fn find_or_enroll_many<C: ConnectionTrait>(
 
 /// An identifier as the database keeps it: (organisation, column, value).
 type Identifier = (i64, &'static str, String);
+
+/// [`find`] for many customers at once, in one statement; never enrolls. Unknown ones are
+/// absent from the answer.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+pub async fn find_many<C: ConnectionTrait>(
+    conn: &C,
+    wanted: &[(i64, CustomerRef)],
+) -> Result<HashMap<(i64, CustomerRef), CustomerRow>, PersistenceError> {
+    let distinct: BTreeSet<Identifier> = wanted
+        .iter()
+        .map(|(org, c)| (*org, column(c), c.value()))
+        .collect();
+    let mut found: HashMap<Identifier, Enrolment> = HashMap::new();
+    read_into(conn, &distinct, &mut found).await?;
+    Ok(wanted
+        .iter()
+        .filter_map(|(org, c)| {
+            found
+                .get(&(*org, column(c), c.value()))
+                .map(|e| ((*org, c.clone()), e.row.clone()))
+        })
+        .collect())
+}
 
 /// Files a customer under each of its identifiers.
 fn remember(found: &mut HashMap<Identifier, Enrolment>, customer: Enrolment) {
@@ -180,7 +203,7 @@ fn remember(found: &mut HashMap<Identifier, Enrolment>, customer: Enrolment) {
 }
 
 /// Reads the customers of `wanted` not in `found` yet, into `found`.
-async fn find_many<C: ConnectionTrait>(
+async fn read_into<C: ConnectionTrait>(
     conn: &C,
     wanted: &BTreeSet<Identifier>,
     found: &mut HashMap<Identifier, Enrolment>,

@@ -499,7 +499,7 @@ pub struct Credit {
 
 /// What a credit of a batch wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Credited {
+pub struct Posted {
     pub entry_id: i64,
     /// The balance right after this credit, as if the batch's credits were applied one by one
     /// in the order given.
@@ -508,7 +508,7 @@ pub struct Credited {
 
 /// [`credit`] for many credits at once (group commit): one upsert of every balance touched
 /// (the credits of one account summed, the accounts in a fixed order so that two batches lock
-/// them in the same order), one multi-row insert of the entries. Returns one [`Credited`] per
+/// them in the same order), one multi-row insert of the entries. Returns one [`Posted`] per
 /// credit, in the order given.
 ///
 /// A sum past the largest `BIGINT` fails the statement ([`PersistenceError::OutOfRange`]), and
@@ -518,7 +518,7 @@ pub async fn credit_many<C: ConnectionTrait>(
     conn: &C,
     credits: &[Credit],
     now: DateTime<Utc>,
-) -> Result<Vec<Credited>, PersistenceError> {
+) -> Result<Vec<Posted>, PersistenceError> {
     use std::collections::{BTreeMap, HashMap};
     type AccountKey = (i64, Uuid, i64, String);
     let key = |a: &Account| (a.org_id, a.customer_id, a.program_id, a.currency.clone());
@@ -619,10 +619,346 @@ pub async fn credit_many<C: ConnectionTrait>(
                         c.reference
                     ))
                 })?;
-            Ok(Credited {
+            Ok(Posted {
                 entry_id,
                 balance_after,
             })
+        })
+        .collect()
+}
+
+/// An account as a sortable key: (organisation, customer, program, currency).
+pub type AccountKey = (i64, Uuid, i64, String);
+
+impl Account {
+    pub fn key(&self) -> AccountKey {
+        (
+            self.org_id,
+            self.customer_id,
+            self.program_id,
+            self.currency.clone(),
+        )
+    }
+}
+
+/// `(a, b, c, d), …` placeholders and values for accounts, numbered after `first - 1`.
+fn account_tuples(accounts: &[&Account], first: usize) -> (String, Vec<Value>) {
+    let mut values: Vec<Value> = Vec::with_capacity(accounts.len() * 4);
+    let mut tuples = Vec::with_capacity(accounts.len());
+    for a in accounts {
+        let n = first + values.len();
+        tuples.push(format!("(${n}, ${}, ${}, ${})", n + 1, n + 2, n + 3));
+        values.extend([
+            a.org_id.into(),
+            a.customer_id.into(),
+            a.program_id.into(),
+            a.currency.clone().into(),
+        ]);
+    }
+    (tuples.join(", "), values)
+}
+
+/// [`lock_balance`] for many accounts at once, in account order (the order every batch takes
+/// them in): the available amount of each account that has a balance row.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+pub async fn lock_balances<C: ConnectionTrait>(
+    conn: &C,
+    accounts: &[Account],
+) -> Result<std::collections::HashMap<AccountKey, i64>, PersistenceError> {
+    #[derive(Debug, FromQueryResult)]
+    struct Row {
+        org_id: i64,
+        customer_id: Uuid,
+        program_id: i64,
+        currency: String,
+        available: i64,
+    }
+    if accounts.is_empty() {
+        return Ok(Default::default());
+    }
+    let mut sorted: Vec<&Account> = accounts.iter().collect();
+    sorted.sort_by_key(|a| a.key());
+    sorted.dedup_by_key(|a| a.key());
+    let (tuples, values) = account_tuples(&sorted, 1);
+    let rows = Row::find_by_statement(stmt(
+        conn,
+        &format!(
+            "SELECT org_id, customer_id, program_id, currency, available FROM balances \
+             WHERE (org_id, customer_id, program_id, currency) IN (VALUES {tuples}) \
+             ORDER BY org_id, customer_id, program_id, currency{}",
+            crate::for_update(conn)
+        ),
+        values,
+    ))
+    .all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                (r.org_id, r.customer_id, r.program_id, r.currency),
+                r.available,
+            )
+        })
+        .collect())
+}
+
+/// Which of `accounts` have a lot due to expire at `now` (usually none).
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+pub async fn with_due_lots<C: ConnectionTrait>(
+    conn: &C,
+    accounts: &[Account],
+    now: DateTime<Utc>,
+) -> Result<Vec<Account>, PersistenceError> {
+    #[derive(Debug, FromQueryResult)]
+    struct Row {
+        org_id: i64,
+        customer_id: Uuid,
+        program_id: i64,
+        currency: String,
+    }
+    if accounts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let refs: Vec<&Account> = accounts.iter().collect();
+    let (tuples, mut values) = account_tuples(&refs, 2);
+    values.insert(0, now.into());
+    let rows = Row::find_by_statement(stmt(
+        conn,
+        &format!(
+            "SELECT DISTINCT org_id, customer_id, program_id, currency FROM ledger_entries \
+             WHERE (org_id, customer_id, program_id, currency) IN (VALUES {tuples}) \
+             AND remaining > 0 AND expires_at <= $1 ORDER BY org_id, customer_id, program_id, currency"
+        ),
+        values,
+    ))
+    .all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Account {
+            org_id: r.org_id,
+            customer_id: r.customer_id,
+            program_id: r.program_id,
+            currency: r.currency,
+        })
+        .collect())
+}
+
+/// One debit of a batch.
+#[derive(Debug, Clone)]
+pub struct Debit {
+    pub account: Account,
+    pub amount: i64,
+    /// Must be unique per organisation within the batch: it ties each new entry to its debit.
+    pub reference: String,
+}
+
+/// [`debit`] for many `DEBIT`s at once (group commit of redemptions). The caller holds the
+/// balance locks ([`lock_balances`], whose amounts it passes as `available`) and has expired
+/// the due lots. Debits of one account are decided in the order given against what is left;
+/// each gets `Some(what it wrote)`, or `None` (and no change) when the balance is short.
+///
+/// Writes: one read of the spendable lots of every account debited (locked, soonest-expiring
+/// first, never-expiring last), one update of those lots, one of the balances, one insert of
+/// the entries. Each update keeps its condition, so a wrong decision can only fail the
+/// transaction, never overdraw.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+pub async fn debit_many<C: ConnectionTrait>(
+    conn: &C,
+    debits: &[Debit],
+    available: &std::collections::HashMap<AccountKey, i64>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Option<Posted>>, PersistenceError> {
+    use std::collections::{BTreeMap, HashMap};
+    #[derive(Debug, FromQueryResult)]
+    struct LotRow {
+        id: i64,
+        org_id: i64,
+        customer_id: Uuid,
+        program_id: i64,
+        currency: String,
+        remaining: i64,
+    }
+    // Decide, in order, against the locked balances.
+    let mut left: HashMap<AccountKey, i64> = available.clone();
+    let mut balance_after: Vec<Option<i64>> = Vec::with_capacity(debits.len());
+    let mut totals: BTreeMap<AccountKey, i64> = BTreeMap::new();
+    for d in debits {
+        let key = d.account.key();
+        match left.get_mut(&key) {
+            Some(l) if *l >= d.amount => {
+                *l -= d.amount;
+                balance_after.push(Some(*l));
+                *totals.entry(key).or_default() += d.amount;
+            }
+            _ => balance_after.push(None),
+        }
+    }
+    if totals.is_empty() {
+        return Ok(vec![None; debits.len()]);
+    }
+    let accounts: Vec<Account> = totals
+        .keys()
+        .map(|(org_id, customer_id, program_id, currency)| Account {
+            org_id: *org_id,
+            customer_id: *customer_id,
+            program_id: *program_id,
+            currency: currency.clone(),
+        })
+        .collect();
+    let refs: Vec<&Account> = accounts.iter().collect();
+    let (tuples, mut values) = account_tuples(&refs, 2);
+    values.insert(0, now.into());
+    let lots = LotRow::find_by_statement(stmt(
+        conn,
+        &format!(
+            "SELECT id, org_id, customer_id, program_id, currency, remaining FROM ledger_entries \
+             WHERE (org_id, customer_id, program_id, currency) IN (VALUES {tuples}) \
+             AND remaining > 0 AND (expires_at IS NULL OR expires_at > $1) \
+             ORDER BY org_id, customer_id, program_id, currency, \
+             CASE WHEN expires_at IS NULL THEN 1 ELSE 0 END, expires_at, id{}",
+            crate::for_update(conn)
+        ),
+        values,
+    ))
+    .all(conn)
+    .await?;
+    // Spend each account's total from its lots, soonest-expiring first.
+    let mut takes: Vec<(i64, i64)> = Vec::new();
+    let mut to_take = totals.clone();
+    for lot in lots {
+        let key = (lot.org_id, lot.customer_id, lot.program_id, lot.currency);
+        if let Some(want) = to_take.get_mut(&key).filter(|w| **w > 0) {
+            let take = (*want).min(lot.remaining);
+            takes.push((lot.id, take));
+            *want -= take;
+        }
+    }
+    if let Some((key, short)) = to_take.iter().find(|(_, w)| **w != 0) {
+        // The lots do not cover the balance: the invariant is broken. Roll back, loudly.
+        return Err(PersistenceError::Other(format!(
+            "lots of {}/{}/{} short by {short} minor units",
+            key.1, key.2, key.3
+        )));
+    }
+    let mut values: Vec<Value> = Vec::with_capacity(takes.len() * 2);
+    let mut pairs = Vec::with_capacity(takes.len());
+    for (id, take) in &takes {
+        pairs.push(format!("(${}, ${})", values.len() + 1, values.len() + 2));
+        values.extend([(*id).into(), (*take).into()]);
+    }
+    let spent = conn
+        .execute_raw(stmt(
+            conn,
+            &format!(
+                "WITH v(id, take) AS (VALUES {}) UPDATE ledger_entries \
+                 SET remaining = remaining - v.take FROM v \
+                 WHERE ledger_entries.id = v.id AND ledger_entries.remaining >= v.take",
+                pairs.join(", ")
+            ),
+            values,
+        ))
+        .await?;
+    if spent.rows_affected() != takes.len() as u64 {
+        return Err(PersistenceError::Other(
+            "a lot changed under its lock".into(),
+        ));
+    }
+    let mut values: Vec<Value> = vec![now.into()];
+    let mut rows = Vec::with_capacity(totals.len());
+    for ((org, customer, program, currency), amount) in &totals {
+        let n = values.len();
+        rows.push(format!(
+            "(${}, ${}, ${}, ${}, ${})",
+            n + 1,
+            n + 2,
+            n + 3,
+            n + 4,
+            n + 5
+        ));
+        values.extend([
+            (*org).into(),
+            (*customer).into(),
+            (*program).into(),
+            currency.clone().into(),
+            (*amount).into(),
+        ]);
+    }
+    let lowered = conn
+        .execute_raw(stmt(
+            conn,
+            &format!(
+                "WITH v(org_id, customer_id, program_id, currency, amount) AS (VALUES {}) \
+                 UPDATE balances SET available = available - v.amount, updated_at = $1 FROM v \
+                 WHERE balances.org_id = v.org_id AND balances.customer_id = v.customer_id \
+                 AND balances.program_id = v.program_id AND balances.currency = v.currency \
+                 AND balances.available >= v.amount",
+                rows.join(", ")
+            ),
+            values,
+        ))
+        .await?;
+    if lowered.rows_affected() != totals.len() as u64 {
+        return Err(PersistenceError::Other(
+            "a balance changed under its lock".into(),
+        ));
+    }
+    let entries: Vec<Vec<Value>> = debits
+        .iter()
+        .zip(&balance_after)
+        .filter_map(|(d, after)| {
+            let after = (*after)?;
+            Some(vec![
+                d.account.org_id.into(),
+                d.account.customer_id.into(),
+                d.account.program_id.into(),
+                d.account.currency.clone().into(),
+                EntryKind::Debit.as_str().into(),
+                d.amount.into(),
+                after.into(),
+                d.reference.clone().into(),
+                Value::BigInt(None),
+                Value::ChronoDateTimeUtc(None),
+                now.into(),
+            ])
+        })
+        .collect();
+    let mut ids: HashMap<(i64, String), i64> = HashMap::with_capacity(entries.len());
+    for row in crate::insert_rows(
+        conn,
+        "INSERT INTO ledger_entries (org_id, customer_id, program_id, currency, kind, amount, \
+         balance_after, reference, remaining, expires_at, created_at) VALUES",
+        "RETURNING id, org_id, reference",
+        entries,
+    )
+    .await?
+    {
+        ids.insert(
+            (row.try_get_by_index(1)?, row.try_get_by_index(2)?),
+            row.try_get_by_index(0)?,
+        );
+    }
+    debits
+        .iter()
+        .zip(balance_after)
+        .map(|(d, after)| {
+            let Some(balance_after) = after else {
+                return Ok(None);
+            };
+            let entry_id = ids
+                .get(&(d.account.org_id, d.reference.clone()))
+                .copied()
+                .ok_or_else(|| {
+                    PersistenceError::Other(format!(
+                        "no ledger entry came back for {}",
+                        d.reference
+                    ))
+                })?;
+            Ok(Some(Posted {
+                entry_id,
+                balance_after,
+            }))
         })
         .collect()
 }

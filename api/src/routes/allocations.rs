@@ -2,10 +2,8 @@
 
 use actix_web::{HttpResponse, web};
 use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
-use domain::money::Scale;
 use persistence::allocations::{self, AllocationRow};
 use persistence::ledger::{self, Account};
-use persistence::{catalog, customers};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -14,6 +12,7 @@ use crate::dto::{DecimalInput, FlexId, LookupParams, LooseString, amount, bounde
 use crate::error::ApiError;
 use crate::extract::{IdempotencyHeader, Json, ReasonBody, Tenant, required_key};
 use crate::idempotent::{Effect, execute, replay_if_used, respond};
+use crate::redeem::{RedemptionRequest, redeem_alone};
 use crate::startup::AppState;
 use crate::webhooks::event;
 
@@ -165,7 +164,7 @@ pub async fn get(
 
 /// Locks the account's balance and expires its due lots (writing their events), so that a
 /// debit after it never spends an expired lot. `false` when the account has no balance yet.
-async fn settle(
+pub(crate) async fn settle(
     state: &AppState,
     tx: &persistence::Tx,
     account: &Account,
@@ -180,7 +179,7 @@ async fn settle(
     Ok(true)
 }
 
-fn insufficient() -> ApiError {
+pub(crate) fn insufficient() -> ApiError {
     ApiError::Unprocessable {
         code: "INSUFFICIENT_BALANCE",
         detail: "The available balance is less than the amount.".into(),
@@ -190,7 +189,7 @@ fn insufficient() -> ApiError {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RedemptionRequest {
+pub struct RedemptionBody {
     pub program_id: FlexId,
     pub currency: String,
     pub amount: DecimalInput,
@@ -209,7 +208,7 @@ pub async fn redeem(
     state: web::Data<AppState>,
     tenant: Tenant,
     header: IdempotencyHeader,
-    Json(body): Json<RedemptionRequest>,
+    Json(body): Json<RedemptionBody>,
 ) -> Result<HttpResponse, ApiError> {
     let org_id = tenant.org_id;
     let key = required_key(body.unique_id.as_deref(), &header)?;
@@ -229,86 +228,29 @@ pub async fn redeem(
         .with("currency", Some(&currency))
         .with("amount", Some(requested))
         .with("customer", Some(&customer));
-    let now = state.now();
-    let unique_id = key.to_string();
-    let outcome = execute(
+    let request = RedemptionRequest {
+        org_id,
+        key: key.clone(),
+        meaning,
+        customer,
+        program_id,
+        currency,
+        amount: requested,
+        reason,
+    };
+    let outcome = match replay_if_used(
         &state,
         org_id,
         Operation::CurrencyRedemption,
-        Some(&key),
-        &meaning,
-        async |tx| {
-            let program = catalog::get_program(tx, org_id, program_id)
-                .await?
-                .ok_or_else(|| ApiError::not_found("program"))?;
-            let cur = program
-                .currencies
-                .iter()
-                .find(|c| c.code == currency)
-                .ok_or_else(|| {
-                    ApiError::validation("currency", "is not a currency of this program")
-                })?;
-            let scale = Scale::new(i64::from(cur.scale)).map_err(|_| {
-                ApiError::Internal(format!("currency {} has a bad scale", cur.code))
-            })?;
-            let minor = scale
-                .to_minor(requested)
-                .map_err(|e| ApiError::validation("amount", e.message))?;
-            let customer_row = customers::find(tx, org_id, &customer)
-                .await?
-                .ok_or_else(|| ApiError::not_found("customer"))?;
-            let account = Account {
-                org_id,
-                customer_id: customer_row.id,
-                program_id,
-                currency: currency.clone(),
-            };
-            let reference = format!("redemption:{unique_id}");
-            if !settle(&state, tx, &account, now).await? {
-                return Err(insufficient());
-            }
-            let entry = ledger::debit(
-                tx,
-                &account,
-                ledger::EntryKind::Debit,
-                minor,
-                None,
-                Some(&reference),
-                now,
-            )
-            .await?
-            .ok_or_else(insufficient)?;
-            let row = persistence::redemptions::insert(
-                tx,
-                org_id,
-                &unique_id,
-                customer_row.id,
-                program_id,
-                &currency,
-                minor,
-                reason.as_deref(),
-                entry.id,
-                now,
-            )
-            .await?;
-            let body = json!({
-                "redemptionId": row.id.to_string(),
-                "uniqueId": row.unique_id,
-                "customerId": row.customer_id.to_string(),
-                "programId": row.program_id,
-                "currency": row.currency,
-                "amount": amount(row.amount, cur.scale),
-                "reason": row.reason,
-                "ledgerEntryId": entry.id.to_string(),
-                "createdAt": ts(row.created_at),
-                "balance": {"available": amount(entry.balance_after, cur.scale)},
-            });
-            let events = vec![event("currency.redeemed", body.clone(), now)];
-            crate::webhooks::emit(&state.caches, tx, org_id, events, now).await?;
-            Ok(Effect::created(body, row.id))
-        },
+        &key,
+        &request.meaning,
     )
-    .await?;
+    .await?
+    {
+        Some(replayed) => replayed,
+        None if state.settings.group_commit_max > 1 => state.redemptions.submit(request).await?,
+        None => redeem_alone(&state, &request).await?,
+    };
     Ok(respond(outcome, Some(&key)))
 }
 

@@ -626,3 +626,146 @@ async fn the_same_issuance_storm_without_group_commit_gets_the_same_answers() {
     .await;
     issuance_storm(&app).await;
 }
+
+/// Redemptions committed together: one customer's balance contended within the batch, several
+/// customers, an unknown customer and currency, a shared key, and the books after.
+async fn redemption_storm(app: &TestApp) {
+    let (_, key) = app.create_org("A").await;
+    let c = setup_catalog(app, &key).await;
+    // Customer 0 has 100.00 points (10 allocations of 10.00); customers 1..5 have 10.00 each.
+    for i in 0..10 {
+        let r = app
+            .post(
+                ALLOCATE,
+                &key,
+                &allocation_body(&c, "919800000000", json!(100), &format!("a0-{i}")),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    for i in 1..6 {
+        let r = app
+            .post(
+                ALLOCATE,
+                &key,
+                &allocation_body(&c, &format!("91980000000{i}"), json!(100), &format!("a{i}")),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    let redeem = |mobile: &str, amount: &str, unique_id: &str, currency: &str| {
+        json!({"programId": c.program_id, "currency": currency, "amount": amount,
+               "mobile": mobile, "uniqueId": unique_id})
+    };
+    let mut bodies = Vec::new();
+    for i in 0..30 {
+        bodies.push(redeem("919800000000", "10", &format!("r0-{i}"), "POINTS"));
+    }
+    for i in 1..5 {
+        bodies.push(redeem(
+            &format!("91980000000{i}"),
+            "4.5",
+            &format!("r{i}"),
+            "POINTS",
+        ));
+    }
+    bodies.push(redeem("919899999999", "1", "nobody", "POINTS"));
+    bodies.push(redeem("919800000001", "1", "coins", "GEMS"));
+    for _ in 0..3 {
+        bodies.push(redeem("919800000005", "1", "shared", "POINTS"));
+    }
+    let replies = join_all(
+        bodies
+            .iter()
+            .map(|b| app.post("/v1/currency/redemptions", &key, b)),
+    )
+    .await;
+    let (contended, rest) = replies.split_at(30);
+    let (others, rest) = rest.split_at(4);
+    let (nobody, rest) = rest.split_at(1);
+    let (gems, shared) = rest.split_at(1);
+    let ok = contended
+        .iter()
+        .filter(|r| r.status == StatusCode::CREATED)
+        .count();
+    assert_eq!(ok, 10, "100.00 points pay for ten redemptions of 10.00");
+    for r in contended.iter().filter(|r| r.status != StatusCode::CREATED) {
+        assert_eq!(r.code(), "INSUFFICIENT_BALANCE", "{}", r.text);
+    }
+    for r in others {
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        assert_eq!(r.body["balance"]["available"], "5.50");
+    }
+    assert_eq!(
+        nobody[0].status,
+        StatusCode::NOT_FOUND,
+        "{}",
+        nobody[0].text
+    );
+    assert_eq!(gems[0].status, StatusCode::BAD_REQUEST, "{}", gems[0].text);
+    assert_eq!(
+        shared
+            .iter()
+            .filter(|r| r.status == StatusCode::CREATED)
+            .count(),
+        1,
+        "{:?}",
+        shared.iter().map(|r| &r.text).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        shared
+            .iter()
+            .filter(|r| r.status == StatusCode::ACCEPTED)
+            .count(),
+        2
+    );
+    // Every balanceAfter shown is a step of the customer's running balance, each shown once.
+    let mut shown: Vec<String> = contended
+        .iter()
+        .filter(|r| r.status == StatusCode::CREATED)
+        .map(|r| {
+            r.body["balance"]["available"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    shown.sort_by_key(|s| minor(&json!(s)));
+    let steps: Vec<String> = (0..10).map(|k| format!("{}.00", k * 10)).collect();
+    assert_eq!(shown, steps);
+    assert_eq!(
+        app.scalar("SELECT count(*)::bigint FROM idempotency_records WHERE operation = 'currency-redemption'").await,
+        10 + 4 + 1,
+        "refused redemptions consumed no key"
+    );
+    assert_eq!(
+        app.scalar("SELECT sum(available)::bigint FROM balances")
+            .await,
+        4 * 550 + 900
+    );
+    assert!(
+        invariant_violations(app).await.is_empty(),
+        "{:?}",
+        invariant_violations(app).await
+    );
+}
+
+#[tokio::test]
+async fn a_storm_of_redemptions_gets_what_each_would_get_alone() {
+    let app = TestApp::spawn().await;
+    redemption_storm(&app).await;
+    let largest_batch = app
+        .scalar("SELECT max(n)::bigint FROM (SELECT count(*) AS n FROM redemptions GROUP BY created_at) t")
+        .await;
+    assert!(largest_batch > 1, "no two redemptions shared a commit");
+}
+
+#[tokio::test]
+async fn the_same_redemption_storm_without_group_commit_gets_the_same_answers() {
+    let app = TestApp::spawn_with(Spawn {
+        settings: Box::new(|s| s.group_commit_max = 0),
+        ..Spawn::default()
+    })
+    .await;
+    redemption_storm(&app).await;
+}

@@ -1,0 +1,382 @@
+//! Currency redemption, alone or group-committed.
+//!
+//! A batch of redemptions is one transaction of a fixed number of statements:
+//! 1. one multi-row claim of every key: keys used before are replayed (202) or refused (422);
+//! 2. the program from the cache ([`prepare`], shared with the single path): an unknown program
+//!    or currency, or an amount with more places than the currency keeps, fails that request
+//!    only, and its key is released;
+//! 3. one read of every customer (a redemption never enrolls): an unknown one is 404;
+//! 4. one locking read of every balance, in account order; the accounts with lots due to expire
+//!    (usually none) are expired first, as the single path does, so no debit spends an expired
+//!    lot;
+//! 5. the debits decided in request order against what is left of each balance (`INSUFFICIENT_
+//!    BALANCE` fails that request only), then one read of the lots to spend, one update of the
+//!    lots, one of the balances, one insert of the entries, one of the redemptions, one of the
+//!    outbox rows, one update storing the outcomes; commit.
+//!
+//! Lock order is the single path's: keys, then balances (by account), then lots. Failures are
+//! handled as for allocations (`crate::allocate`): a batch that fails as a whole is decided
+//! request by request alone, except for an unreachable database or an unknown commit (503).
+//! One difference from running alone is visible in the books and nowhere else: due lots of an
+//! account whose redemption then fails stay expired when other redemptions of the batch commit
+//! (the expiry worker would have expired them anyway).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use domain::Decimal;
+use domain::customer::CustomerRef;
+use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
+use domain::money::Scale;
+use persistence::idempotency::{self, Claim, OrgKey};
+use persistence::ledger::{self, Account, Debit};
+use persistence::redemptions::{self, NewRedemption};
+use persistence::webhooks::NewEvent;
+use persistence::{ConnectionTrait, Db, PersistenceError, customers};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::dto::{amount, ts};
+use crate::error::ApiError;
+use crate::group_commit::{Batch, Job};
+use crate::idempotent::{Effect, Outcome, execute, replay_or_refuse};
+use crate::routes::allocations::{insufficient, settle};
+use crate::startup::AppState;
+use crate::webhooks::event;
+
+const OPERATION: Operation = Operation::CurrencyRedemption;
+
+/// A checked redemption request, ready to run.
+#[derive(Debug, Clone)]
+pub struct RedemptionRequest {
+    pub org_id: i64,
+    pub key: IdempotencyKey,
+    pub meaning: RequestMeaning,
+    pub customer: CustomerRef,
+    pub program_id: i64,
+    pub currency: String,
+    /// Normalised, more than zero.
+    pub amount: Decimal,
+    pub reason: Option<String>,
+}
+
+/// The currency's scale and the amount in minor units, from the (cached) program. The outer
+/// error is the database's; the inner one is this request's definite refusal.
+async fn prepare<C: ConnectionTrait>(
+    state: &AppState,
+    conn: &C,
+    r: &RedemptionRequest,
+) -> Result<Result<(i16, i64), ApiError>, PersistenceError> {
+    let Some(program) = state.caches.program(conn, r.org_id, r.program_id).await? else {
+        return Ok(Err(ApiError::not_found("program")));
+    };
+    let Some(cur) = program.currencies.iter().find(|c| c.code == r.currency) else {
+        return Ok(Err(ApiError::validation(
+            "currency",
+            "is not a currency of this program",
+        )));
+    };
+    let scale = match Scale::new(i64::from(cur.scale)) {
+        Ok(scale) => scale,
+        Err(_) => {
+            return Ok(Err(ApiError::Internal(format!(
+                "currency {} has a bad scale",
+                cur.code
+            ))));
+        }
+    };
+    Ok(scale
+        .to_minor(r.amount)
+        .map(|minor| (cur.scale, minor))
+        .map_err(|e| ApiError::validation("amount", e.message)))
+}
+
+fn reference(r: &RedemptionRequest) -> String {
+    format!("redemption:{}", r.key)
+}
+
+fn account(r: &RedemptionRequest, customer_id: Uuid) -> Account {
+    Account {
+        org_id: r.org_id,
+        customer_id,
+        program_id: r.program_id,
+        currency: r.currency.clone(),
+    }
+}
+
+/// The redemption as the API shows it.
+fn redemption_json(n: &NewRedemption, scale: i16, balance_after: i64, now: DateTime<Utc>) -> Value {
+    json!({
+        "redemptionId": n.id.to_string(),
+        "uniqueId": n.unique_id,
+        "customerId": n.customer_id.to_string(),
+        "programId": n.program_id,
+        "currency": n.currency,
+        "amount": amount(n.amount, scale),
+        "reason": n.reason,
+        "ledgerEntryId": n.ledger_entry_id.to_string(),
+        "createdAt": ts(now),
+        "balance": {"available": amount(balance_after, scale)},
+    })
+}
+
+fn new_redemption(
+    r: &RedemptionRequest,
+    customer_id: Uuid,
+    minor: i64,
+    entry_id: i64,
+) -> NewRedemption {
+    NewRedemption {
+        id: Uuid::now_v7(),
+        org_id: r.org_id,
+        unique_id: r.key.to_string(),
+        customer_id,
+        program_id: r.program_id,
+        currency: r.currency.clone(),
+        amount: minor,
+        reason: r.reason.clone(),
+        ledger_entry_id: entry_id,
+    }
+}
+
+/// Runs one redemption in a transaction of its own (group commit off, or deciding the requests
+/// of a batch that failed as a whole).
+pub async fn redeem_alone(state: &AppState, r: &RedemptionRequest) -> Result<Outcome, ApiError> {
+    let now = state.now();
+    execute(
+        state,
+        r.org_id,
+        OPERATION,
+        Some(&r.key),
+        &r.meaning,
+        async |tx| {
+            let (scale, minor) = prepare(state, tx, r).await??;
+            let customer = customers::find(tx, r.org_id, &r.customer)
+                .await?
+                .ok_or_else(|| ApiError::not_found("customer"))?;
+            let account = account(r, customer.id);
+            if !settle(state, tx, &account, now).await? {
+                return Err(insufficient());
+            }
+            let entry = ledger::debit(
+                tx,
+                &account,
+                ledger::EntryKind::Debit,
+                minor,
+                None,
+                Some(&reference(r)),
+                now,
+            )
+            .await?
+            .ok_or_else(insufficient)?;
+            let row = new_redemption(r, customer.id, minor, entry.id);
+            redemptions::insert_many(tx, std::slice::from_ref(&row), now).await?;
+            let body = redemption_json(&row, scale, entry.balance_after, now);
+            let events = vec![event("currency.redeemed", body.clone(), now)];
+            crate::webhooks::emit(&state.caches, tx, r.org_id, events, now).await?;
+            Ok(Effect::created(body, row.id))
+        },
+    )
+    .await
+}
+
+impl Batch for RedemptionRequest {
+    type Answer = Outcome;
+
+    async fn run(state: Arc<AppState>, jobs: Vec<Job<Self>>) -> Vec<Job<Self>> {
+        let mut seen = HashSet::new();
+        let (mut batch, mut carried) = (Vec::new(), Vec::new());
+        for job in jobs {
+            if seen.insert((job.request.org_id, job.request.key.clone())) {
+                batch.push(job);
+            } else {
+                carried.push(job);
+            }
+        }
+        let requests: Vec<&RedemptionRequest> = batch.iter().map(|j| &j.request).collect();
+        let mut answers: Vec<Option<Result<Outcome, ApiError>>> = Vec::new();
+        let mut conflicts = 0;
+        let outcome = loop {
+            answers.clear();
+            answers.resize_with(requests.len(), || None);
+            match run_batch(&state, &requests, &mut answers).await {
+                Err(PersistenceError::Conflict(_)) if conflicts < 2 => conflicts += 1,
+                other => break other,
+            }
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, size = requests.len(), "group commit of redemptions failed");
+                let message = e.to_string();
+                for answer in answers.iter_mut().filter(|a| a.is_none()) {
+                    *answer = Some(Err(ApiError::from(match &e {
+                        PersistenceError::CommitUnknown(_) => {
+                            PersistenceError::CommitUnknown(message.clone())
+                        }
+                        _ => PersistenceError::Unavailable(message.clone()),
+                    })));
+                }
+            }
+            Err(e) => {
+                tracing::info!(error = %e, size = requests.len(), "group commit: redeeming each request alone");
+                let alone = futures_util::future::join_all(
+                    requests.iter().map(|r| redeem_alone(&state, r)),
+                )
+                .await;
+                answers = alone.into_iter().map(Some).collect();
+            }
+        }
+        for (job, answer) in batch.into_iter().zip(answers) {
+            job.answer(answer.unwrap_or_else(|| {
+                Err(ApiError::Internal(
+                    "a request of the batch got no answer".into(),
+                ))
+            }));
+        }
+        carried
+    }
+}
+
+/// One attempt at a batch (see the module's documentation).
+async fn run_batch(
+    state: &AppState,
+    requests: &[&RedemptionRequest],
+    answers: &mut [Option<Result<Outcome, ApiError>>],
+) -> Result<(), PersistenceError> {
+    let now = state.now();
+    let tx = state.db.begin().await?;
+    let keys: Vec<OrgKey> = requests
+        .iter()
+        .map(|r| OrgKey {
+            org_id: r.org_id,
+            key: r.key.clone(),
+            meaning: r.meaning.clone(),
+        })
+        .collect();
+    let claims = idempotency::claim_keys(&tx, OPERATION, &keys, now, state.forget_before()).await?;
+    let mut released: Vec<i64> = Vec::new();
+    // (request, record, scale, minor)
+    let mut work: Vec<(usize, i64, i16, i64)> = Vec::with_capacity(requests.len());
+    for (i, r) in requests.iter().enumerate() {
+        match claims.get(&(r.org_id, r.key.as_str().to_owned())) {
+            Some(Claim::Existing(record)) => {
+                answers[i] = Some(
+                    replay_or_refuse(record, OPERATION, &r.key, &r.meaning).map(Outcome::Replayed),
+                );
+            }
+            Some(Claim::Claimed { id }) => match prepare(state, &tx, r).await? {
+                Ok((scale, minor)) => work.push((i, *id, scale, minor)),
+                Err(refused) => {
+                    answers[i] = Some(Err(refused));
+                    released.push(*id);
+                }
+            },
+            None => {
+                return Err(PersistenceError::Other(
+                    "a key of the batch was neither claimed nor found".into(),
+                ));
+            }
+        }
+    }
+    let wanted: Vec<(i64, CustomerRef)> = work
+        .iter()
+        .map(|(i, ..)| (requests[*i].org_id, requests[*i].customer.clone()))
+        .collect();
+    let found = customers::find_many(&tx, &wanted).await?;
+    let mut ready: Vec<(usize, i64, i16, i64, Uuid)> = Vec::with_capacity(work.len());
+    for (i, record, scale, minor) in work {
+        let r = requests[i];
+        match found.get(&(r.org_id, r.customer.clone())) {
+            Some(customer) => ready.push((i, record, scale, minor, customer.id)),
+            None => {
+                answers[i] = Some(Err(ApiError::not_found("customer")));
+                released.push(record);
+            }
+        }
+    }
+    let accounts: Vec<Account> = ready
+        .iter()
+        .map(|(i, _, _, _, customer)| account(requests[*i], *customer))
+        .collect();
+    let mut available = ledger::lock_balances(&tx, &accounts).await?;
+    // Expire what is due first (usually nothing), so no debit spends an expired lot.
+    let mut events: BTreeMap<i64, Vec<NewEvent<'static>>> = BTreeMap::new();
+    let locked: Vec<Account> = accounts
+        .iter()
+        .filter(|a| available.contains_key(&a.key()))
+        .cloned()
+        .collect();
+    for due in ledger::with_due_lots(&tx, &locked, now).await? {
+        let expired = ledger::expire_due(&tx, &due, now).await?;
+        if let Some(left) = available.get_mut(&due.key()) {
+            *left -= expired.iter().map(|e| e.amount).sum::<i64>();
+        }
+        events
+            .entry(due.org_id)
+            .or_default()
+            .extend(crate::webhooks::expired_events(&due, &expired, now));
+    }
+    let debits: Vec<Debit> = ready
+        .iter()
+        .zip(&accounts)
+        .map(|((i, _, _, minor, _), account)| Debit {
+            account: account.clone(),
+            amount: *minor,
+            reference: reference(requests[*i]),
+        })
+        .collect();
+    let posted = ledger::debit_many(&tx, &debits, &available, now).await?;
+    let mut rows: Vec<NewRedemption> = Vec::new();
+    let mut outcomes: Vec<(usize, i64, Value, Uuid)> = Vec::new();
+    for ((i, record, scale, minor, customer), posted) in ready.into_iter().zip(posted) {
+        let r = requests[i];
+        match posted {
+            Some(p) => {
+                let row = new_redemption(r, customer, minor, p.entry_id);
+                let body = redemption_json(&row, scale, p.balance_after, now);
+                events.entry(r.org_id).or_default().push(event(
+                    "currency.redeemed",
+                    body.clone(),
+                    now,
+                ));
+                outcomes.push((i, record, body, row.id));
+                rows.push(row);
+            }
+            None => {
+                answers[i] = Some(Err(insufficient()));
+                released.push(record);
+            }
+        }
+    }
+    if rows.is_empty() {
+        // Nothing to write: rolling back releases every claim.
+        return Ok(());
+    }
+    redemptions::insert_many(&tx, &rows, now).await?;
+    let mut endpoints = Vec::with_capacity(events.len());
+    for org_id in events.keys() {
+        endpoints.push(state.caches.endpoints(&tx, *org_id).await?);
+    }
+    let outbox: Vec<_> = events
+        .iter()
+        .zip(&endpoints)
+        .map(|((org, ev), ep)| (*org, ep.as_slice(), ev.as_slice()))
+        .collect();
+    persistence::webhooks::emit_to(&tx, &outbox, now).await?;
+    let stored: Vec<(i64, Value, Option<String>)> = outcomes
+        .iter()
+        .map(|(_, record, body, id)| (*record, body.clone(), Some(id.to_string())))
+        .collect();
+    idempotency::complete_many(&tx, 201, &stored).await?;
+    idempotency::release_many(&tx, &released).await?;
+    Db::commit(tx).await?;
+    for (i, _, body, _) in outcomes {
+        answers[i] = Some(Ok(Outcome::Created(
+            actix_web::http::StatusCode::CREATED,
+            body,
+        )));
+    }
+    Ok(())
+}
