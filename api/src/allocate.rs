@@ -20,7 +20,7 @@
 //! failure retries the batch. An unreachable database or an unknown commit outcome answers 503
 //! to every request whose answer was not already decided; their retries find out.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -36,7 +36,7 @@ use persistence::{ConnectionTrait, Db, PersistenceError, customers};
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::group_commit::{Batch, Job};
+use crate::group_commit::{Batch, Job, KeyedWrite, Slot, run_keyed};
 use crate::idempotent::{Effect, Outcome, execute, replay_or_refuse};
 use crate::routes::allocations::allocation_json;
 use crate::routes::programs::{award_rule, expiry_rule};
@@ -204,61 +204,25 @@ impl Batch for AllocationRequest {
     type Answer = Outcome;
 
     async fn run(state: Arc<AppState>, jobs: Vec<Job<Self>>) -> Vec<Job<Self>> {
-        // The same key twice: the second waits for the next batch, where it replays (or, if
-        // the first failed definitely, is evaluated afresh), as a concurrent duplicate would.
-        let mut seen = HashSet::new();
-        let (mut batch, mut carried) = (Vec::new(), Vec::new());
-        for job in jobs {
-            if seen.insert((job.request.org_id, job.request.key.clone())) {
-                batch.push(job);
-            } else {
-                carried.push(job);
-            }
-        }
-        let requests: Vec<&AllocationRequest> = batch.iter().map(|j| &j.request).collect();
-        let mut answers: Vec<Option<Result<Outcome, ApiError>>> = Vec::new();
-        let mut conflicts = 0;
-        let outcome = loop {
-            answers.clear();
-            answers.resize_with(requests.len(), || None);
-            match run_batch(&state, &requests, &mut answers).await {
-                Err(PersistenceError::Conflict(_)) if conflicts < 2 => conflicts += 1,
-                other => break other,
-            }
-        };
-        match outcome {
-            Ok(()) => {}
-            Err(e @ (PersistenceError::Unavailable(_) | PersistenceError::CommitUnknown(_))) => {
-                tracing::warn!(error = %e, size = requests.len(), "group commit failed");
-                for answer in answers.iter_mut().filter(|a| a.is_none()) {
-                    *answer = Some(Err(ApiError::from(clone_error(&e))));
-                }
-            }
-            Err(e) => {
-                // Not to be pinned on one request from here: let each find out alone.
-                tracing::info!(error = %e, size = requests.len(), "group commit: deciding each request alone");
-                let alone = futures_util::future::join_all(
-                    requests.iter().map(|r| allocate_alone(&state, r)),
-                )
-                .await;
-                answers = alone.into_iter().map(Some).collect();
-            }
-        }
-        for (job, answer) in batch.into_iter().zip(answers) {
-            job.answer(answer.unwrap_or_else(|| {
-                Err(ApiError::Internal(
-                    "a request of the batch got no answer".into(),
-                ))
-            }));
-        }
-        carried
+        run_keyed(state, jobs).await
     }
 }
 
-fn clone_error(e: &PersistenceError) -> PersistenceError {
-    match e {
-        PersistenceError::CommitUnknown(m) => PersistenceError::CommitUnknown(m.clone()),
-        other => PersistenceError::Unavailable(other.to_string()),
+impl KeyedWrite for AllocationRequest {
+    fn scope(&self) -> (i64, IdempotencyKey) {
+        (self.org_id, self.key.clone())
+    }
+
+    async fn run_batch<'a>(
+        state: &'a AppState,
+        requests: &'a [&'a Self],
+        answers: &'a mut [Slot],
+    ) -> Result<(), PersistenceError> {
+        run_batch(state, requests, answers).await
+    }
+
+    async fn alone<'a>(state: &'a AppState, request: &'a Self) -> Result<Outcome, ApiError> {
+        allocate_alone(state, request).await
     }
 }
 
@@ -267,7 +231,7 @@ fn clone_error(e: &PersistenceError) -> PersistenceError {
 async fn run_batch(
     state: &AppState,
     requests: &[&AllocationRequest],
-    answers: &mut [Option<Result<Outcome, ApiError>>],
+    answers: &mut [Slot],
 ) -> Result<(), PersistenceError> {
     let now = state.now();
     let tx = state.db.begin().await?;
@@ -384,20 +348,7 @@ async fn run_batch(
         ));
         outcomes.push((*i, *record, body, id));
     }
-    let mut endpoints = Vec::with_capacity(events.len());
-    for org_id in events.keys() {
-        endpoints.push(state.caches.endpoints(&tx, *org_id).await?);
-    }
-    let outbox: Vec<(
-        i64,
-        &[persistence::webhooks::EndpointRow],
-        &[NewEvent<'static>],
-    )> = events
-        .iter()
-        .zip(&endpoints)
-        .map(|((org_id, events), endpoints)| (*org_id, endpoints.as_slice(), events.as_slice()))
-        .collect();
-    persistence::webhooks::emit_to(&tx, &outbox, now).await?;
+    crate::webhooks::emit_grouped(&state.caches, &tx, &events, now).await?;
     let stored: Vec<(i64, serde_json::Value, Option<String>)> = outcomes
         .iter()
         .map(|(_, record, body, id)| (*record, body.clone(), Some(id.to_string())))

@@ -124,3 +124,88 @@ async fn worker<R: Batch>(
         }
     }
 }
+
+/// What a batch of single keyed writes (allocations, redemptions) leaves in each slot: the
+/// request's answer, once decided.
+pub type Slot = Option<Result<crate::idempotent::Outcome, ApiError>>;
+
+/// A single write with one idempotency key, which runs as a batch by [`run_keyed`].
+pub trait KeyedWrite: Sized + Send + Sync + 'static {
+    /// The organisation and key: two requests with the same never share a batch.
+    fn scope(&self) -> (i64, domain::idempotency::IdempotencyKey);
+
+    /// One attempt at the batch in one transaction, filling `answers` as they are decided
+    /// (refusals and replays before the commit, effects after it).
+    fn run_batch<'a>(
+        state: &'a AppState,
+        requests: &'a [&'a Self],
+        answers: &'a mut [Slot],
+    ) -> impl Future<Output = Result<(), persistence::PersistenceError>> + Send + 'a;
+
+    /// The request in a transaction of its own.
+    fn alone<'a>(
+        state: &'a AppState,
+        request: &'a Self,
+    ) -> impl Future<Output = Result<crate::idempotent::Outcome, ApiError>> + Send + 'a;
+}
+
+/// The course of a batch of keyed writes: a key already in the batch waits for the next one
+/// (where it replays, or is evaluated afresh if the first failed definitely, as a concurrent
+/// duplicate would); a deadlock or serialization failure retries the batch (twice); an
+/// unreachable database or an unknown commit answers 503 to every request not yet decided;
+/// any other failure cannot be pinned on one request, so each runs alone.
+pub async fn run_keyed<R>(state: Arc<AppState>, jobs: Vec<Job<R>>) -> Vec<Job<R>>
+where
+    R: KeyedWrite + Batch<Answer = crate::idempotent::Outcome>,
+{
+    use persistence::PersistenceError;
+    let mut seen = std::collections::HashSet::new();
+    let (mut batch, mut carried) = (Vec::new(), Vec::new());
+    for job in jobs {
+        if seen.insert(job.request.scope()) {
+            batch.push(job);
+        } else {
+            carried.push(job);
+        }
+    }
+    let requests: Vec<&R> = batch.iter().map(|j| &j.request).collect();
+    let mut answers: Vec<Slot> = Vec::new();
+    let mut conflicts = 0;
+    let outcome = loop {
+        answers.clear();
+        answers.resize_with(requests.len(), || None);
+        match R::run_batch(&state, &requests, &mut answers).await {
+            Err(PersistenceError::Conflict(_)) if conflicts < 2 => conflicts += 1,
+            other => break other,
+        }
+    };
+    match outcome {
+        Ok(()) => {}
+        Err(e) if e.is_transient() => {
+            tracing::warn!(error = %e, size = requests.len(), "group commit failed");
+            let message = e.to_string();
+            for answer in answers.iter_mut().filter(|a| a.is_none()) {
+                *answer = Some(Err(ApiError::from(match &e {
+                    PersistenceError::CommitUnknown(_) => {
+                        PersistenceError::CommitUnknown(message.clone())
+                    }
+                    _ => PersistenceError::Unavailable(message.clone()),
+                })));
+            }
+        }
+        Err(e) => {
+            tracing::info!(error = %e, size = requests.len(), "group commit: deciding each request alone");
+            let alone =
+                futures_util::future::join_all(requests.iter().map(|r| R::alone(&state, r))).await;
+            answers = alone.into_iter().map(Some).collect();
+        }
+    }
+    for (job, answer) in batch.into_iter().zip(answers) {
+        job.answer(answer.unwrap_or_else(|| {
+            Err(ApiError::Internal(
+                "a request of the batch got no answer".into(),
+            ))
+        }));
+    }
+    carried
+}

@@ -567,16 +567,7 @@ async fn issue_segments_once(
                 .or_default()
                 .push(crate::webhooks::event("reward.issued", data, now));
         }
-        let mut endpoints = Vec::with_capacity(events.len());
-        for org_id in events.keys() {
-            endpoints.push(state.caches.endpoints(&tx, *org_id).await?);
-        }
-        let outbox: Vec<_> = events
-            .iter()
-            .zip(&endpoints)
-            .map(|((org, ev), ep)| (*org, ep.as_slice(), ev.as_slice()))
-            .collect();
-        persistence::webhooks::emit_to(&tx, &outbox, now).await?;
+        crate::webhooks::emit_grouped(&state.caches, &tx, &events, now).await?;
         let stored: Vec<(i64, Value, Option<String>)> = completed
             .iter()
             .map(|(_, record, v, id)| (*record, v.clone(), Some(id.to_string())))

@@ -21,7 +21,7 @@
 //! account whose redemption then fails stay expired when other redemptions of the batch commit
 //! (the expiry worker would have expired them anyway).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -39,7 +39,7 @@ use uuid::Uuid;
 
 use crate::dto::{amount, ts};
 use crate::error::ApiError;
-use crate::group_commit::{Batch, Job};
+use crate::group_commit::{Batch, Job, KeyedWrite, Slot, run_keyed};
 use crate::idempotent::{Effect, Outcome, execute, replay_or_refuse};
 use crate::routes::allocations::{insufficient, settle};
 use crate::startup::AppState;
@@ -185,57 +185,25 @@ impl Batch for RedemptionRequest {
     type Answer = Outcome;
 
     async fn run(state: Arc<AppState>, jobs: Vec<Job<Self>>) -> Vec<Job<Self>> {
-        let mut seen = HashSet::new();
-        let (mut batch, mut carried) = (Vec::new(), Vec::new());
-        for job in jobs {
-            if seen.insert((job.request.org_id, job.request.key.clone())) {
-                batch.push(job);
-            } else {
-                carried.push(job);
-            }
-        }
-        let requests: Vec<&RedemptionRequest> = batch.iter().map(|j| &j.request).collect();
-        let mut answers: Vec<Option<Result<Outcome, ApiError>>> = Vec::new();
-        let mut conflicts = 0;
-        let outcome = loop {
-            answers.clear();
-            answers.resize_with(requests.len(), || None);
-            match run_batch(&state, &requests, &mut answers).await {
-                Err(PersistenceError::Conflict(_)) if conflicts < 2 => conflicts += 1,
-                other => break other,
-            }
-        };
-        match outcome {
-            Ok(()) => {}
-            Err(e) if e.is_transient() => {
-                tracing::warn!(error = %e, size = requests.len(), "group commit of redemptions failed");
-                let message = e.to_string();
-                for answer in answers.iter_mut().filter(|a| a.is_none()) {
-                    *answer = Some(Err(ApiError::from(match &e {
-                        PersistenceError::CommitUnknown(_) => {
-                            PersistenceError::CommitUnknown(message.clone())
-                        }
-                        _ => PersistenceError::Unavailable(message.clone()),
-                    })));
-                }
-            }
-            Err(e) => {
-                tracing::info!(error = %e, size = requests.len(), "group commit: redeeming each request alone");
-                let alone = futures_util::future::join_all(
-                    requests.iter().map(|r| redeem_alone(&state, r)),
-                )
-                .await;
-                answers = alone.into_iter().map(Some).collect();
-            }
-        }
-        for (job, answer) in batch.into_iter().zip(answers) {
-            job.answer(answer.unwrap_or_else(|| {
-                Err(ApiError::Internal(
-                    "a request of the batch got no answer".into(),
-                ))
-            }));
-        }
-        carried
+        run_keyed(state, jobs).await
+    }
+}
+
+impl KeyedWrite for RedemptionRequest {
+    fn scope(&self) -> (i64, IdempotencyKey) {
+        (self.org_id, self.key.clone())
+    }
+
+    async fn run_batch<'a>(
+        state: &'a AppState,
+        requests: &'a [&'a Self],
+        answers: &'a mut [Slot],
+    ) -> Result<(), PersistenceError> {
+        run_batch(state, requests, answers).await
+    }
+
+    async fn alone<'a>(state: &'a AppState, request: &'a Self) -> Result<Outcome, ApiError> {
+        redeem_alone(state, request).await
     }
 }
 
@@ -243,7 +211,7 @@ impl Batch for RedemptionRequest {
 async fn run_batch(
     state: &AppState,
     requests: &[&RedemptionRequest],
-    answers: &mut [Option<Result<Outcome, ApiError>>],
+    answers: &mut [Slot],
 ) -> Result<(), PersistenceError> {
     let now = state.now();
     let tx = state.db.begin().await?;
@@ -355,16 +323,7 @@ async fn run_batch(
         return Ok(());
     }
     redemptions::insert_many(&tx, &rows, now).await?;
-    let mut endpoints = Vec::with_capacity(events.len());
-    for org_id in events.keys() {
-        endpoints.push(state.caches.endpoints(&tx, *org_id).await?);
-    }
-    let outbox: Vec<_> = events
-        .iter()
-        .zip(&endpoints)
-        .map(|((org, ev), ep)| (*org, ep.as_slice(), ev.as_slice()))
-        .collect();
-    persistence::webhooks::emit_to(&tx, &outbox, now).await?;
+    crate::webhooks::emit_grouped(&state.caches, &tx, &events, now).await?;
     let stored: Vec<(i64, Value, Option<String>)> = outcomes
         .iter()
         .map(|(_, record, body, id)| (*record, body.clone(), Some(id.to_string())))

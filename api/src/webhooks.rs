@@ -182,6 +182,26 @@ pub async fn emit(
     webhooks::emit_to(conn, &[(org_id, &endpoints, &events)], now).await
 }
 
+/// Writes the events of a batch, grouped by organisation, in one statement (subscriptions from
+/// the cache).
+pub async fn emit_grouped(
+    caches: &crate::cache::Caches,
+    conn: &persistence::Tx,
+    events: &std::collections::BTreeMap<i64, Vec<NewEvent<'static>>>,
+    now: DateTime<Utc>,
+) -> Result<usize, PersistenceError> {
+    let mut endpoints = Vec::with_capacity(events.len());
+    for org_id in events.keys() {
+        endpoints.push(caches.endpoints(conn, *org_id).await?);
+    }
+    let outbox: Vec<_> = events
+        .iter()
+        .zip(&endpoints)
+        .map(|((org, ev), ep)| (*org, ep.as_slice(), ev.as_slice()))
+        .collect();
+    webhooks::emit_to(conn, &outbox, now).await
+}
+
 /// At most 1 KiB of a response body, as text without NUL (which PostgreSQL text refuses);
 /// the rest is never read.
 async fn body_head(mut response: reqwest::Response) -> String {
