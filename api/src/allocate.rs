@@ -158,6 +158,30 @@ fn new_allocation(
     }
 }
 
+/// The allocation just recorded, as `allocations::get_by_unique_id` would read it.
+fn allocation_row(id: Uuid, a: NewAllocation, scale: i16, now: DateTime<Utc>) -> AllocationRow {
+    AllocationRow {
+        id,
+        org_id: a.org_id,
+        unique_id: a.unique_id,
+        customer_id: a.customer_id,
+        program_id: a.program_id,
+        currency: a.currency,
+        amount: a.amount,
+        source_value: a.source_value,
+        award_strategy_id: a.award_strategy_id,
+        expiry_strategy_id: a.expiry_strategy_id,
+        event_name: a.event_name,
+        event_source_id: a.event_source_id,
+        ledger_entry_id: a.ledger_entry_id,
+        expires_at: a.expires_at,
+        created_at: now,
+        reversed_at: None,
+        reversal_entry_id: None,
+        scale,
+    }
+}
+
 /// Runs one allocation in a transaction of its own (group commit off, or deciding the
 /// requests of a batch that failed as a whole).
 pub async fn allocate_alone(state: &AppState, r: &AllocationRequest) -> Result<Outcome, ApiError> {
@@ -189,8 +213,9 @@ pub async fn allocate_alone(state: &AppState, r: &AllocationRequest) -> Result<O
                 now,
             )
             .await?;
-            let row =
-                allocations::insert(tx, &new_allocation(r, &p, customer.id, entry.id), now).await?;
+            let new = (Uuid::now_v7(), new_allocation(r, &p, customer.id, entry.id));
+            allocations::insert_many(tx, std::slice::from_ref(&new), now).await?;
+            let row = allocation_row(new.0, new.1, p.scale, now);
             let body = allocation_json(&row, entry.balance_after);
             let events = vec![event("currency.allocated", body.clone(), now)];
             crate::webhooks::emit(&state.caches, tx, r.org_id, events, now).await?;
@@ -320,26 +345,7 @@ async fn run_batch(
     let mut outcomes = Vec::with_capacity(ready.len());
     let mut events: BTreeMap<i64, Vec<NewEvent<'static>>> = BTreeMap::new();
     for (((i, record, p, _), c), (id, a)) in ready.iter().zip(&credited).zip(rows) {
-        let row = AllocationRow {
-            id,
-            org_id: a.org_id,
-            unique_id: a.unique_id,
-            customer_id: a.customer_id,
-            program_id: a.program_id,
-            currency: a.currency,
-            amount: a.amount,
-            source_value: a.source_value,
-            award_strategy_id: a.award_strategy_id,
-            expiry_strategy_id: a.expiry_strategy_id,
-            event_name: a.event_name,
-            event_source_id: a.event_source_id,
-            ledger_entry_id: a.ledger_entry_id,
-            expires_at: a.expires_at,
-            created_at: now,
-            reversed_at: None,
-            reversal_entry_id: None,
-            scale: p.scale,
-        };
+        let row = allocation_row(id, a, p.scale, now);
         let body = allocation_json(&row, c.balance_after);
         events.entry(requests[*i].org_id).or_default().push(event(
             "currency.allocated",

@@ -51,48 +51,6 @@ pub struct NewAllocation {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// Records an allocation and returns it as [`get_by_unique_id`] would.
-#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
-pub async fn insert<C: ConnectionTrait>(
-    conn: &C,
-    a: &NewAllocation,
-    now: DateTime<Utc>,
-) -> Result<AllocationRow, PersistenceError> {
-    let id = Uuid::now_v7();
-    AllocationRow::find_by_statement(stmt(
-        conn,
-        &format!(
-            "INSERT INTO allocations (id, org_id, unique_id, customer_id, program_id, currency, amount, \
-             source_value, award_strategy_id, expiry_strategy_id, event_name, event_source_id, \
-             ledger_entry_id, expires_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-             RETURNING {}, (SELECT scale FROM program_currencies pc \
-             WHERE pc.org_id = $2 AND pc.program_id = $5 AND pc.code = $6) AS scale",
-            COLUMNS.replace("a.", "").replace(", pc.scale", "")
-        ),
-        vec![
-            id.into(),
-            a.org_id.into(),
-            a.unique_id.clone().into(),
-            a.customer_id.into(),
-            a.program_id.into(),
-            a.currency.clone().into(),
-            a.amount.into(),
-            a.source_value.clone().into(),
-            a.award_strategy_id.into(),
-            a.expiry_strategy_id.into(),
-            a.event_name.clone().into(),
-            a.event_source_id.clone().into(),
-            a.ledger_entry_id.into(),
-            a.expires_at.into(),
-            now.into(),
-        ],
-    ))
-    .one(conn)
-    .await?
-    .ok_or_else(|| PersistenceError::Other("insert returned no row".into()))
-}
-
 /// Records many allocations in one statement (group commit). `ids` are the allocations' ids,
 /// one per allocation; every one is created at `now`.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]

@@ -591,21 +591,7 @@ pub async fn credit_many<C: ConnectionTrait>(
             ]
         })
         .collect();
-    let mut ids: HashMap<(i64, String), i64> = HashMap::with_capacity(credits.len());
-    for row in crate::insert_rows(
-        conn,
-        "INSERT INTO ledger_entries (org_id, customer_id, program_id, currency, kind, amount, \
-         balance_after, reference, remaining, expires_at, created_at) VALUES",
-        "RETURNING id, org_id, reference",
-        entries,
-    )
-    .await?
-    {
-        ids.insert(
-            (row.try_get_by_index(1)?, row.try_get_by_index(2)?),
-            row.try_get_by_index(0)?,
-        );
-    }
+    let ids = insert_entries(conn, entries).await?;
     credits
         .iter()
         .zip(balance_after)
@@ -743,6 +729,30 @@ pub async fn with_due_lots<C: ConnectionTrait>(
             currency: r.currency,
         })
         .collect())
+}
+
+/// Inserts ledger entries of a batch (rows in the column order below) and returns each one's
+/// id by `(organisation, reference)`, which the batch keeps unique.
+async fn insert_entries<C: ConnectionTrait>(
+    conn: &C,
+    entries: Vec<Vec<Value>>,
+) -> Result<std::collections::HashMap<(i64, String), i64>, PersistenceError> {
+    let mut ids = std::collections::HashMap::with_capacity(entries.len());
+    for row in crate::insert_rows(
+        conn,
+        "INSERT INTO ledger_entries (org_id, customer_id, program_id, currency, kind, amount, \
+         balance_after, reference, remaining, expires_at, created_at) VALUES",
+        "RETURNING id, org_id, reference",
+        entries,
+    )
+    .await?
+    {
+        ids.insert(
+            (row.try_get_by_index(1)?, row.try_get_by_index(2)?),
+            row.try_get_by_index(0)?,
+        );
+    }
+    Ok(ids)
 }
 
 /// One debit of a batch.
@@ -924,21 +934,7 @@ pub async fn debit_many<C: ConnectionTrait>(
             ])
         })
         .collect();
-    let mut ids: HashMap<(i64, String), i64> = HashMap::with_capacity(entries.len());
-    for row in crate::insert_rows(
-        conn,
-        "INSERT INTO ledger_entries (org_id, customer_id, program_id, currency, kind, amount, \
-         balance_after, reference, remaining, expires_at, created_at) VALUES",
-        "RETURNING id, org_id, reference",
-        entries,
-    )
-    .await?
-    {
-        ids.insert(
-            (row.try_get_by_index(1)?, row.try_get_by_index(2)?),
-            row.try_get_by_index(0)?,
-        );
-    }
+    let ids = insert_entries(conn, entries).await?;
     debits
         .iter()
         .zip(balance_after)
