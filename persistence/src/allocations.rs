@@ -83,9 +83,10 @@ pub async fn insert_many<C: ConnectionTrait>(
         .collect();
     crate::insert_rows(
         conn,
-        "INSERT INTO allocations (id, org_id, unique_id, customer_id, program_id, currency, amount, \
+        "allocations",
+        "id, org_id, unique_id, customer_id, program_id, currency, amount, \
          source_value, award_strategy_id, expiry_strategy_id, event_name, event_source_id, \
-         ledger_entry_id, expires_at, created_at) VALUES",
+         ledger_entry_id, expires_at, created_at",
         "",
         rows,
     )

@@ -140,10 +140,9 @@ pub async fn find_or_enroll_many<C: ConnectionTrait>(
         .collect();
     if !enrol.is_empty() {
         // No conflict target: a row is skipped when any of the identifier indexes refuses it.
-        let head =
-            "INSERT INTO customers (id, org_id, mobile, email, external_id, created_at) VALUES";
         let tail = format!("ON CONFLICT DO NOTHING RETURNING {COLUMNS}");
-        for row in crate::insert_rows(conn, head, &tail, enrol).await? {
+        let columns = "id, org_id, mobile, email, external_id, created_at";
+        for row in crate::insert_rows(conn, "customers", columns, &tail, enrol).await? {
             let row = CustomerRow::from_query_result(&row, "")?;
             remember(&mut found, Enrolment { row, new: true });
         }

@@ -228,7 +228,8 @@ pub async fn claim_keys<C: ConnectionTrait>(
         }
         let inserted = crate::insert_rows(
             conn,
-            "INSERT INTO idempotency_records (org_id, operation, key, fingerprint, request_fields, created_at) VALUES",
+            "idempotency_records",
+            "org_id, operation, key, fingerprint, request_fields, created_at",
             "ON CONFLICT (org_id, operation, key) DO NOTHING RETURNING id, org_id, key",
             rows,
         )

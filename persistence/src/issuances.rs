@@ -31,7 +31,8 @@ pub async fn ensure_holdings<C: ConnectionTrait>(
         .collect();
     insert_rows(
         conn,
-        "INSERT INTO customer_reward_counts (org_id, customer_id, reward_id, held) VALUES",
+        "customer_reward_counts",
+        "org_id, customer_id, reward_id, held",
         "ON CONFLICT (org_id, customer_id, reward_id) DO NOTHING",
         rows,
     )
@@ -196,8 +197,9 @@ pub async fn insert_many<C: ConnectionTrait>(
         .collect();
     insert_rows(
         conn,
-        "INSERT INTO issuances (id, org_id, request_id, customer_id, reward_id, quantity, brand, \
-         transaction_number, status, created_at) VALUES",
+        "issuances",
+        "id, org_id, request_id, customer_id, reward_id, quantity, brand, \
+         transaction_number, status, created_at",
         "",
         rows,
     )
@@ -210,13 +212,7 @@ pub async fn insert_many<C: ConnectionTrait>(
                 .map(move |code| vec![i.org_id.into(), i.id.into(), code.clone().into()])
         })
         .collect();
-    insert_rows(
-        conn,
-        "INSERT INTO vouchers (org_id, issuance_id, code) VALUES",
-        "",
-        vouchers,
-    )
-    .await?;
+    insert_rows(conn, "vouchers", "org_id, issuance_id, code", "", vouchers).await?;
     Ok(())
 }
 

@@ -545,7 +545,8 @@ pub async fn credit_many<C: ConnectionTrait>(
     let mut after: HashMap<AccountKey, i64> = HashMap::with_capacity(rows.len());
     for row in crate::insert_rows(
         conn,
-        "INSERT INTO balances (org_id, customer_id, program_id, currency, available, updated_at) VALUES",
+        "balances",
+        "org_id, customer_id, program_id, currency, available, updated_at",
         "ON CONFLICT (org_id, customer_id, program_id, currency) \
          DO UPDATE SET available = balances.available + excluded.available, updated_at = excluded.updated_at \
          RETURNING org_id, customer_id, program_id, currency, available",
@@ -740,8 +741,9 @@ async fn insert_entries<C: ConnectionTrait>(
     let mut ids = std::collections::HashMap::with_capacity(entries.len());
     for row in crate::insert_rows(
         conn,
-        "INSERT INTO ledger_entries (org_id, customer_id, program_id, currency, kind, amount, \
-         balance_after, reference, remaining, expires_at, created_at) VALUES",
+        "ledger_entries",
+        "org_id, customer_id, program_id, currency, kind, amount, \
+         balance_after, reference, remaining, expires_at, created_at",
         "RETURNING id, org_id, reference",
         entries,
     )

@@ -46,8 +46,9 @@ pub async fn insert_many<C: ConnectionTrait>(
         .collect();
     crate::insert_rows(
         conn,
-        "INSERT INTO redemptions (id, org_id, unique_id, customer_id, program_id, currency, amount, \
-         reason, ledger_entry_id, created_at) VALUES",
+        "redemptions",
+        "id, org_id, unique_id, customer_id, program_id, currency, amount, \
+         reason, ledger_entry_id, created_at",
         "",
         rows,
     )

@@ -138,8 +138,9 @@ pub async fn emit_to<C: ConnectionTrait>(
     let n = rows.len();
     insert_rows(
         conn,
-        "INSERT INTO webhook_events (id, org_id, endpoint_id, event_type, body, idempotency_token, \
-         status, attempts, next_attempt_at, created_at, updated_at) VALUES",
+        "webhook_events",
+        "id, org_id, endpoint_id, event_type, body, idempotency_token, \
+         status, attempts, next_attempt_at, created_at, updated_at",
         "",
         rows,
     )
