@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{DEFAULT_BIND, DEFAULT_DATABASE_URL, Settings};
 use crate::startup::{Application, connect};
-use crate::telemetry::Sink;
+use crate::telemetry::{LogFormat, Sink};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,11 +40,14 @@ struct ServeArgs {
     #[arg(long, env = "LOYALTY_BIND", default_value = DEFAULT_BIND)]
     bind: String,
     /// Do not apply pending migrations at start.
-    #[arg(long)]
+    #[arg(long, env = "LOYALTY_NO_MIGRATE", value_parser = switch, num_args = 0..=1, default_value = "false", default_missing_value = "true")]
     no_migrate: bool,
     /// Load the demo organisation into an empty database before serving.
-    #[arg(long)]
+    #[arg(long, env = "LOYALTY_DEMO", value_parser = switch, num_args = 0..=1, default_value = "false", default_missing_value = "true")]
     demo: bool,
+    /// Log lines as text or as one JSON object per line (`text`, `json`).
+    #[arg(long, env = "LOYALTY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "LOYALTY_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     max_body_bytes: usize,
@@ -67,7 +70,7 @@ struct ServeArgs {
     #[arg(long, env = "LOYALTY_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 5000)]
     db_acquire_timeout_ms: u64,
     /// Deliver webhooks to loopback, private and link-local addresses too.
-    #[arg(long, env = "LOYALTY_WEBHOOK_ALLOW_PRIVATE")]
+    #[arg(long, env = "LOYALTY_WEBHOOK_ALLOW_PRIVATE", value_parser = switch, num_args = 0..=1, default_value = "false", default_missing_value = "true")]
     webhook_allow_private: bool,
     /// Waits before each automatic webhook retry, e.g. `5s,30s,2m,10m,1h,6h,24h`.
     #[arg(long, env = "LOYALTY_WEBHOOK_RETRY_SCHEDULE", value_parser = crate::webhooks::parse_schedule)]
@@ -85,6 +88,18 @@ struct ServeArgs {
     /// memory, in ms (0: not cached). Changes made on another instance are seen after this.
     #[arg(long, env = "LOYALTY_CACHE_TTL_MS", default_value_t = 1000)]
     cache_ttl_ms: u64,
+}
+
+/// A switch: `1`/`0`, `true`/`false`, `yes`/`no`, `on`/`off`, in any case. Anything else is
+/// refused at start, so a typo never silently means "off".
+pub fn switch(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        other => Err(format!(
+            "{other:?} is not a switch: use 1/0, true/false, yes/no or on/off"
+        )),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,7 +177,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         None => serve(&cli.db, &cli.serve, clock).await,
         Some(Command::Serve(args)) => serve(&cli.db, &args, clock).await,
         Some(Command::Migrate) => {
-            crate::telemetry::init("warn", Sink::Stderr);
+            crate::telemetry::init("warn", Sink::Stderr, cli.serve.log_format);
             let db = connect(&settings(&cli.db, &cli.serve))
                 .await
                 .map_err(|e| e.to_string())?;
@@ -173,7 +188,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Some(Command::Orgs {
             command: OrgsCommand::Create { name, brand },
         }) => {
-            crate::telemetry::init("warn", Sink::Stderr);
+            crate::telemetry::init("warn", Sink::Stderr, cli.serve.log_format);
             let name = domain::catalog::parse_name(&name).map_err(|e| format!("--name {e}"))?;
             let db = connect(&settings(&cli.db, &cli.serve))
                 .await
@@ -189,7 +204,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             db.close().await.map_err(|e| e.to_string())
         }
         Some(Command::Demo) => {
-            crate::telemetry::init("warn", Sink::Stderr);
+            crate::telemetry::init("warn", Sink::Stderr, cli.serve.log_format);
             let db = connect(&settings(&cli.db, &cli.serve))
                 .await
                 .map_err(|e| e.to_string())?;
@@ -200,7 +215,7 @@ async fn run(cli: Cli) -> Result<(), String> {
 }
 
 async fn serve(db: &DbArgs, args: &ServeArgs, clock: Arc<dyn Clock>) -> Result<(), String> {
-    crate::telemetry::init("info", Sink::Stdout);
+    crate::telemetry::init("info", Sink::Stdout, args.log_format);
     let settings = settings(db, args);
     let app = Application::build(settings.clone(), clock.clone())
         .await
@@ -217,6 +232,9 @@ async fn serve(db: &DbArgs, args: &ServeArgs, clock: Arc<dyn Clock>) -> Result<(
         .bind
         .rsplit_once(':')
         .map_or("127.0.0.1", |(h, _)| h);
+    if settings.webhooks.allow_private {
+        tracing::warn!("webhooks may be delivered to loopback, private and link-local addresses");
+    }
     tracing::info!(
         "loyalty ready to serve on http://{host}:{} ({backend})",
         app.port()

@@ -48,11 +48,16 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("idempotency key reused with another payload")]
     IdempotencyKeyReused {
+        /// The operation's name, for metrics.
+        operation: &'static str,
         key: String,
         mismatched_fields: Vec<String>,
     },
     #[error("idempotency key in use")]
-    IdempotencyKeyInUse { key: String },
+    IdempotencyKeyInUse {
+        operation: &'static str,
+        key: String,
+    },
     /// A definite business refusal (422): `INSUFFICIENT_BALANCE`, `OUT_OF_STOCK` …
     #[error("{code}: {detail}")]
     Unprocessable {
@@ -219,11 +224,12 @@ impl ResponseError for ApiError {
             ApiError::IdempotencyKeyReused {
                 key,
                 mismatched_fields,
+                ..
             } => {
                 body["idempotencyKey"] = json!(key);
                 body["mismatchedFields"] = json!(mismatched_fields);
             }
-            ApiError::IdempotencyKeyInUse { key } => body["idempotencyKey"] = json!(key),
+            ApiError::IdempotencyKeyInUse { key, .. } => body["idempotencyKey"] = json!(key),
             _ => {}
         }
         body["retryable"] = json!(retryable);
@@ -235,6 +241,15 @@ impl ResponseError for ApiError {
         if retry_after {
             response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
         }
-        response.body(body.to_string())
+        let mut response = response.body(body.to_string());
+        let mark = match self {
+            ApiError::IdempotencyKeyReused { operation, .. } => Some((*operation, "key_reused")),
+            ApiError::IdempotencyKeyInUse { operation, .. } => Some((*operation, "key_in_use")),
+            _ => None,
+        };
+        if let Some((operation, outcome)) = mark {
+            crate::idempotent::mark(&mut response, operation, outcome);
+        }
+        response
     }
 }

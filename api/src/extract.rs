@@ -46,9 +46,16 @@ impl FromRequest for Tenant {
             let key = key
                 .filter(|k| !k.is_empty() && k.len() <= 200)
                 .ok_or(ApiError::Unauthorized)?;
+            // The key itself is never logged; the organisation it names is.
             match state.caches.authenticate(state.db.conn(), &key).await? {
-                Some(org_id) => Ok(Tenant { org_id }),
-                None => Err(ApiError::Unauthorized),
+                Some(org_id) => {
+                    tracing::debug!(org_id, "authenticated");
+                    Ok(Tenant { org_id })
+                }
+                None => {
+                    tracing::debug!("API key not recognised");
+                    Err(ApiError::Unauthorized)
+                }
             }
         })
     }

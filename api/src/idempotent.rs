@@ -68,6 +68,7 @@ pub fn replay_or_refuse(
 ) -> Result<Value, ApiError> {
     if record.fingerprint != meaning.fingerprint(operation) {
         return Err(ApiError::IdempotencyKeyReused {
+            operation: operation.as_str(),
             key: key.to_string(),
             mismatched_fields: record.meaning().mismatched_fields(meaning),
         });
@@ -78,9 +79,10 @@ pub fn replay_or_refuse(
 }
 
 /// Maps an error of claiming a key: a lock wait that ran out means another request holds it.
-pub fn claim_error(err: PersistenceError, key: &IdempotencyKey) -> ApiError {
+pub fn claim_error(err: PersistenceError, operation: Operation, key: &IdempotencyKey) -> ApiError {
     match err {
         PersistenceError::LockTimeout => ApiError::IdempotencyKeyInUse {
+            operation: operation.as_str(),
             key: key.to_string(),
         },
         other => other.into(),
@@ -217,7 +219,7 @@ where
                 drop(tx);
                 return replay_or_refuse(&record, operation, key, meaning).map(Outcome::Replayed);
             }
-            Err(e) => return Err(claim_error(e, key)),
+            Err(e) => return Err(claim_error(e, operation, key)),
         },
     };
     // On error the transaction is dropped, which rolls it back: no effect, no key.
@@ -238,12 +240,34 @@ where
 
 /// 201 for a new effect, 202 for a replay, with `idempotentReplayed` and `idempotencyKey` in the
 /// body and the `Idempotent-Replayed` header.
-pub fn respond(outcome: Outcome, key: Option<&IdempotencyKey>) -> HttpResponse {
+pub fn respond(
+    operation: Operation,
+    outcome: Outcome,
+    key: Option<&IdempotencyKey>,
+) -> HttpResponse {
     let (status, body, replayed) = match outcome {
         Outcome::Created(status, body) => (status, body, false),
         Outcome::Replayed(body) => (StatusCode::ACCEPTED, body, true),
     };
-    json_with_flags(status, body, replayed, key)
+    let mut response = json_with_flags(status, body, replayed, key);
+    let outcome = if replayed { "replayed" } else { "created" };
+    mark(&mut response, operation.as_str(), outcome);
+    response
+}
+
+/// What a keyed write's answer was, for the metrics middleware to count
+/// (`loyalty_idempotency_outcomes_total{operation, outcome}`) once the answer is final.
+#[derive(Debug, Clone, Copy)]
+pub struct IdempotencyMark {
+    pub operation: &'static str,
+    pub outcome: &'static str,
+}
+
+/// Marks `response` as a keyed write's `outcome`.
+pub fn mark(response: &mut HttpResponse, operation: &'static str, outcome: &'static str) {
+    response
+        .extensions_mut()
+        .insert(IdempotencyMark { operation, outcome });
 }
 
 pub fn json_with_flags(

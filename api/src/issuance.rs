@@ -278,9 +278,11 @@ impl Attempt {
     /// The answer to `req` when it ran alone and its transaction did not commit.
     fn into_api(self, req: &IssueRequest) -> ApiError {
         match self {
-            Attempt::KeyInUse => {
-                claim_error(PersistenceError::LockTimeout, &req.items[0].request_id)
-            }
+            Attempt::KeyInUse => claim_error(
+                PersistenceError::LockTimeout,
+                Operation::RewardIssuance,
+                &req.items[0].request_id,
+            ),
             Attempt::Db(e) => e.into(),
             Attempt::Api(e) => e,
             Attempt::VoucherCollision => {

@@ -1,124 +1,150 @@
-//! Prometheus metrics, kept by hand: a counter and a duration sum per (method, route pattern,
-//! status), and how many answers were idempotent replays. Route patterns (`/v1/rewards/{rewardId}`)
-//! keep the label set small and carry no tenant data.
+//! Prometheus metrics through the `metrics` facade and `metrics-exporter-prometheus`.
+//!
+//! Recording is lock-free on the hot path (atomic counters and histogram buckets behind the
+//! exporter's sharded registry), so a metric never serialises requests. Labels are route
+//! patterns (`/v1/rewards/{rewardId}`), methods, statuses, operations, outcomes and codes: a
+//! small set, and no tenant data (no organisation, customer, currency code or key).
+//!
+//! The recorder is process-wide (the `metrics` facade has one global recorder); several
+//! applications in one process (the tests) share it, and read differences.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::{Mutex, PoisonError};
-use std::time::Instant;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
-#[derive(Debug, Default, Clone, Copy)]
-struct Series {
-    count: u64,
-    seconds: f64,
-    replays: u64,
-}
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-#[derive(Debug)]
-pub struct Metrics {
+/// Seconds, from 1 ms to 10 s: where a write's latency lives.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Major units, by decades.
+const AMOUNT_BUCKETS: &[f64] = &[1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0, 1_000_000.0];
+
+struct Global {
+    handle: PrometheusHandle,
     started: Instant,
-    http: Mutex<BTreeMap<(String, String, u16), Series>>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self {
-            started: Instant::now(),
-            http: Mutex::new(BTreeMap::new()),
-        }
+static GLOBAL: OnceLock<Option<Global>> = OnceLock::new();
+
+/// Installs the recorder once per process; later calls reuse it. `None` only if another
+/// recorder was installed first (then nothing is recorded here, and `/metrics` says so).
+fn global() -> Option<&'static Global> {
+    GLOBAL
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.to_owned()), LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(CURRENCY.to_owned()), AMOUNT_BUCKETS)
+                })
+                .and_then(PrometheusBuilder::install_recorder)
+                .map_err(|e| tracing::warn!(error = %e, "metrics recorder not installed"))
+                .ok()?;
+            describe();
+            // Histograms keep samples until upkeep folds them into buckets.
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                })
+                .ok()?;
+            Some(Global {
+                handle,
+                started: Instant::now(),
+            })
+        })
+        .as_ref()
+}
+
+const HTTP_DURATION: &str = "loyalty_http_request_duration_seconds";
+const IDEMPOTENCY: &str = "loyalty_idempotency_outcomes_total";
+const REWARD_ITEMS: &str = "loyalty_reward_items_total";
+const CURRENCY: &str = "loyalty_currency_amount";
+const WEBHOOKS: &str = "loyalty_webhook_deliveries_total";
+const POOL: &str = "loyalty_db_connections";
+const POOL_WAITING: &str = "loyalty_db_connections_waiting";
+
+fn describe() {
+    describe_histogram!(
+        HTTP_DURATION,
+        metrics::Unit::Seconds,
+        "Time to answer an HTTP request, by method, route pattern and status."
+    );
+    describe_counter!(
+        IDEMPOTENCY,
+        "Keyed writes by operation and outcome: created, replayed, key_reused, key_in_use."
+    );
+    describe_counter!(
+        REWARD_ITEMS,
+        "Reward issuance items by status (issued, replayed, failed) and failure code."
+    );
+    describe_histogram!(
+        CURRENCY,
+        "Currency amounts moved, by kind (allocation, redemption, reversal, expiry), in major units."
+    );
+    describe_counter!(
+        WEBHOOKS,
+        "Webhook delivery attempts by outcome (delivered, failed, retry_scheduled)."
+    );
+    describe_gauge!(POOL, "Database pool connections by state (in_use, idle).");
+    describe_gauge!(
+        POOL_WAITING,
+        "Requests waiting for a database connection to start a transaction."
+    );
+}
+
+/// Installs the process's recorder (once; later calls are free).
+pub fn install() {
+    let _ = global();
+}
+
+/// One HTTP answer.
+pub fn http(method: &str, route: &str, status: u16, seconds: f64) {
+    histogram!(HTTP_DURATION, "method" => method.to_owned(), "route" => route.to_owned(), "status" => status.to_string())
+        .record(seconds);
+}
+
+/// A keyed write's outcome: `created`, `replayed`, `key_reused` or `key_in_use`.
+pub fn idempotency(operation: &'static str, outcome: &'static str) {
+    counter!(IDEMPOTENCY, "operation" => operation, "outcome" => outcome).increment(1);
+}
+
+/// Reward items answered: `issued`, `replayed`, or `failed` with its code.
+pub fn reward_items(status: &'static str, code: &str, n: u64) {
+    counter!(REWARD_ITEMS, "status" => status, "code" => code.to_owned()).increment(n);
+}
+
+/// An amount of currency moved, in major units (`"12.50"` → 12.5). A histogram: its
+/// `_sum` is the total moved and its `_count` the number of movements, by kind.
+pub fn currency(kind: &'static str, amount: &str) {
+    if let Ok(amount) = amount.parse::<f64>()
+        && amount.is_finite()
+        && amount > 0.0
+    {
+        histogram!(CURRENCY, "kind" => kind).record(amount);
     }
 }
 
-/// Escapes a label value for the text exposition format.
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// One webhook delivery attempt.
+pub fn webhook(outcome: &'static str) {
+    counter!(WEBHOOKS, "outcome" => outcome).increment(1);
 }
 
-impl Metrics {
-    pub fn observe(&self, method: &str, route: &str, status: u16, seconds: f64, replayed: bool) {
-        let mut http = self.http.lock().unwrap_or_else(PoisonError::into_inner);
-        let series = http
-            .entry((method.to_owned(), route.to_owned(), status))
-            .or_default();
-        series.count += 1;
-        series.seconds += seconds;
-        series.replays += u64::from(replayed);
-    }
-
-    /// The text exposition format (version 0.0.4).
-    pub fn render(&self) -> String {
-        let http = self
-            .http
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let mut out = String::new();
-        let _ = writeln!(out, "# HELP loyalty_up 1 while the process serves.");
-        let _ = writeln!(out, "# TYPE loyalty_up gauge\nloyalty_up 1");
-        let _ = writeln!(
-            out,
-            "# HELP loyalty_uptime_seconds Seconds since the process started."
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE loyalty_uptime_seconds gauge\nloyalty_uptime_seconds {:.3}",
-            self.started.elapsed().as_secs_f64()
-        );
-        let _ = writeln!(
-            out,
-            "# HELP loyalty_http_requests_total HTTP requests answered."
-        );
-        let _ = writeln!(out, "# TYPE loyalty_http_requests_total counter");
-        for ((method, route, status), s) in &http {
-            let _ = writeln!(
-                out,
-                "loyalty_http_requests_total{{method=\"{}\",route=\"{}\",status=\"{status}\"}} {}",
-                label(method),
-                label(route),
-                s.count
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP loyalty_http_request_duration_seconds Time to answer."
-        );
-        let _ = writeln!(out, "# TYPE loyalty_http_request_duration_seconds summary");
-        for ((method, route, status), s) in &http {
-            let labels = format!(
-                "method=\"{}\",route=\"{}\",status=\"{status}\"",
-                label(method),
-                label(route)
-            );
-            let _ = writeln!(
-                out,
-                "loyalty_http_request_duration_seconds_sum{{{labels}}} {:.6}",
-                s.seconds
-            );
-            let _ = writeln!(
-                out,
-                "loyalty_http_request_duration_seconds_count{{{labels}}} {}",
-                s.count
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP loyalty_idempotent_replays_total Answers that replayed an earlier request's outcome."
-        );
-        let _ = writeln!(out, "# TYPE loyalty_idempotent_replays_total counter");
-        let mut replays: BTreeMap<&str, u64> = BTreeMap::new();
-        for ((_, route, _), s) in &http {
-            *replays.entry(route.as_str()).or_default() += s.replays;
-        }
-        for (route, n) in replays.into_iter().filter(|(_, n)| *n > 0) {
-            let _ = writeln!(
-                out,
-                "loyalty_idempotent_replays_total{{route=\"{}\"}} {n}",
-                label(route)
-            );
-        }
-        out
-    }
+/// The text exposition format, with the pool's state read now.
+pub fn render(pool: persistence::PoolState) -> String {
+    let Some(global) = global() else {
+        return "# metrics recorder unavailable in this process\n".to_owned();
+    };
+    gauge!(POOL, "state" => "in_use").set(f64::from(pool.in_use));
+    gauge!(POOL, "state" => "idle").set(f64::from(pool.idle));
+    gauge!(POOL_WAITING).set(f64::from(pool.waiting));
+    gauge!("loyalty_up").set(1.0);
+    gauge!("loyalty_uptime_seconds").set(global.started.elapsed().as_secs_f64());
+    global.handle.render()
 }

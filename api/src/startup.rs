@@ -22,7 +22,6 @@ pub struct AppState {
     pub db: Db,
     pub clock: Arc<dyn Clock>,
     pub settings: Settings,
-    pub metrics: crate::metrics::Metrics,
     /// API keys, catalog and webhook subscriptions, trusted for `settings.cache_ttl`.
     pub caches: crate::cache::Caches,
     /// Currency allocations waiting to be group-committed.
@@ -73,6 +72,7 @@ pub async fn connect(settings: &Settings) -> Result<Db, persistence::Persistence
 impl Application {
     /// Connects, migrates (unless told not to), binds `settings.bind` and prepares the server.
     pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
+        crate::metrics::install();
         let db = connect(&settings)
             .await
             .map_err(|e| StartupError(e.to_string()))?;
@@ -98,7 +98,6 @@ impl Application {
             db: db.clone(),
             clock,
             settings,
-            metrics: crate::metrics::Metrics::default(),
             caches,
             allocations: crate::group_commit::Queue::spawn(state.clone(), group_commit_max, 1),
             redemptions: crate::group_commit::Queue::spawn(state.clone(), group_commit_max, 1),
@@ -127,7 +126,7 @@ impl Application {
                         ErrorHandlers::new()
                             .handler(StatusCode::METHOD_NOT_ALLOWED, method_not_allowed),
                     )
-                    .wrap_fn(log_request)
+                    .wrap_fn(observe_request)
             })
             .listen(listener)
             .map_err(|e| StartupError(e.to_string()))?
@@ -170,9 +169,28 @@ fn method_not_allowed<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHand
     ))
 }
 
-/// One log line per request: method, path (never the query, which may carry identifiers),
-/// status and duration.
-fn log_request<S, B>(
+/// The request id of a request: the client's `X-Request-Id` when it is 1 to 200 printable
+/// ASCII characters, else a fresh UUID.
+fn request_id(req: &ServiceRequest) -> String {
+    req.headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=200).contains(&v.len())
+                && v.bytes().all(|b| (0x20..0x7f).contains(&b))
+                && !v.trim().is_empty()
+        })
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// Around every request: its id (taken or made, and returned as `X-Request-Id`), a root span
+/// carrying that id so every log line written while serving it names it, the latency
+/// histogram by method, route pattern and status, the idempotency outcome of keyed writes, and
+/// one log line: method, path (never the query, which may carry identifiers), status and
+/// duration. Headers are never logged, so neither is an API key.
+fn observe_request<S, B>(
     req: ServiceRequest,
     srv: &S,
 ) -> impl std::future::Future<Output = Result<ServiceResponse<B>, actix_web::Error>> + use<S, B>
@@ -180,30 +198,39 @@ where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
     B: MessageBody,
 {
+    use tracing::Instrument as _;
+    let id = request_id(&req);
     let method = req.method().clone();
     let path = req.path().to_owned();
     let route = req
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
-    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let span = tracing::info_span!("request", request_id = %id, %method, %route);
     let started = std::time::Instant::now();
-    let call = srv.call(req);
+    let call = span.in_scope(|| srv.call(req));
     async move {
-        let res = call.await?;
+        let mut res = call.await?;
         let seconds = started.elapsed().as_secs_f64();
         let status = res.status().as_u16();
-        if let Some(state) = state {
-            let replayed = res
-                .headers()
-                .get("idempotent-replayed")
-                .is_some_and(|v| v.as_bytes() == b"true");
-            state
-                .metrics
-                .observe(method.as_str(), &route, status, seconds, replayed);
+        crate::metrics::http(method.as_str(), &route, status, seconds);
+        let mark = res
+            .response()
+            .extensions()
+            .get::<crate::idempotent::IdempotencyMark>()
+            .copied();
+        if let Some(mark) = mark {
+            crate::metrics::idempotency(mark.operation, mark.outcome);
         }
-        tracing::info!(%method, %path, status, ms = seconds * 1e3, "request");
+        if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id) {
+            res.headers_mut().insert(
+                actix_web::http::header::HeaderName::from_static(REQUEST_ID),
+                value,
+            );
+        }
+        tracing::info!(%path, status, ms = seconds * 1e3, "request");
         Ok(res)
     }
+    .instrument(span)
 }
 
 /// Why the server could not start; printed by `main` and nothing else.

@@ -274,7 +274,10 @@ pub async fn deliver_due(
     .await;
     for (d, outcome) in deliveries.iter().zip(attempts) {
         let result = match outcome {
-            Ok((code, body)) => AttemptResult::Delivered { code, body },
+            Ok((code, body)) => {
+                crate::metrics::webhook("delivered");
+                AttemptResult::Delivered { code, body }
+            }
             Err((code, body)) => {
                 let done = usize::try_from(d.event.attempts).unwrap_or(0);
                 let retry_at = settings
@@ -282,6 +285,11 @@ pub async fn deliver_due(
                     .get(done)
                     .and_then(|wait| chrono::Duration::from_std(*wait).ok())
                     .and_then(|wait| now.checked_add_signed(wait));
+                crate::metrics::webhook(if retry_at.is_some() {
+                    "retry_scheduled"
+                } else {
+                    "failed"
+                });
                 AttemptResult::Failed {
                     code,
                     body,

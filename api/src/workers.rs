@@ -48,6 +48,13 @@ async fn expire_account(
     let events = crate::webhooks::expired_events(account, &entries, now);
     persistence::webhooks::emit(&tx, account.org_id, &events, now).await?;
     Db::commit(tx).await?;
+    for e in &entries {
+        // Expiry entries are debits: negative amounts.
+        crate::metrics::currency(
+            "expiry",
+            &crate::dto::amount(e.amount.saturating_abs(), e.scale),
+        );
+    }
     Ok(entries.len())
 }
 

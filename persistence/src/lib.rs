@@ -59,6 +59,17 @@ impl Default for DbOptions {
 #[derive(Clone, Debug)]
 pub struct Db {
     conn: DatabaseConnection,
+    /// Transactions waiting in [`Db::begin`] for a connection.
+    waiting: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+/// The pool right now, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolState {
+    pub in_use: u32,
+    pub idle: u32,
+    /// Transactions waiting for a connection to begin.
+    pub waiting: u32,
 }
 
 impl Db {
@@ -91,7 +102,33 @@ impl Db {
             conn.execute_unprepared("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
                 .await?;
         }
-        Ok(Self { conn })
+        Ok(Self {
+            conn,
+            waiting: Default::default(),
+        })
+    }
+
+    /// Connections in use and idle, and transactions waiting for one.
+    pub fn pool_state(&self) -> PoolState {
+        use std::sync::atomic::Ordering;
+        // The pool getters are chosen by the backend, so neither can meet the other's pool.
+        let (size, idle) = match self.backend() {
+            DbBackend::Postgres => {
+                let pool = self.conn.get_postgres_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            DbBackend::Sqlite => {
+                let pool = self.conn.get_sqlite_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            _ => (0, 0),
+        };
+        let idle = u32::try_from(idle).unwrap_or(u32::MAX).min(size);
+        PoolState {
+            in_use: size - idle,
+            idle,
+            waiting: u32::try_from(self.waiting.load(Ordering::Relaxed).max(0)).unwrap_or(0),
+        }
     }
 
     pub fn backend(&self) -> DbBackend {
@@ -133,7 +170,11 @@ impl Db {
     /// concurrent request's idempotency key gives up in bounded time. SQLite serialises writers
     /// through its single connection and needs no such setting.
     pub async fn begin(&self) -> Result<DatabaseTransaction, PersistenceError> {
-        Ok(self.conn.begin().await?)
+        use std::sync::atomic::Ordering;
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let tx = self.conn.begin().await;
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        Ok(tx?)
     }
 
     /// Commits; a failure here leaves the outcome unknown, which callers must report as such.

@@ -212,7 +212,11 @@ impl TestApp {
 
     pub async fn spawn_with(options: Spawn) -> Self {
         if std::env::var("TEST_LOG").is_ok() {
-            api::telemetry::init("debug", api::telemetry::Sink::Stdout);
+            api::telemetry::init(
+                "debug",
+                api::telemetry::Sink::Stdout,
+                api::telemetry::LogFormat::Text,
+            );
         }
         let database_url = fresh_database().await;
         Self::spawn_on(&database_url, options).await

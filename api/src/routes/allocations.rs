@@ -11,7 +11,7 @@ use crate::allocate::{AllocationRequest, allocate_alone};
 use crate::dto::{DecimalInput, FlexId, LookupParams, LooseString, amount, bounded_text, ts};
 use crate::error::ApiError;
 use crate::extract::{IdempotencyHeader, Json, ReasonBody, Tenant, required_key};
-use crate::idempotent::{Effect, execute, replay_if_used, respond};
+use crate::idempotent::{Effect, Outcome, execute, replay_if_used, respond};
 use crate::redeem::{RedemptionRequest, redeem_alone};
 use crate::startup::AppState;
 use crate::webhooks::event;
@@ -117,7 +117,8 @@ pub async fn create(
         None if state.settings.group_commit_max > 1 => state.allocations.submit(request).await?,
         None => allocate_alone(&state, &request).await?,
     };
-    let mut response = respond(outcome, Some(&key));
+    count_amount("allocation", &outcome);
+    let mut response = respond(Operation::CurrencyAllocation, outcome, Some(&key));
     if let Ok(location) =
         format!("/v1/currency/allocations/{}", urlencode(&key.to_string())).parse()
     {
@@ -251,7 +252,8 @@ pub async fn redeem(
         None if state.settings.group_commit_max > 1 => state.redemptions.submit(request).await?,
         None => redeem_alone(&state, &request).await?,
     };
-    Ok(respond(outcome, Some(&key)))
+    count_amount("redemption", &outcome);
+    Ok(respond(Operation::CurrencyRedemption, outcome, Some(&key)))
 }
 
 /// `POST /v1/currency/allocations/{uniqueId}/reversal`: takes the allocated amount back, once.
@@ -342,5 +344,15 @@ pub async fn reverse(
     )
     .await?;
     // The answer names the key the client knows: the allocation's uniqueId.
-    Ok(respond(outcome, Some(&unique)))
+    count_amount("reversal", &outcome);
+    Ok(respond(Operation::CurrencyReversal, outcome, Some(&unique)))
+}
+
+/// The amount an effect moved, for `loyalty_currency_amount{kind}` (replays moved nothing).
+fn count_amount(kind: &'static str, outcome: &Outcome) {
+    if let Outcome::Created(_, body) = outcome
+        && let Some(amount) = body.get("amount").and_then(Value::as_str)
+    {
+        crate::metrics::currency(kind, amount);
+    }
 }

@@ -191,5 +191,9 @@ pub async fn create(
         },
     )
     .await?;
-    Ok(crate::idempotent::respond(outcome, key.0.as_ref()))
+    Ok(crate::idempotent::respond(
+        domain::idempotency::Operation::CustomerCreate,
+        outcome,
+        key.0.as_ref(),
+    ))
 }

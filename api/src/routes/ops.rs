@@ -13,7 +13,7 @@ const DOCS: &str = include_str!("../../assets/docs.html");
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render())
+        .body(crate::metrics::render(state.db.pool_state()))
 }
 
 pub async fn openapi() -> HttpResponse {

@@ -94,7 +94,7 @@ pub async fn create(
         },
     )
     .await?;
-    Ok(respond(outcome, key.0.as_ref()))
+    Ok(respond(Operation::ProgramCreate, outcome, key.0.as_ref()))
 }
 
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
@@ -286,7 +286,11 @@ pub async fn create_award_strategy(
         },
     )
     .await?;
-    Ok(respond(outcome, key.0.as_ref()))
+    Ok(respond(
+        Operation::AwardStrategyCreate,
+        outcome,
+        key.0.as_ref(),
+    ))
 }
 
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
@@ -415,7 +419,11 @@ pub async fn create_expiry_strategy(
         },
     )
     .await?;
-    Ok(respond(outcome, key.0.as_ref()))
+    Ok(respond(
+        Operation::ExpiryStrategyCreate,
+        outcome,
+        key.0.as_ref(),
+    ))
 }
 
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]

@@ -18,7 +18,7 @@ use crate::error::{ApiError, FieldError};
 use crate::extract::{
     IdempotencyHeader, Json, OptionalJson, PageQuery, ReasonBody, Tenant, path_id,
 };
-use crate::idempotent::{Effect, execute, json_with_flags, respond};
+use crate::idempotent::{Effect, execute, json_with_flags, mark, respond};
 use crate::issuance::{
     IssueItem, IssueRequest, IssueResult, ItemOutcome, dry_run, issue, item_json,
 };
@@ -125,7 +125,7 @@ pub async fn create(
         },
     )
     .await?;
-    Ok(respond(outcome, key.0.as_ref()))
+    Ok(respond(Operation::RewardCreate, outcome, key.0.as_ref()))
 }
 
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
@@ -273,7 +273,7 @@ pub async fn patch(
         },
     )
     .await?;
-    Ok(respond(outcome, key.0.as_ref()))
+    Ok(respond(Operation::RewardUpdate, outcome, key.0.as_ref()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -413,6 +413,27 @@ fn summary(result: &IssueResult) -> Value {
     json!({"issued": issued, "replayed": replayed, "failed": failed})
 }
 
+/// Counts the items of an issuance that happened (not a dry run): by status and code, and, for
+/// bulk requests whose answer is 200 whatever the items did, each item's idempotency outcome.
+fn count_items(outcomes: &[ItemOutcome], per_item_keys: bool) {
+    let op = Operation::RewardIssuance.as_str();
+    for o in outcomes {
+        let (status, code, key) = match o {
+            ItemOutcome::Issued(_) => ("issued", "", Some("created")),
+            ItemOutcome::Replayed(_) => ("replayed", "", Some("replayed")),
+            ItemOutcome::Failed { failure, .. } => (
+                "failed",
+                failure.code(),
+                (*failure == ItemFailure::IdempotencyKeyReused).then_some("key_reused"),
+            ),
+        };
+        crate::metrics::reward_items(status, code, 1);
+        if let (true, Some(outcome)) = (per_item_keys, key) {
+            crate::metrics::idempotency(op, outcome);
+        }
+    }
+}
+
 /// `POST /v1/rewards/issue/bulk`: 200 for any well-formed request, a result per item.
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn issue_bulk(
@@ -434,6 +455,9 @@ pub async fn issue_bulk(
         dry,
     )
     .await?;
+    if !dry {
+        count_items(&result.outcomes, true);
+    }
     let mut out = json!({
         "transactionNumber": req.transaction_number,
         "brand": req.brand,
@@ -493,6 +517,15 @@ pub async fn issue_single(
         .outcomes
         .first()
         .ok_or_else(|| ApiError::Internal("no outcome for the item".into()))?;
+    if !dry {
+        count_items(&result.outcomes, false);
+    }
+    let marked = |mut response: HttpResponse, outcome: &'static str| {
+        if !dry {
+            mark(&mut response, Operation::RewardIssuance.as_str(), outcome);
+        }
+        response
+    };
     let decorate = |mut v: Value| {
         v["customerId"] = json!(result.customer_id.map(|c| c.to_string()));
         v["brand"] = json!(req.brand);
@@ -503,26 +536,33 @@ pub async fn issue_single(
         v
     };
     match outcome {
-        ItemOutcome::Issued(_) => Ok(json_with_flags(
-            if dry {
-                actix_web::http::StatusCode::OK
-            } else {
-                actix_web::http::StatusCode::CREATED
-            },
-            decorate(item_json(item, outcome)),
-            false,
-            Some(&item.request_id),
+        ItemOutcome::Issued(_) => Ok(marked(
+            json_with_flags(
+                if dry {
+                    actix_web::http::StatusCode::OK
+                } else {
+                    actix_web::http::StatusCode::CREATED
+                },
+                decorate(item_json(item, outcome)),
+                false,
+                Some(&item.request_id),
+            ),
+            "created",
         )),
-        ItemOutcome::Replayed(_) => Ok(json_with_flags(
-            actix_web::http::StatusCode::ACCEPTED,
-            decorate(item_json(item, outcome)),
-            true,
-            Some(&item.request_id),
+        ItemOutcome::Replayed(_) => Ok(marked(
+            json_with_flags(
+                actix_web::http::StatusCode::ACCEPTED,
+                decorate(item_json(item, outcome)),
+                true,
+                Some(&item.request_id),
+            ),
+            "replayed",
         )),
         ItemOutcome::Failed {
             failure: ItemFailure::IdempotencyKeyReused,
             mismatched_fields,
         } => Err(ApiError::IdempotencyKeyReused {
+            operation: Operation::RewardIssuance.as_str(),
             key: item.request_id.to_string(),
             mismatched_fields: mismatched_fields.clone(),
         }),
@@ -608,7 +648,11 @@ pub async fn cancel(
         },
     )
     .await?;
-    Ok(respond(outcome, Some(&key)))
+    Ok(respond(
+        Operation::IssuanceCancellation,
+        outcome,
+        Some(&key),
+    ))
 }
 
 /// `GET /v1/customers/{customerId}/rewards`: issued rewards and their voucher codes, newest first.

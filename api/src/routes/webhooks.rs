@@ -92,7 +92,11 @@ pub async fn create_endpoint(
     // Whatever came of it (a commit of unknown outcome may have happened), this instance's
     // next events see the organisation's endpoints as they are now.
     state.caches.endpoints_changed(org_id);
-    Ok(respond(outcome?, key.0.as_ref()))
+    Ok(respond(
+        Operation::WebhookEndpointCreate,
+        outcome?,
+        key.0.as_ref(),
+    ))
 }
 
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
@@ -204,5 +208,9 @@ pub async fn retry_event(
         },
     )
     .await?;
-    Ok(respond(outcome, key.0.as_ref()))
+    Ok(respond(
+        Operation::WebhookEventRetry,
+        outcome,
+        key.0.as_ref(),
+    ))
 }
