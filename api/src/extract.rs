@@ -287,10 +287,15 @@ impl PageQuery {
         };
         let cursor = match &self.cursor {
             None => None,
-            Some(c) if c.is_empty() => None,
-            Some(c) => Some(c.parse::<i64>().map_err(|_| {
-                ApiError::validation("cursor", "is not a cursor this service gave")
-            })?),
+            // Cursors are positive ids written plainly (`^[1-9][0-9]{0,17}$`), as the service gives them.
+            Some(c) => Some(
+                c.parse::<i64>()
+                    .ok()
+                    .filter(|n| *n > 0 && !c.starts_with('+') && !c.starts_with('0'))
+                    .ok_or_else(|| {
+                        ApiError::validation("cursor", "is not a cursor this service gave")
+                    })?,
+            ),
         };
         Ok(PageParams { limit, cursor })
     }

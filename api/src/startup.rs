@@ -4,11 +4,8 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use actix_web::ResponseError;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, Service, ServiceRequest, ServiceResponse};
-use actix_web::http::StatusCode;
-use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{App, HttpServer, web};
 use persistence::{Db, DbOptions};
 
@@ -122,10 +119,6 @@ impl Application {
                             .error_handler(|_, _| ApiError::not_found("resource").into()),
                     )
                     .configure(routes::configure)
-                    .wrap(
-                        ErrorHandlers::new()
-                            .handler(StatusCode::METHOD_NOT_ALLOWED, method_not_allowed),
-                    )
                     .wrap_fn(observe_request)
             })
             .listen(listener)
@@ -158,15 +151,6 @@ impl Application {
     pub fn handle(&self) -> actix_web::dev::ServerHandle {
         self.server.handle()
     }
-}
-
-/// Actix answers an unknown method on a known path with a bare 405; make it problem+json.
-fn method_not_allowed<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
-    let (req, _) = res.into_parts();
-    let response = ApiError::MethodNotAllowed.error_response();
-    Ok(ErrorHandlerResponse::Response(
-        ServiceResponse::new(req, response).map_into_right_body(),
-    ))
 }
 
 /// The request id of a request: the client's `X-Request-Id` when it is 1 to 200 printable

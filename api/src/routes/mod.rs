@@ -13,83 +13,83 @@ pub mod programs;
 pub mod rewards;
 pub mod webhooks;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    use web::{get, patch, post, resource};
-    cfg.service(resource("/healthz").route(get().to(health::healthz)))
-        .service(resource("/readyz").route(get().to(health::readyz)))
-        .service(resource("/metrics").route(get().to(ops::metrics)))
-        .service(resource("/openapi.json").route(get().to(ops::openapi)))
-        .service(resource("/docs").route(get().to(ops::docs)))
-        .service(
-            web::scope("/v1")
-                .service(
-                    resource("/programs")
-                        .route(post().to(programs::create))
-                        .route(get().to(programs::list)),
-                )
-                .service(resource("/programs/{programId}").route(get().to(programs::get)))
-                .service(
-                    resource("/programs/{programId}/award-strategies")
-                        .route(post().to(programs::create_award_strategy))
-                        .route(get().to(programs::list_award_strategies)),
-                )
-                .service(
-                    resource("/programs/{programId}/expiry-strategies")
-                        .route(post().to(programs::create_expiry_strategy))
-                        .route(get().to(programs::list_expiry_strategies)),
-                )
-                .service(
-                    resource("/programs/{programId}/rewards")
-                        .route(post().to(rewards::create))
-                        .route(get().to(rewards::list)),
-                )
-                .service(resource("/rewards/issue/bulk").route(post().to(rewards::issue_bulk)))
-                .service(resource("/rewards/issue").route(post().to(rewards::issue_single)))
-                .service(
-                    resource("/rewards/issuances/{issuanceId}/cancel")
-                        .route(post().to(rewards::cancel)),
-                )
-                .service(
-                    resource("/rewards/{rewardId}")
-                        .route(get().to(rewards::get))
-                        .route(patch().to(rewards::patch)),
-                )
-                .service(resource("/customers").route(post().to(customers::create)))
-                .service(resource("/customers/lookup").route(get().to(customers::lookup)))
-                .service(resource("/customers/{customerId}").route(get().to(customers::get)))
-                .service(
-                    resource("/customers/{customerId}/ledger").route(get().to(customers::ledger)),
-                )
-                .service(
-                    resource("/customers/{customerId}/rewards")
-                        .route(get().to(rewards::customer_rewards)),
-                )
-                .service(resource("/currency/allocations").route(post().to(allocations::create)))
-                .service(
-                    resource("/currency/allocations/{uniqueId}").route(get().to(allocations::get)),
-                )
-                .service(
-                    resource("/currency/allocations/{uniqueId}/reversal")
-                        .route(post().to(allocations::reverse)),
-                )
-                .service(resource("/currency/redemptions").route(post().to(allocations::redeem)))
-                .service(
-                    resource("/webhook-endpoints")
-                        .route(post().to(webhooks::create_endpoint))
-                        .route(get().to(webhooks::list_endpoints)),
-                )
-                .service(resource("/webhook-events").route(get().to(webhooks::list_events)))
-                .service(resource("/webhook-events/{id}").route(get().to(webhooks::get_event)))
-                .service(
-                    resource("/webhook-events/{id}/actions/retry")
-                        .route(post().to(webhooks::retry_event)),
-                )
-                .service(
-                    resource("/idempotency-keys/{operation}/{key}")
-                        .route(get().to(idempotency_keys::get)),
-                ),
-        )
-        .default_service(web::to(not_found));
+/// Declares every route once: the route table ([`TABLE`], which the OpenAPI test checks
+/// against the document) and the actix configuration built from it. Each resource answers a
+/// method it does not serve with 405 problem+json and the `Allow` header RFC 9110 asks for.
+macro_rules! routes {
+    ($( $path:literal => [ $( $method:ident => $handler:path ),+ $(,)? ] ),* $(,)?) => {
+        /// Every route the app serves: its path pattern and its methods (lower case).
+        pub const TABLE: &[(&str, &[&str])] = &[ $( ($path, &[ $( stringify!($method) ),+ ]) ),* ];
+
+        pub fn configure(cfg: &mut web::ServiceConfig) {
+            $(
+                cfg.service(
+                    web::resource($path)
+                        $( .route(web::$method().to($handler)) )+
+                        .default_service(web::to(|| async {
+                            method_not_allowed(&[ $( stringify!($method) ),+ ])
+                        })),
+                );
+            )*
+            cfg.default_service(web::to(not_found));
+        }
+    };
+}
+
+routes! {
+    "/healthz" => [get => health::healthz],
+    "/readyz" => [get => health::readyz],
+    "/metrics" => [get => ops::metrics],
+    "/openapi.json" => [get => ops::openapi],
+    "/docs" => [get => ops::docs],
+    "/v1/programs" => [post => programs::create, get => programs::list],
+    "/v1/programs/{programId}" => [get => programs::get],
+    "/v1/programs/{programId}/award-strategies" => [
+        post => programs::create_award_strategy,
+        get => programs::list_award_strategies,
+    ],
+    "/v1/programs/{programId}/expiry-strategies" => [
+        post => programs::create_expiry_strategy,
+        get => programs::list_expiry_strategies,
+    ],
+    "/v1/programs/{programId}/rewards" => [post => rewards::create, get => rewards::list],
+    "/v1/rewards/issue/bulk" => [post => rewards::issue_bulk],
+    "/v1/rewards/issue" => [post => rewards::issue_single],
+    "/v1/rewards/issuances/{issuanceId}/cancel" => [post => rewards::cancel],
+    "/v1/rewards/{rewardId}" => [get => rewards::get, patch => rewards::patch],
+    "/v1/customers" => [post => customers::create],
+    "/v1/customers/lookup" => [get => customers::lookup],
+    "/v1/customers/{customerId}" => [get => customers::get],
+    "/v1/customers/{customerId}/ledger" => [get => customers::ledger],
+    "/v1/customers/{customerId}/rewards" => [get => rewards::customer_rewards],
+    "/v1/currency/allocations" => [post => allocations::create],
+    "/v1/currency/allocations/{uniqueId}" => [get => allocations::get],
+    "/v1/currency/allocations/{uniqueId}/reversal" => [post => allocations::reverse],
+    "/v1/currency/redemptions" => [post => allocations::redeem],
+    "/v1/webhook-endpoints" => [
+        post => webhooks::create_endpoint,
+        get => webhooks::list_endpoints,
+    ],
+    "/v1/webhook-events" => [get => webhooks::list_events],
+    "/v1/webhook-events/{id}" => [get => webhooks::get_event],
+    "/v1/webhook-events/{id}/actions/retry" => [post => webhooks::retry_event],
+    "/v1/idempotency-keys/{operation}/{key}" => [get => idempotency_keys::get],
+}
+
+/// 405 with `Allow`.
+fn method_not_allowed(methods: &[&str]) -> HttpResponse {
+    let allow = methods
+        .iter()
+        .map(|m| m.to_ascii_uppercase())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut response = actix_web::ResponseError::error_response(&ApiError::MethodNotAllowed);
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
+    response
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
