@@ -280,3 +280,61 @@ impl<'de> Deserialize<'de> for Timestamp {
             })
     }
 }
+
+/// A whole number, sent as a JSON integer or as a number with nothing after the point (`3`,
+/// `3.0`, `3e2`): JSON Schema's `integer` counts `3.0` as one, so clients and generators may
+/// send it. Anything with a fraction, or beyond `i64`, is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct WholeNumber(pub i64);
+
+impl<'de> Deserialize<'de> for WholeNumber {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let invalid = || D::Error::custom("must be a whole number");
+        let serde_json::Value::Number(n) = serde_json::Value::deserialize(d)? else {
+            return Err(invalid());
+        };
+        if let Some(i) = n.as_i64() {
+            return Ok(WholeNumber(i));
+        }
+        // With serde_json's arbitrary_precision the number keeps its text (`3.0`, `3e2`).
+        let text = n.to_string();
+        let value = text
+            .parse::<Decimal>()
+            .or_else(|_| Decimal::from_scientific(&text))
+            .map_err(|_| invalid())?;
+        if !value.fract().is_zero() {
+            return Err(invalid());
+        }
+        i64::try_from(value).map(WholeNumber).map_err(|_| invalid())
+    }
+}
+
+#[cfg(test)]
+mod whole_number_tests {
+    use super::WholeNumber;
+
+    fn parse(json: &str) -> Option<i64> {
+        serde_json::from_str::<WholeNumber>(json).ok().map(|w| w.0)
+    }
+
+    #[test]
+    fn integers_and_integral_numbers_are_whole() {
+        assert_eq!(parse("3"), Some(3));
+        assert_eq!(parse("-2"), Some(-2));
+        assert_eq!(parse("3.0"), Some(3));
+        assert_eq!(parse("3.000"), Some(3));
+        assert_eq!(parse("3e2"), Some(300));
+        assert_eq!(parse("9223372036854775807"), Some(i64::MAX));
+    }
+
+    #[test]
+    fn fractions_text_and_overflow_are_refused() {
+        assert_eq!(parse("3.5"), None);
+        assert_eq!(parse("1e-1"), None);
+        assert_eq!(parse("\"3\""), None);
+        assert_eq!(parse("null"), None);
+        assert_eq!(parse("9223372036854775808"), None);
+        assert_eq!(parse("1e40"), None);
+    }
+}

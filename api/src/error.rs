@@ -79,6 +79,18 @@ impl ApiError {
         ApiError::Validation(vec![FieldError::new(field, message)])
     }
 
+    /// A currency code: malformed → 400 on `field`; well formed but not one of the program's
+    /// currencies → 404 `CURRENCY_NOT_FOUND` (it names something that is not there).
+    pub fn unknown_currency(field: &str, code: &str) -> Self {
+        match domain::catalog::CurrencyCode::parse(code) {
+            Err(e) => ApiError::validation(field, e.message),
+            Ok(_) => ApiError::NotFound {
+                code: "CURRENCY_NOT_FOUND",
+                detail: "The program has no such currency.".into(),
+            },
+        }
+    }
+
     pub fn not_found(what: &str) -> Self {
         ApiError::NotFound {
             code: "NOT_FOUND",

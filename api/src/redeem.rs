@@ -72,10 +72,7 @@ async fn prepare<C: ConnectionTrait>(
         return Ok(Err(ApiError::not_found("program")));
     };
     let Some(cur) = program.currencies.iter().find(|c| c.code == r.currency) else {
-        return Ok(Err(ApiError::validation(
-            "currency",
-            "is not a currency of this program",
-        )));
+        return Ok(Err(ApiError::unknown_currency("currency", &r.currency)));
     };
     let scale = match Scale::new(i64::from(cur.scale)) {
         Ok(scale) => scale,

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use validator::Validate;
 
-use crate::dto::{DecimalInput, ts, validate};
+use crate::dto::{DecimalInput, WholeNumber, ts, validate};
 use crate::error::{ApiError, FieldError};
 use crate::extract::{IdempotencyHeader, Json, PageQuery, Tenant, path_id};
 use crate::idempotent::{Effect, execute, respond};
@@ -32,8 +32,8 @@ pub struct CreateProgram {
 #[serde(rename_all = "camelCase")]
 pub struct CurrencyInput {
     pub code: String,
-    #[validate(range(min = 0, max = 6))]
-    pub scale: i64,
+    /// Checked by `Scale::new` (0 to 6).
+    pub scale: WholeNumber,
 }
 
 pub fn program_json(p: &Program) -> Value {
@@ -65,7 +65,7 @@ pub async fn create(
                 format!("currencies[{i}].code"),
                 "appears twice",
             )),
-            Ok(code) => match Scale::new(c.scale) {
+            Ok(code) => match Scale::new(c.scale.0) {
                 Ok(scale) => currencies.push((code.as_str().to_owned(), scale.get() as i16)),
                 Err(e) => errors.push(FieldError::new(format!("currencies[{i}].scale"), e.message)),
             },
@@ -253,10 +253,7 @@ pub async fn create_award_strategy(
     };
     let program = program_of(&state, tenant.org_id, &path).await?;
     if !program.currencies.iter().any(|c| c.code == body.currency) {
-        return Err(ApiError::validation(
-            "currency",
-            "is not a currency of this program",
-        ));
+        return Err(ApiError::unknown_currency("currency", &body.currency));
     }
     let new = NewAwardStrategy {
         program_id: program.row.id,
@@ -321,8 +318,8 @@ pub async fn list_award_strategies(
 pub struct CreateExpiryStrategy {
     pub name: String,
     pub kind: String,
-    pub days: Option<i64>,
-    pub months: Option<i64>,
+    pub days: Option<WholeNumber>,
+    pub months: Option<WholeNumber>,
 }
 
 pub fn expiry_json(s: &ExpiryStrategyRow) -> Value {
@@ -362,19 +359,27 @@ pub async fn create_expiry_strategy(
     Json(body): Json<CreateExpiryStrategy>,
 ) -> Result<HttpResponse, ApiError> {
     let name = parse_name(&body.name).map_err(|e| ApiError::validation("name", e.message))?;
+    // Out-of-range values are refused whatever the kind, even where the kind does not use them.
+    if let Some(WholeNumber(days)) = body.days {
+        ExpiryRule::after_days(days).map_err(|e| ApiError::validation("days", e.message))?;
+    }
+    if let Some(WholeNumber(months)) = body.months {
+        ExpiryRule::end_of_month_after_months(months)
+            .map_err(|e| ApiError::validation("months", e.message))?;
+    }
     let rule = match body.kind.as_str() {
         "NEVER" => Ok(ExpiryRule::Never),
         "AFTER_DAYS" => {
             let days = body
                 .days
                 .ok_or_else(|| ApiError::validation("days", "is required for kind AFTER_DAYS"))?;
-            ExpiryRule::after_days(days).map_err(|e| ApiError::validation("days", e.message))
+            ExpiryRule::after_days(days.0).map_err(|e| ApiError::validation("days", e.message))
         }
         "END_OF_MONTH_AFTER_MONTHS" => {
             let months = body.months.ok_or_else(|| {
                 ApiError::validation("months", "is required for kind END_OF_MONTH_AFTER_MONTHS")
             })?;
-            ExpiryRule::end_of_month_after_months(months)
+            ExpiryRule::end_of_month_after_months(months.0)
                 .map_err(|e| ApiError::validation("months", e.message))
         }
         _ => Err(ApiError::validation(

@@ -13,7 +13,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::dto::{FlexId, LookupParams, LooseString, Timestamp, bounded_text, nullable, ts};
+use crate::dto::{
+    FlexId, LookupParams, LooseString, Timestamp, WholeNumber, bounded_text, nullable, ts,
+};
 use crate::error::{ApiError, FieldError};
 use crate::extract::{
     IdempotencyHeader, Json, OptionalJson, PageQuery, ReasonBody, Tenant, path_id,
@@ -44,8 +46,8 @@ pub fn reward_json(r: &RewardRow) -> Value {
     })
 }
 
-fn count(field: &str, v: Option<i64>, min: i64) -> Result<Option<i64>, ApiError> {
-    match v {
+fn count(field: &str, v: Option<WholeNumber>, min: i64) -> Result<Option<i64>, ApiError> {
+    match v.map(|n| n.0) {
         Some(n) if !(min..=MAX_COUNT).contains(&n) => Err(ApiError::validation(
             field,
             format!("must be from {min} to {MAX_COUNT}, or null for unlimited"),
@@ -62,8 +64,8 @@ fn status(v: &str) -> Result<RewardStatus, ApiError> {
 #[serde(rename_all = "camelCase")]
 pub struct CreateReward {
     pub name: String,
-    pub stock: Option<i64>,
-    pub per_customer_limit: Option<i64>,
+    pub stock: Option<WholeNumber>,
+    pub per_customer_limit: Option<WholeNumber>,
     pub valid_from: Option<Timestamp>,
     pub valid_until: Option<Timestamp>,
     pub status: Option<String>,
@@ -172,10 +174,10 @@ pub async fn get(
 pub struct PatchReward {
     pub name: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
-    pub stock: Option<Option<i64>>,
-    pub add_stock: Option<i64>,
+    pub stock: Option<Option<WholeNumber>>,
+    pub add_stock: Option<WholeNumber>,
     #[serde(default, deserialize_with = "nullable")]
-    pub per_customer_limit: Option<Option<i64>>,
+    pub per_customer_limit: Option<Option<WholeNumber>>,
     #[serde(default, deserialize_with = "nullable")]
     pub valid_from: Option<Option<Timestamp>>,
     #[serde(default, deserialize_with = "nullable")]
@@ -208,7 +210,7 @@ pub async fn patch(
             ));
         }
         (Some(s), None) => Some(StockChange::Set(count("stock", s, 0)?)),
-        (None, Some(n)) if (1..=MAX_COUNT).contains(&n) => Some(StockChange::Add(n)),
+        (None, Some(WholeNumber(n))) if (1..=MAX_COUNT).contains(&n) => Some(StockChange::Add(n)),
         (None, Some(_)) => {
             return Err(ApiError::validation(
                 "addStock",
@@ -280,7 +282,7 @@ pub async fn patch(
 #[serde(rename_all = "camelCase")]
 pub struct BulkItem {
     pub reward_id: FlexId,
-    pub quantity: i64,
+    pub quantity: WholeNumber,
     pub request_id: String,
 }
 
@@ -334,13 +336,14 @@ fn check_items(items: &[BulkItem], max: usize, prefix: &str) -> Result<Vec<Issue
                 format!("{prefix}[{i}].{name}")
             }
         };
-        if !(1..=MAX_QUANTITY).contains(&item.quantity) {
+        let quantity = item.quantity.0;
+        if !(1..=MAX_QUANTITY).contains(&quantity) {
             errors.push(FieldError::new(
                 field("quantity"),
                 format!("must be from 1 to {MAX_QUANTITY}"),
             ));
         }
-        units = units.saturating_add(item.quantity.max(0));
+        units = units.saturating_add(quantity.max(0));
         match IdempotencyKey::parse(&item.request_id) {
             Ok(key) if !seen.insert(key.clone()) => errors.push(FieldError::new(
                 field("requestId"),
@@ -349,7 +352,7 @@ fn check_items(items: &[BulkItem], max: usize, prefix: &str) -> Result<Vec<Issue
             Ok(key) => out.push(IssueItem {
                 request_id: key,
                 reward_id: item.reward_id.0,
-                quantity: item.quantity,
+                quantity,
             }),
             Err(e) => errors.push(FieldError::new(field("requestId"), e.message)),
         }
@@ -482,7 +485,7 @@ pub struct SingleIssue {
     pub brand: Option<String>,
     pub transaction_number: Option<String>,
     pub reward_id: FlexId,
-    pub quantity: i64,
+    pub quantity: WholeNumber,
     pub request_id: String,
 }
 

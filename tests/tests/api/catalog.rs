@@ -65,8 +65,8 @@ async fn strategies_are_checked_against_their_program() {
             &json!({"name": "x", "currency": "GEMS", "kind": "FIXED", "points": 5}),
         )
         .await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert_eq!(r.body["errors"][0]["field"], "currency");
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.code(), "CURRENCY_NOT_FOUND");
     let r = app
         .post(
             &path,
@@ -115,7 +115,8 @@ async fn strategies_are_checked_against_their_program() {
         .iter()
         .map(|e| e["field"].as_str().unwrap())
         .collect();
-    assert_eq!(fields, vec!["currencies[0].scale"]);
+    // Every invalid field is reported at once.
+    assert_eq!(fields, vec!["currencies[0].scale", "currencies[1].code"]);
 }
 
 #[tokio::test]

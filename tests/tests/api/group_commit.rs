@@ -702,7 +702,8 @@ async fn redemption_storm(app: &TestApp) {
         "{}",
         nobody[0].text
     );
-    assert_eq!(gems[0].status, StatusCode::BAD_REQUEST, "{}", gems[0].text);
+    assert_eq!(gems[0].status, StatusCode::NOT_FOUND, "{}", gems[0].text);
+    assert_eq!(gems[0].code(), "CURRENCY_NOT_FOUND");
     assert_eq!(
         shared
             .iter()
