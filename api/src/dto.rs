@@ -17,8 +17,13 @@ impl<'de> Deserialize<'de> for FlexId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let invalid = || D::Error::custom("must be a positive whole number, or a string of one");
         let id = match serde_json::Value::deserialize(d)? {
-            serde_json::Value::Number(n) => n.as_i64().ok_or_else(invalid)?,
-            serde_json::Value::String(s) => s.trim().parse::<i64>().map_err(|_| invalid())?,
+            serde_json::Value::Number(n) => whole(&n).ok_or_else(invalid)?,
+            // Written plainly, as ids are given: digits, no sign, no leading zero.
+            serde_json::Value::String(s)
+                if !s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                s.parse::<i64>().map_err(|_| invalid())?
+            }
             _ => return Err(invalid()),
         };
         if id <= 0 {
@@ -291,23 +296,28 @@ pub struct WholeNumber(pub i64);
 impl<'de> Deserialize<'de> for WholeNumber {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let invalid = || D::Error::custom("must be a whole number");
-        let serde_json::Value::Number(n) = serde_json::Value::deserialize(d)? else {
-            return Err(invalid());
-        };
-        if let Some(i) = n.as_i64() {
-            return Ok(WholeNumber(i));
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Number(n) => whole(&n).map(WholeNumber).ok_or_else(invalid),
+            _ => Err(invalid()),
         }
-        // With serde_json's arbitrary_precision the number keeps its text (`3.0`, `3e2`).
-        let text = n.to_string();
-        let value = text
-            .parse::<Decimal>()
-            .or_else(|_| Decimal::from_scientific(&text))
-            .map_err(|_| invalid())?;
-        if !value.fract().is_zero() {
-            return Err(invalid());
-        }
-        i64::try_from(value).map(WholeNumber).map_err(|_| invalid())
     }
+}
+
+/// A JSON number's value when it is a whole number that fits `i64` (`3`, `3.0`, `3e2`).
+fn whole(n: &serde_json::Number) -> Option<i64> {
+    if let Some(i) = n.as_i64() {
+        return Some(i);
+    }
+    // With serde_json's arbitrary_precision the number keeps its text (`3.0`, `3e2`).
+    let text = n.to_string();
+    let value = text
+        .parse::<Decimal>()
+        .or_else(|_| Decimal::from_scientific(&text))
+        .ok()?;
+    if !value.fract().is_zero() {
+        return None;
+    }
+    i64::try_from(value).ok()
 }
 
 #[cfg(test)]

@@ -44,7 +44,9 @@ impl Email {
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let email = raw.trim().to_lowercase();
         let invalid = || Invalid::new("must be a valid email address");
-        if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        // ASCII only (an internationalised domain is sent in its `xn--` form): lengths are then
+        // the same in bytes and in characters, as the OpenAPI document states them.
+        if email.len() > 254 || !email.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(invalid());
         }
         let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
@@ -55,7 +57,7 @@ impl Email {
                 !label.is_empty()
                     && !label.starts_with('-')
                     && !label.ends_with('-')
-                    && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             });
         if local.is_empty() || local.len() > 64 || !domain_ok {
             return Err(invalid());

@@ -50,8 +50,13 @@ pub async fn lookup(
             FieldError::new("identifierValue", "is required"),
         ]));
     };
-    let customer =
-        CustomerRef::parse(kind, value).map_err(|(f, e)| ApiError::validation(f, e.message))?;
+    // An unknown identifierType is a malformed request; a value that no customer can have (a
+    // "mobile" with letters) is a search that finds nobody.
+    let customer = match CustomerRef::parse(kind, value) {
+        Ok(customer) => customer,
+        Err(("identifierType", e)) => return Err(ApiError::validation("identifierType", e.message)),
+        Err(_) => return Err(ApiError::not_found("customer")),
+    };
     let row = customers::find(state.db.conn(), tenant.org_id, &customer)
         .await?
         .ok_or_else(|| ApiError::not_found("customer"))?;
