@@ -496,3 +496,28 @@ pub async fn invariant_violations(app: &TestApp) -> Vec<String> {
         .map(|r| r.try_get_by_index::<String>(0).unwrap_or_default())
         .collect()
 }
+
+/// Starts a transaction on its own connection that claims `operation`/`key` of `org` and does
+/// not finish, as a concurrent request holding the key would. Dropping the returned pair rolls
+/// it back.
+pub async fn hold_key(
+    app: &TestApp,
+    org: i64,
+    operation: &str,
+    key: &str,
+) -> (persistence::Db, persistence::Tx) {
+    use persistence::ConnectionTrait;
+    let holder = persistence::Db::connect(&app.database_url, &persistence::DbOptions::default())
+        .await
+        .expect("connect the key holder");
+    let tx = holder.begin().await.expect("begin");
+    tx.execute_raw(sea_orm::Statement::from_sql_and_values(
+        sea_orm::DbBackend::Postgres,
+        "INSERT INTO idempotency_records (org_id, operation, key, fingerprint, request_fields, created_at) \
+         VALUES ($1, $2, $3, 'x', '{}', now())",
+        [org.into(), operation.into(), key.into()],
+    ))
+    .await
+    .expect("claim the key");
+    (holder, tx)
+}

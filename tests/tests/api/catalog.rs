@@ -182,7 +182,6 @@ async fn concurrent_catalog_posts_with_one_key_create_one_program() {
 
 #[tokio::test]
 async fn a_key_held_longer_than_the_wait_answers_409_with_retry_after() {
-    use sea_orm::ConnectionTrait;
     let app = tests::TestApp::spawn_with(tests::Spawn {
         settings: Box::new(|s| s.idempotency_wait = std::time::Duration::from_millis(300)),
         ..tests::Spawn::default()
@@ -190,16 +189,7 @@ async fn a_key_held_longer_than_the_wait_answers_409_with_retry_after() {
     .await;
     let (org, key) = app.create_org("Acme").await;
     // Another transaction holds the key and does not finish.
-    let holder = persistence::Db::connect(&app.database_url, &persistence::DbOptions::default())
-        .await
-        .unwrap();
-    let tx = holder.begin().await.unwrap();
-    tx.execute_unprepared(&format!(
-        "INSERT INTO idempotency_records (org_id, operation, key, fingerprint, request_fields, created_at) \
-         VALUES ({org}, 'program-create', 'held', 'x', '{{}}', now())"
-    ))
-    .await
-    .unwrap();
+    let (_holder, tx) = tests::hold_key(&app, org, "program-create", "held").await;
     let body = json!({"name": "Held", "currencies": [{"code": "POINTS", "scale": 2}]});
     let r = app
         .post_with("/v1/programs", &key, &body, &[("Idempotency-Key", "held")])

@@ -1,4 +1,3 @@
-use persistence::ConnectionTrait;
 use serde_json::{Value, json};
 use tests::{StatusCode, TestApp, allocation_body, setup_catalog};
 
@@ -87,16 +86,7 @@ async fn metrics_move_with_requests_and_show_no_tenant_data() {
     let reused = app.post("/v1/currency/allocations", &key, &other).await;
     assert_eq!(reused.code(), "IDEMPOTENCY_KEY_REUSED");
     // A key held by a transaction that does not finish: 409 after the bounded wait.
-    let holder = persistence::Db::connect(&app.database_url, &persistence::DbOptions::default())
-        .await
-        .unwrap();
-    let tx = holder.begin().await.unwrap();
-    tx.execute_unprepared(&format!(
-        "INSERT INTO idempotency_records (org_id, operation, key, fingerprint, request_fields, created_at) \
-         VALUES ({org}, 'program-create', 'held', 'x', '{{}}', now())"
-    ))
-    .await
-    .unwrap();
+    let (_holder, tx) = tests::hold_key(&app, org, "program-create", "held").await;
     let program = json!({"name": "Held", "currencies": [{"code": "POINTS", "scale": 2}]});
     let held = app
         .post_with(
