@@ -54,7 +54,9 @@ pub async fn lookup(
     // "mobile" with letters) is a search that finds nobody.
     let customer = match CustomerRef::parse(kind, value) {
         Ok(customer) => customer,
-        Err(("identifierType", e)) => return Err(ApiError::validation("identifierType", e.message)),
+        Err(("identifierType", e)) => {
+            return Err(ApiError::validation("identifierType", e.message));
+        }
         Err(_) => return Err(ApiError::not_found("customer")),
     };
     let row = customers::find(state.db.conn(), tenant.org_id, &customer)
