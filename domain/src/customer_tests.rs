@@ -30,9 +30,19 @@ fn emails_are_trimmed_and_lower_cased() {
         "ja ne@example.com",
         "a@b@c.com",
         "jane@-x.com",
+        "jane@x_y.com",
+        // ASCII only: an internationalised domain is sent in its xn-- form.
+        "jäne@example.com",
+        "jane@exämple.com",
+        "jane\u{7f}@example.com",
     ] {
         assert!(Email::parse(bad).is_err(), "{bad} should be refused");
     }
+    assert!(Email::parse("jane+tag@xn--exmple-cua.com").is_ok());
+    // The local part may be 64 bytes, the whole address 254.
+    let local = "a".repeat(64);
+    assert!(Email::parse(&format!("{local}@example.com")).is_ok());
+    assert!(Email::parse(&format!("a{local}@example.com")).is_err());
 }
 
 #[test]

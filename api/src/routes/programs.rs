@@ -59,12 +59,12 @@ pub async fn create(
         .ok();
     let mut currencies: Vec<(String, i16)> = Vec::new();
     let mut seen = BTreeSet::new();
+    let mut twice = None;
     for (i, c) in body.currencies.iter().enumerate() {
         match CurrencyCode::parse(&c.code) {
-            Ok(code) if !seen.insert(code.as_str().to_owned()) => errors.push(FieldError::new(
-                format!("currencies[{i}].code"),
-                "appears twice",
-            )),
+            Ok(code) if !seen.insert(code.as_str().to_owned()) => {
+                twice.get_or_insert_with(|| code.as_str().to_owned());
+            }
             Ok(code) => match Scale::new(c.scale.0) {
                 Ok(scale) => currencies.push((code.as_str().to_owned(), scale.get() as i16)),
                 Err(e) => errors.push(FieldError::new(format!("currencies[{i}].scale"), e.message)),
@@ -75,6 +75,15 @@ pub async fn create(
     let Some(name) = name.filter(|_| errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };
+    // Each field is well formed, but two of them clash: a refusal of the whole (422), which
+    // a JSON schema cannot state for the fields one by one.
+    if let Some(code) = twice {
+        return Err(ApiError::Unprocessable {
+            code: "CURRENCY_DUPLICATED",
+            detail: format!("The currency {code} appears more than once."),
+            retryable: false,
+        });
+    }
     let canonical_currencies: Vec<String> =
         currencies.iter().map(|(c, s)| format!("{c}:{s}")).collect();
     let meaning = RequestMeaning::new()

@@ -46,6 +46,16 @@ pub fn reward_json(r: &RewardRow) -> Value {
     })
 }
 
+/// A reward whose `validUntil` is not after its `validFrom` (given together, or one given and
+/// the other stored): 422, since neither field is wrong alone.
+fn window_empty() -> ApiError {
+    ApiError::Unprocessable {
+        code: "VALIDITY_WINDOW_EMPTY",
+        detail: "validUntil must be after validFrom.".into(),
+        retryable: false,
+    }
+}
+
 fn count(field: &str, v: Option<WholeNumber>, min: i64) -> Result<Option<i64>, ApiError> {
     match v.map(|n| n.0) {
         Some(n) if !(min..=MAX_COUNT).contains(&n) => Err(ApiError::validation(
@@ -87,10 +97,7 @@ pub async fn create(
     if let (Some(f), Some(u)) = (valid_from, valid_until)
         && u <= f
     {
-        return Err(ApiError::validation(
-            "validUntil",
-            "must be after validFrom",
-        ));
+        return Err(window_empty());
     }
     let program_id = path_id(&path, "program")?;
     catalog::get_program(state.db.conn(), tenant.org_id, program_id)
@@ -264,10 +271,7 @@ pub async fn patch(
             if let (Some(f), Some(u)) = (row.valid_from, row.valid_until)
                 && u <= f
             {
-                return Err(ApiError::validation(
-                    "validUntil",
-                    "must be after validFrom",
-                ));
+                return Err(window_empty());
             }
             // A PATCH answers 200 (202 for a replay): nothing is created.
             Ok(Effect::created(reward_json(&row), row.id)

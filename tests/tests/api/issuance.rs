@@ -616,7 +616,23 @@ async fn status_and_validity_windows_are_enforced() {
         0
     );
     let bad = app.post(&format!("/v1/programs/{program}/rewards"), &key, &json!({"name": "x", "validFrom": "2026-02-01T00:00:00Z", "validUntil": "2026-01-01T00:00:00Z"})).await;
-    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    // Each field is well formed; together they leave no window: 422.
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(bad.code(), "VALIDITY_WINDOW_EMPTY");
+    // Two currencies with one code: 422 as well, and nothing is created.
+    let dup = app
+        .post(
+            "/v1/programs",
+            &key,
+            &json!({"name": "Dup", "currencies": [{"code": "P", "scale": 0}, {"code": "P", "scale": 2}]}),
+        )
+        .await;
+    assert_eq!(dup.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", dup.text);
+    assert_eq!(dup.code(), "CURRENCY_DUPLICATED");
+    assert_eq!(
+        app.scalar("SELECT count(*)::bigint FROM programs WHERE name = 'Dup'").await,
+        0
+    );
     let bad = app
         .post(
             &format!("/v1/programs/{program}/rewards"),
