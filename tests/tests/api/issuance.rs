@@ -630,7 +630,8 @@ async fn status_and_validity_windows_are_enforced() {
     assert_eq!(dup.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", dup.text);
     assert_eq!(dup.code(), "CURRENCY_DUPLICATED");
     assert_eq!(
-        app.scalar("SELECT count(*)::bigint FROM programs WHERE name = 'Dup'").await,
+        app.scalar("SELECT count(*)::bigint FROM programs WHERE name = 'Dup'")
+            .await,
         0
     );
     let bad = app
