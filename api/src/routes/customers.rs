@@ -106,9 +106,12 @@ pub async fn ledger(
     let page = query.page.parse()?;
     let program_id = match query.program_id.as_deref().filter(|p| !p.is_empty()) {
         None => None,
+        // Written as ids are given: digits, no sign, no leading zero.
         Some(p) => Some(
             p.parse::<i64>()
-                .map_err(|_| ApiError::validation("programId", "must be a program id"))?,
+                .ok()
+                .filter(|n| *n > 0 && !p.starts_with(['0', '+']))
+                .ok_or_else(|| ApiError::validation("programId", "must be a program id"))?,
         ),
     };
     let customer = customer_by_path(&state, tenant.org_id, &path).await?;
