@@ -30,7 +30,8 @@ impl CurrencyCode {
 /// A display name: 1 to 200 characters after trimming, no control characters.
 pub fn parse_name(raw: &str) -> Result<String, Invalid> {
     let name = raw.trim();
-    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+    // The length counts what was sent, surrounding white space included, as a schema does.
+    if name.is_empty() || raw.chars().count() > 200 || name.chars().any(char::is_control) {
         return Err(Invalid::new(
             "must be 1 to 200 characters without control characters",
         ));

@@ -79,7 +79,8 @@ pub struct ExternalId(String);
 impl ExternalId {
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let id = raw.trim();
-        if id.is_empty() || id.chars().count() > 255 || id.chars().any(char::is_control) {
+        // The length counts what was sent, surrounding white space included, as a schema does.
+        if id.is_empty() || raw.chars().count() > 255 || id.chars().any(char::is_control) {
             return Err(Invalid::new(
                 "must be 1 to 255 characters without control characters",
             ));
