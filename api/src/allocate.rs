@@ -29,15 +29,15 @@ use domain::customer::CustomerRef;
 use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
 use domain::money::Scale;
 use persistence::allocations::{self, AllocationRow, NewAllocation};
-use persistence::idempotency::{self, Claim, OrgKey};
+use persistence::idempotency;
 use persistence::ledger::{self, Account, Credit};
 use persistence::webhooks::NewEvent;
 use persistence::{ConnectionTrait, Db, PersistenceError, customers};
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::group_commit::{Batch, Job, KeyedWrite, Slot, run_keyed};
-use crate::idempotent::{Effect, Outcome, execute, replay_or_refuse};
+use crate::group_commit::{Batch, Job, KeyedWrite, Slot, claim_and_prepare, run_keyed};
+use crate::idempotent::{Effect, Outcome, execute};
 use crate::routes::allocations::allocation_json;
 use crate::routes::programs::{award_rule, expiry_rule};
 use crate::startup::AppState;
@@ -238,6 +238,10 @@ impl KeyedWrite for AllocationRequest {
         (self.org_id, self.key.clone())
     }
 
+    fn meaning(&self) -> &RequestMeaning {
+        &self.meaning
+    }
+
     async fn run_batch<'a>(
         state: &'a AppState,
         requests: &'a [&'a Self],
@@ -260,39 +264,12 @@ async fn run_batch(
 ) -> Result<(), PersistenceError> {
     let now = state.now();
     let tx = state.db.begin().await?;
-    let keys: Vec<OrgKey> = requests
-        .iter()
-        .map(|r| OrgKey {
-            org_id: r.org_id,
-            key: r.key.clone(),
-            meaning: r.meaning.clone(),
-        })
-        .collect();
-    let claims = idempotency::claim_keys(&tx, OPERATION, &keys, now, state.forget_before()).await?;
-    let mut released: Vec<i64> = Vec::new();
     // (request, its key's record, what the catalog said)
-    let mut work: Vec<(usize, i64, Prepared)> = Vec::with_capacity(requests.len());
-    for (i, r) in requests.iter().enumerate() {
-        match claims.get(&(r.org_id, r.key.as_str().to_owned())) {
-            Some(Claim::Existing(record)) => {
-                answers[i] = Some(
-                    replay_or_refuse(record, OPERATION, &r.key, &r.meaning).map(Outcome::Replayed),
-                );
-            }
-            Some(Claim::Claimed { id }) => match prepare(state, &tx, r, now).await? {
-                Ok(p) => work.push((i, *id, p)),
-                Err(refused) => {
-                    answers[i] = Some(Err(refused));
-                    released.push(*id);
-                }
-            },
-            None => {
-                return Err(PersistenceError::Other(
-                    "a key of the batch was neither claimed nor found".into(),
-                ));
-            }
-        }
-    }
+    let (work, mut released) =
+        claim_and_prepare(state, &tx, OPERATION, requests, answers, now, |r| {
+            prepare(state, &tx, r, now)
+        })
+        .await?;
     if work.is_empty() {
         // Nothing to write: rolling back releases every claim.
         return Ok(());

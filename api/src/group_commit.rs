@@ -134,6 +134,9 @@ pub trait KeyedWrite: Sized + Send + Sync + 'static {
     /// The organisation and key: two requests with the same never share a batch.
     fn scope(&self) -> (i64, domain::idempotency::IdempotencyKey);
 
+    /// What the request means, compared with what its key was first used for.
+    fn meaning(&self) -> &domain::idempotency::RequestMeaning;
+
     /// One attempt at the batch in one transaction, filling `answers` as they are decided
     /// (refusals and replays before the commit, effects after it).
     fn run_batch<'a>(
@@ -147,6 +150,64 @@ pub trait KeyedWrite: Sized + Send + Sync + 'static {
         state: &'a AppState,
         request: &'a Self,
     ) -> impl Future<Output = Result<crate::idempotent::Outcome, ApiError>> + Send + 'a;
+}
+
+/// The opening of a keyed batch, in `tx`: claims every request's key of `operation` at once;
+/// answers the requests whose key was used before (replayed or refused) and those `prepare`
+/// refuses (whose records are returned, to be released); returns the claimed requests
+/// `(index, record id, what prepare made of them)`, in request order.
+pub async fn claim_and_prepare<'r, R, P, F, Fut>(
+    state: &AppState,
+    tx: &persistence::Tx,
+    operation: domain::idempotency::Operation,
+    requests: &[&'r R],
+    answers: &mut [Slot],
+    now: chrono::DateTime<chrono::Utc>,
+    mut prepare: F,
+) -> Result<(Vec<(usize, i64, P)>, Vec<i64>), persistence::PersistenceError>
+where
+    R: KeyedWrite,
+    F: FnMut(&'r R) -> Fut,
+    Fut: Future<Output = Result<Result<P, ApiError>, persistence::PersistenceError>>,
+{
+    use persistence::idempotency::{self, Claim, OrgKey};
+    let keys: Vec<OrgKey> = requests
+        .iter()
+        .map(|r| {
+            let (org_id, key) = r.scope();
+            OrgKey {
+                org_id,
+                key,
+                meaning: r.meaning().clone(),
+            }
+        })
+        .collect();
+    let claims = idempotency::claim_keys(tx, operation, &keys, now, state.forget_before()).await?;
+    let mut released = Vec::new();
+    let mut work = Vec::with_capacity(requests.len());
+    for (i, (r, k)) in requests.iter().zip(&keys).enumerate() {
+        match claims.get(&(k.org_id, k.key.as_str().to_owned())) {
+            Some(Claim::Existing(record)) => {
+                answers[i] = Some(
+                    crate::idempotent::replay_or_refuse(record, operation, &k.key, &k.meaning)
+                        .map(crate::idempotent::Outcome::Replayed),
+                );
+            }
+            Some(Claim::Claimed { id }) => match prepare(r).await? {
+                Ok(p) => work.push((i, *id, p)),
+                Err(refused) => {
+                    answers[i] = Some(Err(refused));
+                    released.push(*id);
+                }
+            },
+            None => {
+                return Err(persistence::PersistenceError::Other(
+                    "a key of the batch was neither claimed nor found".into(),
+                ));
+            }
+        }
+    }
+    Ok((work, released))
 }
 
 /// The course of a batch of keyed writes: a key already in the batch waits for the next one

@@ -29,7 +29,7 @@ use domain::Decimal;
 use domain::customer::CustomerRef;
 use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
 use domain::money::Scale;
-use persistence::idempotency::{self, Claim, OrgKey};
+use persistence::idempotency;
 use persistence::ledger::{self, Account, Debit};
 use persistence::redemptions::{self, NewRedemption};
 use persistence::webhooks::NewEvent;
@@ -39,8 +39,8 @@ use uuid::Uuid;
 
 use crate::dto::{amount, ts};
 use crate::error::ApiError;
-use crate::group_commit::{Batch, Job, KeyedWrite, Slot, run_keyed};
-use crate::idempotent::{Effect, Outcome, execute, replay_or_refuse};
+use crate::group_commit::{Batch, Job, KeyedWrite, Slot, claim_and_prepare, run_keyed};
+use crate::idempotent::{Effect, Outcome, execute};
 use crate::routes::allocations::{insufficient, settle};
 use crate::startup::AppState;
 use crate::webhooks::event;
@@ -191,6 +191,10 @@ impl KeyedWrite for RedemptionRequest {
         (self.org_id, self.key.clone())
     }
 
+    fn meaning(&self) -> &RequestMeaning {
+        &self.meaning
+    }
+
     async fn run_batch<'a>(
         state: &'a AppState,
         requests: &'a [&'a Self],
@@ -212,39 +216,16 @@ async fn run_batch(
 ) -> Result<(), PersistenceError> {
     let now = state.now();
     let tx = state.db.begin().await?;
-    let keys: Vec<OrgKey> = requests
-        .iter()
-        .map(|r| OrgKey {
-            org_id: r.org_id,
-            key: r.key.clone(),
-            meaning: r.meaning.clone(),
+    let (work, mut released) =
+        claim_and_prepare(state, &tx, OPERATION, requests, answers, now, |r| {
+            prepare(state, &tx, r)
         })
-        .collect();
-    let claims = idempotency::claim_keys(&tx, OPERATION, &keys, now, state.forget_before()).await?;
-    let mut released: Vec<i64> = Vec::new();
+        .await?;
     // (request, record, scale, minor)
-    let mut work: Vec<(usize, i64, i16, i64)> = Vec::with_capacity(requests.len());
-    for (i, r) in requests.iter().enumerate() {
-        match claims.get(&(r.org_id, r.key.as_str().to_owned())) {
-            Some(Claim::Existing(record)) => {
-                answers[i] = Some(
-                    replay_or_refuse(record, OPERATION, &r.key, &r.meaning).map(Outcome::Replayed),
-                );
-            }
-            Some(Claim::Claimed { id }) => match prepare(state, &tx, r).await? {
-                Ok((scale, minor)) => work.push((i, *id, scale, minor)),
-                Err(refused) => {
-                    answers[i] = Some(Err(refused));
-                    released.push(*id);
-                }
-            },
-            None => {
-                return Err(PersistenceError::Other(
-                    "a key of the batch was neither claimed nor found".into(),
-                ));
-            }
-        }
-    }
+    let work: Vec<(usize, i64, i16, i64)> = work
+        .into_iter()
+        .map(|(i, id, (scale, minor))| (i, id, scale, minor))
+        .collect();
     let wanted: Vec<(i64, CustomerRef)> = work
         .iter()
         .map(|(i, ..)| (requests[*i].org_id, requests[*i].customer.clone()))
