@@ -170,10 +170,18 @@ impl Db {
     /// concurrent request's idempotency key gives up in bounded time. SQLite serialises writers
     /// through its single connection and needs no such setting.
     pub async fn begin(&self) -> Result<DatabaseTransaction, PersistenceError> {
-        use std::sync::atomic::Ordering;
+        use std::sync::atomic::{AtomicI64, Ordering};
+        /// Counts the wait out when it ends, also when the caller gives up (a dropped future).
+        struct Waiting<'a>(&'a AtomicI64);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
         self.waiting.fetch_add(1, Ordering::Relaxed);
+        let waiting = Waiting(&self.waiting);
         let tx = self.conn.begin().await;
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        drop(waiting);
         Ok(tx?)
     }
 
