@@ -215,6 +215,19 @@ pub async fn create_award_strategy(
         .map(str::parse::<Rounding>)
         .transpose()
         .map_err(|e| ApiError::validation("rounding", e.message))?;
+    // Each bound well formed, but together they leave nothing to award: 422, like the other
+    // clashes between fields.
+    if let (Some(min), Some(max)) = (body.min_award, body.max_award)
+        && body.kind == "RATE"
+        && !max.0.is_sign_negative()
+        && max.0 < min.0
+    {
+        return Err(ApiError::Unprocessable {
+            code: "AWARD_BOUNDS_INVERTED",
+            detail: "maxAward must not be less than minAward.".into(),
+            retryable: false,
+        });
+    }
     let rule = match body.kind.as_str() {
         "RATE" => {
             let multiplier = body

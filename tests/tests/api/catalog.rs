@@ -78,7 +78,9 @@ async fn strategies_are_checked_against_their_program() {
     let r = app
         .post(&path, &key, &json!({"name": "x", "currency": "POINTS", "kind": "RATE", "multiplier": 1, "minAward": 10, "maxAward": 5}))
         .await;
-    assert_eq!(r.body["errors"][0]["field"], "maxAward");
+    // Each bound is well formed; together they clash: 422.
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.code(), "AWARD_BOUNDS_INVERTED");
     let r = app.post(&path, &key, &json!({"name": "x", "currency": "POINTS", "kind": "RATE", "multiplier": 1, "rounding": "UP"})).await;
     assert_eq!(r.body["errors"][0]["field"], "rounding");
     let r = app
