@@ -119,9 +119,14 @@ fn compute(
         .map_err(|_| ApiError::Internal(format!("currency {} has a bad scale", currency.code)))?;
     let awarded = award_rule(award)?
         .award(r.source_value, scale)
-        .map_err(|e| ApiError::validation("sourceValue", e.message))?;
+        .map_err(|e| {
+            ApiError::not_representable(
+                "sourceValue",
+                &format!("gives an award that {}", e.message),
+            )
+        })?;
     let minor = scale.to_minor(awarded).map_err(|e| {
-        ApiError::validation("sourceValue", format!("gives an award that {}", e.message))
+        ApiError::not_representable("sourceValue", &format!("gives an award that {}", e.message))
     })?;
     Ok(Prepared {
         currency: award.currency.clone(),

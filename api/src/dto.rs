@@ -33,29 +33,77 @@ impl<'de> Deserialize<'de> for FlexId {
     }
 }
 
-/// A decimal sent as a JSON number or a string (`1000`, `"12.5"`), parsed exactly.
+/// A decimal sent as a JSON number or a string (`1000`, `"12.5"`), read exactly.
+///
+/// One grammar on both sides of the contract (`crate::openapi::decimal_schema`): a string is
+/// plain decimal notation with up to 14 digits before and 14 after the point; a number is
+/// below 10^14 in magnitude. Anything else is malformed (400). A number the grammar allows but
+/// an exact decimal cannot hold (`1e-40`, or more than 28 significant digits) is well formed
+/// but refused when used, with 422 `AMOUNT_NOT_REPRESENTABLE` ([`DecimalInput::get`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DecimalInput(pub Decimal);
+pub struct DecimalInput(Option<Decimal>);
 
-impl<'de> Deserialize<'de> for DecimalInput {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = match serde_json::Value::deserialize(d)? {
-            // With serde_json's arbitrary_precision the number keeps its original text.
-            serde_json::Value::Number(n) => n.to_string(),
-            serde_json::Value::String(s) => s,
-            _ => {
-                return Err(D::Error::custom(
-                    "must be a decimal number or a string of one",
-                ));
-            }
-        };
-        domain::money::parse_decimal(&text)
-            .map(DecimalInput)
-            .map_err(|e| D::Error::custom(e.message))
+impl DecimalInput {
+    /// The value, or 422 when it cannot be held exactly.
+    pub fn get(self, field: &str) -> Result<Decimal, ApiError> {
+        self.0.ok_or_else(|| {
+            ApiError::not_representable(
+                field,
+                "has more decimal places than can be held exactly (28)",
+            )
+        })
     }
 }
 
-/// A text field some clients send as a number (a mobile, say): both are accepted.
+/// The magnitude below which a decimal input must stay (14 integer digits).
+const DECIMAL_LIMIT: f64 = 1e14;
+
+impl<'de> Deserialize<'de> for DecimalInput {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            // With serde_json's arbitrary_precision the number keeps its original text.
+            serde_json::Value::Number(n) => {
+                let text = n.to_string();
+                let magnitude = text.parse::<f64>().map(f64::abs).unwrap_or(f64::INFINITY);
+                // NaN never parses from JSON; anything not below the limit is refused.
+                if magnitude.is_nan() || magnitude >= DECIMAL_LIMIT {
+                    return Err(D::Error::custom("must be less than 10^14"));
+                }
+                // Below the limit, only precision can keep a decimal from holding it.
+                Ok(DecimalInput(domain::money::parse_decimal(&text).ok()))
+            }
+            serde_json::Value::String(s) => {
+                if !plain_decimal(&s) {
+                    return Err(D::Error::custom(
+                        "must be a decimal with at most 14 digits before and 14 after the point (\"12.5\")",
+                    ));
+                }
+                domain::money::parse_decimal(&s)
+                    .map(|d| DecimalInput(Some(d)))
+                    .map_err(|e| D::Error::custom(e.message))
+            }
+            _ => Err(D::Error::custom(
+                "must be a decimal number or a string of one",
+            )),
+        }
+    }
+}
+
+/// `[+-]?digits[.digits]` with 1 to 14 digits on each side; spaces, tabs and line breaks
+/// around allowed (`crate::openapi::pattern::DECIMAL`).
+pub fn plain_decimal(text: &str) -> bool {
+    let t = text.trim_matches([' ', '\t', '\n', '\r']);
+    let t = t.strip_prefix(['+', '-']).unwrap_or(t);
+    let (whole, fraction) = match t.split_once('.') {
+        Some((w, f)) => (w, Some(f)),
+        None => (t, None),
+    };
+    let digits = |s: &str| (1..=14).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+    digits(whole) && fraction.is_none_or(digits)
+}
+
+/// A text field some clients send as a number (a mobile, say): a string, or a whole number of
+/// zero or more written as digits (`919999999999`), taken as its digits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LooseString(pub String);
 
@@ -63,8 +111,24 @@ impl<'de> Deserialize<'de> for LooseString {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match serde_json::Value::deserialize(d)? {
             serde_json::Value::String(s) => Ok(LooseString(s)),
-            serde_json::Value::Number(n) => Ok(LooseString(n.to_string())),
-            _ => Err(D::Error::custom("must be a string")),
+            // Taken as its digits (`408.0` is 408): no sign, fraction or exponent turns into
+            // the separators of a mobile.
+            serde_json::Value::Number(n) => {
+                let text = n.to_string();
+                if text.bytes().all(|b| b.is_ascii_digit()) {
+                    Ok(LooseString(text))
+                } else {
+                    match whole(&n) {
+                        Some(i) if i >= 0 => Ok(LooseString(i.to_string())),
+                        _ => Err(D::Error::custom(
+                            "must be a string (or a whole number of zero or more)",
+                        )),
+                    }
+                }
+            }
+            _ => Err(D::Error::custom(
+                "must be a string (or a whole number of zero or more)",
+            )),
         }
     }
 }
@@ -318,6 +382,57 @@ fn whole(n: &serde_json::Number) -> Option<i64> {
         return None;
     }
     i64::try_from(value).ok()
+}
+
+#[cfg(test)]
+mod decimal_input_tests {
+    use super::DecimalInput;
+
+    fn parse(json: &str) -> Result<Option<String>, ()> {
+        serde_json::from_str::<DecimalInput>(json)
+            .map(|d| d.0.map(|v| v.to_string()))
+            .map_err(|_| ())
+    }
+
+    #[test]
+    fn strings_are_plain_decimals_of_fourteen_digits_each_side() {
+        assert_eq!(parse("\"12.5\""), Ok(Some("12.5".into())));
+        assert_eq!(parse("\" +7 \""), Ok(Some("7".into())));
+        assert_eq!(parse("\"-2\""), Ok(Some("-2".into())));
+        assert_eq!(
+            parse("\"99999999999999.99999999999999\"").map(|v| v.is_some()),
+            Ok(true)
+        );
+        for bad in [
+            "\"1e3\"",
+            "\"123456789012345\"",
+            "\"1.123456789012345\"",
+            "\".5\"",
+            "\"5.\"",
+            "\"\"",
+            "\"NaN\"",
+        ] {
+            assert_eq!(parse(bad), Err(()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn numbers_below_the_limit_are_exact_or_not_representable() {
+        assert_eq!(parse("1000"), Ok(Some("1000".into())));
+        assert_eq!(parse("1e3"), Ok(Some("1000".into())));
+        assert_eq!(parse("0.1"), Ok(Some("0.1".into())));
+        assert_eq!(
+            parse("99999999999999.98"),
+            Ok(Some("99999999999999.98".into()))
+        );
+        // Well formed, but no exact decimal holds them: refused later with 422.
+        assert_eq!(parse("3.28e-51"), Ok(None));
+        assert_eq!(parse("1.2345678901234567890123456789"), Ok(None));
+        // Too large: malformed.
+        assert_eq!(parse("1e14"), Err(()));
+        assert_eq!(parse("-1e14"), Err(()));
+        assert_eq!(parse("1e400"), Err(()));
+    }
 }
 
 #[cfg(test)]

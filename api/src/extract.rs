@@ -116,10 +116,15 @@ pub fn required_key(
 }
 
 /// The optional body of a cancellation or reversal: `{"reason", "uniqueId"}`.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Reason, example = json!({"reason": "order returned"}))]
 pub struct ReasonBody {
+    #[schema(schema_with = crate::openapi::text500_schema)]
     pub reason: Option<String>,
+    /// The key may be sent here instead of the Idempotency-Key header (the same value if both);
+    /// left out of the document so that a generator does not send two different keys.
+    #[schema(ignore)]
     pub unique_id: Option<String>,
 }
 
@@ -227,6 +232,10 @@ pub fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiErro
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Every body is an object; serde would read a struct from an array too.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::validation("body", "must be a JSON object"));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
     de.end()
@@ -332,7 +341,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
             if !json {
                 return Err(ApiError::UnsupportedMediaType);
             }
-            parse_json(&body).map(|v| OptionalJson(Some(v)))
+            // A JSON `null` is no body, as an empty one is.
+            parse_json::<Option<T>>(&body).map(OptionalJson)
         })
     }
 }

@@ -76,42 +76,96 @@ fn item_meaning(customer: &CustomerRef, item: &IssueItem) -> RequestMeaning {
         .with("quantity", Some(item.quantity))
 }
 
-/// The JSON of one item's result as clients see it.
-pub fn item_json(item: &IssueItem, outcome: &ItemOutcome) -> Value {
+/// What an issued item's idempotency record keeps (and a replay answers).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuedItem {
+    pub request_id: String,
+    pub reward_id: i64,
+    pub quantity: i64,
+    /// Null in a dry run.
+    pub issuance_id: Option<String>,
+    pub vouchers: Vec<String>,
+}
+
+/// One item's result as clients see it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({
+    "requestId": "order-1001-1", "rewardId": 1, "quantity": 1, "status": "ISSUED",
+    "issuanceId": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c04", "vouchers": ["K7QX-94MD-2HTW"],
+    "idempotentReplayed": false
+}))]
+pub struct ItemResult {
+    pub request_id: String,
+    pub reward_id: i64,
+    pub quantity: i64,
+    /// ISSUED, REPLAYED (issued by an earlier request with this requestId) or FAILED.
+    pub status: String,
+    /// ISSUED and REPLAYED: the issuance (null in a dry run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuance_id: Option<String>,
+    /// ISSUED and REPLAYED: one voucher code per unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vouchers: Option<Vec<String>>,
+    /// FAILED: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ItemError>,
+    pub idempotent_replayed: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ItemError {
+    /// OUT_OF_STOCK, LIMIT_EXCEEDED, REWARD_NOT_FOUND, REWARD_INACTIVE, REWARD_NOT_YET_VALID,
+    /// REWARD_EXPIRED, IDEMPOTENCY_KEY_REUSED, …
+    pub code: String,
+    pub message: String,
+    pub retryable: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mismatched_fields: Option<Vec<String>>,
+}
+
+/// One item's result as clients see it.
+pub fn item_result(item: &IssueItem, outcome: &ItemOutcome) -> Result<ItemResult, ApiError> {
+    let issued = |stored: &Value, status: &str, replayed: bool| {
+        let stored: IssuedItem = serde_json::from_value(stored.clone()).map_err(|e| {
+            ApiError::Internal(format!("a stored issuance answer is malformed: {e}"))
+        })?;
+        Ok(ItemResult {
+            request_id: stored.request_id,
+            reward_id: stored.reward_id,
+            quantity: stored.quantity,
+            status: status.to_owned(),
+            issuance_id: stored.issuance_id,
+            vouchers: Some(stored.vouchers),
+            error: None,
+            idempotent_replayed: replayed,
+        })
+    };
     match outcome {
-        ItemOutcome::Issued(v) => with_status(v, "ISSUED", false),
-        ItemOutcome::Replayed(v) => with_status(v, "REPLAYED", true),
+        ItemOutcome::Issued(v) => issued(v, "ISSUED", false),
+        ItemOutcome::Replayed(v) => issued(v, "REPLAYED", true),
         ItemOutcome::Failed {
             failure,
             mismatched_fields,
-        } => {
-            let mut error = json!({
-                "code": failure.code(),
-                "message": failure.message(),
-                "retryable": failure.retryable(),
-            });
-            if !mismatched_fields.is_empty() {
-                error["mismatchedFields"] = json!(mismatched_fields);
-            }
-            json!({
-                "requestId": item.request_id.as_str(),
-                "rewardId": item.reward_id,
-                "quantity": item.quantity,
-                "status": "FAILED",
-                "error": error,
-                "idempotentReplayed": false,
-            })
-        }
+        } => Ok(ItemResult {
+            request_id: item.request_id.to_string(),
+            reward_id: item.reward_id,
+            quantity: item.quantity,
+            status: "FAILED".to_owned(),
+            issuance_id: None,
+            vouchers: None,
+            error: Some(ItemError {
+                code: failure.code().to_owned(),
+                message: failure.message().to_owned(),
+                retryable: failure.retryable(),
+                mismatched_fields: (!mismatched_fields.is_empty())
+                    .then(|| mismatched_fields.clone()),
+            }),
+            idempotent_replayed: false,
+        }),
     }
-}
-
-fn with_status(stored: &Value, status: &str, replayed: bool) -> Value {
-    let mut v = stored.clone();
-    if let Value::Object(map) = &mut v {
-        map.insert("status".into(), json!(status));
-        map.insert("idempotentReplayed".into(), json!(replayed));
-    }
-    v
 }
 
 fn replay_or_mismatch(record: &RecordRow, meaning: &RequestMeaning) -> ItemOutcome {
@@ -490,12 +544,12 @@ async fn issue_segments_once(
                         let vouchers: Vec<String> = (0..item.quantity)
                             .map(|_| voucher_code(rng.random::<u64>()))
                             .collect();
-                        let stored = json!({
-                            "requestId": item.request_id.as_str(),
-                            "rewardId": item.reward_id,
-                            "quantity": item.quantity,
-                            "issuanceId": id.to_string(),
-                            "vouchers": vouchers,
+                        let stored = crate::openapi::to_json(&IssuedItem {
+                            request_id: item.request_id.to_string(),
+                            reward_id: item.reward_id,
+                            quantity: item.quantity,
+                            issuance_id: Some(id.to_string()),
+                            vouchers: vouchers.clone(),
                         });
                         completed.push((s, *record_id, stored.clone(), id));
                         outcomes[s][*idx] = Some(ItemOutcome::Issued(stored));
@@ -668,12 +722,12 @@ pub async fn dry_run(
     for (idx, decision) in candidates.iter().zip(decide(&asks, &states, now)) {
         let item = &req.items[*idx];
         outcomes[*idx] = Some(match decision {
-            Ok(()) => ItemOutcome::Issued(json!({
-                "requestId": item.request_id.as_str(),
-                "rewardId": item.reward_id,
-                "quantity": item.quantity,
-                "issuanceId": null,
-                "vouchers": [],
+            Ok(()) => ItemOutcome::Issued(crate::openapi::to_json(&IssuedItem {
+                request_id: item.request_id.to_string(),
+                reward_id: item.reward_id,
+                quantity: item.quantity,
+                issuance_id: None,
+                vouchers: Vec::new(),
             })),
             Err(failure) => ItemOutcome::Failed {
                 failure,

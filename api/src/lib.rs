@@ -22,6 +22,7 @@ pub mod group_commit;
 pub mod idempotent;
 pub mod issuance;
 pub mod metrics;
+pub mod openapi;
 pub mod redeem;
 pub mod routes;
 pub mod startup;

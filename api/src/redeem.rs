@@ -34,7 +34,7 @@ use persistence::ledger::{self, Account, Debit};
 use persistence::redemptions::{self, NewRedemption};
 use persistence::webhooks::NewEvent;
 use persistence::{ConnectionTrait, Db, PersistenceError, customers};
-use serde_json::{Value, json};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::dto::{amount, ts};
@@ -86,7 +86,7 @@ async fn prepare<C: ConnectionTrait>(
     Ok(scale
         .to_minor(r.amount)
         .map(|minor| (cur.scale, minor))
-        .map_err(|e| ApiError::validation("amount", e.message)))
+        .map_err(|e| ApiError::not_representable("amount", &e.message)))
 }
 
 fn reference(r: &RedemptionRequest) -> String {
@@ -102,19 +102,42 @@ fn account(r: &RedemptionRequest, customer_id: Uuid) -> Account {
     }
 }
 
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = Redemption, example = json!({
+    "redemptionId": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c03", "uniqueId": "redeem-1",
+    "customerId": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c02", "programId": 1, "currency": "POINTS",
+    "amount": "25.50", "reason": null, "ledgerEntryId": "3",
+    "createdAt": "2026-01-02T00:00:00Z", "balance": {"available": "74.50"}
+}))]
+pub struct RedemptionView {
+    pub redemption_id: String,
+    pub unique_id: String,
+    pub customer_id: String,
+    pub program_id: i64,
+    pub currency: String,
+    pub amount: String,
+    pub reason: Option<String>,
+    pub ledger_entry_id: String,
+    pub created_at: String,
+    pub balance: crate::routes::allocations::Balance,
+}
+
 /// The redemption as the API shows it.
 fn redemption_json(n: &NewRedemption, scale: i16, balance_after: i64, now: DateTime<Utc>) -> Value {
-    json!({
-        "redemptionId": n.id.to_string(),
-        "uniqueId": n.unique_id,
-        "customerId": n.customer_id.to_string(),
-        "programId": n.program_id,
-        "currency": n.currency,
-        "amount": amount(n.amount, scale),
-        "reason": n.reason,
-        "ledgerEntryId": n.ledger_entry_id.to_string(),
-        "createdAt": ts(now),
-        "balance": {"available": amount(balance_after, scale)},
+    crate::openapi::to_json(&RedemptionView {
+        redemption_id: n.id.to_string(),
+        unique_id: n.unique_id.clone(),
+        customer_id: n.customer_id.to_string(),
+        program_id: n.program_id,
+        currency: n.currency.clone(),
+        amount: amount(n.amount, scale),
+        reason: n.reason.clone(),
+        ledger_entry_id: n.ledger_entry_id.to_string(),
+        created_at: ts(now),
+        balance: crate::routes::allocations::Balance {
+            available: amount(balance_after, scale),
+        },
     })
 }
 

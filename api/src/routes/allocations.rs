@@ -4,58 +4,136 @@ use actix_web::{HttpResponse, web};
 use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
 use persistence::allocations::{self, AllocationRow};
 use persistence::ledger::{self, Account};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::allocate::{AllocationRequest, allocate_alone};
 use crate::dto::{DecimalInput, FlexId, LookupParams, LooseString, amount, bounded_text, ts};
 use crate::error::ApiError;
 use crate::extract::{IdempotencyHeader, Json, ReasonBody, Tenant, required_key};
 use crate::idempotent::{Effect, Outcome, execute, replay_if_used, respond};
+use crate::openapi::{
+    AllocationPath, KeyHeader, Missing, Read, Replayed, Write, currency_schema, customer_id_schema,
+    email_schema, external_id_schema, key_schema, mobile_schema, positive_decimal_schema,
+    text255_schema, text500_schema, to_json,
+};
 use crate::redeem::{RedemptionRequest, redeem_alone};
 use crate::startup::AppState;
 use crate::webhooks::event;
 
-#[derive(Debug, Deserialize)]
+/// Capillary's "issue reward currency": the award strategy turns `sourceValue` into an amount,
+/// the expiry strategy dates it, and the customer (enrolled if new) is credited once per
+/// `uniqueId`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "programId": 1, "awardStrategyId": 1, "expiryStrategyId": 1, "sourceValue": 1000,
+    "uniqueId": "order-1001", "mobile": "919999999999"
+}))]
 pub struct AllocationBody {
+    /// When sent, the organisation of the API key (else 403).
     pub org_id: Option<FlexId>,
     pub program_id: FlexId,
     pub award_strategy_id: FlexId,
     pub expiry_strategy_id: FlexId,
     pub source_value: DecimalInput,
+    #[schema(schema_with = text255_schema)]
     pub event_name: Option<String>,
+    #[schema(schema_with = text255_schema)]
     pub event_source_id: Option<String>,
+    /// The idempotency key (or send the Idempotency-Key header; the same value if both).
+    #[schema(schema_with = key_schema, required = true)]
     pub unique_id: Option<String>,
+    #[schema(schema_with = mobile_schema)]
     pub mobile: Option<LooseString>,
+    #[schema(schema_with = email_schema)]
     pub email: Option<LooseString>,
+    #[schema(schema_with = external_id_schema)]
     pub external_id: Option<LooseString>,
+    #[schema(schema_with = customer_id_schema)]
     pub customer_id: Option<LooseString>,
     pub lookup_params: Option<LookupParams>,
 }
 
-/// The allocation as the API shows it; `available` is the balance to show with it.
-pub fn allocation_json(a: &AllocationRow, available: i64) -> Value {
-    json!({
-        "allocationId": a.id.to_string(),
-        "uniqueId": a.unique_id,
-        "customerId": a.customer_id.to_string(),
-        "programId": a.program_id,
-        "awardStrategyId": a.award_strategy_id,
-        "expiryStrategyId": a.expiry_strategy_id,
-        "currency": a.currency,
-        "amount": amount(a.amount, a.scale),
-        "sourceValue": a.source_value,
-        "expiresAt": a.expires_at.map(ts),
-        "eventName": a.event_name,
-        "eventSourceId": a.event_source_id,
-        "ledgerEntryId": a.ledger_entry_id.to_string(),
-        "createdAt": ts(a.created_at),
-        "reversedAt": a.reversed_at.map(ts),
-        "balance": {"available": amount(available, a.scale)},
-    })
+/// An account's balance after the operation.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Balance {
+    /// A decimal string at the currency's scale.
+    pub available: String,
 }
 
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = Allocation, example = json!({
+    "allocationId": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c01", "uniqueId": "order-1001",
+    "customerId": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c02", "programId": 1,
+    "awardStrategyId": 1, "expiryStrategyId": 1, "currency": "POINTS", "amount": "100.00",
+    "sourceValue": "1000", "expiresAt": "2027-01-01T00:00:00Z", "eventName": null,
+    "eventSourceId": null, "ledgerEntryId": "1", "createdAt": "2026-01-01T00:00:00Z",
+    "reversedAt": null, "balance": {"available": "100.00"}
+}))]
+pub struct AllocationView {
+    pub allocation_id: String,
+    pub unique_id: String,
+    pub customer_id: String,
+    pub program_id: i64,
+    pub award_strategy_id: i64,
+    pub expiry_strategy_id: i64,
+    pub currency: String,
+    /// What was awarded, a decimal string at the currency's scale.
+    pub amount: String,
+    pub source_value: String,
+    pub expires_at: Option<String>,
+    pub event_name: Option<String>,
+    pub event_source_id: Option<String>,
+    pub ledger_entry_id: String,
+    pub created_at: String,
+    pub reversed_at: Option<String>,
+    pub balance: Balance,
+}
+
+/// The allocation as the API shows it; `available` is the balance to show with it.
+pub fn allocation_json(a: &AllocationRow, available: i64) -> Value {
+    to_json(&allocation_view(a, available))
+}
+
+fn allocation_view(a: &AllocationRow, available: i64) -> AllocationView {
+    AllocationView {
+        allocation_id: a.id.to_string(),
+        unique_id: a.unique_id.clone(),
+        customer_id: a.customer_id.to_string(),
+        program_id: a.program_id,
+        award_strategy_id: a.award_strategy_id,
+        expiry_strategy_id: a.expiry_strategy_id,
+        currency: a.currency.clone(),
+        amount: amount(a.amount, a.scale),
+        source_value: a.source_value.clone(),
+        expires_at: a.expires_at.map(ts),
+        event_name: a.event_name.clone(),
+        event_source_id: a.event_source_id.clone(),
+        ledger_entry_id: a.ledger_entry_id.to_string(),
+        created_at: ts(a.created_at),
+        reversed_at: a.reversed_at.map(ts),
+        balance: Balance {
+            available: amount(available, a.scale),
+        },
+    }
+}
+
+#[utoipa::path(post, path = "/v1/currency/allocations", tag = "Currency",
+    operation_id = "allocations_create", summary = "Allocate currency, exactly once per uniqueId",
+    request_body = AllocationBody,
+    responses(
+        (status = 201, description = "Allocated now (Location names the allocation)", body = AllocationView, links(
+            ("GetAllocation" = (operation_id = "allocations_get", parameters(("uniqueId" = "$response.body#/uniqueId")))),
+            ("ReverseAllocation" = (operation_id = "allocations_reverse", parameters(("uniqueId" = "$response.body#/uniqueId")))),
+            ("GetCustomer" = (operation_id = "customers_get", parameters(("customerId" = "$response.body#/customerId")))),
+        )),
+        Replayed<AllocationView>,
+        (status = 403, description = "FORBIDDEN: orgId is not the API key's organisation", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        Write, Missing))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn create(
     state: web::Data<AppState>,
@@ -66,7 +144,7 @@ pub async fn create(
     let org_id = tenant.org_id;
     let key = required_key(body.unique_id.as_deref(), &header)?;
     let customer = crate::customer_of!(body).parse()?;
-    let source_value = body.source_value.0.normalize();
+    let source_value = body.source_value.get("sourceValue")?.normalize();
     if source_value.is_sign_negative() && !source_value.is_zero() {
         return Err(ApiError::validation("sourceValue", "must be zero or more"));
     }
@@ -141,6 +219,11 @@ fn urlencode(s: &str) -> String {
 }
 
 /// `GET /v1/currency/allocations/{uniqueId}`: the allocation with the current balance.
+#[utoipa::path(get, path = "/v1/currency/allocations/{uniqueId}", tag = "Currency",
+    operation_id = "allocations_get",
+    summary = "The allocation made with a uniqueId, with the current balance",
+    params(AllocationPath),
+    responses((status = 200, description = "The allocation", body = AllocationView), Read, Missing))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn get(
     state: web::Data<AppState>,
@@ -160,7 +243,7 @@ pub async fn get(
         },
     )
     .await?;
-    Ok(HttpResponse::Ok().json(allocation_json(&row, available)))
+    Ok(HttpResponse::Ok().json(allocation_view(&row, available)))
 }
 
 /// Locks the account's balance and expires its due lots (writing their events), so that a
@@ -188,22 +271,71 @@ pub(crate) fn insufficient() -> ApiError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// Spends a customer's currency, the lots that expire first first.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "programId": 1, "currency": "POINTS", "amount": "25.50", "uniqueId": "redeem-1",
+    "mobile": "919999999999"
+}))]
 pub struct RedemptionBody {
     pub program_id: FlexId,
+    #[schema(schema_with = currency_schema)]
     pub currency: String,
+    #[schema(schema_with = positive_decimal_schema)]
     pub amount: DecimalInput,
+    /// The idempotency key (or send the Idempotency-Key header; the same value if both).
+    #[schema(schema_with = key_schema, required = true)]
     pub unique_id: Option<String>,
+    #[schema(schema_with = text500_schema)]
     pub reason: Option<String>,
+    #[schema(schema_with = mobile_schema)]
     pub mobile: Option<LooseString>,
+    #[schema(schema_with = email_schema)]
     pub email: Option<LooseString>,
+    #[schema(schema_with = external_id_schema)]
     pub external_id: Option<LooseString>,
+    #[schema(schema_with = customer_id_schema)]
     pub customer_id: Option<LooseString>,
     pub lookup_params: Option<LookupParams>,
 }
 
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = Reversal, example = json!({
+    "reversalId": "12", "uniqueId": "order-1001",
+    "allocationId": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c01",
+    "customerId": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c02", "programId": 1, "currency": "POINTS",
+    "amount": "100.00", "expiredAmount": "0.00", "reason": "returned",
+    "createdAt": "2026-01-02T00:00:00Z", "balance": {"available": "0.00"}
+}))]
+pub struct ReversalView {
+    /// The ledger entry of the reversal.
+    pub reversal_id: String,
+    pub unique_id: String,
+    pub allocation_id: String,
+    pub customer_id: String,
+    pub program_id: i64,
+    pub currency: String,
+    /// What was taken back.
+    pub amount: String,
+    /// What of the allocation had expired already, so was not taken again.
+    pub expired_amount: String,
+    pub reason: Option<String>,
+    pub created_at: String,
+    pub balance: Balance,
+}
+
 /// `POST /v1/currency/redemptions`: spends the lots that expire first; a key is required.
+#[utoipa::path(post, path = "/v1/currency/redemptions", tag = "Currency",
+    operation_id = "allocations_redeem",
+    summary = "Redeem currency, spending the lots that expire first (a key is required)",
+    request_body = RedemptionBody,
+    responses(
+        (status = 201, description = "Redeemed now", body = crate::redeem::RedemptionView, links(
+            ("GetCustomer" = (operation_id = "customers_get", parameters(("customerId" = "$response.body#/customerId")))),
+        )),
+        Replayed<crate::redeem::RedemptionView>, Write, Missing))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn redeem(
     state: web::Data<AppState>,
@@ -214,7 +346,7 @@ pub async fn redeem(
     let org_id = tenant.org_id;
     let key = required_key(body.unique_id.as_deref(), &header)?;
     let customer = crate::customer_of!(body).parse()?;
-    let requested = body.amount.0.normalize();
+    let requested = body.amount.get("amount")?.normalize();
     if requested <= domain::Decimal::ZERO {
         return Err(ApiError::validation("amount", "must be more than zero"));
     }
@@ -259,6 +391,11 @@ pub async fn redeem(
 /// `POST /v1/currency/allocations/{uniqueId}/reversal`: takes the allocated amount back, once.
 /// The allocation is its own key (`currency-reversal` / its `uniqueId`): a second reversal is a
 /// replay whatever key it carries.
+#[utoipa::path(post, path = "/v1/currency/allocations/{uniqueId}/reversal", tag = "Currency",
+    operation_id = "allocations_reverse", summary = "Take an allocation back, once",
+    params(AllocationPath, KeyHeader), request_body(content = Option<ReasonBody>),
+    responses((status = 201, description = "Reversed now", body = ReversalView),
+        Replayed<ReversalView>, Write, Missing))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn reverse(
     state: web::Data<AppState>,
@@ -324,18 +461,20 @@ pub async fn reverse(
                     "allocation reversed concurrently".into(),
                 ));
             }
-            let body = json!({
-                "reversalId": entry.id.to_string(),
-                "uniqueId": allocation.unique_id,
-                "allocationId": allocation.id.to_string(),
-                "customerId": allocation.customer_id.to_string(),
-                "programId": allocation.program_id,
-                "currency": allocation.currency,
-                "amount": amount(to_take, allocation.scale),
-                "expiredAmount": amount(expired, allocation.scale),
-                "reason": reason,
-                "createdAt": ts(now),
-                "balance": {"available": amount(entry.balance_after, allocation.scale)},
+            let body = to_json(&ReversalView {
+                reversal_id: entry.id.to_string(),
+                unique_id: allocation.unique_id.clone(),
+                allocation_id: allocation.id.to_string(),
+                customer_id: allocation.customer_id.to_string(),
+                program_id: allocation.program_id,
+                currency: allocation.currency.clone(),
+                amount: amount(to_take, allocation.scale),
+                expired_amount: amount(expired, allocation.scale),
+                reason: reason.clone(),
+                created_at: ts(now),
+                balance: Balance {
+                    available: amount(entry.balance_after, allocation.scale),
+                },
             });
             let events = vec![event("currency.reversed", body.clone(), now)];
             crate::webhooks::emit(&state.caches, tx, org_id, events, now).await?;

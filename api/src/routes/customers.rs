@@ -4,30 +4,170 @@ use actix_web::{HttpResponse, web};
 use domain::customer::CustomerRef;
 use persistence::customers::{self, CustomerRow};
 use persistence::ledger;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::dto::{amount, ts};
 use crate::error::{ApiError, FieldError};
 use crate::extract::{PageQuery, Tenant};
-use crate::routes::page_json;
+use crate::openapi::{
+    CustomerPath, KeyHeader, Missing, PageParams, Read, Replayed, Write, email_schema,
+    external_id_schema, mobile_schema, page, pattern, to_json,
+};
 use crate::startup::AppState;
 
-async fn customer_json(state: &AppState, org_id: i64, c: &CustomerRow) -> Result<Value, ApiError> {
+/// A customer's identifiers, as enrolment answers them.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = Customer, example = json!({
+    "customerId": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c02", "mobile": "919999999999",
+    "email": null, "externalId": null, "createdAt": "2026-01-01T00:00:00Z"
+}))]
+pub struct CustomerView {
+    pub customer_id: String,
+    /// Digits only.
+    pub mobile: Option<String>,
+    /// Lower case.
+    pub email: Option<String>,
+    pub external_id: Option<String>,
+    pub created_at: String,
+}
+
+/// A customer with a balance per program and currency.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({
+    "customerId": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c02", "mobile": "919999999999",
+    "email": null, "externalId": null, "createdAt": "2026-01-01T00:00:00Z",
+    "balances": [{"programId": 1, "currency": "POINTS", "available": "100.00"}]
+}))]
+pub struct CustomerWithBalances {
+    pub customer_id: String,
+    pub mobile: Option<String>,
+    pub email: Option<String>,
+    pub external_id: Option<String>,
+    pub created_at: String,
+    pub balances: Vec<AccountBalance>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccountBalance {
+    pub program_id: i64,
+    pub currency: String,
+    /// A decimal string at the currency's scale.
+    pub available: String,
+}
+
+/// One change of a balance.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({
+    "entryId": "1", "programId": 1, "currency": "POINTS", "kind": "ALLOCATION",
+    "amount": "100.00", "balanceAfter": "100.00", "reference": "order-1001",
+    "expiresAt": "2027-01-01T00:00:00Z", "createdAt": "2026-01-01T00:00:00Z"
+}))]
+pub struct LedgerEntry {
+    pub entry_id: String,
+    pub program_id: i64,
+    pub currency: String,
+    /// ALLOCATION, REDEMPTION, REVERSAL or EXPIRY.
+    pub kind: String,
+    /// Signed: credits positive, debits negative.
+    pub amount: String,
+    pub balance_after: String,
+    pub reference: Option<String>,
+    pub expires_at: Option<String>,
+    pub created_at: String,
+}
+
+page!(LedgerPage, LedgerEntry);
+
+async fn customer_view(
+    state: &AppState,
+    org_id: i64,
+    c: &CustomerRow,
+) -> Result<CustomerWithBalances, ApiError> {
     let balances = ledger::balances_of(state.db.conn(), org_id, c.id).await?;
-    Ok(json!({
-        "customerId": c.id.to_string(),
-        "mobile": c.mobile,
-        "email": c.email,
-        "externalId": c.external_id,
-        "createdAt": ts(c.created_at),
-        "balances": balances.iter().map(|b| json!({
-            "programId": b.program_id,
-            "currency": b.currency,
-            "available": amount(b.available, b.scale),
-        })).collect::<Vec<_>>(),
-    }))
+    Ok(CustomerWithBalances {
+        customer_id: c.id.to_string(),
+        mobile: c.mobile.clone(),
+        email: c.email.clone(),
+        external_id: c.external_id.clone(),
+        created_at: ts(c.created_at),
+        balances: balances
+            .iter()
+            .map(|b| AccountBalance {
+                program_id: b.program_id,
+                currency: b.currency.clone(),
+                available: amount(b.available, b.scale),
+            })
+            .collect(),
+    })
+}
+
+/// `identifierType` and `identifierValue`.
+pub struct LookupParamsQuery;
+impl utoipa::IntoParams for LookupParamsQuery {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{Parameter, ParameterIn};
+        vec![
+            Parameter::builder()
+                .name("identifierType")
+                .parameter_in(ParameterIn::Query)
+                .required(utoipa::openapi::Required::True)
+                .schema(Some(crate::openapi::fragment(serde_json::json!({
+                    "type": "string", "enum": ["mobile", "email", "externalId", "customerId"],
+                }))))
+                .build(),
+            Parameter::builder()
+                .name("identifierValue")
+                .parameter_in(ParameterIn::Query)
+                .required(utoipa::openapi::Required::True)
+                .description(Some(
+                    "A value that cannot name a customer of that type finds nobody: 404.",
+                ))
+                .schema(Some(crate::openapi::fragment(
+                    serde_json::json!({"type": "string"}),
+                )))
+                .build(),
+        ]
+    }
+}
+
+/// `programId` and `currency`, with the page.
+pub struct LedgerParams;
+impl utoipa::IntoParams for LedgerParams {
+    fn into_params(
+        f: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{Parameter, ParameterIn};
+        let mut params = vec![
+            Parameter::builder()
+                .name("programId")
+                .parameter_in(ParameterIn::Query)
+                .required(utoipa::openapi::Required::False)
+                .description(Some("Only this program's entries (empty: all)."))
+                .schema(Some(crate::openapi::fragment(serde_json::json!({
+                    "type": "string", "pattern": format!("^({})?$", &pattern::ID[1..pattern::ID.len() - 1]),
+                }))))
+                .build(),
+            Parameter::builder()
+                .name("currency")
+                .parameter_in(ParameterIn::Query)
+                .required(utoipa::openapi::Required::False)
+                .description(Some("Only this currency's entries (empty: all)."))
+                .schema(Some(crate::openapi::fragment(
+                    serde_json::json!({"type": "string"}),
+                )))
+                .build(),
+        ];
+        params.extend(<PageParams as utoipa::IntoParams>::into_params(f));
+        params
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -38,6 +178,11 @@ pub struct LookupQuery {
 }
 
 /// `GET /v1/customers/lookup?identifierType=mobile&identifierValue=…`; never enrolls.
+#[utoipa::path(get, path = "/v1/customers/lookup", tag = "Customers",
+    operation_id = "customers_lookup",
+    summary = "Find a customer by identifier, with balances (never enrols)",
+    params(LookupParamsQuery),
+    responses((status = 200, description = "The customer", body = CustomerWithBalances), Read, Missing))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn lookup(
     state: web::Data<AppState>,
@@ -62,7 +207,7 @@ pub async fn lookup(
     let row = customers::find(state.db.conn(), tenant.org_id, &customer)
         .await?
         .ok_or_else(|| ApiError::not_found("customer"))?;
-    Ok(HttpResponse::Ok().json(customer_json(&state, tenant.org_id, &row).await?))
+    Ok(HttpResponse::Ok().json(customer_view(&state, tenant.org_id, &row).await?))
 }
 
 async fn customer_by_path(
@@ -76,6 +221,9 @@ async fn customer_by_path(
         .ok_or_else(|| ApiError::not_found("customer"))
 }
 
+#[utoipa::path(get, path = "/v1/customers/{customerId}", tag = "Customers",
+    operation_id = "customers_get", summary = "Get a customer with balances", params(CustomerPath),
+    responses((status = 200, description = "The customer", body = CustomerWithBalances), Read, Missing))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn get(
     state: web::Data<AppState>,
@@ -83,7 +231,7 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let row = customer_by_path(&state, tenant.org_id, &path).await?;
-    Ok(HttpResponse::Ok().json(customer_json(&state, tenant.org_id, &row).await?))
+    Ok(HttpResponse::Ok().json(customer_view(&state, tenant.org_id, &row).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +244,10 @@ pub struct LedgerQuery {
 }
 
 /// `GET /v1/customers/{id}/ledger`: newest first, keyset pages.
+#[utoipa::path(get, path = "/v1/customers/{customerId}/ledger", tag = "Customers",
+    operation_id = "customers_ledger", summary = "The customer's ledger, newest first",
+    params(CustomerPath, LedgerParams),
+    responses((status = 200, description = "A page", body = LedgerPage), Read, Missing))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn ledger(
     state: web::Data<AppState>,
@@ -128,35 +280,51 @@ pub async fn ledger(
     let items = result
         .items
         .iter()
-        .map(|e| {
-            json!({
-                "entryId": e.id.to_string(),
-                "programId": e.program_id,
-                "currency": e.currency,
-                "kind": e.kind,
-                "amount": amount(e.amount, e.scale),
-                "balanceAfter": amount(e.balance_after, e.scale),
-                "reference": e.reference,
-                "expiresAt": e.expires_at.map(ts),
-                "createdAt": ts(e.created_at),
-            })
+        .map(|e| LedgerEntry {
+            entry_id: e.id.to_string(),
+            program_id: e.program_id,
+            currency: e.currency.clone(),
+            kind: e.kind.clone(),
+            amount: amount(e.amount, e.scale),
+            balance_after: amount(e.balance_after, e.scale),
+            reference: e.reference.clone(),
+            expires_at: e.expires_at.map(ts),
+            created_at: ts(e.created_at),
         })
         .collect();
-    Ok(HttpResponse::Ok().json(page_json(items, result.next_cursor)))
+    Ok(HttpResponse::Ok().json(LedgerPage::new(items, result.next_cursor)))
 }
 
-#[derive(Debug, Deserialize)]
+/// A customer is enrolled by exactly one of mobile, email or externalId.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"mobile": "919999999999"}))]
 pub struct CreateCustomer {
+    #[schema(schema_with = mobile_schema)]
     pub mobile: Option<crate::dto::LooseString>,
+    #[schema(schema_with = email_schema)]
     pub email: Option<crate::dto::LooseString>,
+    #[schema(schema_with = external_id_schema)]
     pub external_id: Option<crate::dto::LooseString>,
+    /// Refused: a customer id is given by the service.
+    #[schema(ignore)]
     pub customer_id: Option<crate::dto::LooseString>,
+    #[schema(ignore)]
     pub lookup_params: Option<crate::dto::LookupParams>,
 }
 
 /// `POST /v1/customers`: enrols a customer by one identifier. 201 when enrolled now, 200 with
 /// the existing customer when the identifier is known; the `Idempotency-Key` header applies.
+#[utoipa::path(post, path = "/v1/customers", tag = "Customers", operation_id = "customers_create",
+    summary = "Enrol a customer (200 when already known)", params(KeyHeader),
+    request_body = CreateCustomer,
+    responses(
+        (status = 200, description = "Known already: the customer", body = CustomerView),
+        (status = 201, description = "Enrolled now", body = CustomerView, links(
+            ("GetCustomer" = (operation_id = "customers_get", parameters(("customerId" = "$response.body#/customerId")))),
+            ("Ledger" = (operation_id = "customers_ledger", parameters(("customerId" = "$response.body#/customerId")))),
+        )),
+        Replayed<CustomerView>, Write))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn create(
     state: web::Data<AppState>,
@@ -185,12 +353,12 @@ pub async fn create(
                 .await?
                 .ok_or_else(|| ApiError::Internal("enrolment returned no customer".into()))?;
             let row = enrolment.row;
-            let body = json!({
-                "customerId": row.id.to_string(),
-                "mobile": row.mobile,
-                "email": row.email,
-                "externalId": row.external_id,
-                "createdAt": ts(row.created_at),
+            let body = to_json(&CustomerView {
+                customer_id: row.id.to_string(),
+                mobile: row.mobile.clone(),
+                email: row.email.clone(),
+                external_id: row.external_id.clone(),
+                created_at: ts(row.created_at),
             });
             let effect = crate::idempotent::Effect::created(body, row.id);
             Ok(if !enrolment.new {

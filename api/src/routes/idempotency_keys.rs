@@ -3,13 +3,47 @@
 use actix_web::{HttpResponse, web};
 use domain::idempotency::Operation;
 use persistence::idempotency;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::dto::ts;
 use crate::error::ApiError;
 use crate::extract::Tenant;
+use crate::openapi::{KeyPath, Missing, Read};
 use crate::startup::AppState;
 
+/// What became of a key: the first request's meaning and the answer it got.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({
+    "operation": "currency-allocation", "idempotencyKey": "order-1001", "status": "COMPLETED",
+    "firstUsedAt": "2026-01-01T00:00:00Z", "statusCode": 201,
+    "resourceId": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c01",
+    "request": {"programId": "1", "sourceValue": "1000"},
+    "response": {"uniqueId": "order-1001", "amount": "100.00"}
+}))]
+pub struct KeyRecord {
+    pub operation: String,
+    pub idempotency_key: String,
+    /// COMPLETED: an answer is kept and a retry replays it.
+    pub status: String,
+    pub first_used_at: String,
+    /// The status of the first answer.
+    pub status_code: Option<i16>,
+    pub resource_id: Option<String>,
+    /// The fields that give the request its meaning (what a reuse is compared on).
+    #[schema(value_type = Object)]
+    pub request: Value,
+    /// The first answer's body (a webhook endpoint's secret removed).
+    #[schema(value_type = Object)]
+    pub response: Option<Value>,
+}
+
+#[utoipa::path(get, path = "/v1/idempotency-keys/{operation}/{key}", tag = "Idempotency",
+    operation_id = "idempotency_keys_get", summary = "What became of an idempotency key",
+    params(KeyPath),
+    responses((status = 200, description = "The key's record", body = KeyRecord), Read, Missing))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn get(
     state: web::Data<AppState>,
@@ -38,14 +72,14 @@ pub async fn get(
     if let Some(Value::Object(map)) = response.as_mut() {
         map.remove("secret");
     }
-    Ok(HttpResponse::Ok().json(json!({
-        "operation": record.operation,
-        "idempotencyKey": record.key,
-        "status": "COMPLETED",
-        "firstUsedAt": ts(record.created_at),
-        "statusCode": record.status_code,
-        "resourceId": record.resource_id,
-        "request": record.request_fields,
-        "response": response,
-    })))
+    Ok(HttpResponse::Ok().json(KeyRecord {
+        operation: record.operation.clone(),
+        idempotency_key: record.key.clone(),
+        status: "COMPLETED".to_owned(),
+        first_used_at: ts(record.created_at),
+        status_code: record.status_code,
+        resource_id: record.resource_id.clone(),
+        request: record.request_fields.clone(),
+        response,
+    }))
 }

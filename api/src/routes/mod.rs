@@ -95,8 +95,3 @@ fn method_not_allowed(methods: &[&str]) -> HttpResponse {
 async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found("resource"))
 }
-
-/// `{"items": [...], "nextCursor": "…"}`.
-pub fn page_json(items: Vec<serde_json::Value>, next: Option<i64>) -> serde_json::Value {
-    serde_json::json!({"items": items, "nextCursor": next.map(|c| c.to_string())})
-}

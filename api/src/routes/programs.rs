@@ -9,42 +9,99 @@ use domain::expiry::ExpiryRule;
 use domain::idempotency::{Operation, RequestMeaning};
 use domain::money::{Rounding, Scale};
 use persistence::catalog::{self, AwardStrategyRow, ExpiryStrategyRow, NewAwardStrategy, Program};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 use validator::Validate;
 
 use crate::dto::{DecimalInput, WholeNumber, ts, validate};
 use crate::error::{ApiError, FieldError};
 use crate::extract::{IdempotencyHeader, Json, PageQuery, Tenant, path_id};
 use crate::idempotent::{Effect, execute, respond};
-use crate::routes::page_json;
+use crate::openapi::{
+    KeyHeader, Missing, PageParams, ProgramPath, Read, Replayed, Write, currency_schema,
+    name_schema, optional_decimal_schema, page, to_json,
+};
 use crate::startup::AppState;
 
-#[derive(Debug, Deserialize, serde::Serialize, Validate)]
+/// A program and the currencies it keeps balances in.
+#[derive(Debug, Deserialize, Serialize, Validate, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"name": "Coffee Club", "currencies": [{"code": "POINTS", "scale": 2}]}))]
 pub struct CreateProgram {
+    #[schema(schema_with = name_schema)]
     pub name: String,
     #[validate(length(min = 1, max = 20), nested)]
+    #[schema(min_items = 1, max_items = 20)]
     pub currencies: Vec<CurrencyInput>,
 }
 
-#[derive(Debug, Deserialize, serde::Serialize, Validate)]
+#[derive(Debug, Deserialize, Serialize, Validate, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CurrencyInput {
+    #[schema(schema_with = currency_schema)]
     pub code: String,
-    /// Checked by `Scale::new` (0 to 6).
+    /// Decimal places kept (checked by `Scale::new`).
+    #[schema(value_type = i64, minimum = 0, maximum = 6)]
     pub scale: WholeNumber,
 }
 
-pub fn program_json(p: &Program) -> Value {
-    json!({
-        "programId": p.row.id,
-        "name": p.row.name,
-        "currencies": p.currencies.iter().map(|c| json!({"code": c.code, "scale": c.scale})).collect::<Vec<_>>(),
-        "createdAt": ts(p.row.created_at),
-    })
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = Program, example = json!({
+    "programId": 1, "name": "Coffee Club",
+    "currencies": [{"code": "POINTS", "scale": 2}],
+    "createdAt": "2026-01-01T00:00:00Z"
+}))]
+pub struct ProgramView {
+    pub program_id: i64,
+    pub name: String,
+    pub currencies: Vec<CurrencyView>,
+    pub created_at: String,
 }
 
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = Currency)]
+pub struct CurrencyView {
+    pub code: String,
+    /// Decimal places kept.
+    pub scale: i16,
+}
+
+page!(ProgramPage, ProgramView);
+
+pub fn program_view(p: &Program) -> ProgramView {
+    ProgramView {
+        program_id: p.row.id,
+        name: p.row.name.clone(),
+        currencies: p
+            .currencies
+            .iter()
+            .map(|c| CurrencyView {
+                code: c.code.clone(),
+                scale: c.scale,
+            })
+            .collect(),
+        created_at: ts(p.row.created_at),
+    }
+}
+
+pub fn program_json(p: &Program) -> Value {
+    to_json(&program_view(p))
+}
+
+#[utoipa::path(post, path = "/v1/programs", tag = "Catalog", operation_id = "programs_create",
+    summary = "Create a program with its currencies",
+    params(KeyHeader), request_body = CreateProgram,
+    responses(
+        (status = 201, description = "Created now", body = ProgramView, links(
+            ("GetProgram" = (operation_id = "programs_get", parameters(("programId" = "$response.body#/programId")))),
+            ("CreateAwardStrategy" = (operation_id = "programs_create_award_strategy", parameters(("programId" = "$response.body#/programId")))),
+            ("CreateExpiryStrategy" = (operation_id = "programs_create_expiry_strategy", parameters(("programId" = "$response.body#/programId")))),
+            ("CreateReward" = (operation_id = "rewards_create", parameters(("programId" = "$response.body#/programId")))),
+        )),
+        Replayed<ProgramView>, Write))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn create(
     state: web::Data<AppState>,
@@ -106,6 +163,9 @@ pub async fn create(
     Ok(respond(Operation::ProgramCreate, outcome, key.0.as_ref()))
 }
 
+#[utoipa::path(get, path = "/v1/programs/{programId}", tag = "Catalog", summary = "Get a program",
+    operation_id = "programs_get", params(ProgramPath),
+    responses((status = 200, description = "The program", body = ProgramView), Read, Missing))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn get(
     state: web::Data<AppState>,
@@ -116,9 +176,12 @@ pub async fn get(
     let program = catalog::get_program(state.db.conn(), tenant.org_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("program"))?;
-    Ok(HttpResponse::Ok().json(program_json(&program)))
+    Ok(HttpResponse::Ok().json(program_view(&program)))
 }
 
+#[utoipa::path(get, path = "/v1/programs", tag = "Catalog", operation_id = "programs_list",
+    summary = "List the organisation's programs", params(PageParams),
+    responses((status = 200, description = "A page, oldest first", body = ProgramPage), Read))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn list(
     state: web::Data<AppState>,
@@ -128,8 +191,8 @@ pub async fn list(
     let page = query.parse()?;
     let result =
         catalog::list_programs(state.db.conn(), tenant.org_id, page.cursor, page.limit).await?;
-    Ok(HttpResponse::Ok().json(page_json(
-        result.items.iter().map(program_json).collect(),
+    Ok(HttpResponse::Ok().json(ProgramPage::new(
+        result.items.iter().map(program_view).collect(),
         result.next_cursor,
     )))
 }
@@ -141,33 +204,75 @@ async fn program_of(state: &AppState, org_id: i64, raw: &str) -> Result<Program,
         .ok_or_else(|| ApiError::not_found("program"))
 }
 
-#[derive(Debug, Deserialize)]
+/// How much currency an allocation awards: `RATE` (sourceValue × multiplier, rounded, within
+/// bounds) or `FIXED` (always `points`).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"name": "10%", "currency": "POINTS", "kind": "RATE", "multiplier": "0.1", "rounding": "FLOOR"}))]
 pub struct CreateAwardStrategy {
+    #[schema(schema_with = name_schema)]
     pub name: String,
+    /// One of the program's currencies (else 404 CURRENCY_NOT_FOUND).
+    #[schema(schema_with = currency_schema)]
     pub currency: String,
+    #[schema(value_type = String, pattern = "^(RATE|FIXED)$")]
     pub kind: String,
+    /// Required for RATE.
+    #[schema(schema_with = optional_decimal_schema)]
     pub multiplier: Option<DecimalInput>,
+    /// For RATE; FLOOR when absent.
+    #[schema(value_type = Option<String>, pattern = "^(FLOOR|HALF_UP|HALF_EVEN|CEILING)$")]
     pub rounding: Option<String>,
+    /// For RATE: the least an allocation awards.
+    #[schema(schema_with = optional_decimal_schema)]
     pub min_award: Option<DecimalInput>,
+    /// For RATE: the most an allocation awards (not less than minAward, else 422).
+    #[schema(schema_with = optional_decimal_schema)]
     pub max_award: Option<DecimalInput>,
+    /// Required for FIXED.
+    #[schema(schema_with = optional_decimal_schema)]
     pub points: Option<DecimalInput>,
 }
 
-pub fn award_json(s: &AwardStrategyRow) -> Value {
-    json!({
-        "awardStrategyId": s.id,
-        "programId": s.program_id,
-        "name": s.name,
-        "currency": s.currency,
-        "kind": s.kind,
-        "multiplier": s.multiplier,
-        "rounding": s.rounding,
-        "minAward": s.min_award,
-        "maxAward": s.max_award,
-        "points": s.points,
-        "createdAt": ts(s.created_at),
-    })
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = AwardStrategy, example = json!({
+    "awardStrategyId": 1, "programId": 1, "name": "10%", "currency": "POINTS", "kind": "RATE",
+    "multiplier": "0.1", "rounding": "FLOOR", "minAward": null, "maxAward": null, "points": null,
+    "createdAt": "2026-01-01T00:00:00Z"
+}))]
+pub struct AwardStrategyView {
+    pub award_strategy_id: i64,
+    pub program_id: i64,
+    pub name: String,
+    pub currency: String,
+    /// RATE or FIXED.
+    pub kind: String,
+    /// Decimal strings.
+    pub multiplier: Option<String>,
+    pub rounding: Option<String>,
+    pub min_award: Option<String>,
+    pub max_award: Option<String>,
+    pub points: Option<String>,
+    pub created_at: String,
+}
+
+page!(AwardStrategyPage, AwardStrategyView);
+
+pub fn award_view(s: &AwardStrategyRow) -> AwardStrategyView {
+    AwardStrategyView {
+        award_strategy_id: s.id,
+        program_id: s.program_id,
+        name: s.name.clone(),
+        currency: s.currency.clone(),
+        kind: s.kind.clone(),
+        multiplier: s.multiplier.clone(),
+        rounding: s.rounding.clone(),
+        min_award: s.min_award.clone(),
+        max_award: s.max_award.clone(),
+        points: s.points.clone(),
+        created_at: ts(s.created_at),
+    }
 }
 
 /// The validated rule of a stored award strategy.
@@ -199,6 +304,12 @@ pub fn award_rule(s: &AwardStrategyRow) -> Result<AwardRule, ApiError> {
     }
 }
 
+#[utoipa::path(post, path = "/v1/programs/{programId}/award-strategies", tag = "Catalog",
+    summary = "Create an award strategy (RATE or FIXED)",
+    operation_id = "programs_create_award_strategy",
+    params(ProgramPath, KeyHeader), request_body = CreateAwardStrategy,
+    responses((status = 201, description = "Created now", body = AwardStrategyView),
+        Replayed<AwardStrategyView>, Write, Missing))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn create_award_strategy(
     state: web::Data<AppState>,
@@ -208,7 +319,23 @@ pub async fn create_award_strategy(
     Json(body): Json<CreateAwardStrategy>,
 ) -> Result<HttpResponse, ApiError> {
     let name = parse_name(&body.name).map_err(|e| ApiError::validation("name", e.message))?;
-    let text = |d: Option<DecimalInput>| d.map(|d| d.0.normalize().to_string());
+    let decimal = |d: Option<DecimalInput>, field: &str| d.map(|d| d.get(field)).transpose();
+    let multiplier = decimal(body.multiplier, "multiplier")?;
+    let min_award = decimal(body.min_award, "minAward")?;
+    let max_award = decimal(body.max_award, "maxAward")?;
+    let points = decimal(body.points, "points")?;
+    // Checked whatever the kind, even where the kind does not use the field.
+    for (field, value) in [
+        ("multiplier", multiplier),
+        ("minAward", min_award),
+        ("maxAward", max_award),
+        ("points", points),
+    ] {
+        if value.is_some_and(|v| v.is_sign_negative() && !v.is_zero()) {
+            return Err(ApiError::validation(field, "must be zero or more"));
+        }
+    }
+    let text = |d: Option<domain::Decimal>| d.map(|d| d.normalize().to_string());
     let rounding = body
         .rounding
         .as_deref()
@@ -217,10 +344,10 @@ pub async fn create_award_strategy(
         .map_err(|e| ApiError::validation("rounding", e.message))?;
     // Each bound well formed, but together they leave nothing to award: 422, like the other
     // clashes between fields.
-    if let (Some(min), Some(max)) = (body.min_award, body.max_award)
+    if let (Some(min), Some(max)) = (min_award, max_award)
         && body.kind == "RATE"
-        && !max.0.is_sign_negative()
-        && max.0 < min.0
+        && !max.is_sign_negative()
+        && max < min
     {
         return Err(ApiError::Unprocessable {
             code: "AWARD_BOUNDS_INVERTED",
@@ -230,21 +357,19 @@ pub async fn create_award_strategy(
     }
     let rule = match body.kind.as_str() {
         "RATE" => {
-            let multiplier = body
-                .multiplier
+            let multiplier = multiplier
                 .ok_or_else(|| ApiError::validation("multiplier", "is required for kind RATE"))?;
             AwardRule::rate(
-                multiplier.0,
+                multiplier,
                 rounding.unwrap_or_default(),
-                body.min_award.map(|d| d.0),
-                body.max_award.map(|d| d.0),
+                min_award,
+                max_award,
             )
         }
         "FIXED" => {
-            let points = body
-                .points
+            let points = points
                 .ok_or_else(|| ApiError::validation("points", "is required for kind FIXED"))?;
-            AwardRule::fixed(points.0)
+            AwardRule::fixed(points)
         }
         _ => return Err(ApiError::validation("kind", "must be RATE or FIXED")),
     }
@@ -255,10 +380,10 @@ pub async fn create_award_strategy(
             name,
             currency: body.currency.clone(),
             kind: "RATE".into(),
-            multiplier: text(body.multiplier),
+            multiplier: text(multiplier),
             rounding: Some(rounding.as_str().to_owned()),
-            min_award: text(body.min_award),
-            max_award: text(body.max_award),
+            min_award: text(min_award),
+            max_award: text(max_award),
             points: None,
         },
         AwardRule::Fixed { .. } => NewAwardStrategy {
@@ -270,7 +395,7 @@ pub async fn create_award_strategy(
             rounding: None,
             min_award: None,
             max_award: None,
-            points: text(body.points),
+            points: text(points),
         },
     };
     let program = program_of(&state, tenant.org_id, &path).await?;
@@ -301,7 +426,7 @@ pub async fn create_award_strategy(
         &meaning,
         async |tx| {
             let row = catalog::create_award_strategy(tx, org_id, &new, now).await?;
-            Ok(Effect::created(award_json(&row), row.id))
+            Ok(Effect::created(to_json(&award_view(&row)), row.id))
         },
     )
     .await?;
@@ -312,6 +437,9 @@ pub async fn create_award_strategy(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/programs/{programId}/award-strategies", tag = "Catalog", operation_id = "programs_list_award_strategies",
+    summary = "List a program's award strategies", params(ProgramPath, PageParams),
+    responses((status = 200, description = "A page", body = AwardStrategyPage), Read, Missing))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn list_award_strategies(
     state: web::Data<AppState>,
@@ -329,31 +457,57 @@ pub async fn list_award_strategies(
         page.limit,
     )
     .await?;
-    Ok(HttpResponse::Ok().json(page_json(
-        result.items.iter().map(award_json).collect(),
+    Ok(HttpResponse::Ok().json(AwardStrategyPage::new(
+        result.items.iter().map(award_view).collect(),
         result.next_cursor,
     )))
 }
 
-#[derive(Debug, Deserialize)]
+/// When allocated currency expires.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"name": "A year", "kind": "AFTER_DAYS", "days": 365}))]
 pub struct CreateExpiryStrategy {
+    #[schema(schema_with = name_schema)]
     pub name: String,
+    #[schema(value_type = String, pattern = "^(NEVER|AFTER_DAYS|END_OF_MONTH_AFTER_MONTHS)$")]
     pub kind: String,
+    /// Required for AFTER_DAYS.
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 36500)]
     pub days: Option<WholeNumber>,
+    /// Required for END_OF_MONTH_AFTER_MONTHS.
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 1200)]
     pub months: Option<WholeNumber>,
 }
 
-pub fn expiry_json(s: &ExpiryStrategyRow) -> Value {
-    json!({
-        "expiryStrategyId": s.id,
-        "programId": s.program_id,
-        "name": s.name,
-        "kind": s.kind,
-        "days": s.days,
-        "months": s.months,
-        "createdAt": ts(s.created_at),
-    })
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = ExpiryStrategy, example = json!({
+    "expiryStrategyId": 1, "programId": 1, "name": "A year", "kind": "AFTER_DAYS",
+    "days": 365, "months": null, "createdAt": "2026-01-01T00:00:00Z"
+}))]
+pub struct ExpiryStrategyView {
+    pub expiry_strategy_id: i64,
+    pub program_id: i64,
+    pub name: String,
+    pub kind: String,
+    pub days: Option<i32>,
+    pub months: Option<i32>,
+    pub created_at: String,
+}
+
+page!(ExpiryStrategyPage, ExpiryStrategyView);
+
+pub fn expiry_view(s: &ExpiryStrategyRow) -> ExpiryStrategyView {
+    ExpiryStrategyView {
+        expiry_strategy_id: s.id,
+        program_id: s.program_id,
+        name: s.name.clone(),
+        kind: s.kind.clone(),
+        days: s.days,
+        months: s.months,
+        created_at: ts(s.created_at),
+    }
 }
 
 /// The validated rule of a stored expiry strategy.
@@ -372,6 +526,12 @@ pub fn expiry_rule(s: &ExpiryStrategyRow) -> Result<ExpiryRule, ApiError> {
     }
 }
 
+#[utoipa::path(post, path = "/v1/programs/{programId}/expiry-strategies", tag = "Catalog",
+    summary = "Create an expiry strategy (NEVER, AFTER_DAYS, END_OF_MONTH_AFTER_MONTHS)",
+    operation_id = "programs_create_expiry_strategy",
+    params(ProgramPath, KeyHeader), request_body = CreateExpiryStrategy,
+    responses((status = 201, description = "Created now", body = ExpiryStrategyView),
+        Replayed<ExpiryStrategyView>, Write, Missing))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn create_expiry_strategy(
     state: web::Data<AppState>,
@@ -442,7 +602,7 @@ pub async fn create_expiry_strategy(
                 now,
             )
             .await?;
-            Ok(Effect::created(expiry_json(&row), row.id))
+            Ok(Effect::created(to_json(&expiry_view(&row)), row.id))
         },
     )
     .await?;
@@ -453,6 +613,9 @@ pub async fn create_expiry_strategy(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/programs/{programId}/expiry-strategies", tag = "Catalog", operation_id = "programs_list_expiry_strategies",
+    summary = "List a program's expiry strategies", params(ProgramPath, PageParams),
+    responses((status = 200, description = "A page", body = ExpiryStrategyPage), Read, Missing))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn list_expiry_strategies(
     state: web::Data<AppState>,
@@ -470,8 +633,8 @@ pub async fn list_expiry_strategies(
         page.limit,
     )
     .await?;
-    Ok(HttpResponse::Ok().json(page_json(
-        result.items.iter().map(expiry_json).collect(),
+    Ok(HttpResponse::Ok().json(ExpiryStrategyPage::new(
+        result.items.iter().map(expiry_view).collect(),
         result.next_cursor,
     )))
 }

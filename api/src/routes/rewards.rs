@@ -9,8 +9,9 @@ use domain::issuance::{ItemFailure, MAX_QUANTITY, MAX_UNITS_PER_REQUEST, RewardS
 use persistence::issuances::{self, Issuance};
 use persistence::rewards::{self, NewReward, RewardPatch, RewardRow, StockChange};
 use persistence::{catalog, customers};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::dto::{
@@ -22,28 +23,60 @@ use crate::extract::{
 };
 use crate::idempotent::{Effect, execute, json_with_flags, mark, respond};
 use crate::issuance::{
-    IssueItem, IssueRequest, IssueResult, ItemOutcome, dry_run, issue, item_json,
+    IssueItem, IssueRequest, IssueResult, ItemOutcome, ItemResult, dry_run, issue, item_result,
 };
-use crate::routes::page_json;
+use crate::openapi::{
+    CustomerPath, IssuancePath, KeyHeader, Missing, PageParams, ProgramPath, Read, Replayed,
+    RewardPath, Write, customer_id_schema, email_schema, external_id_schema, key_schema,
+    mobile_schema, name_schema, optional_name_schema, page, text255_schema, timestamp_schema,
+    to_json,
+};
 use crate::startup::AppState;
 
 /// The largest stock or limit a reward may have.
 const MAX_COUNT: i64 = 1_000_000_000_000;
 
-pub fn reward_json(r: &RewardRow) -> Value {
-    json!({
-        "rewardId": r.id,
-        "programId": r.program_id,
-        "name": r.name,
-        "stock": r.stock,
-        "issued": r.issued,
-        "perCustomerLimit": r.per_customer_limit,
-        "validFrom": r.valid_from.map(ts),
-        "validUntil": r.valid_until.map(ts),
-        "status": r.status,
-        "createdAt": ts(r.created_at),
-        "updatedAt": ts(r.updated_at),
-    })
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = Reward, example = json!({
+    "rewardId": 1, "programId": 1, "name": "Free coffee", "stock": 999, "issued": 1,
+    "perCustomerLimit": 5, "validFrom": null, "validUntil": "2027-01-01T00:00:00Z",
+    "status": "ACTIVE", "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-02T00:00:00Z"
+}))]
+pub struct RewardView {
+    pub reward_id: i64,
+    pub program_id: i64,
+    pub name: String,
+    /// Units left; null: unlimited.
+    pub stock: Option<i64>,
+    /// Units issued and not cancelled.
+    pub issued: i64,
+    /// Units one customer may hold; null: unlimited.
+    pub per_customer_limit: Option<i64>,
+    pub valid_from: Option<String>,
+    pub valid_until: Option<String>,
+    /// ACTIVE or PAUSED.
+    pub status: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+page!(RewardPage, RewardView);
+
+pub fn reward_view(r: &RewardRow) -> RewardView {
+    RewardView {
+        reward_id: r.id,
+        program_id: r.program_id,
+        name: r.name.clone(),
+        stock: r.stock,
+        issued: r.issued,
+        per_customer_limit: r.per_customer_limit,
+        valid_from: r.valid_from.map(ts),
+        valid_until: r.valid_until.map(ts),
+        status: r.status.clone(),
+        created_at: ts(r.created_at),
+        updated_at: ts(r.updated_at),
+    }
 }
 
 /// A reward whose `validUntil` is not after its `validFrom` (given together, or one given and
@@ -70,17 +103,38 @@ fn status(v: &str) -> Result<RewardStatus, ApiError> {
     RewardStatus::parse(v).ok_or_else(|| ApiError::validation("status", "must be ACTIVE or PAUSED"))
 }
 
-#[derive(Debug, Deserialize)]
+/// A reward of a program: stock, a per-customer limit, a validity window.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"name": "Free coffee", "stock": 1000, "perCustomerLimit": 5}))]
 pub struct CreateReward {
+    #[schema(schema_with = name_schema)]
     pub name: String,
+    /// Units available; null or absent: unlimited.
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub stock: Option<WholeNumber>,
+    /// Units one customer may hold; null or absent: unlimited.
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub per_customer_limit: Option<WholeNumber>,
+    #[schema(schema_with = timestamp_schema)]
     pub valid_from: Option<Timestamp>,
+    /// After validFrom (else 422 VALIDITY_WINDOW_EMPTY).
+    #[schema(schema_with = timestamp_schema)]
     pub valid_until: Option<Timestamp>,
+    /// ACTIVE (the default) or PAUSED.
+    #[schema(value_type = Option<String>, pattern = "^(ACTIVE|PAUSED)$")]
     pub status: Option<String>,
 }
 
+#[utoipa::path(post, path = "/v1/programs/{programId}/rewards", tag = "Catalog",
+    operation_id = "rewards_create", summary = "Create a reward",
+    params(ProgramPath, KeyHeader), request_body = CreateReward,
+    responses(
+        (status = 201, description = "Created now", body = RewardView, links(
+            ("GetReward" = (operation_id = "rewards_get", parameters(("rewardId" = "$response.body#/rewardId")))),
+            ("PatchReward" = (operation_id = "rewards_patch", parameters(("rewardId" = "$response.body#/rewardId")))),
+        )),
+        Replayed<RewardView>, Write, Missing))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn create(
     state: web::Data<AppState>,
@@ -130,13 +184,17 @@ pub async fn create(
         &meaning,
         async |tx| {
             let row = rewards::create(tx, org_id, &new, now).await?;
-            Ok(Effect::created(reward_json(&row), row.id))
+            Ok(Effect::created(to_json(&reward_view(&row)), row.id))
         },
     )
     .await?;
     Ok(respond(Operation::RewardCreate, outcome, key.0.as_ref()))
 }
 
+#[utoipa::path(get, path = "/v1/programs/{programId}/rewards", tag = "Catalog",
+    operation_id = "rewards_list", summary = "List a program's rewards",
+    params(ProgramPath, PageParams),
+    responses((status = 200, description = "A page", body = RewardPage), Read, Missing))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn list(
     state: web::Data<AppState>,
@@ -157,12 +215,15 @@ pub async fn list(
         page.limit,
     )
     .await?;
-    Ok(HttpResponse::Ok().json(page_json(
-        result.items.iter().map(reward_json).collect(),
+    Ok(HttpResponse::Ok().json(RewardPage::new(
+        result.items.iter().map(reward_view).collect(),
         result.next_cursor,
     )))
 }
 
+#[utoipa::path(get, path = "/v1/rewards/{rewardId}", tag = "Catalog", operation_id = "rewards_get",
+    summary = "Get a reward: stock left, units issued, limits", params(RewardPath),
+    responses((status = 200, description = "The reward", body = RewardView), Read, Missing))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn get(
     state: web::Data<AppState>,
@@ -173,25 +234,42 @@ pub async fn get(
     let row = rewards::get(state.db.conn(), tenant.org_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("reward"))?;
-    Ok(HttpResponse::Ok().json(reward_json(&row)))
+    Ok(HttpResponse::Ok().json(reward_view(&row)))
 }
 
-#[derive(Debug, Deserialize)]
+/// The fields to change; absent fields stay, null clears (unlimited, no bound).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = RewardPatch, example = json!({"addStock": 500, "status": "ACTIVE"}))]
 pub struct PatchReward {
+    #[schema(schema_with = optional_name_schema)]
     pub name: Option<String>,
+    /// The new stock; null: unlimited. Not with addStock (422 STOCK_CHANGE_AMBIGUOUS).
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub stock: Option<Option<WholeNumber>>,
+    /// Units to add to the stock left.
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 1_000_000_000_000_i64)]
     pub add_stock: Option<WholeNumber>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub per_customer_limit: Option<Option<WholeNumber>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(schema_with = timestamp_schema)]
     pub valid_from: Option<Option<Timestamp>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(schema_with = timestamp_schema)]
     pub valid_until: Option<Option<Timestamp>>,
+    #[schema(value_type = Option<String>, pattern = "^(ACTIVE|PAUSED)$")]
     pub status: Option<String>,
 }
 
+#[utoipa::path(patch, path = "/v1/rewards/{rewardId}", tag = "Catalog",
+    operation_id = "rewards_patch",
+    summary = "Change stock (stock or addStock), limit, validity, status",
+    params(RewardPath, KeyHeader), request_body = PatchReward,
+    responses((status = 200, description = "Changed now (idempotentReplayed false)", body = RewardView),
+        Replayed<RewardView>, Write, Missing))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn patch(
     state: web::Data<AppState>,
@@ -210,11 +288,14 @@ pub async fn patch(
         ..RewardPatch::default()
     };
     patch.stock = match (body.stock, body.add_stock) {
+        // Each well formed, but together they ask two things of the stock: 422, like the
+        // other clashes between fields.
         (Some(_), Some(_)) => {
-            return Err(ApiError::validation(
-                "addStock",
-                "send stock or addStock, not both",
-            ));
+            return Err(ApiError::Unprocessable {
+                code: "STOCK_CHANGE_AMBIGUOUS",
+                detail: "Send stock or addStock, not both.".into(),
+                retryable: false,
+            });
         }
         (Some(s), None) => Some(StockChange::Set(count("stock", s, 0)?)),
         (None, Some(WholeNumber(n))) if (1..=MAX_COUNT).contains(&n) => Some(StockChange::Add(n)),
@@ -274,7 +355,7 @@ pub async fn patch(
                 return Err(window_empty());
             }
             // A PATCH answers 200 (202 for a replay): nothing is created.
-            Ok(Effect::created(reward_json(&row), row.id)
+            Ok(Effect::created(to_json(&reward_view(&row)), row.id)
                 .with_status(actix_web::http::StatusCode::OK))
         },
     )
@@ -282,24 +363,41 @@ pub async fn patch(
     Ok(respond(Operation::RewardUpdate, outcome, key.0.as_ref()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BulkItem {
     pub reward_id: FlexId,
+    #[schema(value_type = i64, minimum = 1, maximum = 1000)]
     pub quantity: WholeNumber,
+    /// The item's idempotency key, distinct within the request.
+    #[schema(schema_with = key_schema)]
     pub request_id: String,
 }
 
-#[derive(Debug, Deserialize)]
+/// Several rewards for one customer; each item succeeds or fails on its own, exactly once per
+/// `requestId`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "mobile": "919999999999", "transactionNumber": "T-1001",
+    "rewards": [{"rewardId": 1, "quantity": 1, "requestId": "T-1001-1"}]
+}))]
 pub struct BulkIssue {
+    #[schema(schema_with = mobile_schema)]
     pub mobile: Option<LooseString>,
+    #[schema(schema_with = email_schema)]
     pub email: Option<LooseString>,
+    #[schema(schema_with = external_id_schema)]
     pub external_id: Option<LooseString>,
+    #[schema(schema_with = customer_id_schema)]
     pub customer_id: Option<LooseString>,
     pub lookup_params: Option<LookupParams>,
+    #[schema(schema_with = text255_schema)]
     pub brand: Option<String>,
+    #[schema(schema_with = text255_schema)]
     pub transaction_number: Option<String>,
+    /// 1 to 1000 items (the configured bulk limit).
+    #[schema(min_items = 1, max_items = 1000)]
     pub rewards: Vec<BulkItem>,
 }
 
@@ -307,6 +405,88 @@ pub struct BulkIssue {
 pub struct IssueQuery {
     #[serde(rename = "dryRun")]
     pub dry_run: Option<String>,
+}
+
+/// `dryRun`.
+pub struct DryRunParam;
+impl utoipa::IntoParams for DryRunParam {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        vec![
+            utoipa::openapi::path::Parameter::builder()
+                .name("dryRun")
+                .parameter_in(utoipa::openapi::path::ParameterIn::Query)
+                .required(utoipa::openapi::Required::False)
+                .description(Some(
+                    "true: report what each item would get, change nothing",
+                ))
+                .schema(Some(crate::openapi::fragment(json!({"type": "boolean"}))))
+                .build(),
+        ]
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Summary {
+    pub issued: usize,
+    pub replayed: usize,
+    pub failed: usize,
+}
+
+/// The answer to a bulk request: 200 whatever the items did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({
+    "transactionNumber": "T-1001", "brand": null,
+    "customerId": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c02",
+    "summary": {"issued": 1, "replayed": 0, "failed": 0},
+    "results": [{"requestId": "T-1001-1", "rewardId": 1, "quantity": 1, "status": "ISSUED",
+        "issuanceId": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c04", "vouchers": ["K7QX-94MD-2HTW"],
+        "idempotentReplayed": false}]
+}))]
+pub struct BulkResult {
+    pub transaction_number: Option<String>,
+    pub brand: Option<String>,
+    /// Null when the customer was not found and nothing was issued.
+    pub customer_id: Option<String>,
+    pub summary: Summary,
+    /// One per item, in the order of the request.
+    pub results: Vec<ItemResult>,
+    /// Present (true) for a dry run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+}
+
+/// The answer to a single issuance: the item's result and the request's context.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({
+    "requestId": "T-1002", "rewardId": 1, "quantity": 1, "status": "ISSUED",
+    "issuanceId": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c05", "vouchers": ["M2PL-77QA-X9KC"],
+    "idempotentReplayed": false, "idempotencyKey": "T-1002",
+    "customerId": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c02", "brand": null, "transactionNumber": null
+}))]
+pub struct SingleResult {
+    pub request_id: String,
+    pub reward_id: i64,
+    pub quantity: i64,
+    /// ISSUED (201, or 200 in a dry run) or REPLAYED (202).
+    pub status: String,
+    /// Null in a dry run.
+    pub issuance_id: Option<String>,
+    /// One voucher code per unit (none in a dry run).
+    pub vouchers: Vec<String>,
+    pub idempotent_replayed: bool,
+    /// The requestId.
+    pub idempotency_key: Option<String>,
+    pub customer_id: Option<String>,
+    pub brand: Option<String>,
+    pub transaction_number: Option<String>,
+    /// Present (true) for a dry run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
 }
 
 fn dry_run_flag(q: &IssueQuery) -> Result<bool, ApiError> {
@@ -408,7 +588,7 @@ async fn run_issue(
     Ok((req, result))
 }
 
-fn summary(result: &IssueResult) -> Value {
+fn summary(result: &IssueResult) -> Summary {
     let (mut issued, mut replayed, mut failed) = (0, 0, 0);
     for o in &result.outcomes {
         match o {
@@ -417,7 +597,11 @@ fn summary(result: &IssueResult) -> Value {
             ItemOutcome::Failed { .. } => failed += 1,
         }
     }
-    json!({"issued": issued, "replayed": replayed, "failed": failed})
+    Summary {
+        issued,
+        replayed,
+        failed,
+    }
 }
 
 /// Counts the items of an issuance that happened (not a dry run): by status and code, and, for
@@ -442,6 +626,12 @@ fn count_items(outcomes: &[ItemOutcome], per_item_keys: bool) {
 }
 
 /// `POST /v1/rewards/issue/bulk`: 200 for any well-formed request, a result per item.
+#[utoipa::path(post, path = "/v1/rewards/issue/bulk", tag = "Issuance",
+    operation_id = "rewards_issue_bulk",
+    summary = "Issue several rewards; each item is exactly-once by its requestId",
+    params(DryRunParam), request_body = BulkIssue,
+    responses((status = 200, description = "A result per item, whatever each did", body = BulkResult),
+        Write, Missing))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn issue_bulk(
     state: web::Data<AppState>,
@@ -465,35 +655,60 @@ pub async fn issue_bulk(
     if !dry {
         count_items(&result.outcomes, true);
     }
-    let mut out = json!({
-        "transactionNumber": req.transaction_number,
-        "brand": req.brand,
-        "customerId": result.customer_id.map(|c| c.to_string()),
-        "summary": summary(&result),
-        "results": req.items.iter().zip(&result.outcomes).map(|(i, o)| item_json(i, o)).collect::<Vec<_>>(),
-    });
-    if dry {
-        out["dryRun"] = json!(true);
-    }
-    Ok(HttpResponse::Ok().json(out))
+    let results = req
+        .items
+        .iter()
+        .zip(&result.outcomes)
+        .map(|(i, o)| item_result(i, o))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(HttpResponse::Ok().json(BulkResult {
+        transaction_number: req.transaction_number.clone(),
+        brand: req.brand.clone(),
+        customer_id: result.customer_id.map(|c| c.to_string()),
+        summary: summary(&result),
+        results,
+        dry_run: dry.then_some(true),
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+/// One reward for one customer, exactly once per `requestId`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"mobile": "919999999999", "rewardId": 1, "quantity": 1, "requestId": "T-1002"}))]
 pub struct SingleIssue {
+    #[schema(schema_with = mobile_schema)]
     pub mobile: Option<LooseString>,
+    #[schema(schema_with = email_schema)]
     pub email: Option<LooseString>,
+    #[schema(schema_with = external_id_schema)]
     pub external_id: Option<LooseString>,
+    #[schema(schema_with = customer_id_schema)]
     pub customer_id: Option<LooseString>,
     pub lookup_params: Option<LookupParams>,
+    #[schema(schema_with = text255_schema)]
     pub brand: Option<String>,
+    #[schema(schema_with = text255_schema)]
     pub transaction_number: Option<String>,
     pub reward_id: FlexId,
+    #[schema(value_type = i64, minimum = 1, maximum = 1000)]
     pub quantity: WholeNumber,
+    /// The idempotency key.
+    #[schema(schema_with = key_schema)]
     pub request_id: String,
 }
 
 /// `POST /v1/rewards/issue`: one item; 201 / 202, or its failure as a problem.
+#[utoipa::path(post, path = "/v1/rewards/issue", tag = "Issuance",
+    operation_id = "rewards_issue_single", summary = "Issue one reward",
+    params(DryRunParam), request_body = SingleIssue,
+    responses(
+        (status = 200, description = "A dry run: what the item would get", body = SingleResult),
+        (status = 201, description = "Issued now", body = SingleResult, links(
+            ("CancelIssuance" = (operation_id = "rewards_cancel", parameters(("issuanceId" = "$response.body#/issuanceId")))),
+            ("CustomerRewards" = (operation_id = "rewards_customer_rewards", parameters(("customerId" = "$response.body#/customerId")))),
+        )),
+        (status = 202, description = "Issued by an earlier request with this requestId (Idempotent-Replayed: true)", body = SingleResult),
+        Write, Missing))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn issue_single(
     state: web::Data<AppState>,
@@ -533,14 +748,22 @@ pub async fn issue_single(
         }
         response
     };
-    let decorate = |mut v: Value| {
-        v["customerId"] = json!(result.customer_id.map(|c| c.to_string()));
-        v["brand"] = json!(req.brand);
-        v["transactionNumber"] = json!(req.transaction_number);
-        if dry {
-            v["dryRun"] = json!(true);
-        }
-        v
+    // `json_with_flags` sets idempotentReplayed and idempotencyKey.
+    let decorate = |item: ItemResult| -> Value {
+        to_json(&SingleResult {
+            request_id: item.request_id,
+            reward_id: item.reward_id,
+            quantity: item.quantity,
+            status: item.status,
+            issuance_id: item.issuance_id,
+            vouchers: item.vouchers.unwrap_or_default(),
+            idempotent_replayed: item.idempotent_replayed,
+            idempotency_key: None,
+            customer_id: result.customer_id.map(|c| c.to_string()),
+            brand: req.brand.clone(),
+            transaction_number: req.transaction_number.clone(),
+            dry_run: dry.then_some(true),
+        })
     };
     match outcome {
         ItemOutcome::Issued(_) => Ok(marked(
@@ -550,7 +773,7 @@ pub async fn issue_single(
                 } else {
                     actix_web::http::StatusCode::CREATED
                 },
-                decorate(item_json(item, outcome)),
+                decorate(item_result(item, outcome)?),
                 false,
                 Some(&item.request_id),
             ),
@@ -559,7 +782,7 @@ pub async fn issue_single(
         ItemOutcome::Replayed(_) => Ok(marked(
             json_with_flags(
                 actix_web::http::StatusCode::ACCEPTED,
-                decorate(item_json(item, outcome)),
+                decorate(item_result(item, outcome)?),
                 true,
                 Some(&item.request_id),
             ),
@@ -588,24 +811,60 @@ pub async fn issue_single(
     }
 }
 
-pub fn issuance_json(i: &Issuance) -> Value {
-    json!({
-        "issuanceId": i.row.id.to_string(),
-        "requestId": i.row.request_id,
-        "customerId": i.row.customer_id.to_string(),
-        "rewardId": i.row.reward_id,
-        "quantity": i.row.quantity,
-        "status": i.row.status,
-        "vouchers": i.vouchers,
-        "brand": i.row.brand,
-        "transactionNumber": i.row.transaction_number,
-        "createdAt": ts(i.row.created_at),
-        "cancelledAt": i.row.cancelled_at.map(ts),
-    })
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = Issuance, example = json!({
+    "issuanceId": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c04", "requestId": "T-1001-1",
+    "customerId": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c02", "rewardId": 1, "quantity": 1,
+    "status": "CANCELLED", "vouchers": ["K7QX-94MD-2HTW"], "brand": null,
+    "transactionNumber": "T-1001", "createdAt": "2026-01-01T00:00:00Z",
+    "cancelledAt": "2026-01-02T00:00:00Z", "reason": "order returned"
+}))]
+pub struct IssuanceView {
+    pub issuance_id: String,
+    pub request_id: String,
+    pub customer_id: String,
+    pub reward_id: i64,
+    pub quantity: i64,
+    /// ISSUED or CANCELLED.
+    pub status: String,
+    pub vouchers: Vec<String>,
+    pub brand: Option<String>,
+    pub transaction_number: Option<String>,
+    pub created_at: String,
+    pub cancelled_at: Option<String>,
+    /// In the answer to a cancellation: the reason given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+page!(IssuancePage, IssuanceView);
+
+pub fn issuance_view(i: &Issuance) -> IssuanceView {
+    IssuanceView {
+        issuance_id: i.row.id.to_string(),
+        request_id: i.row.request_id.clone(),
+        customer_id: i.row.customer_id.to_string(),
+        reward_id: i.row.reward_id,
+        quantity: i.row.quantity,
+        status: i.row.status.clone(),
+        vouchers: i.vouchers.clone(),
+        brand: i.row.brand.clone(),
+        transaction_number: i.row.transaction_number.clone(),
+        created_at: ts(i.row.created_at),
+        cancelled_at: i.row.cancelled_at.map(ts),
+        reason: None,
+    }
 }
 
 /// `POST /v1/rewards/issuances/{issuanceId}/cancel`: units back to stock and to the customer's
 /// limit. The issuance is its own idempotency key: cancelling twice replays the first answer.
+#[utoipa::path(post, path = "/v1/rewards/issuances/{issuanceId}/cancel", tag = "Issuance",
+    operation_id = "rewards_cancel",
+    summary = "Cancel an issuance: units back to stock and to the customer's limit; a second cancel replays",
+    params(IssuancePath, KeyHeader), request_body(content = Option<ReasonBody>),
+    responses((status = 201, description = "Cancelled now", body = IssuanceView),
+        Replayed<IssuanceView>, Write, Missing))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn cancel(
     state: web::Data<AppState>,
@@ -643,8 +902,10 @@ pub async fn cancel(
             let issuance = issuances::get(tx, org_id, id)
                 .await?
                 .ok_or_else(|| ApiError::Internal("cancelled issuance vanished".into()))?;
-            let mut body = issuance_json(&issuance);
-            body["reason"] = json!(reason);
+            let body = to_json(&IssuanceView {
+                reason: reason.clone(),
+                ..issuance_view(&issuance)
+            });
             let events = vec![crate::webhooks::event(
                 "reward.cancelled",
                 body.clone(),
@@ -663,6 +924,11 @@ pub async fn cancel(
 }
 
 /// `GET /v1/customers/{customerId}/rewards`: issued rewards and their voucher codes, newest first.
+#[utoipa::path(get, path = "/v1/customers/{customerId}/rewards", tag = "Customers",
+    operation_id = "rewards_customer_rewards",
+    summary = "The customer's issuances and voucher codes, newest first",
+    params(CustomerPath, PageParams),
+    responses((status = 200, description = "A page", body = IssuancePage), Read, Missing))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn customer_rewards(
     state: web::Data<AppState>,
@@ -687,8 +953,8 @@ pub async fn customer_rewards(
         page.limit,
     )
     .await?;
-    Ok(HttpResponse::Ok().json(page_json(
-        result.items.iter().map(issuance_json).collect(),
+    Ok(HttpResponse::Ok().json(IssuancePage::new(
+        result.items.iter().map(issuance_view).collect(),
         result.next_cursor,
     )))
 }

@@ -5,38 +5,77 @@ use std::collections::BTreeSet;
 use actix_web::{HttpResponse, web};
 use domain::idempotency::{Operation, RequestMeaning};
 use persistence::webhooks::{self, EndpointRow, EventRow};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::dto::ts;
 use crate::error::ApiError;
 use crate::extract::{IdempotencyHeader, Json, PageQuery, Tenant};
 use crate::idempotent::{Effect, execute, respond};
-use crate::routes::page_json;
+use crate::openapi::{
+    EventPath, KeyHeader, Missing, PageParams, Read, Replayed, Write, fragment, page, to_json,
+};
 use crate::startup::AppState;
 use crate::webhooks::{EVENT_TYPES, new_secret, refuse_url};
 
-#[derive(Debug, Deserialize)]
+/// Where to deliver which events.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = WebhookEndpointInput, example = json!({
+    "url": "https://example.com/hooks/loyalty", "events": ["currency.allocated"]
+}))]
 pub struct CreateEndpoint {
+    /// http(s), at most 2048 characters; loopback, private and link-local addresses are refused
+    /// unless LOYALTY_WEBHOOK_ALLOW_PRIVATE is on.
+    #[schema(format = "uri", max_length = 2048)]
     pub url: String,
+    #[schema(schema_with = event_types_schema)]
     pub events: Vec<String>,
 }
 
-fn endpoint_json(e: &EndpointRow, with_secret: bool) -> Value {
-    let mut v = json!({
-        "endpointId": e.id.to_string(),
-        "url": e.url,
-        "events": e.event_types(),
-        "createdAt": ts(e.created_at),
-    });
-    if with_secret {
-        v["secret"] = json!(e.secret);
+fn event_types_schema() -> utoipa::openapi::Schema {
+    fragment(
+        json!({"type": "array", "minItems": 1, "items": {"type": "string", "enum": EVENT_TYPES}}),
+    )
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = WebhookEndpoint, example = json!({
+    "endpointId": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c06", "url": "https://example.com/hooks/loyalty",
+    "events": ["currency.allocated"], "createdAt": "2026-01-01T00:00:00Z",
+    "secret": "whsec_MfKQ9r4GKSqeJ4nYQxXn0w=="
+}))]
+pub struct EndpointView {
+    pub endpoint_id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub created_at: String,
+    /// The signing secret (Standard Webhooks), in the creation answer and its replays only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+page!(EndpointPage, EndpointView);
+
+fn endpoint_view(e: &EndpointRow, with_secret: bool) -> EndpointView {
+    EndpointView {
+        endpoint_id: e.id.to_string(),
+        url: e.url.clone(),
+        events: e.event_types().iter().map(|t| t.to_string()).collect(),
+        created_at: ts(e.created_at),
+        secret: with_secret.then(|| e.secret.clone()),
     }
-    v
 }
 
 /// `POST /v1/webhook-endpoints`: the secret is shown in this answer (and its replays) only.
+#[utoipa::path(post, path = "/v1/webhook-endpoints", tag = "Webhooks",
+    operation_id = "webhooks_create_endpoint",
+    summary = "Register a webhook endpoint (signed with Standard Webhooks headers)",
+    params(KeyHeader), request_body = CreateEndpoint,
+    responses((status = 201, description = "Registered now, with its secret", body = EndpointView),
+        Replayed<EndpointView>, Write))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn create_endpoint(
     state: web::Data<AppState>,
@@ -85,7 +124,7 @@ pub async fn create_endpoint(
         async |tx| {
             let row =
                 webhooks::create_endpoint(tx, org_id, &url, &events, &new_secret(), now).await?;
-            Ok(Effect::created(endpoint_json(&row, true), row.id))
+            Ok(Effect::created(to_json(&endpoint_view(&row, true)), row.id))
         },
     )
     .await;
@@ -99,34 +138,79 @@ pub async fn create_endpoint(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/webhook-endpoints", tag = "Webhooks",
+    operation_id = "webhooks_list_endpoints",
+    summary = "List the organisation's webhook endpoints (without secrets)",
+    responses((status = 200, description = "All of them, on one page", body = EndpointPage), Read))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn list_endpoints(
     state: web::Data<AppState>,
     tenant: Tenant,
 ) -> Result<HttpResponse, ApiError> {
     let rows = webhooks::list_endpoints(state.db.conn(), tenant.org_id).await?;
-    Ok(HttpResponse::Ok().json(page_json(
-        rows.iter().map(|e| endpoint_json(e, false)).collect(),
+    Ok(HttpResponse::Ok().json(EndpointPage::new(
+        rows.iter().map(|e| endpoint_view(e, false)).collect(),
         None,
     )))
 }
 
-fn event_json(e: &EventRow) -> Value {
-    json!({
-        "id": e.id.to_string(),
-        "endpointId": e.endpoint_id.to_string(),
-        "event": e.event_type,
-        "status": e.status,
-        "attempts": e.attempts,
-        "lastResponseCode": e.last_response_code,
-        "lastResponseBody": e.last_response_body,
-        "idempotencyToken": e.idempotency_token,
-        "payload": serde_json::from_str::<Value>(&e.body).unwrap_or(Value::Null),
-        "nextAttemptAt": e.next_attempt_at.filter(|_| e.status == "DELIVERING").map(ts),
-        "retryOf": e.retry_of.map(|r| r.to_string()),
-        "createdAt": ts(e.created_at),
-        "updatedAt": ts(e.updated_at),
-    })
+/// One event for one endpoint, and how its delivery went.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = WebhookEvent, example = json!({
+    "id": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c07",
+    "endpointId": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c06", "event": "currency.allocated",
+    "status": "DELIVERED", "attempts": 1, "lastResponseCode": 204, "lastResponseBody": "",
+    "idempotencyToken": "evt_0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c08",
+    "payload": {"id": "evt_0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c08", "type": "currency.allocated",
+        "createdAt": "2026-01-01T00:00:00Z", "data": {}},
+    "nextAttemptAt": null, "retryOf": null,
+    "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:00:01Z"
+}))]
+pub struct EventView {
+    pub id: String,
+    pub endpoint_id: String,
+    /// The event type (`currency.allocated`, …).
+    pub event: String,
+    /// DELIVERING, DELIVERED or FAILED.
+    pub status: String,
+    pub attempts: i32,
+    pub last_response_code: Option<i32>,
+    pub last_response_body: Option<String>,
+    /// The same across retries of the same event (`webhook-id`).
+    pub idempotency_token: String,
+    /// The body delivered.
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    /// While DELIVERING: the next attempt.
+    pub next_attempt_at: Option<String>,
+    /// For a retry: the event it retries.
+    pub retry_of: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+page!(EventPage, EventView);
+
+fn event_view(e: &EventRow) -> EventView {
+    EventView {
+        id: e.id.to_string(),
+        endpoint_id: e.endpoint_id.to_string(),
+        event: e.event_type.clone(),
+        status: e.status.clone(),
+        attempts: e.attempts,
+        last_response_code: e.last_response_code,
+        last_response_body: e.last_response_body.clone(),
+        idempotency_token: e.idempotency_token.clone(),
+        payload: serde_json::from_str::<Value>(&e.body).unwrap_or(Value::Null),
+        next_attempt_at: e
+            .next_attempt_at
+            .filter(|_| e.status == "DELIVERING")
+            .map(ts),
+        retry_of: e.retry_of.map(|r| r.to_string()),
+        created_at: ts(e.created_at),
+        updated_at: ts(e.updated_at),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,7 +220,33 @@ pub struct EventsQuery {
     pub page: PageQuery,
 }
 
+/// `status`, with the page.
+pub struct EventsParams;
+impl utoipa::IntoParams for EventsParams {
+    fn into_params(
+        f: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{Parameter, ParameterIn};
+        let mut params = vec![
+            Parameter::builder()
+                .name("status")
+                .parameter_in(ParameterIn::Query)
+                .required(utoipa::openapi::Required::False)
+                .schema(Some(fragment(json!({
+                    "type": "string", "enum": ["delivering", "delivered", "failed"],
+                }))))
+                .build(),
+        ];
+        params.extend(<PageParams as utoipa::IntoParams>::into_params(f));
+        params
+    }
+}
+
 /// `GET /v1/webhook-events?status=failed`: newest first.
+#[utoipa::path(get, path = "/v1/webhook-events", tag = "Webhooks",
+    operation_id = "webhooks_list_events", summary = "List webhook events, newest first",
+    params(EventsParams),
+    responses((status = 200, description = "A page", body = EventPage), Read))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn list_events(
     state: web::Data<AppState>,
@@ -162,8 +272,8 @@ pub async fn list_events(
         page.limit,
     )
     .await?;
-    Ok(HttpResponse::Ok().json(page_json(
-        result.items.iter().map(event_json).collect(),
+    Ok(HttpResponse::Ok().json(EventPage::new(
+        result.items.iter().map(event_view).collect(),
         result.next_cursor,
     )))
 }
@@ -175,17 +285,29 @@ async fn event_of(state: &AppState, org_id: i64, raw: &str) -> Result<EventRow, 
         .ok_or_else(|| ApiError::not_found("webhook event"))
 }
 
+#[utoipa::path(get, path = "/v1/webhook-events/{id}", tag = "Webhooks",
+    operation_id = "webhooks_get_event", summary = "Get a webhook event", params(EventPath),
+    responses((status = 200, description = "The event", body = EventView), Read, Missing))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn get_event(
     state: web::Data<AppState>,
     tenant: Tenant,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(event_json(&event_of(&state, tenant.org_id, &path).await?)))
+    Ok(HttpResponse::Ok().json(event_view(&event_of(&state, tenant.org_id, &path).await?)))
 }
 
 /// `POST /v1/webhook-events/{id}/actions/retry`: a new event resource (new id, `DELIVERING`)
 /// with the original's idempotency token, so the receiver can tell it is the same event.
+#[utoipa::path(post, path = "/v1/webhook-events/{id}/actions/retry", tag = "Webhooks",
+    operation_id = "webhooks_retry_event",
+    summary = "Retry an event: a new event resource with the original's idempotency token",
+    params(EventPath, KeyHeader),
+    responses(
+        (status = 201, description = "A new event, DELIVERING", body = EventView, links(
+            ("GetEvent" = (operation_id = "webhooks_get_event", parameters(("id" = "$response.body#/id")))),
+        )),
+        Replayed<EventView>, Write, Missing))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn retry_event(
     state: web::Data<AppState>,
@@ -204,7 +326,7 @@ pub async fn retry_event(
         &meaning,
         async |tx| {
             let row = webhooks::retry_event(tx, &original, now).await?;
-            Ok(Effect::created(event_json(&row), row.id))
+            Ok(Effect::created(to_json(&event_view(&row)), row.id))
         },
     )
     .await?;

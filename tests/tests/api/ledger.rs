@@ -189,11 +189,24 @@ async fn insufficient_balance_does_not_consume_the_key() {
             .status,
         StatusCode::BAD_REQUEST
     );
+    // More places than the currency keeps depends on the currency, so it is 422 (and a
+    // number no exact decimal can hold is the same refusal).
+    for (amount, unique) in [(json!("0.001"), "y"), (json!(1e-40), "y2")] {
+        let r = app
+            .post(
+                "/v1/currency/redemptions",
+                &key,
+                &redemption(&c, amount, unique),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+        assert_eq!(r.body["code"], "AMOUNT_NOT_REPRESENTABLE");
+    }
     assert_eq!(
         app.post(
             "/v1/currency/redemptions",
             &key,
-            &redemption(&c, json!("0.001"), "y")
+            &redemption(&c, json!("1e3"), "y3")
         )
         .await
         .status,

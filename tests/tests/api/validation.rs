@@ -200,3 +200,127 @@ async fn bad_allocation_inputs_are_refused_and_change_nothing() {
         StatusCode::CREATED
     );
 }
+
+/// Decimals have one grammar on both sides of the contract: plain strings of 14 + 14 digits,
+/// numbers below 10^14 (400 otherwise); a well-formed value no exact decimal or currency can
+/// hold is 422. Text fields sent as numbers take whole numbers of zero or more only.
+#[tokio::test]
+async fn the_decimal_and_number_grammar_matches_the_document() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.create_org("Marvel").await;
+    let c = setup_catalog(&app, &key).await;
+    let good = allocation_body(&c, "919876543210", json!(1000), "g-1");
+    let before = app.row_counts().await;
+    for (name, body, status, code) in [
+        (
+            "exponent in a string",
+            with(good.clone(), "/sourceValue", json!("1e3")),
+            400,
+            "VALIDATION_FAILED",
+        ),
+        (
+            "15 integer digits",
+            with(good.clone(), "/sourceValue", json!("123456789012345")),
+            400,
+            "VALIDATION_FAILED",
+        ),
+        (
+            "15 decimal places",
+            with(good.clone(), "/sourceValue", json!("1.123456789012345")),
+            400,
+            "VALIDATION_FAILED",
+        ),
+        (
+            "a number of 10^14",
+            with(good.clone(), "/sourceValue", json!(1e14)),
+            400,
+            "VALIDATION_FAILED",
+        ),
+        (
+            "a number too small to hold",
+            with(good.clone(), "/sourceValue", json!(1e-40)),
+            422,
+            "AMOUNT_NOT_REPRESENTABLE",
+        ),
+        (
+            "a negative mobile number",
+            with(
+                good.clone(),
+                "/lookupParams/identifierValue",
+                json!(-919876543),
+            ),
+            400,
+            "VALIDATION_FAILED",
+        ),
+        (
+            "a fractional mobile number",
+            with(
+                good.clone(),
+                "/lookupParams/identifierValue",
+                json!(91987654.5),
+            ),
+            400,
+            "VALIDATION_FAILED",
+        ),
+    ] {
+        let r = app.post("/v1/currency/allocations", &key, &body).await;
+        assert_eq!(r.status.as_u16(), status, "{name}: {}", r.text);
+        assert_eq!(r.code(), code, "{name}");
+    }
+    assert_eq!(
+        app.row_counts().await,
+        before,
+        "a refused request wrote something"
+    );
+
+    // Within the grammar: spaces around a string, the largest number, a mobile as a number.
+    let first = app
+        .post(
+            "/v1/currency/allocations",
+            &key,
+            &with(good.clone(), "/sourceValue", json!(" 1000.50\n")),
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+    let mut as_number = allocation_body(&c, "919876543210", json!(99999999999999.98_f64), "g-2");
+    as_number["lookupParams"]["identifierValue"] = json!(919876543210_i64);
+    let r = app.post("/v1/currency/allocations", &key, &as_number).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["customerId"], first.body["customerId"]);
+
+    // A reversal's optional body may be null, and must otherwise be an object.
+    for (body, status) in [("[null]", 400), ("null", 201)] {
+        let r = app
+            .post_raw(
+                "/v1/currency/allocations/g-2/reversal",
+                &key,
+                "application/json",
+                body.as_bytes().to_vec(),
+            )
+            .await;
+        assert_eq!(r.status.as_u16(), status, "{body}: {}", r.text);
+    }
+
+    // Two fields that clash are 422, and change nothing.
+    let reward = app
+        .post(
+            &format!("/v1/programs/{}/rewards", c.program_id),
+            &key,
+            &json!({"name": "Mug", "stock": 5}),
+        )
+        .await;
+    let id = reward.body["rewardId"].as_i64().unwrap();
+    let r = app
+        .client
+        .patch(app.url(&format!("/v1/rewards/{id}")))
+        .header("X-API-KEY", &key)
+        .json(&json!({"stock": 1, "addStock": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "STOCK_CHANGE_AMBIGUOUS");
+    let r = app.get(&format!("/v1/rewards/{id}"), &key).await;
+    assert_eq!(r.body["stock"], 5);
+}
