@@ -446,19 +446,15 @@ fn written_schema(schemas: &BTreeMap<String, RefOr<Schema>>, base: &str) -> Opti
 pub struct KeyHeader;
 impl IntoParams for KeyHeader {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
-        vec![
-            Parameter::builder()
-                .name("Idempotency-Key")
-                .parameter_in(ParameterIn::Header)
-                .required(utoipa::openapi::Required::False)
-                .description(Some(
-                    "Makes the write exactly-once per organisation and operation (1 to 255 printable characters).",
-                ))
-                .schema(Some(fragment(json!({
-                    "type": "string", "minLength": 1, "maxLength": 255, "pattern": pattern::HEADER_KEY,
-                }))))
-                .build(),
-        ]
+        vec![param(
+            ParameterIn::Header,
+            "Idempotency-Key",
+            false,
+            Some(
+                "Makes the write exactly-once per organisation and operation (1 to 255 printable characters).",
+            ),
+            json!({"type": "string", "minLength": 1, "maxLength": 255, "pattern": pattern::HEADER_KEY}),
+        )]
     }
 }
 
@@ -467,34 +463,53 @@ pub struct PageParams;
 impl IntoParams for PageParams {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
         vec![
-            Parameter::builder()
-                .name("limit")
-                .parameter_in(ParameterIn::Query)
-                .required(utoipa::openapi::Required::False)
-                .description(Some("1 to 200, default 50"))
-                .schema(Some(fragment(
-                    json!({"type": "integer", "minimum": 1, "maximum": 200}),
-                )))
-                .build(),
-            Parameter::builder()
-                .name("cursor")
-                .parameter_in(ParameterIn::Query)
-                .required(utoipa::openapi::Required::False)
-                .description(Some("nextCursor of the previous page"))
-                .schema(Some(fragment(
-                    json!({"type": "string", "pattern": pattern::ID}),
-                )))
-                .build(),
+            query_param(
+                "limit",
+                false,
+                Some("1 to 200, default 50"),
+                json!({"type": "integer", "minimum": 1, "maximum": 200}),
+            ),
+            query_param(
+                "cursor",
+                false,
+                Some("nextCursor of the previous page"),
+                json!({"type": "string", "pattern": pattern::ID}),
+            ),
         ]
     }
 }
 
 /// A path parameter.
 pub fn path_param(name: &str, schema: Value) -> Parameter {
+    param(ParameterIn::Path, name, true, None, schema)
+}
+
+/// A query parameter, optional unless `required`.
+pub fn query_param(
+    name: &str,
+    required: bool,
+    description: Option<&str>,
+    schema: Value,
+) -> Parameter {
+    param(ParameterIn::Query, name, required, description, schema)
+}
+
+fn param(
+    place: ParameterIn,
+    name: &str,
+    required: bool,
+    description: Option<&str>,
+    schema: Value,
+) -> Parameter {
     Parameter::builder()
         .name(name)
-        .parameter_in(ParameterIn::Path)
-        .required(utoipa::openapi::Required::True)
+        .parameter_in(place)
+        .required(if required {
+            utoipa::openapi::Required::True
+        } else {
+            utoipa::openapi::Required::False
+        })
+        .description(description)
         .schema(Some(fragment(schema)))
         .build()
 }

@@ -5,6 +5,7 @@ use domain::customer::CustomerRef;
 use persistence::customers::{self, CustomerRow};
 use persistence::ledger;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -13,7 +14,7 @@ use crate::error::{ApiError, FieldError};
 use crate::extract::{PageQuery, Tenant};
 use crate::openapi::{
     CustomerPath, KeyHeader, Missing, PageParams, Read, Replayed, Write, email_schema,
-    external_id_schema, mobile_schema, page, pattern, to_json,
+    external_id_schema, mobile_schema, page, pattern, query_param, to_json,
 };
 use crate::startup::AppState;
 
@@ -113,27 +114,19 @@ impl utoipa::IntoParams for LookupParamsQuery {
     fn into_params(
         _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
     ) -> Vec<utoipa::openapi::path::Parameter> {
-        use utoipa::openapi::path::{Parameter, ParameterIn};
         vec![
-            Parameter::builder()
-                .name("identifierType")
-                .parameter_in(ParameterIn::Query)
-                .required(utoipa::openapi::Required::True)
-                .schema(Some(crate::openapi::fragment(serde_json::json!({
-                    "type": "string", "enum": ["mobile", "email", "externalId", "customerId"],
-                }))))
-                .build(),
-            Parameter::builder()
-                .name("identifierValue")
-                .parameter_in(ParameterIn::Query)
-                .required(utoipa::openapi::Required::True)
-                .description(Some(
-                    "A value that cannot name a customer of that type finds nobody: 404.",
-                ))
-                .schema(Some(crate::openapi::fragment(
-                    serde_json::json!({"type": "string"}),
-                )))
-                .build(),
+            query_param(
+                "identifierType",
+                true,
+                None,
+                json!({"type": "string", "enum": ["mobile", "email", "externalId", "customerId"]}),
+            ),
+            query_param(
+                "identifierValue",
+                true,
+                Some("A value that cannot name a customer of that type finds nobody: 404."),
+                json!({"type": "string"}),
+            ),
         ]
     }
 }
@@ -144,26 +137,19 @@ impl utoipa::IntoParams for LedgerParams {
     fn into_params(
         f: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
     ) -> Vec<utoipa::openapi::path::Parameter> {
-        use utoipa::openapi::path::{Parameter, ParameterIn};
         let mut params = vec![
-            Parameter::builder()
-                .name("programId")
-                .parameter_in(ParameterIn::Query)
-                .required(utoipa::openapi::Required::False)
-                .description(Some("Only this program's entries (empty: all)."))
-                .schema(Some(crate::openapi::fragment(serde_json::json!({
-                    "type": "string", "pattern": format!("^({})?$", &pattern::ID[1..pattern::ID.len() - 1]),
-                }))))
-                .build(),
-            Parameter::builder()
-                .name("currency")
-                .parameter_in(ParameterIn::Query)
-                .required(utoipa::openapi::Required::False)
-                .description(Some("Only this currency's entries (empty: all)."))
-                .schema(Some(crate::openapi::fragment(
-                    serde_json::json!({"type": "string"}),
-                )))
-                .build(),
+            query_param(
+                "programId",
+                false,
+                Some("Only this program's entries (empty: all)."),
+                json!({"type": "string", "pattern": format!("^({})?$", &pattern::ID[1..pattern::ID.len() - 1])}),
+            ),
+            query_param(
+                "currency",
+                false,
+                Some("Only this currency's entries (empty: all)."),
+                json!({"type": "string"}),
+            ),
         ];
         params.extend(<PageParams as utoipa::IntoParams>::into_params(f));
         params
@@ -177,7 +163,7 @@ pub struct LookupQuery {
     pub identifier_value: Option<String>,
 }
 
-/// `GET /v1/customers/lookup?identifierType=mobile&identifierValue=…`; never enrolls.
+/// `GET /v1/customers/lookup?identifierType=mobile&identifierValue=…`; never enrols.
 #[utoipa::path(get, path = "/v1/customers/lookup", tag = "Customers",
     operation_id = "customers_lookup",
     summary = "Find a customer by identifier, with balances (never enrols)",

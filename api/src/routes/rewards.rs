@@ -413,17 +413,12 @@ impl utoipa::IntoParams for DryRunParam {
     fn into_params(
         _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
     ) -> Vec<utoipa::openapi::path::Parameter> {
-        vec![
-            utoipa::openapi::path::Parameter::builder()
-                .name("dryRun")
-                .parameter_in(utoipa::openapi::path::ParameterIn::Query)
-                .required(utoipa::openapi::Required::False)
-                .description(Some(
-                    "true: report what each item would get, change nothing",
-                ))
-                .schema(Some(crate::openapi::fragment(json!({"type": "boolean"}))))
-                .build(),
-        ]
+        vec![crate::openapi::query_param(
+            "dryRun",
+            false,
+            Some("true: report what each item would get, change nothing"),
+            json!({"type": "boolean"}),
+        )]
     }
 }
 

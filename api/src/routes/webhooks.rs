@@ -226,17 +226,12 @@ impl utoipa::IntoParams for EventsParams {
     fn into_params(
         f: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
     ) -> Vec<utoipa::openapi::path::Parameter> {
-        use utoipa::openapi::path::{Parameter, ParameterIn};
-        let mut params = vec![
-            Parameter::builder()
-                .name("status")
-                .parameter_in(ParameterIn::Query)
-                .required(utoipa::openapi::Required::False)
-                .schema(Some(fragment(json!({
-                    "type": "string", "enum": ["delivering", "delivered", "failed"],
-                }))))
-                .build(),
-        ];
+        let mut params = vec![crate::openapi::query_param(
+            "status",
+            false,
+            None,
+            json!({"type": "string", "enum": ["delivering", "delivered", "failed"]}),
+        )];
         params.extend(<PageParams as utoipa::IntoParams>::into_params(f));
         params
     }
