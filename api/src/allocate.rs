@@ -119,12 +119,7 @@ fn compute(
         .map_err(|_| ApiError::Internal(format!("currency {} has a bad scale", currency.code)))?;
     let awarded = award_rule(award)?
         .award(r.source_value, scale)
-        .map_err(|e| {
-            ApiError::not_representable(
-                "sourceValue",
-                &format!("gives an award that {}", e.message),
-            )
-        })?;
+        .map_err(|e| ApiError::not_representable("sourceValue", &e.message))?;
     let minor = scale.to_minor(awarded).map_err(|e| {
         ApiError::not_representable("sourceValue", &format!("gives an award that {}", e.message))
     })?;

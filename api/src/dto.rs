@@ -55,9 +55,6 @@ impl DecimalInput {
     }
 }
 
-/// The magnitude below which a decimal input must stay (14 integer digits).
-const DECIMAL_LIMIT: f64 = 1e14;
-
 impl<'de> Deserialize<'de> for DecimalInput {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match serde_json::Value::deserialize(d)? {
@@ -66,7 +63,7 @@ impl<'de> Deserialize<'de> for DecimalInput {
                 let text = n.to_string();
                 let magnitude = text.parse::<f64>().map(f64::abs).unwrap_or(f64::INFINITY);
                 // NaN never parses from JSON; anything not below the limit is refused.
-                if magnitude.is_nan() || magnitude >= DECIMAL_LIMIT {
+                if magnitude.is_nan() || magnitude >= crate::openapi::DECIMAL_LIMIT as f64 {
                     return Err(D::Error::custom("must be less than 10^14"));
                 }
                 // Below the limit, only precision can keep a decimal from holding it.

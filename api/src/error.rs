@@ -79,8 +79,6 @@ impl ApiError {
         ApiError::Validation(vec![FieldError::new(field, message)])
     }
 
-    /// A currency code: malformed → 400 on `field`; well formed but not one of the program's
-    /// currencies → 404 `CURRENCY_NOT_FOUND` (it names something that is not there).
     /// A well-formed amount that the currency (or an exact decimal) cannot hold: more decimal
     /// places than it keeps, or too large. 422, since it depends on what is stored.
     pub fn not_representable(field: &str, reason: &str) -> Self {
@@ -91,6 +89,8 @@ impl ApiError {
         }
     }
 
+    /// A currency code: malformed → 400 on `field`; well formed but not one of the program's
+    /// currencies → 404 `CURRENCY_NOT_FOUND` (it names something that is not there).
     pub fn unknown_currency(field: &str, code: &str) -> Self {
         match domain::catalog::CurrencyCode::parse(code) {
             Err(e) => ApiError::validation(field, e.message),

@@ -107,6 +107,8 @@ impl Application {
         if let Some(interval) = state.settings.webhook_interval {
             crate::workers::spawn_webhooks(state.clone().into_inner(), interval);
         }
+        // The OpenAPI document is built once, here, not by the first request that asks for it.
+        crate::openapi::document();
         let mut server =
             HttpServer::new(move || {
                 App::new()
