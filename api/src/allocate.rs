@@ -204,9 +204,10 @@ pub async fn allocate_alone(state: &AppState, r: &AllocationRequest) -> Result<O
                 program_id: r.program_id,
                 currency: p.currency.clone(),
             };
-            let entry = ledger::credit(
+            let (entry, balance) = ledger::credit(
                 tx,
                 &account,
+                ledger::EntryKind::Credit,
                 p.minor,
                 p.expires_at,
                 Some(&reference(r)),
@@ -216,7 +217,7 @@ pub async fn allocate_alone(state: &AppState, r: &AllocationRequest) -> Result<O
             let new = (Uuid::now_v7(), new_allocation(r, &p, customer.id, entry.id));
             allocations::insert_many(tx, std::slice::from_ref(&new), now).await?;
             let row = allocation_row(new.0, new.1, p.scale, now);
-            let body = allocation_json(&row, entry.balance_after);
+            let body = allocation_json(&row, balance);
             let events = vec![event("currency.allocated", body.clone(), now)];
             crate::webhooks::emit(&state.caches, tx, r.org_id, events, now).await?;
             Ok(Effect::created(body, row.id))
@@ -323,7 +324,7 @@ async fn run_batch(
     let mut events: BTreeMap<i64, Vec<NewEvent<'static>>> = BTreeMap::new();
     for (((i, record, p, _), c), (id, a)) in ready.iter().zip(&credited).zip(rows) {
         let row = allocation_row(id, a, p.scale, now);
-        let body = allocation_json(&row, c.balance_after);
+        let body = allocation_json(&row, c.after);
         events.entry(requests[*i].org_id).or_default().push(event(
             "currency.allocated",
             body.clone(),

@@ -66,6 +66,9 @@ pub enum ApiError {
         /// Whether the same request may succeed later unchanged (after a restock, say).
         retryable: bool,
     },
+    /// 409: the object is no longer in a state that allows the request (`HOLD_NOT_ACTIVE`).
+    #[error("{code}: {detail}")]
+    Conflict { code: &'static str, detail: String },
     /// 503: the database is unreachable, or a commit's outcome is unknown. Always retryable.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -119,7 +122,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ApiError::IdempotencyKeyReused { .. } => "IDEMPOTENCY_KEY_REUSED",
             ApiError::IdempotencyKeyInUse { .. } => "IDEMPOTENCY_KEY_IN_USE",
-            ApiError::Unprocessable { code, .. } => code,
+            ApiError::Unprocessable { code, .. } | ApiError::Conflict { code, .. } => code,
             ApiError::Unavailable(_) => "SERVICE_UNAVAILABLE",
             ApiError::Internal(_) => "INTERNAL_ERROR",
         }
@@ -139,6 +142,7 @@ impl ApiError {
             }
             ApiError::IdempotencyKeyInUse { .. } => "Idempotency key in use",
             ApiError::Unprocessable { .. } => "The request cannot be carried out",
+            ApiError::Conflict { .. } => "The request conflicts with the current state",
             ApiError::Unavailable(_) => "Service unavailable",
             ApiError::Internal(_) => "Internal server error",
         }
@@ -169,7 +173,9 @@ impl ApiError {
             ApiError::IdempotencyKeyInUse { .. } => {
                 "A request with this key is still being processed; retry shortly.".into()
             }
-            ApiError::Unprocessable { detail, .. } => detail.clone(),
+            ApiError::Unprocessable { detail, .. } | ApiError::Conflict { detail, .. } => {
+                detail.clone()
+            }
             ApiError::Unavailable(_) => {
                 "The service cannot complete the request right now. Retrying with the same idempotency key is safe.".into()
             }
@@ -212,7 +218,9 @@ impl ResponseError for ApiError {
             ApiError::IdempotencyKeyReused { .. } | ApiError::Unprocessable { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            ApiError::IdempotencyKeyInUse { .. } => StatusCode::CONFLICT,
+            ApiError::IdempotencyKeyInUse { .. } | ApiError::Conflict { .. } => {
+                StatusCode::CONFLICT
+            }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -19,7 +19,7 @@ use utoipa::openapi::{RefOr, Schema};
 use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::routes::{
-    allocations, customers, health, idempotency_keys, ops, programs, rewards, webhooks,
+    allocations, customers, health, holds, idempotency_keys, ops, programs, rewards, webhooks,
 };
 
 /// The patterns the server applies, each written once for the schemas.
@@ -144,6 +144,15 @@ pub fn optional_decimal_schema() -> Schema {
         {"type": "string", "pattern": pattern::DECIMAL},
         {"type": "null"},
     ], "description": "Zero or more, below 10^14, as a JSON number or a string; null or absent when not used."}))
+}
+
+/// An optional decimal of more than zero.
+pub fn optional_positive_decimal_schema() -> Schema {
+    fragment(json!({"oneOf": [
+        {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": DECIMAL_LIMIT},
+        {"type": "string", "pattern": pattern::POSITIVE_DECIMAL},
+        {"type": "null"},
+    ], "description": "More than zero, below 10^14, as a JSON number or a string; null or absent for the default."}))
 }
 
 /// A decimal of more than zero.
@@ -533,6 +542,7 @@ path_params!(RewardPath, "rewardId" => json!({"type": "string", "pattern": patte
 path_params!(IssuancePath, "issuanceId" => json!({"type": "string", "format": "uuid"}));
 path_params!(CustomerPath, "customerId" => json!({"type": "string", "format": "uuid"}));
 path_params!(EventPath, "id" => json!({"type": "string", "format": "uuid"}));
+path_params!(HoldPath, "holdId" => json!({"type": "string", "format": "uuid"}));
 path_params!(AllocationPath, "uniqueId" => json!({
     "type": "string", "minLength": 1, "maxLength": 255, "pattern": pattern::KEY,
 }));
@@ -594,6 +604,7 @@ impl Modify for Finish {
         for (name, with_customer_id, with_lookup) in [
             ("AllocationBody", true, true),
             ("RedemptionBody", true, true),
+            ("HoldBody", true, true),
             ("BulkIssue", true, true),
             ("SingleIssue", true, true),
             ("CreateCustomer", false, false),
@@ -750,6 +761,10 @@ impl Modify for Finish {
         allocations::get,
         allocations::reverse,
         allocations::redeem,
+        holds::create,
+        holds::get,
+        holds::capture,
+        holds::void,
         webhooks::create_endpoint,
         webhooks::list_endpoints,
         webhooks::list_events,
@@ -796,6 +811,7 @@ mod tests {
         for name in [
             "AllocationBody",
             "RedemptionBody",
+            "HoldBody",
             "BulkIssue",
             "SingleIssue",
             "CreateCustomer",
@@ -817,7 +833,7 @@ mod tests {
     #[test]
     fn every_documented_example_deserialises_into_its_type() {
         use crate::routes::{
-            allocations, customers, idempotency_keys, programs, rewards, webhooks,
+            allocations, customers, holds, idempotency_keys, programs, rewards, webhooks,
         };
 
         fn check<T: serde::de::DeserializeOwned>(name: &str, example: &Value) {
@@ -861,6 +877,10 @@ mod tests {
                 "Reversal" => check::<allocations::ReversalView>(name, example),
                 "RedemptionBody" => check::<allocations::RedemptionBody>(name, example),
                 "Redemption" => check::<crate::redeem::RedemptionView>(name, example),
+                "Balance" => check::<allocations::Balance>(name, example),
+                "HoldBody" => check::<holds::HoldBody>(name, example),
+                "CaptureBody" => check::<holds::CaptureBody>(name, example),
+                "Hold" => check::<holds::HoldView>(name, example),
                 "WebhookEndpointInput" => check::<webhooks::CreateEndpoint>(name, example),
                 "WebhookEndpoint" => check::<webhooks::EndpointView>(name, example),
                 "WebhookEvent" => check::<webhooks::EventView>(name, example),

@@ -68,11 +68,35 @@ async fn prepare<C: ConnectionTrait>(
     conn: &C,
     r: &RedemptionRequest,
 ) -> Result<Result<(i16, i64), ApiError>, PersistenceError> {
-    let Some(program) = state.caches.program(conn, r.org_id, r.program_id).await? else {
+    in_minor_units(
+        state,
+        conn,
+        r.org_id,
+        r.program_id,
+        &r.currency,
+        r.amount,
+        "amount",
+    )
+    .await
+}
+
+/// `amount` of the program's `currency` in minor units, with the currency's scale: 404 for an
+/// unknown program, 400 for a currency it does not have, 422 for more decimals than it keeps.
+/// The outer error is the database's; the inner one is the request's definite refusal.
+pub async fn in_minor_units<C: ConnectionTrait>(
+    state: &AppState,
+    conn: &C,
+    org_id: i64,
+    program_id: i64,
+    currency: &str,
+    amount: Decimal,
+    field: &str,
+) -> Result<Result<(i16, i64), ApiError>, PersistenceError> {
+    let Some(program) = state.caches.program(conn, org_id, program_id).await? else {
         return Ok(Err(ApiError::not_found("program")));
     };
-    let Some(cur) = program.currencies.iter().find(|c| c.code == r.currency) else {
-        return Ok(Err(ApiError::unknown_currency("currency", &r.currency)));
+    let Some(cur) = program.currencies.iter().find(|c| c.code == currency) else {
+        return Ok(Err(ApiError::unknown_currency("currency", currency)));
     };
     let scale = match Scale::new(i64::from(cur.scale)) {
         Ok(scale) => scale,
@@ -84,9 +108,9 @@ async fn prepare<C: ConnectionTrait>(
         }
     };
     Ok(scale
-        .to_minor(r.amount)
+        .to_minor(amount)
         .map(|minor| (cur.scale, minor))
-        .map_err(|e| ApiError::not_representable("amount", &e.message)))
+        .map_err(|e| ApiError::not_representable(field, &e.message)))
 }
 
 fn reference(r: &RedemptionRequest) -> String {
@@ -108,7 +132,7 @@ fn account(r: &RedemptionRequest, customer_id: Uuid) -> Account {
     "redemptionId": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c03", "uniqueId": "redeem-1",
     "customerId": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c02", "programId": 1, "currency": "POINTS",
     "amount": "25.50", "reason": null, "ledgerEntryId": "3",
-    "createdAt": "2026-01-02T00:00:00Z", "balance": {"available": "74.50"}
+    "createdAt": "2026-01-02T00:00:00Z", "balance": {"available": "74.50", "pending": "0.00", "held": "0.00"}
 }))]
 pub struct RedemptionView {
     pub redemption_id: String,
@@ -124,7 +148,12 @@ pub struct RedemptionView {
 }
 
 /// The redemption as the API shows it.
-fn redemption_json(n: &NewRedemption, scale: i16, balance_after: i64, now: DateTime<Utc>) -> Value {
+fn redemption_json(
+    n: &NewRedemption,
+    scale: i16,
+    balance: ledger::Totals,
+    now: DateTime<Utc>,
+) -> Value {
     crate::openapi::to_json(&RedemptionView {
         redemption_id: n.id.to_string(),
         unique_id: n.unique_id.clone(),
@@ -135,9 +164,7 @@ fn redemption_json(n: &NewRedemption, scale: i16, balance_after: i64, now: DateT
         reason: n.reason.clone(),
         ledger_entry_id: n.ledger_entry_id.to_string(),
         created_at: ts(now),
-        balance: crate::routes::allocations::Balance {
-            available: amount(balance_after, scale),
-        },
+        balance: crate::routes::allocations::Balance::of(balance, scale),
     })
 }
 
@@ -179,7 +206,7 @@ pub async fn redeem_alone(state: &AppState, r: &RedemptionRequest) -> Result<Out
             if !settle(state, tx, &account, now).await? {
                 return Err(insufficient());
             }
-            let entry = ledger::debit(
+            let ledger::Debited { entry, after, .. } = ledger::debit(
                 tx,
                 &account,
                 ledger::EntryKind::Debit,
@@ -192,7 +219,7 @@ pub async fn redeem_alone(state: &AppState, r: &RedemptionRequest) -> Result<Out
             .ok_or_else(insufficient)?;
             let row = new_redemption(r, customer.id, minor, entry.id);
             redemptions::insert_many(tx, std::slice::from_ref(&row), now).await?;
-            let body = redemption_json(&row, scale, entry.balance_after, now);
+            let body = redemption_json(&row, scale, after, now);
             let events = vec![event("currency.redeemed", body.clone(), now)];
             crate::webhooks::emit(&state.caches, tx, r.org_id, events, now).await?;
             Ok(Effect::created(body, row.id))
@@ -279,13 +306,13 @@ async fn run_batch(
         .collect();
     for due in ledger::with_due_lots(&tx, &locked, now).await? {
         let expired = ledger::expire_due(&tx, &due, now).await?;
-        if let Some(left) = available.get_mut(&due.key()) {
-            *left -= expired.iter().map(|e| e.amount).sum::<i64>();
+        if let (Some(left), Some(after)) = (available.get_mut(&due.key()), expired.after) {
+            *left = after;
         }
         events
             .entry(due.org_id)
             .or_default()
-            .extend(crate::webhooks::expired_events(&due, &expired, now));
+            .extend(crate::webhooks::expired_events(&due, &expired.entries, now));
     }
     let debits: Vec<Debit> = ready
         .iter()
@@ -304,7 +331,7 @@ async fn run_batch(
         match posted {
             Some(p) => {
                 let row = new_redemption(r, customer, minor, p.entry_id);
-                let body = redemption_json(&row, scale, p.balance_after, now);
+                let body = redemption_json(&row, scale, p.after, now);
                 events.entry(r.org_id).or_default().push(event(
                     "currency.redeemed",
                     body.clone(),

@@ -17,13 +17,20 @@ use sha2::Sha256;
 use crate::dto::ts;
 
 /// The event types an endpoint may subscribe to.
-pub const EVENT_TYPES: [&str; 6] = [
+pub const EVENT_TYPES: [&str; 13] = [
     "reward.issued",
     "reward.cancelled",
     "currency.allocated",
     "currency.redeemed",
     "currency.reversed",
     "currency.expired",
+    "currency.activated",
+    "currency.held",
+    "currency.hold_captured",
+    "currency.hold_voided",
+    "currency.hold_expired",
+    "currency.transferred",
+    "currency.expiring",
 ];
 
 /// How deliveries behave.

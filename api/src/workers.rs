@@ -1,6 +1,7 @@
-//! Background workers inside `serve`: lot expiry and the idempotency retention purge.
+//! Background workers inside `serve`: lot expiry, hold expiry and the idempotency retention
+//! purge.
 //!
-//! Both are safe with any number of instances running them at once: expiry locks each account's
+//! All are safe with any number of instances running them at once: expiry locks each account's
 //! balance row with `SKIP LOCKED` (an account another worker or a request holds is left for the
 //! next round) and empties a lot only with a conditional update; the purge deletes rows picked
 //! with `SKIP LOCKED`, in small batches, so it never holds up issuance.
@@ -44,7 +45,7 @@ async fn expire_account(
     if ledger::lock_balance(&tx, account, true).await?.is_none() {
         return Ok(0);
     }
-    let entries = ledger::expire_due(&tx, account, now).await?;
+    let entries = ledger::expire_due(&tx, account, now).await?.entries;
     let events = crate::webhooks::expired_events(account, &entries, now);
     persistence::webhooks::emit(&tx, account.org_id, &events, now).await?;
     Db::commit(tx).await?;
@@ -63,6 +64,21 @@ pub async fn expire_all(db: &Db, now: DateTime<Utc>) -> Result<usize, Persistenc
     let mut total = 0;
     loop {
         let n = expire_once(db, now).await?;
+        total += n;
+        if n == 0 {
+            return Ok(total);
+        }
+    }
+}
+
+/// Holds looked at per hold-expiry round.
+pub const HOLD_BATCH: u64 = 200;
+
+/// Releases every hold whose `expiresAt` has passed at `now`; returns how many it released.
+pub async fn expire_holds_all(db: &Db, now: DateTime<Utc>) -> Result<usize, PersistenceError> {
+    let mut total = 0;
+    loop {
+        let n = crate::routes::holds::expire_due_holds(db, now, HOLD_BATCH).await?;
         total += n;
         if n == 0 {
             return Ok(total);
@@ -126,6 +142,11 @@ pub fn spawn(state: Arc<AppState>, interval: Duration) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(lots = n, "expired lots"),
                 Err(e) => tracing::warn!(error = %e, "expiry round failed; will retry"),
+            }
+            match expire_holds_all(&state.db, state.now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(holds = n, "released expired holds"),
+                Err(e) => tracing::warn!(error = %e, "hold expiry round failed; will retry"),
             }
             if let Some(cutoff) = state.forget_before() {
                 match purge_all(&state.db, cutoff).await {

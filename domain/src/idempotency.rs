@@ -53,10 +53,15 @@ pub enum Operation {
     WebhookEndpointCreate,
     CustomerCreate,
     WebhookEventRetry,
+    CurrencyHold,
+    HoldCapture,
+    HoldVoid,
+    CurrencyTransfer,
+    AllocationActivation,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 13] = [
+    pub const ALL: [Operation; 18] = [
         Operation::RewardIssuance,
         Operation::IssuanceCancellation,
         Operation::CurrencyAllocation,
@@ -70,6 +75,11 @@ impl Operation {
         Operation::WebhookEndpointCreate,
         Operation::CustomerCreate,
         Operation::WebhookEventRetry,
+        Operation::CurrencyHold,
+        Operation::HoldCapture,
+        Operation::HoldVoid,
+        Operation::CurrencyTransfer,
+        Operation::AllocationActivation,
     ];
 
     /// The name used in the database and in `/v1/idempotency-keys/{operation}/{key}`.
@@ -88,6 +98,11 @@ impl Operation {
             Operation::WebhookEndpointCreate => "webhook-endpoint-create",
             Operation::CustomerCreate => "customer-create",
             Operation::WebhookEventRetry => "webhook-event-retry",
+            Operation::CurrencyHold => "currency-hold",
+            Operation::HoldCapture => "hold-capture",
+            Operation::HoldVoid => "hold-void",
+            Operation::CurrencyTransfer => "currency-transfer",
+            Operation::AllocationActivation => "allocation-activation",
         }
     }
 

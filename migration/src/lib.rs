@@ -15,6 +15,7 @@ mod m20261122_000001_foundation;
 mod m20261122_000002_rewards;
 mod m20261122_000003_ledger_lifecycle;
 mod m20261122_000004_webhooks;
+mod m20261123_000005_points_lifecycle;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_rewards::Migration),
             Box::new(m20261122_000003_ledger_lifecycle::Migration),
             Box::new(m20261122_000004_webhooks::Migration),
+            Box::new(m20261123_000005_points_lifecycle::Migration),
         ]
     }
 }
@@ -36,6 +38,7 @@ const SOURCES: &[&str] = &[
     include_str!("m20261122_000002_rewards.rs"),
     include_str!("m20261122_000003_ledger_lifecycle.rs"),
     include_str!("m20261122_000004_webhooks.rs"),
+    include_str!("m20261123_000005_points_lifecycle.rs"),
 ];
 
 /// Text that changes whenever a migration is added or edited; test harnesses use it to know

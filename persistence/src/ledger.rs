@@ -1,8 +1,10 @@
 //! The ledger: append-only entries, lots (credits with `remaining`), and balances.
 //!
-//! Invariant kept by every write here, in one transaction: a balance equals the sum of its
-//! ledger entries (credits minus debits, expiries and reversals) and the sum of `remaining` over
-//! its unexpired lots.
+//! Invariant kept by every write here, in one transaction: `available + held` of a balance
+//! equals the sum of its ledger entries (credits and transfers in, minus debits, expiries,
+//! reversals and transfers out; `HOLD` and `RELEASE` entries move between available and held
+//! and count for nothing) and the sum of `remaining` over its unexpired lots. `held` is the sum
+//! of the lots' `held` parts, earmarked by active holds. `pending` is outside both.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, FromQueryResult, Value};
@@ -18,6 +20,12 @@ pub enum EntryKind {
     Debit,
     Expire,
     Reversal,
+    TransferIn,
+    TransferOut,
+    /// Available → held (a hold placed). Moves nothing out of the account.
+    Hold,
+    /// Held → available (a hold voided, expired, or captured for less than it held).
+    Release,
 }
 
 impl EntryKind {
@@ -27,8 +35,21 @@ impl EntryKind {
             EntryKind::Debit => "DEBIT",
             EntryKind::Expire => "EXPIRE",
             EntryKind::Reversal => "REVERSAL",
+            EntryKind::TransferIn => "TRANSFER_IN",
+            EntryKind::TransferOut => "TRANSFER_OUT",
+            EntryKind::Hold => "HOLD",
+            EntryKind::Release => "RELEASE",
         }
     }
+}
+
+/// An account's balance: `available` to spend, `held` by holds (together they are the remaining
+/// of the unexpired lots), and `pending` allocations not yet matured (outside both).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromQueryResult)]
+pub struct Totals {
+    pub available: i64,
+    pub pending: i64,
+    pub held: i64,
 }
 
 /// Whose balance, in which program and currency.
@@ -55,53 +76,68 @@ pub struct EntryRow {
     pub scale: i16,
 }
 
-#[derive(Debug, FromQueryResult)]
-struct Available {
-    available: i64,
-}
-
-/// Credits `amount_minor` as a new lot expiring at `expires_at`, in one statement for the
-/// balance (an upsert that adds) and one for the entry. Returns the entry.
+/// Credits `amount_minor` as a new lot expiring at `expires_at` (a `CREDIT`, or a
+/// `TRANSFER_IN` keeping the sender's expiry), in one statement for the balance (an upsert that
+/// adds) and one for the entry. Returns the entry and the balance after it.
+#[allow(clippy::too_many_arguments)]
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn credit<C: ConnectionTrait>(
     conn: &C,
     account: &Account,
+    kind: EntryKind,
     amount_minor: i64,
     expires_at: Option<DateTime<Utc>>,
     reference: Option<&str>,
     now: DateTime<Utc>,
-) -> Result<EntryRow, PersistenceError> {
-    let balance = Available::find_by_statement(stmt(
-        conn,
-        "INSERT INTO balances (org_id, customer_id, program_id, currency, available, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (org_id, customer_id, program_id, currency) \
-         DO UPDATE SET available = balances.available + excluded.available, updated_at = excluded.updated_at \
-         RETURNING available",
-        vec![
-            account.org_id.into(),
-            account.customer_id.into(),
-            account.program_id.into(),
-            account.currency.clone().into(),
-            amount_minor.into(),
-            now.into(),
-        ],
-    ))
-    .one(conn)
-    .await?
-    .ok_or_else(|| PersistenceError::Other("balance upsert returned no row".into()))?;
-    insert_entry(
+) -> Result<(EntryRow, Totals), PersistenceError> {
+    debug_assert!(matches!(kind, EntryKind::Credit | EntryKind::TransferIn));
+    let totals = upsert_balance(conn, account, amount_minor, 0, now).await?;
+    let entry = insert_entry(
         conn,
         account,
-        EntryKind::Credit,
+        kind,
         amount_minor,
-        balance.available,
+        totals.available,
         reference,
         Some(amount_minor),
         expires_at,
         now,
     )
-    .await
+    .await?;
+    Ok((entry, totals))
+}
+
+/// Adds to an account's available and pending amounts, creating its balance row if it has
+/// none. Returns the balance after.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+pub async fn upsert_balance<C: ConnectionTrait>(
+    conn: &C,
+    account: &Account,
+    available: i64,
+    pending: i64,
+    now: DateTime<Utc>,
+) -> Result<Totals, PersistenceError> {
+    Totals::find_by_statement(stmt(
+        conn,
+        "INSERT INTO balances (org_id, customer_id, program_id, currency, available, pending, held, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 0, $7) \
+         ON CONFLICT (org_id, customer_id, program_id, currency) \
+         DO UPDATE SET available = balances.available + excluded.available, \
+         pending = balances.pending + excluded.pending, updated_at = excluded.updated_at \
+         RETURNING available, pending, held",
+        vec![
+            account.org_id.into(),
+            account.customer_id.into(),
+            account.program_id.into(),
+            account.currency.clone().into(),
+            available.into(),
+            pending.into(),
+            now.into(),
+        ],
+    ))
+    .one(conn)
+    .await?
+    .ok_or_else(|| PersistenceError::Other("balance upsert returned no row".into()))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -142,15 +178,15 @@ async fn insert_entry<C: ConnectionTrait>(
     .ok_or_else(|| PersistenceError::Other("ledger insert returned no row".into()))
 }
 
-/// The available balance of one account (0 when it has none yet).
+/// The balance of one account (all zero when it has none yet).
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
-pub async fn available<C: ConnectionTrait>(
+pub async fn totals<C: ConnectionTrait>(
     conn: &C,
     account: &Account,
-) -> Result<i64, PersistenceError> {
-    Ok(Available::find_by_statement(stmt(
+) -> Result<Totals, PersistenceError> {
+    Ok(Totals::find_by_statement(stmt(
         conn,
-        "SELECT available FROM balances \
+        "SELECT available, pending, held FROM balances \
          WHERE org_id = $1 AND customer_id = $2 AND program_id = $3 AND currency = $4",
         vec![
             account.org_id.into(),
@@ -161,7 +197,7 @@ pub async fn available<C: ConnectionTrait>(
     ))
     .one(conn)
     .await?
-    .map_or(0, |b| b.available))
+    .unwrap_or_default())
 }
 
 #[derive(Debug, Clone, FromQueryResult)]
@@ -169,6 +205,8 @@ pub struct BalanceRow {
     pub program_id: i64,
     pub currency: String,
     pub available: i64,
+    pub pending: i64,
+    pub held: i64,
     pub scale: i16,
 }
 
@@ -181,7 +219,7 @@ pub async fn balances_of<C: ConnectionTrait>(
 ) -> Result<Vec<BalanceRow>, PersistenceError> {
     Ok(BalanceRow::find_by_statement(stmt(
         conn,
-        "SELECT b.program_id, b.currency, b.available, pc.scale FROM balances b \
+        "SELECT b.program_id, b.currency, b.available, b.pending, b.held, pc.scale FROM balances b \
          JOIN program_currencies pc ON pc.org_id = b.org_id AND pc.program_id = b.program_id AND pc.code = b.currency \
          WHERE b.org_id = $1 AND b.customer_id = $2 ORDER BY b.program_id, b.currency",
         vec![org_id.into(), customer_id.into()],
@@ -228,27 +266,27 @@ pub async fn entries_of<C: ConnectionTrait>(
     Ok(Page::from_rows(rows, limit, |r| r.id))
 }
 
-/// Locks the account's balance row for the rest of the transaction (PostgreSQL) and returns the
-/// available amount, or `None` when the account has no balance row, or, with `skip_locked`,
-/// when another transaction holds it (the expiry worker then leaves the account for later).
+/// Locks the account's balance row for the rest of the transaction (PostgreSQL) and returns
+/// it, or `None` when the account has no balance row, or, with `skip_locked`, when another
+/// transaction holds it (the background workers then leave the account for later).
 ///
-/// Every path that changes an existing balance takes this lock first, then the lots: one lock
-/// order for redemptions, reversals and expiry.
+/// Every path that changes an existing balance takes this lock first, then the lots, then the
+/// hold or allocation it settles: one lock order for every write and every worker.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn lock_balance<C: ConnectionTrait>(
     conn: &C,
     account: &Account,
     skip_locked: bool,
-) -> Result<Option<i64>, PersistenceError> {
+) -> Result<Option<Totals>, PersistenceError> {
     let lock = match (crate::for_update(conn), skip_locked) {
         ("", _) => "",
         (_, true) => " FOR UPDATE SKIP LOCKED",
         (_, false) => " FOR UPDATE",
     };
-    Ok(Available::find_by_statement(stmt(
+    Ok(Totals::find_by_statement(stmt(
         conn,
         &format!(
-            "SELECT available FROM balances \
+            "SELECT available, pending, held FROM balances \
              WHERE org_id = $1 AND customer_id = $2 AND program_id = $3 AND currency = $4{lock}"
         ),
         vec![
@@ -259,55 +297,76 @@ pub async fn lock_balance<C: ConnectionTrait>(
         ],
     ))
     .one(conn)
-    .await?
-    .map(|b| b.available))
+    .await?)
 }
 
-#[derive(Debug, FromQueryResult)]
-struct Lot {
-    id: i64,
-    remaining: i64,
-}
-
-/// Subtracts `amount` from the balance if it is there; `None` (and no change) if it is not.
-async fn take_from_balance<C: ConnectionTrait>(
+/// Changes an existing balance by the given amounts if none of them goes below zero; `None`
+/// (and no change) if one would.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+pub async fn move_balance<C: ConnectionTrait>(
     conn: &C,
     account: &Account,
-    amount: i64,
+    by: Totals,
     now: DateTime<Utc>,
-) -> Result<Option<i64>, PersistenceError> {
-    Ok(Available::find_by_statement(stmt(
+) -> Result<Option<Totals>, PersistenceError> {
+    Ok(Totals::find_by_statement(stmt(
         conn,
-        "UPDATE balances SET available = available - $5, updated_at = $6 \
+        "UPDATE balances SET available = available + $5, pending = pending + $6, \
+         held = held + $7, updated_at = $8 \
          WHERE org_id = $1 AND customer_id = $2 AND program_id = $3 AND currency = $4 \
-         AND available >= $5 RETURNING available",
+         AND available + $5 >= 0 AND pending + $6 >= 0 AND held + $7 >= 0 \
+         RETURNING available, pending, held",
         vec![
             account.org_id.into(),
             account.customer_id.into(),
             account.program_id.into(),
             account.currency.clone().into(),
-            amount.into(),
+            by.available.into(),
+            by.pending.into(),
+            by.held.into(),
             now.into(),
         ],
     ))
     .one(conn)
-    .await?
-    .map(|b| b.available))
+    .await?)
+}
+
+fn minus_available(amount: i64) -> Totals {
+    Totals {
+        available: -amount,
+        ..Totals::default()
+    }
+}
+
+/// What [`expire_due`] wrote: one `EXPIRE` entry per lot, and the balance after them (`None`
+/// when nothing was due).
+#[derive(Debug, Default)]
+pub struct Expired {
+    pub entries: Vec<EntryRow>,
+    pub after: Option<Totals>,
 }
 
 /// Expires every lot of the account whose `expires_at` has passed: an `EXPIRE` entry for what
-/// was left of it, the balance lowered, the lot emptied. The caller holds the balance lock
-/// ([`lock_balance`]); the lot's own conditional update makes a second expiry of it impossible.
+/// was left of it, the lot emptied, its unheld part taken from `available` and its held part
+/// from `held` and from the holds that earmarked it (a hold never keeps points alive past their
+/// expiry). The caller holds the balance lock ([`lock_balance`]); the lot's own conditional
+/// update makes a second expiry of it impossible.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn expire_due<C: ConnectionTrait>(
     conn: &C,
     account: &Account,
     now: DateTime<Utc>,
-) -> Result<Vec<EntryRow>, PersistenceError> {
-    let lots = Lot::find_by_statement(stmt(
+) -> Result<Expired, PersistenceError> {
+    #[derive(Debug, FromQueryResult)]
+    struct DueLot {
+        id: i64,
+        remaining: i64,
+        held: i64,
+    }
+    let lots = DueLot::find_by_statement(stmt(
         conn,
         &format!(
-            "SELECT id, remaining FROM ledger_entries \
+            "SELECT id, remaining, held FROM ledger_entries \
              WHERE org_id = $1 AND customer_id = $2 AND program_id = $3 AND currency = $4 \
              AND remaining > 0 AND expires_at <= $5 ORDER BY expires_at, id{}",
             crate::for_update(conn)
@@ -322,31 +381,38 @@ pub async fn expire_due<C: ConnectionTrait>(
     ))
     .all(conn)
     .await?;
-    let mut entries = Vec::with_capacity(lots.len());
+    let mut expired = Expired::default();
     for lot in lots {
         let emptied = conn
             .execute_raw(stmt(
                 conn,
-                "UPDATE ledger_entries SET remaining = 0 WHERE id = $1 AND remaining = $2",
-                vec![lot.id.into(), lot.remaining.into()],
+                "UPDATE ledger_entries SET remaining = 0, held = 0 \
+                 WHERE id = $1 AND remaining = $2 AND held = $3",
+                vec![lot.id.into(), lot.remaining.into(), lot.held.into()],
             ))
             .await?;
         if emptied.rows_affected() != 1 {
             continue;
         }
-        let balance = take_from_balance(conn, account, lot.remaining, now)
-            .await?
-            .ok_or_else(|| {
-                PersistenceError::Other(format!("balance below lot {} while expiring it", lot.id))
-            })?;
+        if lot.held > 0 {
+            crate::holds::expire_lot(conn, lot.id, now).await?;
+        }
+        let by = Totals {
+            available: -(lot.remaining - lot.held),
+            pending: 0,
+            held: -lot.held,
+        };
+        let after = move_balance(conn, account, by, now).await?.ok_or_else(|| {
+            PersistenceError::Other(format!("balance below lot {} while expiring it", lot.id))
+        })?;
         let reference = format!("expiry:{}", lot.id);
-        entries.push(
+        expired.entries.push(
             insert_entry(
                 conn,
                 account,
                 EntryKind::Expire,
                 lot.remaining,
-                balance,
+                after.available,
                 Some(&reference),
                 None,
                 None,
@@ -354,37 +420,42 @@ pub async fn expire_due<C: ConnectionTrait>(
             )
             .await?,
         );
+        expired.after = Some(after);
     }
-    Ok(entries)
+    Ok(expired)
 }
 
-/// Takes `amount` out of the account as a `DEBIT` or `REVERSAL` entry, spending the lots that
-/// expire first (never-expiring lots last; `prefer_lot` before all others, for a reversal of
-/// that lot's allocation). Returns `None`, changing nothing, when the balance is short.
-///
-/// The caller holds the balance lock and has expired the due lots ([`expire_due`]), so the
-/// spendable lots add up to the balance.
-#[allow(clippy::too_many_arguments)]
-#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
-pub async fn debit<C: ConnectionTrait>(
+/// A lot and how much of it an operation takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LotTake {
+    pub lot_id: i64,
+    pub take: i64,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Picks (and locks) the spendable part (`remaining − held`) of the account's unexpired lots
+/// to cover `amount`: `prefer_lot` first, then the lots that expire first, never-expiring lots
+/// last. Errors when they do not cover it: the caller checked the balance, so the invariant
+/// would be broken.
+async fn pick_lots<C: ConnectionTrait>(
     conn: &C,
     account: &Account,
-    kind: EntryKind,
     amount: i64,
     prefer_lot: Option<i64>,
-    reference: Option<&str>,
     now: DateTime<Utc>,
-) -> Result<Option<EntryRow>, PersistenceError> {
-    debug_assert!(matches!(kind, EntryKind::Debit | EntryKind::Reversal));
-    let Some(balance) = take_from_balance(conn, account, amount, now).await? else {
-        return Ok(None);
-    };
+) -> Result<Vec<LotTake>, PersistenceError> {
+    #[derive(Debug, FromQueryResult)]
+    struct Lot {
+        id: i64,
+        spendable: i64,
+        expires_at: Option<DateTime<Utc>>,
+    }
     let lots = Lot::find_by_statement(stmt(
         conn,
         &format!(
-            "SELECT id, remaining FROM ledger_entries \
+            "SELECT id, remaining - held AS spendable, expires_at FROM ledger_entries \
              WHERE org_id = $1 AND customer_id = $2 AND program_id = $3 AND currency = $4 \
-             AND remaining > 0 AND (expires_at IS NULL OR expires_at > $5) \
+             AND remaining > held AND (expires_at IS NULL OR expires_at > $5) \
              ORDER BY CASE WHEN id = $6 THEN 0 ELSE 1 END, \
              CASE WHEN expires_at IS NULL THEN 1 ELSE 0 END, expires_at, id{}",
             crate::for_update(conn)
@@ -401,17 +472,17 @@ pub async fn debit<C: ConnectionTrait>(
     .all(conn)
     .await?;
     let mut left = amount;
+    let mut takes = Vec::new();
     for lot in lots {
         if left == 0 {
             break;
         }
-        let take = left.min(lot.remaining);
-        conn.execute_raw(stmt(
-            conn,
-            "UPDATE ledger_entries SET remaining = remaining - $2 WHERE id = $1 AND remaining >= $2",
-            vec![lot.id.into(), take.into()],
-        ))
-        .await?;
+        let take = left.min(lot.spendable);
+        takes.push(LotTake {
+            lot_id: lot.id,
+            take,
+            expires_at: lot.expires_at,
+        });
         left -= take;
     }
     if left != 0 {
@@ -421,11 +492,232 @@ pub async fn debit<C: ConnectionTrait>(
             account.customer_id, account.program_id, account.currency
         )));
     }
-    insert_entry(
-        conn, account, kind, amount, balance, reference, None, None, now,
+    Ok(takes)
+}
+
+/// Applies `takes` to the lots: `remaining` lowered (spent), or `held` raised (earmarked by a
+/// hold). Each update keeps its condition, so a wrong pick fails instead of overdrawing.
+async fn apply_takes<C: ConnectionTrait>(
+    conn: &C,
+    takes: &[LotTake],
+    earmark: bool,
+) -> Result<(), PersistenceError> {
+    let sql = if earmark {
+        "UPDATE ledger_entries SET held = held + $2 WHERE id = $1 AND remaining - held >= $2"
+    } else {
+        "UPDATE ledger_entries SET remaining = remaining - $2 WHERE id = $1 AND remaining - held >= $2"
+    };
+    for t in takes {
+        let done = conn
+            .execute_raw(stmt(conn, sql, vec![t.lot_id.into(), t.take.into()]))
+            .await?;
+        if done.rows_affected() != 1 {
+            return Err(PersistenceError::Other(format!(
+                "lot {} changed under its lock",
+                t.lot_id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Takes `amount` out of the account's available balance as a `DEBIT`, `REVERSAL` or
+/// `TRANSFER_OUT` entry, spending the lots that expire first (never-expiring lots last;
+/// `prefer_lot` before all others, for a reversal of that lot's allocation). Returns `None`,
+/// changing nothing, when the available balance is short; else the entry, the lots it spent and
+/// the balance after.
+///
+/// The caller holds the balance lock and has expired the due lots ([`expire_due`]), so the
+/// spendable lots add up to the available balance.
+#[allow(clippy::too_many_arguments)]
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+pub async fn debit<C: ConnectionTrait>(
+    conn: &C,
+    account: &Account,
+    kind: EntryKind,
+    amount: i64,
+    prefer_lot: Option<i64>,
+    reference: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Option<Debited>, PersistenceError> {
+    debug_assert!(matches!(
+        kind,
+        EntryKind::Debit | EntryKind::Reversal | EntryKind::TransferOut
+    ));
+    let Some(after) = move_balance(conn, account, minus_available(amount), now).await? else {
+        return Ok(None);
+    };
+    let lots = pick_lots(conn, account, amount, prefer_lot, now).await?;
+    apply_takes(conn, &lots, false).await?;
+    let entry = insert_entry(
+        conn,
+        account,
+        kind,
+        amount,
+        after.available,
+        reference,
+        None,
+        None,
+        now,
     )
-    .await
-    .map(Some)
+    .await?;
+    Ok(Some(Debited { entry, lots, after }))
+}
+
+/// What [`debit`] wrote.
+#[derive(Debug, Clone)]
+pub struct Debited {
+    pub entry: EntryRow,
+    /// The lots spent, soonest-expiring first (a transfer gives the recipient the same dates).
+    pub lots: Vec<LotTake>,
+    pub after: Totals,
+}
+
+/// Moves `amount` from available to held for hold `hold_id`: the spendable lots that expire
+/// first are earmarked for it (`hold_lots`), and a `HOLD` entry is written. `None`, changing
+/// nothing, when the available balance is short. The caller holds the balance lock and has
+/// expired the due lots.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+pub async fn hold<C: ConnectionTrait>(
+    conn: &C,
+    account: &Account,
+    hold_id: Uuid,
+    amount: i64,
+    now: DateTime<Utc>,
+) -> Result<Option<(EntryRow, Totals)>, PersistenceError> {
+    let by = Totals {
+        available: -amount,
+        pending: 0,
+        held: amount,
+    };
+    let Some(after) = move_balance(conn, account, by, now).await? else {
+        return Ok(None);
+    };
+    let lots = pick_lots(conn, account, amount, None, now).await?;
+    apply_takes(conn, &lots, true).await?;
+    crate::holds::insert_lots(conn, hold_id, &lots).await?;
+    let reference = format!("hold:{hold_id}");
+    let entry = insert_entry(
+        conn,
+        account,
+        EntryKind::Hold,
+        amount,
+        after.available,
+        Some(&reference),
+        None,
+        None,
+        now,
+    )
+    .await?;
+    Ok(Some((entry, after)))
+}
+
+/// What settling a hold wrote.
+#[derive(Debug, Clone)]
+pub struct SettledHold {
+    /// The `DEBIT` of what was captured (none for a void or a capture of nothing).
+    pub captured: Option<EntryRow>,
+    /// The `RELEASE` of what went back to available (none when nothing did).
+    pub released: Option<EntryRow>,
+    pub released_amount: i64,
+    pub after: Totals,
+}
+
+/// Settles hold `hold_id`, which still earmarks `held`: spends `capture` of it from its lots
+/// (soonest-expiring first) and gives the rest back to available; `capture` 0 is a void or an
+/// expiry. The caller holds the balance lock, has expired the due lots, and has checked that
+/// the hold is active and `capture <= held`.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+pub async fn settle_hold<C: ConnectionTrait>(
+    conn: &C,
+    account: &Account,
+    hold_id: Uuid,
+    held: i64,
+    capture: i64,
+    now: DateTime<Utc>,
+) -> Result<SettledHold, PersistenceError> {
+    debug_assert!((0..=held).contains(&capture));
+    let earmarks = crate::holds::take_lots(conn, hold_id).await?;
+    let earmarked: i64 = earmarks.iter().map(|l| l.take).sum();
+    if earmarked != held {
+        return Err(PersistenceError::Other(format!(
+            "hold {hold_id} earmarks {earmarked} but holds {held}"
+        )));
+    }
+    let mut left = capture;
+    for lot in &earmarks {
+        let spend = left.min(lot.take);
+        left -= spend;
+        let done = conn
+            .execute_raw(stmt(
+                conn,
+                "UPDATE ledger_entries SET held = held - $2, remaining = remaining - $3 \
+                 WHERE id = $1 AND held >= $2 AND remaining >= $3",
+                vec![lot.lot_id.into(), lot.take.into(), spend.into()],
+            ))
+            .await?;
+        if done.rows_affected() != 1 {
+            return Err(PersistenceError::Other(format!(
+                "lot {} changed under its lock",
+                lot.lot_id
+            )));
+        }
+    }
+    let released_amount = held - capture;
+    let by = Totals {
+        available: released_amount,
+        pending: 0,
+        held: -held,
+    };
+    let after = move_balance(conn, account, by, now)
+        .await?
+        .ok_or_else(|| PersistenceError::Other(format!("held below hold {hold_id}")))?;
+    // The entries tell the story in order: the capture left held, the rest came back.
+    let available_before_release = after.available - released_amount;
+    let captured = if capture > 0 {
+        let reference = format!("capture:{hold_id}");
+        Some(
+            insert_entry(
+                conn,
+                account,
+                EntryKind::Debit,
+                capture,
+                available_before_release,
+                Some(&reference),
+                None,
+                None,
+                now,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    let released = if released_amount > 0 {
+        let reference = format!("release:{hold_id}");
+        Some(
+            insert_entry(
+                conn,
+                account,
+                EntryKind::Release,
+                released_amount,
+                after.available,
+                Some(&reference),
+                None,
+                None,
+                now,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    Ok(SettledHold {
+        captured,
+        released,
+        released_amount,
+        after,
+    })
 }
 
 /// Accounts with at least one lot due to expire at `now`, at most `limit` of them.
@@ -501,9 +793,9 @@ pub struct Credit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Posted {
     pub entry_id: i64,
-    /// The balance right after this credit, as if the batch's credits were applied one by one
+    /// The balance right after this entry, as if the batch's entries were applied one by one
     /// in the order given.
-    pub balance_after: i64,
+    pub after: Totals,
 }
 
 /// [`credit`] for many credits at once (group commit): one upsert of every balance touched
@@ -542,14 +834,14 @@ pub async fn credit_many<C: ConnectionTrait>(
             ]
         })
         .collect();
-    let mut after: HashMap<AccountKey, i64> = HashMap::with_capacity(rows.len());
+    let mut after: HashMap<AccountKey, Totals> = HashMap::with_capacity(rows.len());
     for row in crate::insert_rows(
         conn,
         "balances",
         "org_id, customer_id, program_id, currency, available, updated_at",
         "ON CONFLICT (org_id, customer_id, program_id, currency) \
          DO UPDATE SET available = balances.available + excluded.available, updated_at = excluded.updated_at \
-         RETURNING org_id, customer_id, program_id, currency, available",
+         RETURNING org_id, customer_id, program_id, currency, available, pending, held",
         rows,
     )
     .await?
@@ -561,17 +853,21 @@ pub async fn credit_many<C: ConnectionTrait>(
                 row.try_get_by_index(2)?,
                 row.try_get_by_index(3)?,
             ),
-            row.try_get_by_index(4)?,
+            Totals {
+                available: row.try_get_by_index(4)?,
+                pending: row.try_get_by_index(5)?,
+                held: row.try_get_by_index(6)?,
+            },
         );
     }
     // Walk the credits backwards from each account's final balance.
-    let mut balance_after = vec![0i64; credits.len()];
+    let mut balance_after = vec![Totals::default(); credits.len()];
     for (i, c) in credits.iter().enumerate().rev() {
         let running = after.get_mut(&key(&c.account)).ok_or_else(|| {
             PersistenceError::Other("balance upsert returned no row for an account".into())
         })?;
         balance_after[i] = *running;
-        *running -= c.amount;
+        running.available -= c.amount;
     }
     let entries: Vec<Vec<Value>> = credits
         .iter()
@@ -584,7 +880,7 @@ pub async fn credit_many<C: ConnectionTrait>(
                 c.account.currency.clone().into(),
                 EntryKind::Credit.as_str().into(),
                 c.amount.into(),
-                (*after).into(),
+                after.available.into(),
                 c.reference.clone().into(),
                 c.amount.into(),
                 c.expires_at.into(),
@@ -608,7 +904,7 @@ pub async fn credit_many<C: ConnectionTrait>(
                 })?;
             Ok(Posted {
                 entry_id,
-                balance_after,
+                after: balance_after,
             })
         })
         .collect()
@@ -651,7 +947,7 @@ fn account_tuples(accounts: &[&Account], first: usize) -> (String, Vec<Value>) {
 pub async fn lock_balances<C: ConnectionTrait>(
     conn: &C,
     accounts: &[Account],
-) -> Result<std::collections::HashMap<AccountKey, i64>, PersistenceError> {
+) -> Result<std::collections::HashMap<AccountKey, Totals>, PersistenceError> {
     #[derive(Debug, FromQueryResult)]
     struct Row {
         org_id: i64,
@@ -659,6 +955,8 @@ pub async fn lock_balances<C: ConnectionTrait>(
         program_id: i64,
         currency: String,
         available: i64,
+        pending: i64,
+        held: i64,
     }
     if accounts.is_empty() {
         return Ok(Default::default());
@@ -670,7 +968,7 @@ pub async fn lock_balances<C: ConnectionTrait>(
     let rows = Row::find_by_statement(stmt(
         conn,
         &format!(
-            "SELECT org_id, customer_id, program_id, currency, available FROM balances \
+            "SELECT org_id, customer_id, program_id, currency, available, pending, held FROM balances \
              WHERE (org_id, customer_id, program_id, currency) IN (VALUES {tuples}) \
              ORDER BY org_id, customer_id, program_id, currency{}",
             crate::for_update(conn)
@@ -684,7 +982,11 @@ pub async fn lock_balances<C: ConnectionTrait>(
         .map(|r| {
             (
                 (r.org_id, r.customer_id, r.program_id, r.currency),
-                r.available,
+                Totals {
+                    available: r.available,
+                    pending: r.pending,
+                    held: r.held,
+                },
             )
         })
         .collect())
@@ -779,7 +1081,7 @@ pub struct Debit {
 pub async fn debit_many<C: ConnectionTrait>(
     conn: &C,
     debits: &[Debit],
-    available: &std::collections::HashMap<AccountKey, i64>,
+    available: &std::collections::HashMap<AccountKey, Totals>,
     now: DateTime<Utc>,
 ) -> Result<Vec<Option<Posted>>, PersistenceError> {
     use std::collections::{BTreeMap, HashMap};
@@ -790,17 +1092,17 @@ pub async fn debit_many<C: ConnectionTrait>(
         customer_id: Uuid,
         program_id: i64,
         currency: String,
-        remaining: i64,
+        spendable: i64,
     }
     // Decide, in order, against the locked balances.
-    let mut left: HashMap<AccountKey, i64> = available.clone();
-    let mut balance_after: Vec<Option<i64>> = Vec::with_capacity(debits.len());
+    let mut left: HashMap<AccountKey, Totals> = available.clone();
+    let mut balance_after: Vec<Option<Totals>> = Vec::with_capacity(debits.len());
     let mut totals: BTreeMap<AccountKey, i64> = BTreeMap::new();
     for d in debits {
         let key = d.account.key();
         match left.get_mut(&key) {
-            Some(l) if *l >= d.amount => {
-                *l -= d.amount;
+            Some(l) if l.available >= d.amount => {
+                l.available -= d.amount;
                 balance_after.push(Some(*l));
                 *totals.entry(key).or_default() += d.amount;
             }
@@ -825,9 +1127,9 @@ pub async fn debit_many<C: ConnectionTrait>(
     let lots = LotRow::find_by_statement(stmt(
         conn,
         &format!(
-            "SELECT id, org_id, customer_id, program_id, currency, remaining FROM ledger_entries \
-             WHERE (org_id, customer_id, program_id, currency) IN (VALUES {tuples}) \
-             AND remaining > 0 AND (expires_at IS NULL OR expires_at > $1) \
+            "SELECT id, org_id, customer_id, program_id, currency, remaining - held AS spendable \
+             FROM ledger_entries WHERE (org_id, customer_id, program_id, currency) IN (VALUES {tuples}) \
+             AND remaining > held AND (expires_at IS NULL OR expires_at > $1) \
              ORDER BY org_id, customer_id, program_id, currency, \
              CASE WHEN expires_at IS NULL THEN 1 ELSE 0 END, expires_at, id{}",
             crate::for_update(conn)
@@ -842,7 +1144,7 @@ pub async fn debit_many<C: ConnectionTrait>(
     for lot in lots {
         let key = (lot.org_id, lot.customer_id, lot.program_id, lot.currency);
         if let Some(want) = to_take.get_mut(&key).filter(|w| **w > 0) {
-            let take = (*want).min(lot.remaining);
+            let take = (*want).min(lot.spendable);
             takes.push((lot.id, take));
             *want -= take;
         }
@@ -866,7 +1168,7 @@ pub async fn debit_many<C: ConnectionTrait>(
             &format!(
                 "WITH v(id, take) AS (VALUES {}) UPDATE ledger_entries \
                  SET remaining = remaining - v.take FROM v \
-                 WHERE ledger_entries.id = v.id AND ledger_entries.remaining >= v.take",
+                 WHERE ledger_entries.id = v.id AND ledger_entries.remaining - ledger_entries.held >= v.take",
                 pairs.join(", ")
             ),
             values,
@@ -928,7 +1230,7 @@ pub async fn debit_many<C: ConnectionTrait>(
                 d.account.currency.clone().into(),
                 EntryKind::Debit.as_str().into(),
                 d.amount.into(),
-                after.into(),
+                after.available.into(),
                 d.reference.clone().into(),
                 Value::BigInt(None),
                 Value::ChronoDateTimeUtc(None),
@@ -955,7 +1257,7 @@ pub async fn debit_many<C: ConnectionTrait>(
                 })?;
             Ok(Some(Posted {
                 entry_id,
-                balance_after,
+                after: balance_after,
             }))
         })
         .collect()

@@ -14,6 +14,7 @@ pub mod allocations;
 pub mod catalog;
 pub mod customers;
 mod error;
+pub mod holds;
 pub mod idempotency;
 pub mod issuances;
 pub mod ledger;

@@ -364,6 +364,10 @@ impl TestApp {
             "issuances",
             "vouchers",
             "redemptions",
+            "holds",
+            "hold_lots",
+            "transfers",
+            "earn_cap_counters",
         ] {
             out.push((
                 table.to_owned(),
@@ -474,27 +478,62 @@ pub fn allocation_body(c: &Catalog, mobile: &str, source_value: Value, unique_id
     })
 }
 
-/// The ledger invariant for every account of the database: balance = sum of the ledger
-/// (credits minus debits, expiries and reversals) = remaining of the lots. Returns the accounts
-/// that break it, as text; empty when it holds.
+/// The ledger invariant for every account of the database, extended by the points lifecycle:
+/// `available + held` = the sum of the ledger (credits and transfers in, minus debits,
+/// expiries, reversals and transfers out; `HOLD` and `RELEASE` move between the two and count
+/// for nothing) = the remaining of the lots; `held` = the held parts of the lots = what the
+/// active holds hold; `pending` = what the pending allocations will credit; none negative.
+/// Returns the accounts that break it, as text; empty when it holds.
 pub async fn invariant_violations(app: &TestApp) -> Vec<String> {
     let sql = "WITH ledger AS ( \
           SELECT org_id, customer_id, program_id, currency, \
-                 sum(CASE WHEN kind = 'CREDIT' THEN amount ELSE -amount END) AS net, \
-                 sum(COALESCE(remaining, 0)) AS lots \
-          FROM ledger_entries GROUP BY org_id, customer_id, program_id, currency) \
-        SELECT b.customer_id::text || '/' || b.currency || ': balance ' || b.available || \
-               ' ledger ' || COALESCE(l.net, 0) || ' lots ' || COALESCE(l.lots, 0) \
+                 sum(CASE WHEN kind IN ('CREDIT', 'TRANSFER_IN') THEN amount \
+                          WHEN kind IN ('HOLD', 'RELEASE') THEN 0 ELSE -amount END) AS net, \
+                 sum(COALESCE(remaining, 0)) AS lots, sum(held) AS lots_held \
+          FROM ledger_entries GROUP BY org_id, customer_id, program_id, currency), \
+        holding AS ( \
+          SELECT org_id, customer_id, program_id, currency, sum(held) AS held FROM holds \
+          WHERE status = 'HELD' GROUP BY org_id, customer_id, program_id, currency), \
+        promised AS ( \
+          SELECT org_id, customer_id, program_id, currency, sum(amount - reversed_amount) AS pending \
+          FROM allocations WHERE status = 'PENDING' GROUP BY org_id, customer_id, program_id, currency) \
+        SELECT b.customer_id::text || '/' || b.currency || ': available ' || b.available || \
+               ' held ' || b.held || ' pending ' || b.pending || ' ledger ' || COALESCE(l.net, 0) || \
+               ' lots ' || COALESCE(l.lots, 0) || ' lots held ' || COALESCE(l.lots_held, 0) || \
+               ' holds ' || COALESCE(h.held, 0) || ' pending allocations ' || COALESCE(p.pending, 0) \
         FROM balances b FULL JOIN ledger l USING (org_id, customer_id, program_id, currency) \
-        WHERE COALESCE(b.available, -1) <> COALESCE(l.net, 0) OR COALESCE(b.available, -1) <> COALESCE(l.lots, 0)";
-    app.db
+        LEFT JOIN holding h USING (org_id, customer_id, program_id, currency) \
+        LEFT JOIN promised p USING (org_id, customer_id, program_id, currency) \
+        WHERE COALESCE(b.available + b.held, -1) <> COALESCE(l.net, 0) \
+           OR COALESCE(b.available + b.held, -1) <> COALESCE(l.lots, 0) \
+           OR COALESCE(b.held, 0) <> COALESCE(l.lots_held, 0) \
+           OR COALESCE(b.held, 0) <> COALESCE(h.held, 0) \
+           OR COALESCE(b.pending, 0) <> COALESCE(p.pending, 0) \
+           OR b.available < 0 OR b.held < 0 OR b.pending < 0";
+    let mut broken: Vec<String> = app
+        .db
         .conn()
         .query_all_raw(Statement::from_string(DbBackend::Postgres, sql.to_owned()))
         .await
         .expect("invariant query")
         .into_iter()
         .map(|r| r.try_get_by_index::<String>(0).unwrap_or_default())
-        .collect()
+        .collect();
+    // A lot never holds more than it has left, and every earmark points at a real lot part.
+    let lots = "SELECT 'lot ' || e.id || ': remaining ' || e.remaining || ' held ' || e.held || \
+          ' earmarked ' || COALESCE((SELECT sum(amount) FROM hold_lots hl WHERE hl.lot_id = e.id), 0) \
+        FROM ledger_entries e WHERE e.held > COALESCE(e.remaining, 0) \
+           OR e.held <> COALESCE((SELECT sum(amount) FROM hold_lots hl WHERE hl.lot_id = e.id), 0)";
+    broken.extend(
+        app.db
+            .conn()
+            .query_all_raw(Statement::from_string(DbBackend::Postgres, lots.to_owned()))
+            .await
+            .expect("lot invariant query")
+            .into_iter()
+            .map(|r| r.try_get_by_index::<String>(0).unwrap_or_default()),
+    );
+    broken
 }
 
 /// Starts a transaction on its own connection that claims `operation`/`key` of `org` and does

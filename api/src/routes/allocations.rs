@@ -56,12 +56,25 @@ pub struct AllocationBody {
     pub lookup_params: Option<LookupParams>,
 }
 
-/// An account's balance after the operation.
+/// An account's balance after the operation: what can be spent, what is promised and not yet
+/// spendable, and what holds reserve. Decimal strings at the currency's scale.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"available": "100.00", "pending": "0.00", "held": "0.00"}))]
 pub struct Balance {
-    /// A decimal string at the currency's scale.
     pub available: String,
+    pub pending: String,
+    pub held: String,
+}
+
+impl Balance {
+    pub fn of(t: ledger::Totals, scale: i16) -> Self {
+        Self {
+            available: amount(t.available, scale),
+            pending: amount(t.pending, scale),
+            held: amount(t.held, scale),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -72,7 +85,7 @@ pub struct Balance {
     "awardStrategyId": 1, "expiryStrategyId": 1, "currency": "POINTS", "amount": "100.00",
     "sourceValue": "1000", "expiresAt": "2027-01-01T00:00:00Z", "eventName": null,
     "eventSourceId": null, "ledgerEntryId": "1", "createdAt": "2026-01-01T00:00:00Z",
-    "reversedAt": null, "balance": {"available": "100.00"}
+    "reversedAt": null, "balance": {"available": "100.00", "pending": "0.00", "held": "0.00"}
 }))]
 pub struct AllocationView {
     pub allocation_id: String,
@@ -94,12 +107,12 @@ pub struct AllocationView {
     pub balance: Balance,
 }
 
-/// The allocation as the API shows it; `available` is the balance to show with it.
-pub fn allocation_json(a: &AllocationRow, available: i64) -> Value {
-    to_json(&allocation_view(a, available))
+/// The allocation as the API shows it, with the balance to show with it.
+pub fn allocation_json(a: &AllocationRow, balance: ledger::Totals) -> Value {
+    to_json(&allocation_view(a, balance))
 }
 
-fn allocation_view(a: &AllocationRow, available: i64) -> AllocationView {
+fn allocation_view(a: &AllocationRow, balance: ledger::Totals) -> AllocationView {
     AllocationView {
         allocation_id: a.id.to_string(),
         unique_id: a.unique_id.clone(),
@@ -116,9 +129,7 @@ fn allocation_view(a: &AllocationRow, available: i64) -> AllocationView {
         ledger_entry_id: a.ledger_entry_id.to_string(),
         created_at: ts(a.created_at),
         reversed_at: a.reversed_at.map(ts),
-        balance: Balance {
-            available: amount(available, a.scale),
-        },
+        balance: Balance::of(balance, a.scale),
     }
 }
 
@@ -233,7 +244,7 @@ pub async fn get(
     let row = allocations::get_by_unique_id(state.db.conn(), tenant.org_id, &path)
         .await?
         .ok_or_else(|| ApiError::not_found("allocation"))?;
-    let available = ledger::available(
+    let balance = ledger::totals(
         state.db.conn(),
         &Account {
             org_id: tenant.org_id,
@@ -243,7 +254,7 @@ pub async fn get(
         },
     )
     .await?;
-    Ok(HttpResponse::Ok().json(allocation_view(&row, available)))
+    Ok(HttpResponse::Ok().json(allocation_view(&row, balance)))
 }
 
 /// Locks the account's balance and expires its due lots (writing their events), so that a
@@ -258,7 +269,7 @@ pub(crate) async fn settle(
         return Ok(false);
     }
     let expired = ledger::expire_due(tx, account, now).await?;
-    let events = crate::webhooks::expired_events(account, &expired, now);
+    let events = crate::webhooks::expired_events(account, &expired.entries, now);
     crate::webhooks::emit(&state.caches, tx, account.org_id, events, now).await?;
     Ok(true)
 }
@@ -307,7 +318,7 @@ pub struct RedemptionBody {
     "allocationId": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c01",
     "customerId": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c02", "programId": 1, "currency": "POINTS",
     "amount": "100.00", "expiredAmount": "0.00", "reason": "returned",
-    "createdAt": "2026-01-02T00:00:00Z", "balance": {"available": "0.00"}
+    "createdAt": "2026-01-02T00:00:00Z", "balance": {"available": "0.00", "pending": "0.00", "held": "0.00"}
 }))]
 pub struct ReversalView {
     /// The ledger entry of the reversal.
@@ -445,7 +456,7 @@ pub async fn reverse(
                 ledger::expired_from_lot(tx, &account, allocation.ledger_entry_id).await?;
             let to_take = (allocation.amount - expired).max(0);
             let reference = format!("reversal:{}", allocation.unique_id);
-            let entry = ledger::debit(
+            let ledger::Debited { entry, after, .. } = ledger::debit(
                 tx,
                 &account,
                 ledger::EntryKind::Reversal,
@@ -472,9 +483,7 @@ pub async fn reverse(
                 expired_amount: amount(expired, allocation.scale),
                 reason: reason.clone(),
                 created_at: ts(now),
-                balance: Balance {
-                    available: amount(entry.balance_after, allocation.scale),
-                },
+                balance: Balance::of(after, allocation.scale),
             });
             let events = vec![event("currency.reversed", body.clone(), now)];
             crate::webhooks::emit(&state.caches, tx, org_id, events, now).await?;

@@ -41,7 +41,7 @@ pub struct CustomerView {
 #[schema(example = json!({
     "customerId": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c02", "mobile": "919999999999",
     "email": null, "externalId": null, "createdAt": "2026-01-01T00:00:00Z",
-    "balances": [{"programId": 1, "currency": "POINTS", "available": "100.00"}]
+    "balances": [{"programId": 1, "currency": "POINTS", "available": "100.00", "pending": "0.00", "held": "0.00"}]
 }))]
 pub struct CustomerWithBalances {
     pub customer_id: String,
@@ -57,26 +57,33 @@ pub struct CustomerWithBalances {
 pub struct AccountBalance {
     pub program_id: i64,
     pub currency: String,
-    /// A decimal string at the currency's scale.
+    /// Spendable now; decimal strings at the currency's scale.
     pub available: String,
+    /// Allocated with a future `maturesAt`, not yet spendable.
+    pub pending: String,
+    /// Reserved by holds until they are captured, voided or expire.
+    pub held: String,
 }
 
 /// One change of a balance.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(example = json!({
-    "entryId": "1", "programId": 1, "currency": "POINTS", "kind": "ALLOCATION",
-    "amount": "100.00", "balanceAfter": "100.00", "reference": "order-1001",
+    "entryId": "1", "programId": 1, "currency": "POINTS", "kind": "CREDIT",
+    "amount": "100.00", "balanceAfter": "100.00", "reference": "allocation:order-1001",
     "expiresAt": "2027-01-01T00:00:00Z", "createdAt": "2026-01-01T00:00:00Z"
 }))]
 pub struct LedgerEntry {
     pub entry_id: String,
     pub program_id: i64,
     pub currency: String,
-    /// ALLOCATION, REDEMPTION, REVERSAL or EXPIRY.
+    /// CREDIT, DEBIT, EXPIRE, REVERSAL, TRANSFER_IN, TRANSFER_OUT, HOLD (available to
+    /// held) or RELEASE (held back to available).
+    #[schema(pattern = "^(CREDIT|DEBIT|EXPIRE|REVERSAL|TRANSFER_IN|TRANSFER_OUT|HOLD|RELEASE)$")]
     pub kind: String,
-    /// Signed: credits positive, debits negative.
+    /// Always positive; `kind` gives the direction.
     pub amount: String,
+    /// The available balance after the entry.
     pub balance_after: String,
     pub reference: Option<String>,
     pub expires_at: Option<String>,
@@ -103,6 +110,8 @@ async fn customer_view(
                 program_id: b.program_id,
                 currency: b.currency.clone(),
                 available: amount(b.available, b.scale),
+                pending: amount(b.pending, b.scale),
+                held: amount(b.held, b.scale),
             })
             .collect(),
     })

@@ -7,6 +7,7 @@ use crate::error::ApiError;
 pub mod allocations;
 pub mod customers;
 pub mod health;
+pub mod holds;
 pub mod idempotency_keys;
 pub mod ops;
 pub mod programs;
@@ -66,6 +67,10 @@ routes! {
     "/v1/currency/allocations/{uniqueId}" => [get => allocations::get],
     "/v1/currency/allocations/{uniqueId}/reversal" => [post => allocations::reverse],
     "/v1/currency/redemptions" => [post => allocations::redeem],
+    "/v1/currency/holds" => [post => holds::create],
+    "/v1/currency/holds/{holdId}" => [get => holds::get],
+    "/v1/currency/holds/{holdId}/capture" => [post => holds::capture],
+    "/v1/currency/holds/{holdId}/void" => [post => holds::void],
     "/v1/webhook-endpoints" => [
         post => webhooks::create_endpoint,
         get => webhooks::list_endpoints,

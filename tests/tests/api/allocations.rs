@@ -85,7 +85,7 @@ async fn the_capillary_body_allocates_once_and_replays_after() {
     assert_eq!(lookup.body["customerId"], customer_id);
     assert_eq!(
         lookup.body["balances"],
-        json!([{"programId": c.program_id, "currency": "POINTS", "available": "100.00"}])
+        json!([{"programId": c.program_id, "currency": "POINTS", "available": "100.00", "pending": "0.00", "held": "0.00"}])
     );
     let ledger = app
         .get(&format!("/v1/customers/{customer_id}/ledger"), &key)

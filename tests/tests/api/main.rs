@@ -5,6 +5,7 @@ mod catalog;
 mod crash;
 mod group_commit;
 mod health;
+mod holds;
 mod issuance;
 mod ledger;
 mod ops;
