@@ -60,6 +60,15 @@ pub struct AllocationRequest {
     pub source_value: Decimal,
     pub event_name: Option<String>,
     pub event_source_id: Option<String>,
+    /// When the points become spendable; `None` (or a time not after now) means at once.
+    pub matures_at: Option<DateTime<Utc>>,
+}
+
+impl AllocationRequest {
+    /// Whether it promises points for later: a `maturesAt` after `now`.
+    pub fn is_pending(&self, now: DateTime<Utc>) -> bool {
+        self.matures_at.is_some_and(|t| t > now)
+    }
 }
 
 /// What the catalog says of a request: the currency, the amount and the expiry.
@@ -141,6 +150,8 @@ fn new_allocation(
     customer_id: Uuid,
     ledger_entry_id: i64,
 ) -> NewAllocation {
+    // A pending allocation has no credit yet, and its expiry counts from its activation.
+    let pending = ledger_entry_id == PENDING_ENTRY;
     NewAllocation {
         org_id: r.org_id,
         unique_id: r.key.to_string(),
@@ -154,12 +165,17 @@ fn new_allocation(
         event_name: r.event_name.clone(),
         event_source_id: r.event_source_id.clone(),
         ledger_entry_id,
-        expires_at: p.expires_at,
+        expires_at: if pending { None } else { p.expires_at },
+        matures_at: if pending { r.matures_at } else { None },
     }
 }
 
+/// The `ledger_entry_id` of an allocation that has no credit yet (pending).
+pub const PENDING_ENTRY: i64 = 0;
+
 /// The allocation just recorded, as `allocations::get_by_unique_id` would read it.
 fn allocation_row(id: Uuid, a: NewAllocation, scale: i16, now: DateTime<Utc>) -> AllocationRow {
+    let status = a.status().to_owned();
     AllocationRow {
         id,
         org_id: a.org_id,
@@ -178,6 +194,10 @@ fn allocation_row(id: Uuid, a: NewAllocation, scale: i16, now: DateTime<Utc>) ->
         created_at: now,
         reversed_at: None,
         reversal_entry_id: None,
+        status,
+        matures_at: a.matures_at,
+        activated_at: None,
+        reversed_amount: 0,
         scale,
     }
 }
@@ -204,6 +224,20 @@ pub async fn allocate_alone(state: &AppState, r: &AllocationRequest) -> Result<O
                 program_id: r.program_id,
                 currency: p.currency.clone(),
             };
+            if r.is_pending(now) {
+                // Promised, not spendable: counted in `pending` only, no lot, no entry.
+                let balance = ledger::upsert_balance(tx, &account, 0, p.minor, now).await?;
+                let new = (
+                    Uuid::now_v7(),
+                    new_allocation(r, &p, customer.id, PENDING_ENTRY),
+                );
+                allocations::insert_many(tx, std::slice::from_ref(&new), now).await?;
+                let row = allocation_row(new.0, new.1, p.scale, now);
+                let body = allocation_json(&row, balance);
+                let events = vec![event("currency.allocated", body.clone(), now)];
+                crate::webhooks::emit(&state.caches, tx, r.org_id, events, now).await?;
+                return Ok(Effect::created(body, row.id));
+            }
             let (entry, balance) = ledger::credit(
                 tx,
                 &account,
@@ -347,4 +381,140 @@ async fn run_batch(
         )));
     }
     Ok(())
+}
+
+/// Makes a pending allocation available: a `CREDIT` lot of what is left of it (reversals of a
+/// pending allocation lower it), dated by its expiry strategy from now, and `pending` lowered
+/// by as much. The caller holds the account's balance lock and has read `a` under it; `Err`
+/// (the request's definite refusal) when `a` is no longer pending.
+pub async fn activate_locked(
+    tx: &persistence::Tx,
+    a: &AllocationRow,
+    now: DateTime<Utc>,
+) -> Result<(AllocationRow, ledger::Totals), ApiError> {
+    if !a.is_pending() {
+        return Err(ApiError::Conflict {
+            code: "ALLOCATION_NOT_PENDING",
+            detail: format!("The allocation is {}, not PENDING.", a.status),
+        });
+    }
+    let expiry = persistence::catalog::get_expiry_strategy(tx, a.org_id, a.expiry_strategy_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::Internal(format!("allocation {} lost its expiry strategy", a.id))
+        })?;
+    let expires_at = expiry_rule(&expiry)?.expires_at(now);
+    let account = Account {
+        org_id: a.org_id,
+        customer_id: a.customer_id,
+        program_id: a.program_id,
+        currency: a.currency.clone(),
+    };
+    let left = a.amount - a.reversed_amount;
+    let reference = format!("allocation:{}", a.unique_id);
+    let (entry, _) = ledger::credit(
+        tx,
+        &account,
+        ledger::EntryKind::Credit,
+        left,
+        expires_at,
+        Some(&reference),
+        now,
+    )
+    .await?;
+    let by = ledger::Totals {
+        pending: -left,
+        ..Default::default()
+    };
+    let after = ledger::move_balance(tx, &account, by, now)
+        .await?
+        .ok_or_else(|| ApiError::Internal(format!("pending below allocation {}", a.id)))?;
+    if !allocations::activate(tx, a.org_id, a.id, entry.id, expires_at, now).await? {
+        return Err(ApiError::Internal(format!(
+            "allocation {} activated concurrently",
+            a.id
+        )));
+    }
+    let row = AllocationRow {
+        status: "ACTIVE".into(),
+        ledger_entry_id: entry.id,
+        expires_at,
+        activated_at: Some(now),
+        ..a.clone()
+    };
+    Ok((row, after))
+}
+
+/// The key an activation is recorded under: the allocation itself, so that the endpoint and
+/// the worker activate it once between them, and a later call replays.
+pub fn activation_key(a: &AllocationRow) -> Result<IdempotencyKey, ApiError> {
+    IdempotencyKey::parse(&a.id.to_string()).map_err(|e| ApiError::Internal(e.message))
+}
+
+/// Activates the pending allocations whose `maturesAt` has passed, up to `limit` of them;
+/// returns how many. Safe on any number of instances: each activation claims the allocation's
+/// activation key and takes its balance lock (`SKIP LOCKED`: an account busy elsewhere waits
+/// for the next round), and changes the allocation only if it is still pending.
+pub async fn activate_due(
+    db: &Db,
+    now: DateTime<Utc>,
+    limit: u64,
+) -> Result<usize, PersistenceError> {
+    let mut done = 0;
+    for a in allocations::due_pending(db.conn(), now, limit).await? {
+        match activate_one(db, &a, now).await {
+            Ok(true) => done += 1,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, allocation = %a.id, "could not activate an allocation")
+            }
+        }
+    }
+    Ok(done)
+}
+
+async fn activate_one(db: &Db, a: &AllocationRow, now: DateTime<Utc>) -> Result<bool, ApiError> {
+    let tx = db.begin().await?;
+    let account = Account {
+        org_id: a.org_id,
+        customer_id: a.customer_id,
+        program_id: a.program_id,
+        currency: a.currency.clone(),
+    };
+    if ledger::lock_balance(&tx, &account, true).await?.is_none() {
+        return Ok(false);
+    }
+    let key = activation_key(a)?;
+    let meaning = RequestMeaning::new();
+    let record = match idempotency::claim(
+        &tx,
+        a.org_id,
+        Operation::AllocationActivation,
+        &key,
+        &meaning,
+        now,
+        None,
+    )
+    .await
+    {
+        Ok(idempotency::Claim::Claimed { id }) => id,
+        // Activated by a request, or by another instance's worker.
+        Ok(idempotency::Claim::Existing(_)) | Err(PersistenceError::LockTimeout) => {
+            return Ok(false);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let Some(current) = allocations::get(&tx, a.org_id, a.id).await? else {
+        return Ok(false);
+    };
+    if !current.is_pending() || current.matures_at.is_some_and(|t| t > now) {
+        return Ok(false);
+    }
+    let (row, after) = activate_locked(&tx, &current, now).await?;
+    let body = allocation_json(&row, after);
+    let events = vec![event("currency.activated", body.clone(), now)];
+    persistence::webhooks::emit(&tx, a.org_id, &events, now).await?;
+    idempotency::complete(&tx, record, 201, &body, Some(&row.id.to_string())).await?;
+    Db::commit(tx).await?;
+    Ok(true)
 }

@@ -86,6 +86,22 @@ pub async fn expire_holds_all(db: &Db, now: DateTime<Utc>) -> Result<usize, Pers
     }
 }
 
+/// Allocations looked at per activation round.
+pub const ACTIVATION_BATCH: u64 = 200;
+
+/// Makes every pending allocation whose `maturesAt` has passed at `now` available; returns how
+/// many it activated.
+pub async fn activate_all(db: &Db, now: DateTime<Utc>) -> Result<usize, PersistenceError> {
+    let mut total = 0;
+    loop {
+        let n = crate::allocate::activate_due(db, now, ACTIVATION_BATCH).await?;
+        total += n;
+        if n == 0 {
+            return Ok(total);
+        }
+    }
+}
+
 /// Forgets every idempotency record created before `cutoff`, batch by batch.
 pub async fn purge_all(db: &Db, cutoff: DateTime<Utc>) -> Result<u64, PersistenceError> {
     let mut total = 0;
@@ -142,6 +158,11 @@ pub fn spawn(state: Arc<AppState>, interval: Duration) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(lots = n, "expired lots"),
                 Err(e) => tracing::warn!(error = %e, "expiry round failed; will retry"),
+            }
+            match activate_all(&state.db, state.now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(allocations = n, "activated matured allocations"),
+                Err(e) => tracing::warn!(error = %e, "activation round failed; will retry"),
             }
             match expire_holds_all(&state.db, state.now()).await {
                 Ok(0) => {}

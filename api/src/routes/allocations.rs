@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use crate::allocate::{AllocationRequest, allocate_alone};
 use crate::dto::{DecimalInput, FlexId, LookupParams, LooseString, amount, bounded_text, ts};
 use crate::error::ApiError;
-use crate::extract::{IdempotencyHeader, Json, ReasonBody, Tenant, required_key};
+use crate::extract::{IdempotencyHeader, Json, Tenant, required_key};
 use crate::idempotent::{Effect, Outcome, execute, replay_if_used, respond};
 use crate::openapi::{
     AllocationPath, KeyHeader, Missing, Read, Replayed, Write, currency_schema, customer_id_schema,
@@ -54,6 +54,10 @@ pub struct AllocationBody {
     #[schema(schema_with = customer_id_schema)]
     pub customer_id: Option<LooseString>,
     pub lookup_params: Option<LookupParams>,
+    /// When the points become spendable. A future time makes the allocation PENDING until
+    /// then; a past or present time (or none) means at once.
+    #[schema(schema_with = crate::openapi::timestamp_schema)]
+    pub matures_at: Option<crate::dto::Timestamp>,
 }
 
 /// An account's balance after the operation: what can be spent, what is promised and not yet
@@ -85,7 +89,8 @@ impl Balance {
     "awardStrategyId": 1, "expiryStrategyId": 1, "currency": "POINTS", "amount": "100.00",
     "sourceValue": "1000", "expiresAt": "2027-01-01T00:00:00Z", "eventName": null,
     "eventSourceId": null, "ledgerEntryId": "1", "createdAt": "2026-01-01T00:00:00Z",
-    "reversedAt": null, "balance": {"available": "100.00", "pending": "0.00", "held": "0.00"}
+    "reversedAt": null, "status": "ACTIVE", "maturesAt": null, "activatedAt": null,
+    "reversedAmount": "0.00", "balance": {"available": "100.00", "pending": "0.00", "held": "0.00"}
 }))]
 pub struct AllocationView {
     pub allocation_id: String,
@@ -98,12 +103,24 @@ pub struct AllocationView {
     /// What was awarded, a decimal string at the currency's scale.
     pub amount: String,
     pub source_value: String,
+    /// When the points expire; null for NEVER, and while the allocation is pending (its
+    /// points' life starts when they become available).
     pub expires_at: Option<String>,
     pub event_name: Option<String>,
     pub event_source_id: Option<String>,
-    pub ledger_entry_id: String,
+    /// The ledger entry of the credit; null while pending.
+    pub ledger_entry_id: Option<String>,
     pub created_at: String,
+    /// When the allocation was reversed in full.
     pub reversed_at: Option<String>,
+    /// PENDING (promised, not yet spendable), ACTIVE, or CANCELLED (reversed while pending).
+    #[schema(pattern = "^(PENDING|ACTIVE|CANCELLED)$")]
+    pub status: String,
+    pub matures_at: Option<String>,
+    /// When a pending allocation became available.
+    pub activated_at: Option<String>,
+    /// What reversals have taken back of `amount` so far.
+    pub reversed_amount: String,
     pub balance: Balance,
 }
 
@@ -126,9 +143,14 @@ fn allocation_view(a: &AllocationRow, balance: ledger::Totals) -> AllocationView
         expires_at: a.expires_at.map(ts),
         event_name: a.event_name.clone(),
         event_source_id: a.event_source_id.clone(),
-        ledger_entry_id: a.ledger_entry_id.to_string(),
+        ledger_entry_id: (a.ledger_entry_id != crate::allocate::PENDING_ENTRY)
+            .then(|| a.ledger_entry_id.to_string()),
         created_at: ts(a.created_at),
         reversed_at: a.reversed_at.map(ts),
+        status: a.status.clone(),
+        matures_at: a.matures_at.map(ts),
+        activated_at: a.activated_at.map(ts),
+        reversed_amount: amount(a.reversed_amount, a.scale),
         balance: Balance::of(balance, a.scale),
     }
 }
@@ -180,7 +202,8 @@ pub async fn create(
         .with("sourceValue", Some(source_value))
         .with("customer", Some(&customer))
         .with("eventName", event_name.as_ref())
-        .with("eventSourceId", event_source_id.as_ref());
+        .with("eventSourceId", event_source_id.as_ref())
+        .with("maturesAt", body.matures_at.map(|t| ts(t.0)));
     let request = AllocationRequest {
         org_id,
         key: key.clone(),
@@ -192,7 +215,9 @@ pub async fn create(
         source_value,
         event_name,
         event_source_id,
+        matures_at: body.matures_at.map(|t| t.0),
     };
+    let pending = request.is_pending(state.now());
     let outcome = match replay_if_used(
         &state,
         org_id,
@@ -203,7 +228,10 @@ pub async fn create(
     .await?
     {
         Some(replayed) => replayed,
-        None if state.settings.group_commit_max > 1 => state.allocations.submit(request).await?,
+        // Pending allocations are rare and write other rows: they run alone.
+        None if state.settings.group_commit_max > 1 && !pending => {
+            state.allocations.submit(request).await?
+        }
         None => allocate_alone(&state, &request).await?,
     };
     count_amount("allocation", &outcome);
@@ -317,7 +345,8 @@ pub struct RedemptionBody {
     "reversalId": "12", "uniqueId": "order-1001",
     "allocationId": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c01",
     "customerId": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c02", "programId": 1, "currency": "POINTS",
-    "amount": "100.00", "expiredAmount": "0.00", "reason": "returned",
+    "amount": "100.00", "expiredAmount": "0.00", "reversedAmount": "100.00",
+    "allocationStatus": "ACTIVE", "reason": "returned",
     "createdAt": "2026-01-02T00:00:00Z", "balance": {"available": "0.00", "pending": "0.00", "held": "0.00"}
 }))]
 pub struct ReversalView {
@@ -332,6 +361,12 @@ pub struct ReversalView {
     pub amount: String,
     /// What of the allocation had expired already, so was not taken again.
     pub expired_amount: String,
+    /// What reversals have taken back of the allocation so far, this one included.
+    pub reversed_amount: String,
+    /// The allocation's status after the reversal (a pending one is CANCELLED when nothing of
+    /// it is left).
+    #[schema(pattern = "^(PENDING|ACTIVE|CANCELLED)$")]
+    pub allocation_status: String,
     pub reason: Option<String>,
     pub created_at: String,
     pub balance: Balance,
@@ -399,12 +434,34 @@ pub async fn redeem(
     Ok(respond(Operation::CurrencyRedemption, outcome, Some(&key)))
 }
 
-/// `POST /v1/currency/allocations/{uniqueId}/reversal`: takes the allocated amount back, once.
-/// The allocation is its own key (`currency-reversal` / its `uniqueId`): a second reversal is a
-/// replay whatever key it carries.
+/// The optional body of a reversal: all that is left of the allocation, or `amount` of it.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"amount": "20", "reversalId": "return-1", "reason": "one item returned"}))]
+pub struct ReversalBody {
+    /// Part of the allocation to take back (a return of part of a purchase). Absent: all that
+    /// is left of it.
+    #[schema(schema_with = crate::openapi::optional_positive_decimal_schema)]
+    pub amount: Option<DecimalInput>,
+    /// The key of a partial reversal, scoped to the allocation (or send Idempotency-Key).
+    #[schema(schema_with = crate::openapi::optional_key_schema)]
+    pub reversal_id: Option<String>,
+    #[schema(schema_with = text500_schema)]
+    pub reason: Option<String>,
+    /// Accepted as the Idempotency-Key of a partial reversal too; left out of the document so
+    /// that a generator does not send two different keys.
+    #[schema(ignore)]
+    pub unique_id: Option<String>,
+}
+
+/// `POST /v1/currency/allocations/{uniqueId}/reversal`: takes the allocation back, in full
+/// (once: the allocation is the key) or in part (`amount`, each part keyed by `reversalId` or
+/// the Idempotency-Key, scoped to the allocation). A pending allocation is cancelled or
+/// lowered instead: its points never become available.
 #[utoipa::path(post, path = "/v1/currency/allocations/{uniqueId}/reversal", tag = "Currency",
-    operation_id = "allocations_reverse", summary = "Take an allocation back, once",
-    params(AllocationPath, KeyHeader), request_body(content = Option<ReasonBody>),
+    operation_id = "allocations_reverse",
+    summary = "Take an allocation back, in full once or in parts (returns)",
+    params(AllocationPath, KeyHeader), request_body(content = Option<ReversalBody>),
     responses((status = 201, description = "Reversed now", body = ReversalView),
         Replayed<ReversalView>, Write, Missing))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
@@ -413,19 +470,67 @@ pub async fn reverse(
     tenant: Tenant,
     header: IdempotencyHeader,
     path: web::Path<String>,
-    crate::extract::OptionalJson(body): crate::extract::OptionalJson<ReasonBody>,
+    crate::extract::OptionalJson(body): crate::extract::OptionalJson<ReversalBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let reason = ReasonBody::reason(body, &header)?;
+    let body = body.unwrap_or_default();
+    let reason = bounded_text("reason", body.reason.as_deref(), 500)?;
+    let client_key = crate::extract::request_key(body.unique_id.as_deref(), &header)?;
+    let part_key = match (body.reversal_id.as_deref(), &client_key) {
+        (Some(id), Some(k)) if id != k.as_str() => {
+            return Err(ApiError::validation(
+                "reversalId",
+                "differs from the Idempotency-Key header",
+            ));
+        }
+        (Some(id), _) => Some(
+            IdempotencyKey::parse(id).map_err(|e| ApiError::validation("reversalId", e.message))?,
+        ),
+        (None, k) => k.clone(),
+    };
+    let requested = match &body.amount {
+        None => None,
+        Some(input) => {
+            let value = input.get("amount")?.normalize();
+            if value <= domain::Decimal::ZERO {
+                return Err(ApiError::validation("amount", "must be more than zero"));
+            }
+            Some(value)
+        }
+    };
+    if requested.is_some() && part_key.is_none() {
+        return Err(ApiError::validation(
+            "reversalId",
+            "is required with an amount (or send an Idempotency-Key header)",
+        ));
+    }
     let org_id = tenant.org_id;
     let unique = IdempotencyKey::parse(&path).map_err(|_| ApiError::not_found("allocation"))?;
     // The allocation itself is the key (not its uniqueId, which a retention may let a later
-    // allocation reuse): reversing it twice replays the first reversal.
+    // allocation reuse): reversing it in full twice replays the first reversal; a part is keyed
+    // by the allocation and the part's own key.
     let allocation = allocations::get_by_unique_id(state.db.conn(), org_id, unique.as_str())
         .await?
         .ok_or_else(|| ApiError::not_found("allocation"))?;
-    let key = IdempotencyKey::parse(&allocation.id.to_string())
-        .map_err(|e| ApiError::Internal(e.message))?;
-    let meaning = RequestMeaning::new().with("allocationId", Some(allocation.id));
+    let part = match requested {
+        None => None,
+        Some(value) => {
+            let scale = domain::money::Scale::new(i64::from(allocation.scale))
+                .map_err(|e| ApiError::Internal(e.message))?;
+            let minor = scale
+                .to_minor(value)
+                .map_err(|e| ApiError::not_representable("amount", &e.message))?;
+            Some((value, minor))
+        }
+    };
+    let key = match (&part, &part_key) {
+        (Some(_), Some(k)) => IdempotencyKey::parse(&format!("{}:{}", allocation.id, k))
+            .map_err(|_| ApiError::validation("reversalId", "is too long"))?,
+        _ => IdempotencyKey::parse(&allocation.id.to_string())
+            .map_err(|e| ApiError::Internal(e.message))?,
+    };
+    let meaning = RequestMeaning::new()
+        .with("allocationId", Some(allocation.id))
+        .with("amount", part.map(|(v, _)| v));
     let now = state.now();
     let outcome = execute(
         &state,
@@ -434,13 +539,6 @@ pub async fn reverse(
         Some(&key),
         &meaning,
         async |tx| {
-            if allocation.reversed_at.is_some() {
-                return Err(ApiError::Unprocessable {
-                    code: "ALREADY_REVERSED",
-                    detail: "The allocation was reversed before.".into(),
-                    retryable: false,
-                });
-            }
             let account = Account {
                 org_id,
                 customer_id: allocation.customer_id,
@@ -450,50 +548,179 @@ pub async fn reverse(
             if !settle(&state, tx, &account, now).await? {
                 return Err(insufficient());
             }
-            // What already expired of the allocation's lot left the balance then; take back
-            // the rest, so the customer never loses the same points twice.
-            let expired =
-                ledger::expired_from_lot(tx, &account, allocation.ledger_entry_id).await?;
-            let to_take = (allocation.amount - expired).max(0);
-            let reference = format!("reversal:{}", allocation.unique_id);
-            let ledger::Debited { entry, after, .. } = ledger::debit(
-                tx,
-                &account,
-                ledger::EntryKind::Reversal,
-                to_take,
-                Some(allocation.ledger_entry_id),
-                Some(&reference),
-                now,
-            )
-            .await?
-            .ok_or_else(insufficient)?;
-            if !allocations::mark_reversed(tx, org_id, allocation.id, entry.id, now).await? {
+            // Read again under the balance lock: an activation or another reversal may have
+            // changed it.
+            let current = allocations::get(tx, org_id, allocation.id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("allocation"))?;
+            if current.reversed_at.is_some() && part.is_none() {
+                return Err(ApiError::Unprocessable {
+                    code: "ALREADY_REVERSED",
+                    detail: "The allocation was reversed before.".into(),
+                    retryable: false,
+                });
+            }
+            // What already expired of the allocation's lot left the balance then: it is never
+            // taken twice.
+            let expired = if current.is_pending() || current.status == "CANCELLED" {
+                0
+            } else {
+                ledger::expired_from_lot(tx, &account, current.ledger_entry_id).await?
+            };
+            let left = (current.amount - current.reversed_amount - expired).max(0);
+            let to_take = match part {
+                Some((_, minor)) if minor > left => {
+                    return Err(ApiError::Unprocessable {
+                        code: "REVERSAL_EXCEEDS_ALLOCATION",
+                        detail: format!(
+                            "Only {} of the allocation is left to reverse.",
+                            amount(left, current.scale)
+                        ),
+                        retryable: false,
+                    });
+                }
+                Some((_, minor)) => minor,
+                None => left,
+            };
+            let reference = format!("reversal:{}", current.unique_id);
+            let (entry_id, after) = if current.is_pending() {
+                // Nothing was credited yet: lower what is promised.
+                let by = ledger::Totals {
+                    pending: -to_take,
+                    ..Default::default()
+                };
+                let after = ledger::move_balance(tx, &account, by, now)
+                    .await?
+                    .ok_or_else(|| ApiError::Internal("pending below an allocation".into()))?;
+                (None, after)
+            } else if to_take == 0 {
+                (None, ledger::totals(tx, &account).await?)
+            } else {
+                let ledger::Debited { entry, after, .. } = ledger::debit(
+                    tx,
+                    &account,
+                    ledger::EntryKind::Reversal,
+                    to_take,
+                    Some(current.ledger_entry_id),
+                    Some(&reference),
+                    now,
+                )
+                .await?
+                .ok_or_else(insufficient)?;
+                (Some(entry.id), after)
+            };
+            // In full, the whole allocation counts as reversed (what expired included).
+            let counted = if part.is_some() {
+                to_take
+            } else {
+                current.amount - current.reversed_amount
+            };
+            if !allocations::add_reversed(tx, org_id, current.id, counted, part.is_none()).await? {
                 return Err(ApiError::Internal(
                     "allocation reversed concurrently".into(),
                 ));
             }
+            if part.is_none()
+                && !allocations::mark_reversed(tx, org_id, current.id, entry_id, now).await?
+            {
+                return Err(ApiError::Internal(
+                    "allocation reversed concurrently".into(),
+                ));
+            }
+            let reversal_id = entry_id.map_or_else(|| key.to_string(), |id| id.to_string());
             let body = to_json(&ReversalView {
-                reversal_id: entry.id.to_string(),
-                unique_id: allocation.unique_id.clone(),
-                allocation_id: allocation.id.to_string(),
-                customer_id: allocation.customer_id.to_string(),
-                program_id: allocation.program_id,
-                currency: allocation.currency.clone(),
-                amount: amount(to_take, allocation.scale),
-                expired_amount: amount(expired, allocation.scale),
+                reversal_id: reversal_id.clone(),
+                unique_id: current.unique_id.clone(),
+                allocation_id: current.id.to_string(),
+                customer_id: current.customer_id.to_string(),
+                program_id: current.program_id,
+                currency: current.currency.clone(),
+                amount: amount(to_take, current.scale),
+                expired_amount: amount(expired, current.scale),
+                reversed_amount: amount(current.reversed_amount + counted, current.scale),
+                allocation_status: if current.is_pending()
+                    && (part.is_none() || current.reversed_amount + counted == current.amount)
+                {
+                    "CANCELLED".into()
+                } else {
+                    current.status.clone()
+                },
                 reason: reason.clone(),
                 created_at: ts(now),
-                balance: Balance::of(after, allocation.scale),
+                balance: Balance::of(after, current.scale),
             });
             let events = vec![event("currency.reversed", body.clone(), now)];
             crate::webhooks::emit(&state.caches, tx, org_id, events, now).await?;
-            Ok(Effect::created(body, entry.id))
+            Ok(Effect::created(body, reversal_id))
         },
     )
     .await?;
-    // The answer names the key the client knows: the allocation's uniqueId.
+    // The answer names the key the client knows: the allocation's uniqueId, or the part's key.
     count_amount("reversal", &outcome);
-    Ok(respond(Operation::CurrencyReversal, outcome, Some(&unique)))
+    let shown = if part.is_some() {
+        part_key
+    } else {
+        Some(unique)
+    };
+    Ok(respond(
+        Operation::CurrencyReversal,
+        outcome,
+        shown.as_ref(),
+    ))
+}
+
+/// `POST /v1/currency/allocations/{uniqueId}/activate`: a pending allocation becomes available
+/// now, once (the worker does the same when `maturesAt` passes; whichever comes first, the
+/// other replays).
+#[utoipa::path(post, path = "/v1/currency/allocations/{uniqueId}/activate", tag = "Currency",
+    operation_id = "allocations_activate",
+    summary = "Make a pending allocation available now (once)",
+    params(AllocationPath),
+    responses((status = 201, description = "Activated now", body = AllocationView),
+        Replayed<AllocationView>, Write, Missing))]
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
+pub async fn activate(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let org_id = tenant.org_id;
+    let unique = IdempotencyKey::parse(&path).map_err(|_| ApiError::not_found("allocation"))?;
+    let allocation = allocations::get_by_unique_id(state.db.conn(), org_id, unique.as_str())
+        .await?
+        .ok_or_else(|| ApiError::not_found("allocation"))?;
+    let key = crate::allocate::activation_key(&allocation)?;
+    let now = state.now();
+    let outcome = execute(
+        &state,
+        org_id,
+        Operation::AllocationActivation,
+        Some(&key),
+        &RequestMeaning::new(),
+        async |tx| {
+            let account = Account {
+                org_id,
+                customer_id: allocation.customer_id,
+                program_id: allocation.program_id,
+                currency: allocation.currency.clone(),
+            };
+            settle(&state, tx, &account, now).await?;
+            let current = allocations::get(tx, org_id, allocation.id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("allocation"))?;
+            let (row, after) = crate::allocate::activate_locked(tx, &current, now).await?;
+            let body = allocation_json(&row, after);
+            let events = vec![event("currency.activated", body.clone(), now)];
+            crate::webhooks::emit(&state.caches, tx, org_id, events, now).await?;
+            Ok(Effect::created(body, row.id))
+        },
+    )
+    .await?;
+    Ok(respond(
+        Operation::AllocationActivation,
+        outcome,
+        Some(&unique),
+    ))
 }
 
 /// The amount an effect moved, for `loyalty_currency_amount{kind}` (replays moved nothing).

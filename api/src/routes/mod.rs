@@ -66,6 +66,7 @@ routes! {
     "/v1/currency/allocations" => [post => allocations::create],
     "/v1/currency/allocations/{uniqueId}" => [get => allocations::get],
     "/v1/currency/allocations/{uniqueId}/reversal" => [post => allocations::reverse],
+    "/v1/currency/allocations/{uniqueId}/activate" => [post => allocations::activate],
     "/v1/currency/redemptions" => [post => allocations::redeem],
     "/v1/currency/holds" => [post => holds::create],
     "/v1/currency/holds/{holdId}" => [get => holds::get],

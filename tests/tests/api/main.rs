@@ -10,6 +10,7 @@ mod issuance;
 mod ledger;
 mod ops;
 mod outage;
+mod pending;
 mod properties;
 mod tenancy;
 mod validation;
