@@ -19,7 +19,8 @@ use utoipa::openapi::{RefOr, Schema};
 use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::routes::{
-    allocations, customers, health, holds, idempotency_keys, ops, programs, rewards, webhooks,
+    allocations, customers, health, holds, idempotency_keys, ops, programs, rewards, transfers,
+    webhooks,
 };
 
 /// The patterns the server applies, each written once for the schemas.
@@ -605,6 +606,7 @@ impl Modify for Finish {
             ("AllocationBody", true, true),
             ("RedemptionBody", true, true),
             ("HoldBody", true, true),
+            ("CustomerSelector", true, true),
             ("BulkIssue", true, true),
             ("SingleIssue", true, true),
             ("CreateCustomer", false, false),
@@ -762,6 +764,7 @@ impl Modify for Finish {
         allocations::reverse,
         allocations::activate,
         allocations::redeem,
+        transfers::create,
         holds::create,
         holds::get,
         holds::capture,
@@ -813,6 +816,7 @@ mod tests {
             "AllocationBody",
             "RedemptionBody",
             "HoldBody",
+            "CustomerSelector",
             "BulkIssue",
             "SingleIssue",
             "CreateCustomer",
@@ -834,7 +838,7 @@ mod tests {
     #[test]
     fn every_documented_example_deserialises_into_its_type() {
         use crate::routes::{
-            allocations, customers, holds, idempotency_keys, programs, rewards, webhooks,
+            allocations, customers, holds, idempotency_keys, programs, rewards, transfers, webhooks,
         };
 
         fn check<T: serde::de::DeserializeOwned>(name: &str, example: &Value) {
@@ -883,6 +887,8 @@ mod tests {
                 "HoldBody" => check::<holds::HoldBody>(name, example),
                 "CaptureBody" => check::<holds::CaptureBody>(name, example),
                 "Hold" => check::<holds::HoldView>(name, example),
+                "TransferBody" => check::<transfers::TransferBody>(name, example),
+                "Transfer" => check::<transfers::TransferView>(name, example),
                 "WebhookEndpointInput" => check::<webhooks::CreateEndpoint>(name, example),
                 "WebhookEndpoint" => check::<webhooks::EndpointView>(name, example),
                 "WebhookEvent" => check::<webhooks::EventView>(name, example),

@@ -21,6 +21,7 @@ pub mod ledger;
 pub mod orgs;
 pub mod redemptions;
 pub mod rewards;
+pub mod transfers;
 pub mod webhooks;
 
 use std::time::Duration;

@@ -443,7 +443,8 @@ pub struct ReversalBody {
     /// is left of it.
     #[schema(schema_with = crate::openapi::optional_positive_decimal_schema)]
     pub amount: Option<DecimalInput>,
-    /// The key of a partial reversal, scoped to the allocation (or send Idempotency-Key).
+    /// The key of a partial reversal, scoped to the allocation. When absent, the
+    /// Idempotency-Key header is the part's key.
     #[schema(schema_with = crate::openapi::optional_key_schema)]
     pub reversal_id: Option<String>,
     #[schema(schema_with = text500_schema)]
@@ -475,17 +476,13 @@ pub async fn reverse(
     let body = body.unwrap_or_default();
     let reason = bounded_text("reason", body.reason.as_deref(), 500)?;
     let client_key = crate::extract::request_key(body.unique_id.as_deref(), &header)?;
-    let part_key = match (body.reversal_id.as_deref(), &client_key) {
-        (Some(id), Some(k)) if id != k.as_str() => {
-            return Err(ApiError::validation(
-                "reversalId",
-                "differs from the Idempotency-Key header",
-            ));
-        }
-        (Some(id), _) => Some(
+    // `reversalId` names the part; the Idempotency-Key header (or `uniqueId`) only when it is
+    // absent.
+    let part_key = match body.reversal_id.as_deref() {
+        Some(id) => Some(
             IdempotencyKey::parse(id).map_err(|e| ApiError::validation("reversalId", e.message))?,
         ),
-        (None, k) => k.clone(),
+        None => client_key,
     };
     let requested = match &body.amount {
         None => None,

@@ -12,6 +12,7 @@ pub mod idempotency_keys;
 pub mod ops;
 pub mod programs;
 pub mod rewards;
+pub mod transfers;
 pub mod webhooks;
 
 /// Declares every route once: the route table ([`TABLE`], which the OpenAPI test checks
@@ -68,6 +69,7 @@ routes! {
     "/v1/currency/allocations/{uniqueId}/reversal" => [post => allocations::reverse],
     "/v1/currency/allocations/{uniqueId}/activate" => [post => allocations::activate],
     "/v1/currency/redemptions" => [post => allocations::redeem],
+    "/v1/currency/transfers" => [post => transfers::create],
     "/v1/currency/holds" => [post => holds::create],
     "/v1/currency/holds/{holdId}" => [get => holds::get],
     "/v1/currency/holds/{holdId}/capture" => [post => holds::capture],

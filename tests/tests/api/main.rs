@@ -13,5 +13,6 @@ mod outage;
 mod pending;
 mod properties;
 mod tenancy;
+mod transfers;
 mod validation;
 mod webhooks;
