@@ -392,21 +392,10 @@ pub async fn redeem(
     let org_id = tenant.org_id;
     let key = required_key(body.unique_id.as_deref(), &header)?;
     let customer = crate::customer_of!(body).parse()?;
-    let requested = body.amount.get("amount")?.normalize();
-    if requested <= domain::Decimal::ZERO {
-        return Err(ApiError::validation("amount", "must be more than zero"));
-    }
+    let (program_id, currency, requested) =
+        spend_fields(&body.program_id, &body.currency, &body.amount)?;
     let reason = bounded_text("reason", body.reason.as_deref(), 500)?;
-    let program_id = body.program_id.0;
-    let currency = domain::catalog::CurrencyCode::parse(&body.currency)
-        .map_err(|e| ApiError::validation("currency", e.message))?
-        .as_str()
-        .to_owned();
-    let meaning = RequestMeaning::new()
-        .with("programId", Some(program_id))
-        .with("currency", Some(&currency))
-        .with("amount", Some(requested))
-        .with("customer", Some(&customer));
+    let meaning = spend_meaning(program_id, &currency, requested).with("customer", Some(&customer));
     let request = RedemptionRequest {
         org_id,
         key: key.clone(),
@@ -718,6 +707,36 @@ pub async fn activate(
         outcome,
         Some(&unique),
     ))
+}
+
+/// The fields every spending write has (redemption, hold, transfer), checked: the program,
+/// the currency's code, and an amount of more than zero.
+pub(crate) fn spend_fields(
+    program_id: &FlexId,
+    currency: &str,
+    amount: &DecimalInput,
+) -> Result<(i64, String, domain::Decimal), ApiError> {
+    let requested = amount.get("amount")?.normalize();
+    if requested <= domain::Decimal::ZERO {
+        return Err(ApiError::validation("amount", "must be more than zero"));
+    }
+    let currency = domain::catalog::CurrencyCode::parse(currency)
+        .map_err(|e| ApiError::validation("currency", e.message))?
+        .as_str()
+        .to_owned();
+    Ok((program_id.0, currency, requested))
+}
+
+/// The compared meaning of those fields.
+pub(crate) fn spend_meaning(
+    program_id: i64,
+    currency: &str,
+    requested: domain::Decimal,
+) -> RequestMeaning {
+    RequestMeaning::new()
+        .with("programId", Some(program_id))
+        .with("currency", Some(currency))
+        .with("amount", Some(requested))
 }
 
 /// The amount an effect moved, for `loyalty_currency_amount{kind}` (replays moved nothing).

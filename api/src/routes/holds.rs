@@ -26,7 +26,7 @@ use crate::openapi::{
     external_id_schema, key_schema, mobile_schema, positive_decimal_schema, text500_schema,
     to_json,
 };
-use crate::routes::allocations::{Balance, insufficient, settle};
+use crate::routes::allocations::{Balance, insufficient, settle, spend_fields, spend_meaning};
 use crate::startup::AppState;
 use crate::webhooks::event;
 
@@ -167,10 +167,8 @@ pub async fn create(
     let org_id = tenant.org_id;
     let key = required_key(body.unique_id.as_deref(), &header)?;
     let customer = crate::customer_of!(body).parse()?;
-    let requested = body.amount.get("amount")?.normalize();
-    if requested <= domain::Decimal::ZERO {
-        return Err(ApiError::validation("amount", "must be more than zero"));
-    }
+    let (program_id, currency, requested) =
+        spend_fields(&body.program_id, &body.currency, &body.amount)?;
     let seconds = body.expires_in_seconds.unwrap_or(DEFAULT_HOLD_SECONDS);
     if !(1..=MAX_HOLD_SECONDS).contains(&seconds) {
         return Err(ApiError::validation(
@@ -179,15 +177,7 @@ pub async fn create(
         ));
     }
     let reason = bounded_text("reason", body.reason.as_deref(), 500)?;
-    let program_id = body.program_id.0;
-    let currency = domain::catalog::CurrencyCode::parse(&body.currency)
-        .map_err(|e| ApiError::validation("currency", e.message))?
-        .as_str()
-        .to_owned();
-    let meaning = RequestMeaning::new()
-        .with("programId", Some(program_id))
-        .with("currency", Some(&currency))
-        .with("amount", Some(requested))
+    let meaning = spend_meaning(program_id, &currency, requested)
         .with("customer", Some(&customer))
         .with("expiresInSeconds", Some(seconds));
     let now = state.now();

@@ -6,7 +6,7 @@
 //! at the same time wait for each other instead of deadlocking.
 
 use actix_web::{HttpResponse, web};
-use domain::idempotency::{Operation, RequestMeaning};
+use domain::idempotency::Operation;
 use persistence::customers;
 use persistence::ledger::{self, Account, Totals};
 use persistence::transfers::{self, NewTransfer};
@@ -23,7 +23,7 @@ use crate::openapi::{
     external_id_schema, key_schema, mobile_schema, positive_decimal_schema, text500_schema,
     to_json,
 };
-use crate::routes::allocations::{Balance, insufficient, settle};
+use crate::routes::allocations::{Balance, insufficient, settle, spend_fields, spend_meaning};
 use crate::startup::AppState;
 use crate::webhooks::event;
 
@@ -139,20 +139,10 @@ pub async fn create(
     if from == to {
         return Err(ApiError::validation("to", "is the sender"));
     }
-    let requested = body.amount.get("amount")?.normalize();
-    if requested <= domain::Decimal::ZERO {
-        return Err(ApiError::validation("amount", "must be more than zero"));
-    }
+    let (program_id, currency, requested) =
+        spend_fields(&body.program_id, &body.currency, &body.amount)?;
     let reason = bounded_text("reason", body.reason.as_deref(), 500)?;
-    let program_id = body.program_id.0;
-    let currency = domain::catalog::CurrencyCode::parse(&body.currency)
-        .map_err(|e| ApiError::validation("currency", e.message))?
-        .as_str()
-        .to_owned();
-    let meaning = RequestMeaning::new()
-        .with("programId", Some(program_id))
-        .with("currency", Some(&currency))
-        .with("amount", Some(requested))
+    let meaning = spend_meaning(program_id, &currency, requested)
         .with("from", Some(&from))
         .with("to", Some(&to));
     let now = state.now();
