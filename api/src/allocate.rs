@@ -148,10 +148,10 @@ fn new_allocation(
     r: &AllocationRequest,
     p: &Prepared,
     customer_id: Uuid,
-    ledger_entry_id: i64,
+    credit: Option<i64>,
 ) -> NewAllocation {
-    // A pending allocation has no credit yet, and its expiry counts from its activation.
-    let pending = ledger_entry_id == PENDING_ENTRY;
+    // A pending allocation (no credit yet) is dated when it is activated.
+    let pending = credit.is_none();
     NewAllocation {
         org_id: r.org_id,
         unique_id: r.key.to_string(),
@@ -164,7 +164,7 @@ fn new_allocation(
         expiry_strategy_id: r.expiry_strategy_id,
         event_name: r.event_name.clone(),
         event_source_id: r.event_source_id.clone(),
-        ledger_entry_id,
+        ledger_entry_id: credit.unwrap_or(PENDING_ENTRY),
         expires_at: if pending { None } else { p.expires_at },
         matures_at: if pending { r.matures_at } else { None },
     }
@@ -227,10 +227,7 @@ pub async fn allocate_alone(state: &AppState, r: &AllocationRequest) -> Result<O
             if r.is_pending(now) {
                 // Promised, not spendable: counted in `pending` only, no lot, no entry.
                 let balance = ledger::upsert_balance(tx, &account, 0, p.minor, now).await?;
-                let new = (
-                    Uuid::now_v7(),
-                    new_allocation(r, &p, customer.id, PENDING_ENTRY),
-                );
+                let new = (Uuid::now_v7(), new_allocation(r, &p, customer.id, None));
                 allocations::insert_many(tx, std::slice::from_ref(&new), now).await?;
                 let row = allocation_row(new.0, new.1, p.scale, now);
                 let body = allocation_json(&row, balance);
@@ -248,7 +245,10 @@ pub async fn allocate_alone(state: &AppState, r: &AllocationRequest) -> Result<O
                 now,
             )
             .await?;
-            let new = (Uuid::now_v7(), new_allocation(r, &p, customer.id, entry.id));
+            let new = (
+                Uuid::now_v7(),
+                new_allocation(r, &p, customer.id, Some(entry.id)),
+            );
             allocations::insert_many(tx, std::slice::from_ref(&new), now).await?;
             let row = allocation_row(new.0, new.1, p.scale, now);
             let body = allocation_json(&row, balance);
@@ -349,7 +349,7 @@ async fn run_batch(
         .map(|((i, _, p, customer_id), c)| {
             (
                 Uuid::now_v7(),
-                new_allocation(requests[*i], p, *customer_id, c.entry_id),
+                new_allocation(requests[*i], p, *customer_id, Some(c.entry_id)),
             )
         })
         .collect();

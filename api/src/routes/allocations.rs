@@ -7,6 +7,7 @@ use persistence::ledger::{self, Account};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
+use uuid::Uuid;
 
 use crate::allocate::{AllocationRequest, allocate_alone};
 use crate::dto::{DecimalInput, FlexId, LookupParams, LooseString, amount, bounded_text, ts};
@@ -509,8 +510,7 @@ pub async fn reverse(
         }
     };
     let key = match (&part, &part_key) {
-        (Some(_), Some(k)) => IdempotencyKey::parse(&format!("{}:{}", allocation.id, k))
-            .map_err(|_| ApiError::validation("reversalId", "is too long"))?,
+        (Some(_), Some(k)) => part_reversal_key(allocation.id, k)?,
         _ => IdempotencyKey::parse(&allocation.id.to_string())
             .map_err(|e| ApiError::Internal(e.message))?,
     };
@@ -653,6 +653,25 @@ pub async fn reverse(
         outcome,
         shown.as_ref(),
     ))
+}
+
+/// The stored key of a partial reversal: the allocation and the client's key. A client key may
+/// be 255 characters, and so may a stored one, so a key that does not fit beside the
+/// allocation's id is stored as its SHA-256 instead (the same client key, the same stored key).
+fn part_reversal_key(
+    allocation: Uuid,
+    client: &IdempotencyKey,
+) -> Result<IdempotencyKey, ApiError> {
+    let plain = format!("{allocation}:{client}");
+    let scoped = if plain.chars().count() <= IdempotencyKey::MAX_CHARS {
+        plain
+    } else {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(client.as_str().as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{allocation}:sha256:{hex}")
+    };
+    IdempotencyKey::parse(&scoped).map_err(|e| ApiError::Internal(e.message))
 }
 
 /// `POST /v1/currency/allocations/{uniqueId}/activate`: a pending allocation becomes available

@@ -387,35 +387,13 @@ async fn settle_hold(
                 retryable: false,
             });
         }
-        let settled =
-            ledger::settle_hold(tx, &account, current.id, current.held, capture, now).await?;
         let status = if operation == Operation::HoldCapture {
             "CAPTURED"
         } else {
             "VOIDED"
         };
-        if !holds::finish(
-            tx,
-            org_id,
-            current.id,
-            status,
-            capture,
-            settled.released_amount,
-            now,
-        )
-        .await?
-        {
-            return Err(ApiError::Internal("hold settled concurrently".into()));
-        }
-        let row = HoldRow {
-            held: 0,
-            captured_amount: capture,
-            released_amount: settled.released_amount,
-            status: status.into(),
-            updated_at: now,
-            ..current
-        };
-        let body = hold_json(&row, settled.after);
+        let (row, after) = end_hold(tx, current, status, capture, now).await?;
+        let body = hold_json(&row, after);
         let kind = if status == "CAPTURED" {
             "currency.hold_captured"
         } else {
@@ -427,6 +405,46 @@ async fn settle_hold(
     })
     .await?;
     Ok(respond(operation, outcome, Some(&key)))
+}
+
+/// Ends an active hold read under its account's balance lock: spends `capture` of what it
+/// holds from its lots, releases the rest, and records `status` (`CAPTURED`, `VOIDED` or
+/// `EXPIRED`). Returns the hold as it now is and the balance after.
+async fn end_hold(
+    tx: &persistence::Tx,
+    current: HoldRow,
+    status: &str,
+    capture: i64,
+    now: DateTime<Utc>,
+) -> Result<(HoldRow, Totals), PersistenceError> {
+    let account = current.account();
+    let settled = ledger::settle_hold(tx, &account, current.id, current.held, capture, now).await?;
+    let ended = holds::finish(
+        tx,
+        current.org_id,
+        current.id,
+        status,
+        capture,
+        settled.released_amount,
+        now,
+    )
+    .await?;
+    if !ended {
+        // The caller read it HELD under the balance lock, which every settlement takes.
+        return Err(PersistenceError::Other(format!(
+            "hold {} settled concurrently",
+            current.id
+        )));
+    }
+    let row = HoldRow {
+        held: 0,
+        captured_amount: capture,
+        released_amount: settled.released_amount,
+        status: status.into(),
+        updated_at: now,
+        ..current
+    };
+    Ok((row, settled.after))
 }
 
 /// Releases every hold whose `expiresAt` has passed (status `EXPIRED`, event
@@ -467,32 +485,8 @@ async fn expire_hold(
     if current.status != "HELD" || current.expires_at > now {
         return Ok(false);
     }
-    let settled = ledger::settle_hold(&tx, &account, current.id, current.held, 0, now).await?;
-    if !holds::finish(
-        &tx,
-        current.org_id,
-        current.id,
-        "EXPIRED",
-        0,
-        settled.released_amount,
-        now,
-    )
-    .await?
-    {
-        return Ok(false);
-    }
-    let row = HoldRow {
-        held: 0,
-        released_amount: settled.released_amount,
-        status: "EXPIRED".into(),
-        updated_at: now,
-        ..current
-    };
-    events.push(event(
-        "currency.hold_expired",
-        hold_json(&row, settled.after),
-        now,
-    ));
+    let (row, after) = end_hold(&tx, current, "EXPIRED", 0, now).await?;
+    events.push(event("currency.hold_expired", hold_json(&row, after), now));
     persistence::webhooks::emit(&tx, account.org_id, &events, now).await?;
     Db::commit(tx).await?;
     Ok(true)

@@ -183,8 +183,9 @@ pub async fn create(
                         return Err(insufficient());
                     }
                 } else {
+                    // Creates the row if new; either way it is locked until the commit. The
+                    // recipient only receives, so its due lots are left to the worker.
                     ledger::upsert_balance(tx, a, 0, 0, now).await?;
-                    settle(&state, tx, a, now).await?;
                 }
             }
             let reference = format!("transfer:{key}");

@@ -363,12 +363,31 @@ async fn partial_reversals_are_each_once_and_never_exceed_the_allocation() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    // The rest in full: 35 left.
+    // A key of the longest allowed length works too, once.
+    let long = "k".repeat(255);
+    let r = app
+        .post(
+            "/v1/currency/allocations/buy/reversal",
+            &key,
+            &part(&long, json!(1)),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["idempotencyKey"], long.as_str());
+    let r = app
+        .post(
+            "/v1/currency/allocations/buy/reversal",
+            &key,
+            &part(&long, json!(1)),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    // The rest in full: 34 left.
     let r = app
         .post("/v1/currency/allocations/buy/reversal", &key, &json!({}))
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    assert_eq!(r.body["amount"], "35.00");
+    assert_eq!(r.body["amount"], "34.00");
     assert_eq!(r.body["reversedAmount"], "100.00");
     assert_eq!(r.body["balance"]["available"], "0.00");
     let r = app
