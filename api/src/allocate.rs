@@ -29,6 +29,7 @@ use domain::customer::CustomerRef;
 use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
 use domain::money::Scale;
 use persistence::allocations::{self, AllocationRow, NewAllocation};
+use persistence::earn_caps::{self, CapScope, CapWindow};
 use persistence::idempotency;
 use persistence::ledger::{self, Account, Credit};
 use persistence::webhooks::NewEvent;
@@ -39,7 +40,7 @@ use crate::error::ApiError;
 use crate::group_commit::{Batch, Job, KeyedWrite, Slot, claim_and_prepare, run_keyed};
 use crate::idempotent::{Effect, Outcome, execute};
 use crate::routes::allocations::allocation_json;
-use crate::routes::programs::{award_rule, expiry_rule};
+use crate::routes::programs::{award_rule, earn_caps, expiry_rule};
 use crate::startup::AppState;
 use crate::webhooks::event;
 
@@ -71,12 +72,16 @@ impl AllocationRequest {
     }
 }
 
-/// What the catalog says of a request: the currency, the amount and the expiry.
+/// What the catalog says of a request: the currency, the amount and the expiry, and the earn
+/// caps that apply now.
 struct Prepared {
     currency: String,
     scale: i16,
     minor: i64,
     expires_at: Option<DateTime<Utc>>,
+    caps: Vec<CapWindow>,
+    /// What the award would have been, once a cap lowered `minor`.
+    uncapped: Option<i64>,
 }
 
 /// Looks the request's catalog up (cached) and computes the award. The outer error is the
@@ -132,11 +137,77 @@ fn compute(
     let minor = scale.to_minor(awarded).map_err(|e| {
         ApiError::not_representable("sourceValue", &format!("gives an award that {}", e.message))
     })?;
+    let caps = cap_windows(award, currency.scale, now)?;
     Ok(Prepared {
         currency: award.currency.clone(),
         scale: currency.scale,
         minor,
         expires_at: expiry_rule(expiry)?.expires_at(now),
+        caps,
+        uncapped: None,
+    })
+}
+
+/// The earn cap windows an allocation of `award` made at `at` counted in (a reversal gives
+/// back to the same ones).
+pub fn cap_windows(
+    award: &persistence::catalog::AwardStrategyRow,
+    scale: i16,
+    at: DateTime<Utc>,
+) -> Result<Vec<CapWindow>, ApiError> {
+    let scale = Scale::new(i64::from(scale)).map_err(|e| ApiError::Internal(e.message))?;
+    earn_caps(award)?
+        .into_iter()
+        .map(|c| {
+            Ok(CapWindow {
+                period: c.period.as_str(),
+                start: c.period.start(at),
+                max: c
+                    .max_minor(scale)
+                    .map_err(|e| ApiError::Internal(e.message))?,
+            })
+        })
+        .collect()
+}
+
+/// Whether allocations of this strategy count against earn caps; those run alone, not in a
+/// group-commit batch (their counters are read and raised under the balance lock).
+pub async fn has_caps(
+    state: &AppState,
+    org_id: i64,
+    award_strategy_id: i64,
+) -> Result<bool, PersistenceError> {
+    Ok(state
+        .caches
+        .award_strategy(state.db.conn(), org_id, award_strategy_id)
+        .await?
+        .is_some_and(|s| s.caps.is_some()))
+}
+
+/// Applies the earn caps to a prepared award: locks the account's balance (the lock every
+/// allocation and reversal of the account takes first), then takes what the caps still allow
+/// from their counters. The award is lowered to that, and remembers what it would have been.
+async fn apply_caps(
+    tx: &persistence::Tx,
+    r: &AllocationRequest,
+    p: Prepared,
+    account: &Account,
+    now: DateTime<Utc>,
+) -> Result<Prepared, PersistenceError> {
+    if p.caps.is_empty() {
+        return Ok(p);
+    }
+    ledger::upsert_balance(tx, account, 0, 0, now).await?;
+    let scope = CapScope {
+        org_id: r.org_id,
+        award_strategy_id: r.award_strategy_id,
+        customer_id: account.customer_id,
+    };
+    let granted = earn_caps::take(tx, scope, &p.caps, p.minor).await?;
+    Ok(Prepared {
+        uncapped: (granted < p.minor).then_some(p.minor),
+        minor: granted,
+        ..p
     })
 }
 
@@ -167,6 +238,7 @@ fn new_allocation(
         ledger_entry_id: credit.unwrap_or(PENDING_ENTRY),
         expires_at: if pending { None } else { p.expires_at },
         matures_at: if pending { r.matures_at } else { None },
+        uncapped_amount: p.uncapped,
     }
 }
 
@@ -198,6 +270,8 @@ fn allocation_row(id: Uuid, a: NewAllocation, scale: i16, now: DateTime<Utc>) ->
         matures_at: a.matures_at,
         activated_at: None,
         reversed_amount: 0,
+        capped: a.uncapped_amount.is_some(),
+        uncapped_amount: a.uncapped_amount,
         scale,
     }
 }
@@ -224,6 +298,7 @@ pub async fn allocate_alone(state: &AppState, r: &AllocationRequest) -> Result<O
                 program_id: r.program_id,
                 currency: p.currency.clone(),
             };
+            let p = apply_caps(tx, r, p, &account, now).await?;
             if r.is_pending(now) {
                 // Promised, not spendable: counted in `pending` only, no lot, no entry.
                 let balance = ledger::upsert_balance(tx, &account, 0, p.minor, now).await?;
@@ -301,8 +376,17 @@ async fn run_batch(
     let tx = state.db.begin().await?;
     // (request, its key's record, what the catalog said)
     let (work, mut released) =
-        claim_and_prepare(state, &tx, OPERATION, requests, answers, now, |r| {
-            prepare(state, &tx, r, now)
+        claim_and_prepare(state, &tx, OPERATION, requests, answers, now, |r| async {
+            // The handler sends allocations of capped strategies alone (see `has_caps`).
+            Ok(prepare(state, &tx, r, now).await?.and_then(|p| {
+                if p.caps.is_empty() {
+                    Ok(p)
+                } else {
+                    Err(ApiError::Internal(
+                        "a capped allocation reached a batch".into(),
+                    ))
+                }
+            }))
         })
         .await?;
     if work.is_empty() {

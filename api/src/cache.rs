@@ -21,6 +21,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use persistence::catalog::{self, AwardStrategyRow, ExpiryStrategyRow, Program};
+use persistence::orgs::KeyIdentity;
 use persistence::webhooks::{self, EndpointRow};
 use persistence::{ConnectionTrait, PersistenceError};
 use sha2::{Digest, Sha256};
@@ -91,6 +92,14 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         entries.insert(key, (Instant::now(), value));
     }
 
+    /// Forgets every entry (after a change that cannot be named by key, like a revoked API key,
+    /// whose entries are keyed by the digest of a secret this instance may never have seen).
+    pub fn clear(&self) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        entries.clear();
+    }
+
     /// Forgets `key` (after a change to it is committed), and makes loads already under way
     /// not store what they read.
     pub fn invalidate(&self, key: &K) {
@@ -102,8 +111,10 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
 
 /// The caches of one instance.
 pub struct Caches {
-    /// SHA-256 of a presented API key → its organisation.
-    api_keys: TtlCache<[u8; 32], i64>,
+    /// SHA-256 of a presented API key → its organisation and id.
+    api_keys: TtlCache<[u8; 32], KeyIdentity>,
+    /// When this instance last recorded each key's `last_used_at`.
+    key_uses: std::sync::Mutex<HashMap<i64, Instant>>,
     /// (organisation, program) → the program and its currencies.
     programs: TtlCache<(i64, i64), Arc<Program>>,
     award_strategies: TtlCache<(i64, i64), Arc<AwardStrategyRow>>,
@@ -116,6 +127,7 @@ impl Caches {
     pub fn new(ttl: Duration) -> Self {
         Self {
             api_keys: TtlCache::new(ttl, 10_000),
+            key_uses: Default::default(),
             programs: TtlCache::new(ttl, 10_000),
             award_strategies: TtlCache::new(ttl, 10_000),
             expiry_strategies: TtlCache::new(ttl, 10_000),
@@ -128,13 +140,37 @@ impl Caches {
         &self,
         conn: &C,
         presented: &str,
-    ) -> Result<Option<i64>, PersistenceError> {
+    ) -> Result<Option<KeyIdentity>, PersistenceError> {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         self.api_keys
             .get_or_load(digest, async || {
                 persistence::orgs::authenticate(conn, presented).await
             })
             .await
+    }
+
+    /// After a key of any organisation was revoked on this instance: every cached key is
+    /// looked up again (other instances see it within the TTL).
+    pub fn keys_changed(&self) {
+        self.api_keys.clear();
+    }
+
+    /// Whether this instance should record that `key_id` was used now: the first time, then at
+    /// most once a minute, so `last_used_at` never costs a write per request.
+    pub fn key_use_due(&self, key_id: i64) -> bool {
+        const EVERY: Duration = Duration::from_secs(60);
+        let mut uses = self.key_uses.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        match uses.get(&key_id) {
+            Some(at) if now.duration_since(*at) < EVERY => false,
+            _ => {
+                if uses.len() >= 100_000 {
+                    uses.retain(|_, at| now.duration_since(*at) < EVERY);
+                }
+                uses.insert(key_id, now);
+                true
+            }
+        }
     }
 
     pub async fn program<C: ConnectionTrait>(
@@ -191,7 +227,7 @@ impl Caches {
         Ok(self
             .endpoints
             .get_or_load(org_id, async || {
-                let endpoints = webhooks::list_endpoints(conn, org_id).await?;
+                let endpoints = webhooks::subscribed_endpoints(conn, org_id).await?;
                 Ok::<_, PersistenceError>(Some(Arc::new(endpoints)))
             })
             .await?
@@ -205,57 +241,5 @@ impl Caches {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn keeps_values_for_the_ttl_only() {
-        let cache: TtlCache<u8, u8> = TtlCache::new(Duration::from_millis(50), 10);
-        let loaded = cache
-            .get_or_load(1, async || Ok::<_, ()>(Some(7)))
-            .await
-            .unwrap();
-        assert_eq!(loaded, Some(7));
-        assert_eq!(cache.get(&1), Some(7));
-        std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(cache.get(&1), None);
-    }
-
-    #[tokio::test]
-    async fn does_not_keep_absence() {
-        let cache: TtlCache<u8, u8> = TtlCache::new(Duration::from_secs(60), 10);
-        let _ = cache.get_or_load(1, async || Ok::<_, ()>(None)).await;
-        assert_eq!(cache.get(&1), None);
-    }
-
-    #[tokio::test]
-    async fn an_invalidation_wins_over_a_load_under_way() {
-        let cache: TtlCache<u8, u8> = TtlCache::new(Duration::from_secs(60), 10);
-        let loaded = cache
-            .get_or_load(1, async || {
-                cache.invalidate(&1);
-                Ok::<_, ()>(Some(7))
-            })
-            .await
-            .unwrap();
-        assert_eq!(loaded, Some(7), "the loader's answer is still returned");
-        assert_eq!(cache.get(&1), None, "but not kept");
-    }
-
-    #[test]
-    fn stays_within_its_capacity() {
-        let cache: TtlCache<u32, u32> = TtlCache::new(Duration::from_secs(60), 4);
-        for i in 0..10 {
-            cache.store(i, i, 0);
-        }
-        assert!(cache.entries.read().unwrap().len() <= 4);
-        assert_eq!(cache.get(&9), Some(9));
-    }
-
-    #[test]
-    fn zero_ttl_keeps_nothing() {
-        let cache: TtlCache<u32, u32> = TtlCache::new(Duration::ZERO, 4);
-        cache.store(1, 1, 0);
-        assert_eq!(cache.get(&1), None);
-    }
-}
+#[path = "cache_tests.rs"]
+mod tests;

@@ -88,6 +88,14 @@ struct ServeArgs {
     /// memory, in ms (0: not cached). Changes made on another instance are seen after this.
     #[arg(long, env = "LOYALTY_CACHE_TTL_MS", default_value_t = 1000)]
     cache_ttl_ms: u64,
+    /// How many days before a lot expires its `currency.expiring` notice is written (0: no
+    /// notices).
+    #[arg(long, env = "LOYALTY_EXPIRY_NOTICE_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u32).range(0..=3650))]
+    expiry_notice_days: u32,
+    /// Requests per second each organisation may send to this instance, with bursts of twice
+    /// that (0: no limit). Past it: 429 RATE_LIMITED with Retry-After.
+    #[arg(long, env = "LOYALTY_RATE_LIMIT_PER_SECOND", default_value_t = 0)]
+    rate_limit_per_second: u32,
 }
 
 /// A switch: `1`/`0`, `true`/`false`, `yes`/`no`, `on`/`off`, in any case. Anything else is
@@ -115,6 +123,35 @@ enum Command {
     },
     /// Load a demo organisation, program, strategies into an empty database; print its API key.
     Demo,
+    /// Manage an organisation's API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Mint a key; prints {"keyId", "name", "prefix", "apiKey", …} (the secret only this once).
+    Create {
+        #[arg(long)]
+        org: i64,
+        #[arg(long, default_value = "command line")]
+        name: String,
+    },
+    /// List the organisation's keys, one JSON object per line (never their secrets).
+    List {
+        #[arg(long)]
+        org: i64,
+    },
+    /// Revoke a key (not the organisation's last active one); running servers refuse it within
+    /// LOYALTY_CACHE_TTL_MS.
+    Revoke {
+        #[arg(long)]
+        org: i64,
+        #[arg(long)]
+        key_id: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,6 +184,8 @@ fn settings(db: &DbArgs, serve: &ServeArgs) -> Settings {
     s.webhooks.timeout = Duration::from_millis(serve.webhook_timeout_ms.max(1));
     s.group_commit_max = serve.group_commit_max;
     s.cache_ttl = Duration::from_millis(serve.cache_ttl_ms);
+    s.expiry_notice_days = serve.expiry_notice_days;
+    s.rate_limit_per_second = serve.rate_limit_per_second;
     s
 }
 
@@ -203,6 +242,15 @@ async fn run(cli: Cli) -> Result<(), String> {
             );
             db.close().await.map_err(|e| e.to_string())
         }
+        Some(Command::Keys { command }) => {
+            crate::telemetry::init("warn", Sink::Stderr, cli.serve.log_format);
+            let db = connect(&settings(&cli.db, &cli.serve))
+                .await
+                .map_err(|e| e.to_string())?;
+            let result = keys(&db, command, clock.now()).await;
+            db.close().await.map_err(|e| e.to_string())?;
+            result
+        }
         Some(Command::Demo) => {
             crate::telemetry::init("warn", Sink::Stderr, cli.serve.log_format);
             let db = connect(&settings(&cli.db, &cli.serve))
@@ -212,6 +260,78 @@ async fn run(cli: Cli) -> Result<(), String> {
             db.close().await.map_err(|e| e.to_string())
         }
     }
+}
+
+async fn keys(
+    db: &persistence::Db,
+    command: KeysCommand,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), String> {
+    use persistence::orgs;
+    let show = |k: &orgs::ApiKeyRow, secret: Option<&str>| {
+        let mut v = serde_json::json!({
+            "keyId": k.id.to_string(), "orgId": k.org_id, "name": k.name,
+            "prefix": format!("lk_{}", k.prefix), "createdAt": crate::dto::ts(k.created_at),
+            "lastUsedAt": k.last_used_at.map(crate::dto::ts),
+            "revokedAt": k.revoked_at.map(crate::dto::ts),
+        });
+        if let Some(secret) = secret {
+            v["apiKey"] = secret.into();
+        }
+        v.to_string()
+    };
+    let known = |org: i64| async move {
+        let exists = persistence::orgs::org_exists(db.conn(), org)
+            .await
+            .map_err(|e| e.to_string())?;
+        if exists {
+            Ok(())
+        } else {
+            Err(format!("--org {org}: no such organisation"))
+        }
+    };
+    match command {
+        KeysCommand::Create { org, name } => {
+            let name = domain::catalog::parse_name(&name).map_err(|e| format!("--name {e}"))?;
+            known(org).await?;
+            let minted = orgs::create_api_key(db.conn(), org, &name, now)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("{}", show(&minted.row, Some(&minted.key)));
+        }
+        KeysCommand::List { org } => {
+            known(org).await?;
+            for k in orgs::list_api_keys(db.conn(), org)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                println!("{}", show(&k, None));
+            }
+        }
+        KeysCommand::Revoke { org, key_id } => {
+            let tx = db.begin().await.map_err(|e| e.to_string())?;
+            match orgs::revoke_api_key(&tx, org, key_id, now)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                orgs::Revocation::Revoked(k) => {
+                    persistence::Db::commit(tx)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    println!("{}", show(&k, None));
+                }
+                orgs::Revocation::NotFound => {
+                    return Err(format!("no active key {key_id} in organisation {org}"));
+                }
+                orgs::Revocation::LastActive => {
+                    return Err(format!(
+                        "key {key_id} is organisation {org}'s last active key; mint another first"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn serve(db: &DbArgs, args: &ServeArgs, clock: Arc<dyn Clock>) -> Result<(), String> {

@@ -40,6 +40,12 @@ pub struct Settings {
     /// How long read-mostly data (API keys, catalog, webhook subscriptions) is trusted in
     /// memory; zero caches nothing.
     pub cache_ttl: Duration,
+    /// How many days before a lot expires the worker writes its `currency.expiring` notice;
+    /// 0 writes none.
+    pub expiry_notice_days: u32,
+    /// Requests per second each organisation may send to this instance (bursts of twice that);
+    /// 0: no limit.
+    pub rate_limit_per_second: u32,
 }
 
 impl Settings {
@@ -60,6 +66,8 @@ impl Settings {
             webhook_interval: Some(Duration::from_secs(1)),
             group_commit_max: 64,
             cache_ttl: Duration::from_secs(1),
+            expiry_notice_days: 7,
+            rate_limit_per_second: 0,
         }
     }
 }

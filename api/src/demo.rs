@@ -42,6 +42,7 @@ pub async fn load_and_print(db: &Db, now: DateTime<Utc>, bind: &str) -> Result<(
             min_award: Some("0".into()),
             max_award: Some("5000".into()),
             points: None,
+            caps: None,
         },
         now,
     )
@@ -75,6 +76,9 @@ pub async fn load_and_print(db: &Db, now: DateTime<Utc>, bind: &str) -> Result<(
                 valid_from: None,
                 valid_until: None,
                 status: "ACTIVE".into(),
+                per_customer_limit_period: "LIFETIME".into(),
+                period_limit: None,
+                period_limit_period: None,
             },
             now,
         )

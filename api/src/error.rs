@@ -69,6 +69,9 @@ pub enum ApiError {
     /// 409: the object is no longer in a state that allows the request (`HOLD_NOT_ACTIVE`).
     #[error("{code}: {detail}")]
     Conflict { code: &'static str, detail: String },
+    /// 429: the organisation sent more than its rate limit allows on this instance.
+    #[error("rate limited")]
+    RateLimited(crate::rate_limit::RateState),
     /// 503: the database is unreachable, or a commit's outcome is unknown. Always retryable.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -124,6 +127,7 @@ impl ApiError {
             ApiError::IdempotencyKeyInUse { .. } => "IDEMPOTENCY_KEY_IN_USE",
             ApiError::Unprocessable { code, .. } | ApiError::Conflict { code, .. } => code,
             ApiError::Unavailable(_) => "SERVICE_UNAVAILABLE",
+            ApiError::RateLimited(_) => "RATE_LIMITED",
             ApiError::Internal(_) => "INTERNAL_ERROR",
         }
     }
@@ -144,6 +148,7 @@ impl ApiError {
             ApiError::Unprocessable { .. } => "The request cannot be carried out",
             ApiError::Conflict { .. } => "The request conflicts with the current state",
             ApiError::Unavailable(_) => "Service unavailable",
+            ApiError::RateLimited(_) => "Too many requests",
             ApiError::Internal(_) => "Internal server error",
         }
     }
@@ -179,6 +184,10 @@ impl ApiError {
             ApiError::Unavailable(_) => {
                 "The service cannot complete the request right now. Retrying with the same idempotency key is safe.".into()
             }
+            ApiError::RateLimited(state) => format!(
+                "This organisation sent more requests than its rate limit allows; retry in {} s.",
+                state.reset_secs
+            ),
             ApiError::Internal(_) => "An unexpected error occurred.".into(),
         }
     }
@@ -222,6 +231,7 @@ impl ResponseError for ApiError {
                 StatusCode::CONFLICT
             }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -241,7 +251,9 @@ impl ResponseError for ApiError {
             "detail": self.detail(),
         });
         let retryable = match self {
-            ApiError::Unavailable(_) | ApiError::IdempotencyKeyInUse { .. } => true,
+            ApiError::Unavailable(_)
+            | ApiError::IdempotencyKeyInUse { .. }
+            | ApiError::RateLimited(_) => true,
             ApiError::Unprocessable { retryable, .. } => *retryable,
             _ => false,
         };
@@ -271,7 +283,13 @@ impl ResponseError for ApiError {
         if retry_after {
             response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
         }
+        if let ApiError::RateLimited(state) = self {
+            response.insert_header((header::RETRY_AFTER, state.reset_secs.to_string()));
+        }
         let mut response = response.body(body.to_string());
+        if let ApiError::RateLimited(state) = self {
+            crate::rate_limit::headers(response.headers_mut(), *state);
+        }
         let mark = match self {
             ApiError::IdempotencyKeyReused { operation, .. } => Some((*operation, "key_reused")),
             ApiError::IdempotencyKeyInUse { operation, .. } => Some((*operation, "key_in_use")),

@@ -1,5 +1,6 @@
 //! Request extractors. Each turns raw HTTP into a checked value or a precise problem+json.
 
+use actix_web::HttpMessage as _;
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
@@ -21,6 +22,8 @@ fn state(req: &HttpRequest) -> Result<web::Data<AppState>, ApiError> {
 #[derive(Debug, Clone, Copy)]
 pub struct Tenant {
     pub org_id: i64,
+    /// The API key the request was made with.
+    pub key_id: i64,
 }
 
 fn presented_key(req: &HttpRequest) -> Option<String> {
@@ -41,6 +44,7 @@ impl FromRequest for Tenant {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let key = presented_key(req);
         let state = state(req);
+        let req = req.clone();
         Box::pin(async move {
             let state = state?;
             let key = key
@@ -48,9 +52,29 @@ impl FromRequest for Tenant {
                 .ok_or(ApiError::Unauthorized)?;
             // The key itself is never logged; the organisation it names is.
             match state.caches.authenticate(state.db.conn(), &key).await? {
-                Some(org_id) => {
-                    tracing::debug!(org_id, "authenticated");
-                    Ok(Tenant { org_id })
+                Some(who) => {
+                    let org_id = who.org_id;
+                    tracing::debug!(org_id, key_id = who.key_id, "authenticated");
+                    if state.caches.key_use_due(who.key_id) {
+                        // Off the request's path: a lost update only makes lastUsedAt older.
+                        let (db, now) = (state.db.clone(), state.now());
+                        tokio::spawn(async move {
+                            if let Err(e) =
+                                persistence::orgs::touch_api_key(db.conn(), who.key_id, now).await
+                            {
+                                tracing::debug!(error = %e, "could not record an API key's use");
+                            }
+                        });
+                    }
+                    if let Some(limiter) = &state.rate_limiter {
+                        // Counted after authentication: an unknown key spends no one's budget.
+                        let rate = limiter.check(org_id).map_err(ApiError::RateLimited)?;
+                        req.extensions_mut().insert(rate);
+                    }
+                    Ok(Tenant {
+                        org_id,
+                        key_id: who.key_id,
+                    })
                 }
                 None => {
                     tracing::debug!("API key not recognised");

@@ -31,6 +31,8 @@ pub struct Effect {
     pub body: Value,
     pub resource_id: Option<String>,
     pub status: StatusCode,
+    /// What a replay answers, when it must not repeat all of `body` (a secret shown once).
+    pub stored: Option<Value>,
 }
 
 impl Effect {
@@ -40,7 +42,14 @@ impl Effect {
             body,
             resource_id: Some(resource_id.to_string()),
             status: StatusCode::CREATED,
+            stored: None,
         }
+    }
+
+    /// Replays answer `stored` instead of the body (which holds something shown once).
+    pub fn replayed_as(mut self, stored: Value) -> Self {
+        self.stored = Some(stored);
+        self
     }
 
     /// Another status for a first answer (200 for an update).
@@ -229,7 +238,7 @@ where
             &tx,
             id,
             done.status.as_u16(),
-            &done.body,
+            done.stored.as_ref().unwrap_or(&done.body),
             done.resource_id.as_deref(),
         )
         .await?;
@@ -252,6 +261,24 @@ pub fn respond(
     let mut response = json_with_flags(status, body, replayed, key);
     let outcome = if replayed { "replayed" } else { "created" };
     mark(&mut response, operation.as_str(), outcome);
+    response
+}
+
+/// 204 for a deletion or revocation (nothing to show), with `Idempotent-Replayed` saying
+/// whether it happened now or is the replay of an earlier one.
+pub fn no_content(operation: Operation, outcome: Outcome) -> HttpResponse {
+    let replayed = matches!(outcome, Outcome::Replayed(_));
+    let mut response = HttpResponse::NoContent()
+        .insert_header((
+            "Idempotent-Replayed",
+            if replayed { "true" } else { "false" },
+        ))
+        .finish();
+    mark(
+        &mut response,
+        operation.as_str(),
+        if replayed { "replayed" } else { "created" },
+    );
     response
 }
 

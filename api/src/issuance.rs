@@ -17,8 +17,10 @@ use std::collections::{BTreeMap, HashMap};
 use domain::customer::CustomerRef;
 use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
 use domain::issuance::{ItemAsk, ItemFailure, RewardState, RewardStatus, decide, voucher_code};
+use domain::period::Period;
 use persistence::idempotency::{self, Claim, OrgKey, RecordRow};
 use persistence::issuances::{self, HoldingKey, NewIssuance};
+use persistence::reward_periods::{self, CounterKey};
 use persistence::rewards::{self, RewardRow};
 use persistence::{Db, PersistenceError, customers};
 use rand::Rng;
@@ -181,7 +183,17 @@ fn replay_or_mismatch(record: &RecordRow, meaning: &RequestMeaning) -> ItemOutco
     }
 }
 
-fn reward_state(row: &RewardRow, held: i64) -> RewardState {
+/// The decision's view of a reward for one customer: `held` is the lifetime holding; the
+/// period counters (see [`period_keys`]) replace it when the limit is per period.
+fn reward_state(
+    row: &RewardRow,
+    held: i64,
+    customer: Uuid,
+    counts: &HashMap<CounterKey, i64>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> RewardState {
+    let (mine, everyone) = period_keys(row, customer, now);
+    let count = |k: Option<CounterKey>| k.and_then(|k| counts.get(&k).copied()).unwrap_or(0);
     RewardState {
         // An unknown status in the database is treated as not issuable.
         status: RewardStatus::parse(&row.status).unwrap_or(RewardStatus::Paused),
@@ -189,8 +201,30 @@ fn reward_state(row: &RewardRow, held: i64) -> RewardState {
         valid_until: row.valid_until,
         stock: row.stock,
         per_customer_limit: row.per_customer_limit,
-        held,
+        held: if mine.is_some() { count(mine) } else { held },
+        period_limit: row.period_limit.filter(|_| everyone.is_some()),
+        period_issued: count(everyone),
     }
+}
+
+/// The period counters an issuance of `row` to `customer` at `at` counts in: the customer's,
+/// when the per-customer limit is per calendar period, and everyone's, when the reward has a
+/// period limit. A counter counts from when its period is set, whatever the limit.
+pub fn period_keys(
+    row: &RewardRow,
+    customer: Uuid,
+    at: chrono::DateTime<chrono::Utc>,
+) -> (Option<CounterKey>, Option<CounterKey>) {
+    let period = |raw: &str| raw.parse::<Period>().ok();
+    let mine = period(&row.per_customer_limit_period)
+        .filter(|p| *p != Period::Lifetime)
+        .map(|p| (row.org_id, row.id, customer, p.as_str(), p.start(at)));
+    let everyone = row
+        .period_limit_period
+        .as_deref()
+        .and_then(period)
+        .map(|p| (row.org_id, row.id, Uuid::nil(), p.as_str(), p.start(at)));
+    (mine, everyone)
 }
 
 /// Every item has an outcome by construction; a missing one is a bug, reported as such.
@@ -464,6 +498,7 @@ async fn issue_segments_once(
     let mut released: Vec<i64> = Vec::new();
     let mut stock_taken: BTreeMap<(i64, i64), i64> = BTreeMap::new();
     let mut held_taken: BTreeMap<HoldingKey, (i64, Option<i64>)> = BTreeMap::new();
+    let mut period_taken: BTreeMap<CounterKey, (i64, Option<i64>)> = BTreeMap::new();
     if !claimed.is_empty() {
         let mut reward_keys: Vec<(i64, i64)> = claimed
             .iter()
@@ -494,6 +529,17 @@ async fn issue_segments_once(
         holding_keys.dedup();
         issuances::ensure_holdings(&tx, &holding_keys).await?;
         let mut held = issuances::holdings(&tx, &holding_keys, true).await?;
+        // The period counters, locked after the rewards and holdings, in key order.
+        let counter_keys: Vec<CounterKey> = holding_keys
+            .iter()
+            .filter_map(|(org, customer, reward)| {
+                let (mine, everyone) = period_keys(rows.get(&(*org, *reward))?, *customer, now);
+                Some([mine, everyone])
+            })
+            .flatten()
+            .flatten()
+            .collect();
+        let mut counts = reward_periods::counters(&tx, &counter_keys, true).await?;
         // What is left of each reward's stock as the segments before took from it.
         let mut stock: HashMap<(i64, i64), Option<i64>> =
             rows.iter().map(|(k, r)| (*k, r.stock)).collect();
@@ -514,8 +560,8 @@ async fn issue_segments_once(
                 .iter()
                 .filter(|((org, _), _)| *org == seg.org_id)
                 .map(|((org, id), r)| {
-                    let mut state =
-                        reward_state(r, held.get(&(*org, customer, *id)).copied().unwrap_or(0));
+                    let holding = held.get(&(*org, customer, *id)).copied().unwrap_or(0);
+                    let mut state = reward_state(r, holding, customer, &counts, now);
                     state.stock = stock.get(&(*org, *id)).copied().flatten();
                     (*id, state)
                 })
@@ -538,8 +584,25 @@ async fn issue_segments_once(
                         }
                         let holding = (seg.org_id, customer, item.reward_id);
                         *held.entry(holding).or_default() += item.quantity;
-                        let limit = rows.get(&reward).and_then(|r| r.per_customer_limit);
+                        let row = rows.get(&reward);
+                        let (mine, everyone) = row
+                            .map(|r| period_keys(r, customer, now))
+                            .unwrap_or_default();
+                        // The holding guards a lifetime limit; a period limit is guarded by its
+                        // counter instead.
+                        let limit = row
+                            .and_then(|r| r.per_customer_limit)
+                            .filter(|_| mine.is_none());
                         held_taken.entry(holding).or_insert((0, limit)).0 += item.quantity;
+                        for (key, limit) in [
+                            (mine, row.and_then(|r| r.per_customer_limit)),
+                            (everyone, row.and_then(|r| r.period_limit)),
+                        ] {
+                            if let Some(key) = key {
+                                *counts.entry(key).or_default() += item.quantity;
+                                period_taken.entry(key).or_insert((0, limit)).0 += item.quantity;
+                            }
+                        }
                         let id = Uuid::now_v7();
                         let vouchers: Vec<String> = (0..item.quantity)
                             .map(|_| voucher_code(rng.random::<u64>()))
@@ -605,6 +668,15 @@ async fn issue_segments_once(
             .collect();
         if issuances::hold_many(&tx, &holds).await? != holds.len() as u64 {
             return Err(ApiError::Internal("a limit guard refused an issuance".into()).into());
+        }
+        let raises: Vec<(CounterKey, i64, Option<i64>)> = period_taken
+            .iter()
+            .map(|(k, (q, limit))| (*k, *q, *limit))
+            .collect();
+        if reward_periods::raise_many(&tx, &raises).await? != raises.len() as u64 {
+            return Err(
+                ApiError::Internal("a period limit guard refused an issuance".into()).into(),
+            );
         }
         match issuances::insert_many(&tx, &new_issuances, now).await {
             Err(PersistenceError::UniqueViolation(_)) => return Err(Attempt::VoucherCollision),
@@ -708,9 +780,23 @@ pub async fn dry_run(
         }
         None => HashMap::new(),
     };
+    // Someone not enrolled yet has issued nothing in any period: a fresh id has no counters.
+    let who = customer.as_ref().map_or_else(Uuid::now_v7, |c| c.id);
+    let counter_keys: Vec<CounterKey> = rows
+        .iter()
+        .flat_map(|r| {
+            let (mine, everyone) = period_keys(r, who, now);
+            [mine, everyone]
+        })
+        .flatten()
+        .collect();
+    let counts = reward_periods::counters(conn, &counter_keys, false).await?;
     let states: HashMap<i64, RewardState> = rows
         .iter()
-        .map(|r| (r.id, reward_state(r, held.get(&r.id).copied().unwrap_or(0))))
+        .map(|r| {
+            let holding = held.get(&r.id).copied().unwrap_or(0);
+            (r.id, reward_state(r, holding, who, &counts, now))
+        })
         .collect();
     let asks: Vec<ItemAsk> = candidates
         .iter()

@@ -23,6 +23,7 @@ pub mod idempotent;
 pub mod issuance;
 pub mod metrics;
 pub mod openapi;
+pub mod rate_limit;
 pub mod redeem;
 pub mod routes;
 pub mod startup;

@@ -19,8 +19,8 @@ use utoipa::openapi::{RefOr, Schema};
 use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::routes::{
-    allocations, customers, health, holds, idempotency_keys, ops, programs, rewards, transfers,
-    webhooks,
+    allocations, api_keys, customers, health, holds, idempotency_keys, ops, programs, rewards,
+    transfers, webhooks,
 };
 
 /// The patterns the server applies, each written once for the schemas.
@@ -350,6 +350,10 @@ impl IntoResponses for Authed {
         responses(&[
             ("401", "UNAUTHORIZED: no API key, or one not recognised"),
             (
+                "429",
+                "RATE_LIMITED (retryable, Retry-After, RateLimit-*): past the organisation's rate limit on this instance (when LOYALTY_RATE_LIMIT_PER_SECOND is set)",
+            ),
+            (
                 "503",
                 "SERVICE_UNAVAILABLE (retryable, Retry-After): the database did not answer in time",
             ),
@@ -544,6 +548,8 @@ path_params!(IssuancePath, "issuanceId" => json!({"type": "string", "format": "u
 path_params!(CustomerPath, "customerId" => json!({"type": "string", "format": "uuid"}));
 path_params!(EventPath, "id" => json!({"type": "string", "format": "uuid"}));
 path_params!(HoldPath, "holdId" => json!({"type": "string", "format": "uuid"}));
+path_params!(EndpointPath, "endpointId" => json!({"type": "string", "format": "uuid"}));
+path_params!(ApiKeyPath, "keyId" => json!({"type": "string", "pattern": pattern::ID}));
 path_params!(AllocationPath, "uniqueId" => json!({
     "type": "string", "minLength": 1, "maxLength": 255, "pattern": pattern::KEY,
 }));
@@ -759,6 +765,9 @@ impl Modify for Finish {
         customers::lookup,
         customers::get,
         customers::ledger,
+        customers::expiring,
+        customers::export,
+        customers::erase,
         allocations::create,
         allocations::get,
         allocations::reverse,
@@ -771,6 +780,11 @@ impl Modify for Finish {
         holds::void,
         webhooks::create_endpoint,
         webhooks::list_endpoints,
+        webhooks::update_endpoint,
+        webhooks::delete_endpoint,
+        api_keys::create,
+        api_keys::list,
+        api_keys::revoke,
         webhooks::list_events,
         webhooks::get_event,
         webhooks::retry_event,
@@ -786,6 +800,7 @@ impl Modify for Finish {
         (name = "Currency", description = "Allocation, redemption and reversal of currencies."),
         (name = "Webhooks", description = "Endpoints and the events delivered to them."),
         (name = "Idempotency", description = "What became of an idempotency key."),
+        (name = "Organisation", description = "The organisation's own API keys."),
     ),
 )]
 pub struct ApiDoc;
@@ -803,100 +818,5 @@ pub fn document() -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Builds the whole document, which checks every fragment against utoipa's model.
-    #[test]
-    fn the_document_builds_with_every_fragment_intact() {
-        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
-        assert_eq!(doc["openapi"], "3.1.0");
-        // `Finish` adds these rules by schema name: a renamed type must not lose its rule.
-        for name in [
-            "AllocationBody",
-            "RedemptionBody",
-            "HoldBody",
-            "CustomerSelector",
-            "BulkIssue",
-            "SingleIssue",
-            "CreateCustomer",
-            "CreateExpiryStrategy",
-            "CreateAwardStrategy",
-        ] {
-            assert!(
-                doc["components"]["schemas"][name]["allOf"].is_array(),
-                "{name} lost the rule Finish adds to it"
-            );
-        }
-        let lookup =
-            serde_json::to_value(<crate::dto::LookupParams as PartialSchema>::schema()).unwrap();
-        assert!(lookup.to_string().contains("entityType"), "{lookup}");
-    }
-
-    /// Every example in the document is read back into the type it documents (response types
-    /// refuse unknown fields), so an example cannot drift from the code.
-    #[test]
-    fn every_documented_example_deserialises_into_its_type() {
-        use crate::routes::{
-            allocations, customers, holds, idempotency_keys, programs, rewards, transfers, webhooks,
-        };
-
-        fn check<T: serde::de::DeserializeOwned>(name: &str, example: &Value) {
-            if let Err(e) = serde_json::from_value::<T>(example.clone()) {
-                panic!("the example of {name} is not a {name}: {e}\n{example}");
-            }
-        }
-        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
-        let mut checked = 0;
-        for (name, schema) in doc["components"]["schemas"].as_object().unwrap() {
-            // A composed schema (allOf) keeps its example on its first part.
-            let example = schema
-                .get("example")
-                .or_else(|| schema.pointer("/allOf/0/example"));
-            let Some(example) = example else { continue };
-            match name.as_str() {
-                "Problem" => check::<Problem>(name, example),
-                "Health" => check::<health::Health>(name, example),
-                "CreateProgram" => check::<programs::CreateProgram>(name, example),
-                "Program" => check::<programs::ProgramView>(name, example),
-                "CreateAwardStrategy" => check::<programs::CreateAwardStrategy>(name, example),
-                "AwardStrategy" => check::<programs::AwardStrategyView>(name, example),
-                "CreateExpiryStrategy" => check::<programs::CreateExpiryStrategy>(name, example),
-                "ExpiryStrategy" => check::<programs::ExpiryStrategyView>(name, example),
-                "CreateReward" => check::<rewards::CreateReward>(name, example),
-                "RewardPatch" => check::<rewards::PatchReward>(name, example),
-                "Reward" => check::<rewards::RewardView>(name, example),
-                "BulkIssue" => check::<rewards::BulkIssue>(name, example),
-                "BulkResult" => check::<rewards::BulkResult>(name, example),
-                "SingleIssue" => check::<rewards::SingleIssue>(name, example),
-                "SingleResult" => check::<rewards::SingleResult>(name, example),
-                "ItemResult" => check::<crate::issuance::ItemResult>(name, example),
-                "Issuance" => check::<rewards::IssuanceView>(name, example),
-                "Reason" => check::<crate::extract::ReasonBody>(name, example),
-                "ReversalBody" => check::<allocations::ReversalBody>(name, example),
-                "CreateCustomer" => check::<customers::CreateCustomer>(name, example),
-                "Customer" => check::<customers::CustomerView>(name, example),
-                "CustomerWithBalances" => check::<customers::CustomerWithBalances>(name, example),
-                "LedgerEntry" => check::<customers::LedgerEntry>(name, example),
-                "AllocationBody" => check::<allocations::AllocationBody>(name, example),
-                "Allocation" => check::<allocations::AllocationView>(name, example),
-                "Reversal" => check::<allocations::ReversalView>(name, example),
-                "RedemptionBody" => check::<allocations::RedemptionBody>(name, example),
-                "Redemption" => check::<crate::redeem::RedemptionView>(name, example),
-                "Balance" => check::<allocations::Balance>(name, example),
-                "HoldBody" => check::<holds::HoldBody>(name, example),
-                "CaptureBody" => check::<holds::CaptureBody>(name, example),
-                "Hold" => check::<holds::HoldView>(name, example),
-                "TransferBody" => check::<transfers::TransferBody>(name, example),
-                "Transfer" => check::<transfers::TransferView>(name, example),
-                "WebhookEndpointInput" => check::<webhooks::CreateEndpoint>(name, example),
-                "WebhookEndpoint" => check::<webhooks::EndpointView>(name, example),
-                "WebhookEvent" => check::<webhooks::EventView>(name, example),
-                "KeyRecord" => check::<idempotency_keys::KeyRecord>(name, example),
-                other => panic!("{other} has an example but no type to check it against here"),
-            }
-            checked += 1;
-        }
-        assert!(checked >= 25, "only {checked} examples found");
-    }
-}
+#[path = "openapi_tests.rs"]
+mod tests;

@@ -4,6 +4,7 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 
+use actix_web::HttpMessage as _;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, Service, ServiceRequest, ServiceResponse};
 use actix_web::{App, HttpServer, web};
@@ -29,6 +30,8 @@ pub struct AppState {
     pub issuances: crate::group_commit::Queue<crate::issuance::IssueJob>,
     /// Idempotency-key look-ups (the replay path), answered a batch per query.
     pub key_lookups: crate::group_commit::Queue<crate::idempotent::KeyLookup>,
+    /// Per-organisation rate limits of this instance; `None` when off.
+    pub rate_limiter: Option<crate::rate_limit::Limiter>,
 }
 
 impl AppState {
@@ -91,6 +94,7 @@ impl Application {
         let workers = settings.workers;
         let group_commit_max = settings.group_commit_max;
         let caches = crate::cache::Caches::new(settings.cache_ttl);
+        let rate_limiter = crate::rate_limit::Limiter::new(settings.rate_limit_per_second);
         let state = web::Data::from(Arc::new_cyclic(|state| AppState {
             db: db.clone(),
             clock,
@@ -100,6 +104,7 @@ impl Application {
             redemptions: crate::group_commit::Queue::spawn(state.clone(), group_commit_max, 1),
             issuances: crate::group_commit::Queue::spawn(state.clone(), group_commit_max, 1),
             key_lookups: crate::group_commit::Queue::spawn(state.clone(), 256, 2),
+            rate_limiter,
         }));
         if let Some(interval) = state.settings.worker_interval {
             crate::workers::spawn(state.clone().into_inner(), interval);
@@ -206,6 +211,14 @@ where
             .copied();
         if let Some(mark) = mark {
             crate::metrics::idempotency(mark.operation, mark.outcome);
+        }
+        let rate = res
+            .request()
+            .extensions()
+            .get::<crate::rate_limit::RateState>()
+            .copied();
+        if let Some(rate) = rate {
+            crate::rate_limit::headers(res.headers_mut(), rate);
         }
         if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id) {
             res.headers_mut().insert(

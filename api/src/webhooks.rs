@@ -368,6 +368,26 @@ pub fn expired_events(
         .collect()
 }
 
+/// The `currency.expiring` notice of a lot: what is left of it and when it expires.
+pub fn expiring_event(
+    lot: &persistence::expiring::ExpiringLot,
+    now: DateTime<Utc>,
+) -> NewEvent<'static> {
+    event(
+        "currency.expiring",
+        json!({
+            "customerId": lot.customer_id.to_string(),
+            "programId": lot.program_id,
+            "currency": lot.currency,
+            "amount": crate::dto::amount(lot.remaining, lot.scale),
+            "held": crate::dto::amount(lot.held, lot.scale),
+            "lotId": lot.id.to_string(),
+            "expiresAt": ts(lot.expires_at),
+        }),
+        now,
+    )
+}
+
 #[cfg(test)]
 #[path = "webhooks_tests.rs"]
 mod tests;

@@ -1,5 +1,5 @@
-//! Background workers inside `serve`: lot expiry, hold expiry and the idempotency retention
-//! purge.
+//! Background workers inside `serve`: lot expiry, pending activation, hold expiry, expiry
+//! notices and the idempotency retention purge.
 //!
 //! All are safe with any number of instances running them at once: expiry locks each account's
 //! balance row with `SKIP LOCKED` (an account another worker or a request holds is left for the
@@ -102,6 +102,43 @@ pub async fn activate_all(db: &Db, now: DateTime<Utc>) -> Result<usize, Persiste
     }
 }
 
+/// Lots noticed per round (one transaction each).
+pub const NOTICE_BATCH: u64 = 200;
+
+/// Writes the `currency.expiring` notice of every lot that expires within `days` of `now`
+/// and has none yet, once per lot, each round's lots and notices in one transaction; returns
+/// how many it wrote. Safe on any number of instances (see `expiring::claim_notices`).
+pub async fn notify_expiring_all(
+    db: &Db,
+    now: DateTime<Utc>,
+    days: u32,
+) -> Result<usize, PersistenceError> {
+    if days == 0 {
+        return Ok(0);
+    }
+    let horizon = now + chrono::Duration::days(i64::from(days));
+    let mut total = 0;
+    loop {
+        let tx = db.begin().await?;
+        let lots = persistence::expiring::claim_notices(&tx, now, horizon, NOTICE_BATCH).await?;
+        let mut by_org: std::collections::BTreeMap<i64, Vec<_>> = Default::default();
+        for lot in &lots {
+            by_org
+                .entry(lot.org_id)
+                .or_default()
+                .push(crate::webhooks::expiring_event(lot, now));
+        }
+        for (org_id, events) in &by_org {
+            persistence::webhooks::emit(&tx, *org_id, events, now).await?;
+        }
+        Db::commit(tx).await?;
+        total += lots.len();
+        if (lots.len() as u64) < NOTICE_BATCH {
+            return Ok(total);
+        }
+    }
+}
+
 /// Forgets every idempotency record created before `cutoff`, batch by batch.
 pub async fn purge_all(db: &Db, cutoff: DateTime<Utc>) -> Result<u64, PersistenceError> {
     let mut total = 0;
@@ -168,6 +205,15 @@ pub fn spawn(state: Arc<AppState>, interval: Duration) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(holds = n, "released expired holds"),
                 Err(e) => tracing::warn!(error = %e, "hold expiry round failed; will retry"),
+            }
+            if let Some(limiter) = &state.rate_limiter {
+                limiter.forget_idle();
+            }
+            let days = state.settings.expiry_notice_days;
+            match notify_expiring_all(&state.db, state.now(), days).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(lots = n, "wrote expiry notices"),
+                Err(e) => tracing::warn!(error = %e, "expiry notice round failed; will retry"),
             }
             if let Some(cutoff) = state.forget_before() {
                 match purge_all(&state.db, cutoff).await {

@@ -58,10 +58,15 @@ pub enum Operation {
     HoldVoid,
     CurrencyTransfer,
     AllocationActivation,
+    WebhookEndpointUpdate,
+    WebhookEndpointDelete,
+    ApiKeyCreate,
+    ApiKeyRevoke,
+    CustomerErase,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 18] = [
+    pub const ALL: [Operation; 23] = [
         Operation::RewardIssuance,
         Operation::IssuanceCancellation,
         Operation::CurrencyAllocation,
@@ -80,6 +85,11 @@ impl Operation {
         Operation::HoldVoid,
         Operation::CurrencyTransfer,
         Operation::AllocationActivation,
+        Operation::WebhookEndpointUpdate,
+        Operation::WebhookEndpointDelete,
+        Operation::ApiKeyCreate,
+        Operation::ApiKeyRevoke,
+        Operation::CustomerErase,
     ];
 
     /// The name used in the database and in `/v1/idempotency-keys/{operation}/{key}`.
@@ -103,6 +113,11 @@ impl Operation {
             Operation::HoldVoid => "hold-void",
             Operation::CurrencyTransfer => "currency-transfer",
             Operation::AllocationActivation => "allocation-activation",
+            Operation::WebhookEndpointUpdate => "webhook-endpoint-update",
+            Operation::WebhookEndpointDelete => "webhook-endpoint-delete",
+            Operation::ApiKeyCreate => "api-key-create",
+            Operation::ApiKeyRevoke => "api-key-revoke",
+            Operation::CustomerErase => "customer-erase",
         }
     }
 

@@ -23,6 +23,7 @@ pub enum ItemFailure {
     RewardExpired,
     OutOfStock,
     CustomerLimitExceeded,
+    PeriodLimitExceeded,
     InvalidQuantity,
     IdempotencyKeyReused,
 }
@@ -36,6 +37,7 @@ impl ItemFailure {
             ItemFailure::RewardExpired => "REWARD_EXPIRED",
             ItemFailure::OutOfStock => "OUT_OF_STOCK",
             ItemFailure::CustomerLimitExceeded => "CUSTOMER_LIMIT_EXCEEDED",
+            ItemFailure::PeriodLimitExceeded => "PERIOD_LIMIT_EXCEEDED",
             ItemFailure::InvalidQuantity => "INVALID_QUANTITY",
             ItemFailure::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
         }
@@ -51,6 +53,9 @@ impl ItemFailure {
             ItemFailure::CustomerLimitExceeded => {
                 "This quantity would take the customer past the reward's per-customer limit."
             }
+            ItemFailure::PeriodLimitExceeded => {
+                "This quantity would take the reward past what it may issue in this period."
+            }
             ItemFailure::InvalidQuantity => "The quantity can never be issued for this reward.",
             ItemFailure::IdempotencyKeyReused => {
                 "This requestId was used before for another customer, reward or quantity."
@@ -63,7 +68,8 @@ impl ItemFailure {
             ItemFailure::RewardInactive
             | ItemFailure::RewardNotYetValid
             | ItemFailure::OutOfStock
-            | ItemFailure::CustomerLimitExceeded => true,
+            | ItemFailure::CustomerLimitExceeded
+            | ItemFailure::PeriodLimitExceeded => true,
             ItemFailure::RewardNotFound
             | ItemFailure::RewardExpired
             | ItemFailure::InvalidQuantity
@@ -104,10 +110,16 @@ pub struct RewardState {
     pub valid_until: Option<DateTime<Utc>>,
     /// Units left to issue; `None` is unlimited.
     pub stock: Option<i64>,
-    /// Units one customer may hold at once; `None` is unlimited.
+    /// Units one customer may hold at once (or be issued within the current period, when the
+    /// limit is per period); `None` is unlimited.
     pub per_customer_limit: Option<i64>,
-    /// Units the customer holds now.
+    /// What counts against `per_customer_limit`: units the customer holds now, or was issued in
+    /// the current period.
     pub held: i64,
+    /// Units everyone together may be issued in the current period; `None` is unlimited.
+    pub period_limit: Option<i64>,
+    /// Units issued to everyone in the current period.
+    pub period_issued: i64,
 }
 
 /// One item to decide.
@@ -150,6 +162,11 @@ pub fn decide(
             {
                 return Err(ItemFailure::CustomerLimitExceeded);
             }
+            if let Some(limit) = reward.period_limit
+                && reward.period_issued.saturating_add(item.quantity) > limit
+            {
+                return Err(ItemFailure::PeriodLimitExceeded);
+            }
             if let Some(stock) = reward.stock {
                 if stock < item.quantity {
                     return Err(ItemFailure::OutOfStock);
@@ -157,6 +174,7 @@ pub fn decide(
                 reward.stock = Some(stock - item.quantity);
             }
             reward.held = reward.held.saturating_add(item.quantity);
+            reward.period_issued = reward.period_issued.saturating_add(item.quantity);
             debug_assert!(reward.stock.is_none_or(|s| s >= 0));
             Ok(())
         })

@@ -14,6 +14,8 @@ fn active(stock: Option<i64>, limit: Option<i64>, held: i64) -> RewardState {
         stock,
         per_customer_limit: limit,
         held,
+        period_limit: None,
+        period_issued: 0,
     }
 }
 
@@ -46,6 +48,28 @@ fn the_customer_limit_counts_what_is_held_and_what_this_request_issues() {
     assert_eq!(d, vec![Ok(()), Err(ItemFailure::CustomerLimitExceeded)]);
     let d = decide(&[ask(1, 3)], &rewards, at("2026-01-01T00:00:00Z"));
     assert_eq!(d, vec![Err(ItemFailure::CustomerLimitExceeded)]);
+}
+
+#[test]
+fn the_period_limit_counts_what_everyone_was_issued_and_what_this_request_issues() {
+    let mut reward = active(Some(100), None, 0);
+    reward.period_limit = Some(5);
+    reward.period_issued = 2;
+    let rewards = HashMap::from([(1, reward)]);
+    let d = decide(
+        &[ask(1, 2), ask(1, 2), ask(1, 1)],
+        &rewards,
+        at("2026-01-01T00:00:00Z"),
+    );
+    assert_eq!(
+        d,
+        vec![Ok(()), Err(ItemFailure::PeriodLimitExceeded), Ok(())]
+    );
+    assert!(ItemFailure::PeriodLimitExceeded.retryable());
+    assert_eq!(
+        ItemFailure::PeriodLimitExceeded.code(),
+        "PERIOD_LIMIT_EXCEEDED"
+    );
 }
 
 #[test]

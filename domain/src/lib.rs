@@ -9,6 +9,7 @@
 //! - [`customer`]: customer identifiers and their normalisation.
 //! - [`award`] / [`expiry`]: how much a customer gets and until when.
 //! - [`idempotency`]: keys, operations and the request fingerprint.
+//! - [`period`]: calendar periods in UTC and the earn caps counted within them.
 
 pub mod award;
 pub mod catalog;
@@ -17,6 +18,7 @@ pub mod expiry;
 pub mod idempotency;
 pub mod issuance;
 pub mod money;
+pub mod period;
 
 pub use chrono;
 pub use rust_decimal::Decimal;

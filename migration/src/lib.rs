@@ -16,6 +16,7 @@ mod m20261122_000002_rewards;
 mod m20261122_000003_ledger_lifecycle;
 mod m20261122_000004_webhooks;
 mod m20261123_000005_points_lifecycle;
+mod m20261123_000006_org_controls;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_ledger_lifecycle::Migration),
             Box::new(m20261122_000004_webhooks::Migration),
             Box::new(m20261123_000005_points_lifecycle::Migration),
+            Box::new(m20261123_000006_org_controls::Migration),
         ]
     }
 }
@@ -39,6 +41,7 @@ const SOURCES: &[&str] = &[
     include_str!("m20261122_000003_ledger_lifecycle.rs"),
     include_str!("m20261122_000004_webhooks.rs"),
     include_str!("m20261123_000005_points_lifecycle.rs"),
+    include_str!("m20261123_000006_org_controls.rs"),
 ];
 
 /// Text that changes whenever a migration is added or edited; test harnesses use it to know

@@ -31,6 +31,9 @@ pub struct AllocationRow {
     pub activated_at: Option<DateTime<Utc>>,
     /// What reversals took back of `amount` so far.
     pub reversed_amount: i64,
+    /// Whether an earn cap lowered the award; `uncapped_amount` is what it would have been.
+    pub capped: bool,
+    pub uncapped_amount: Option<i64>,
     /// The currency's scale, joined in.
     pub scale: i16,
 }
@@ -44,7 +47,8 @@ impl AllocationRow {
 const COLUMNS: &str = "a.id, a.org_id, a.unique_id, a.customer_id, a.program_id, a.currency, a.amount, \
      a.source_value, a.award_strategy_id, a.expiry_strategy_id, a.event_name, a.event_source_id, \
      a.ledger_entry_id, a.expires_at, a.created_at, a.reversed_at, a.reversal_entry_id, \
-     a.status, a.matures_at, a.activated_at, a.reversed_amount, pc.scale";
+     a.status, a.matures_at, a.activated_at, a.reversed_amount, a.capped, a.uncapped_amount, \
+     pc.scale";
 
 const FROM: &str = "FROM allocations a JOIN program_currencies pc \
      ON pc.org_id = a.org_id AND pc.program_id = a.program_id AND pc.code = a.currency";
@@ -68,6 +72,8 @@ pub struct NewAllocation {
     pub expires_at: Option<DateTime<Utc>>,
     /// `Some` (a future time) for a pending allocation.
     pub matures_at: Option<DateTime<Utc>>,
+    /// What the award would have been without its earn caps, when they lowered it.
+    pub uncapped_amount: Option<i64>,
 }
 
 impl NewAllocation {
@@ -109,6 +115,8 @@ pub async fn insert_many<C: ConnectionTrait>(
                 now.into(),
                 a.status().into(),
                 a.matures_at.into(),
+                a.uncapped_amount.is_some().into(),
+                a.uncapped_amount.into(),
             ]
         })
         .collect();
@@ -117,7 +125,7 @@ pub async fn insert_many<C: ConnectionTrait>(
         "allocations",
         "id, org_id, unique_id, customer_id, program_id, currency, amount, \
          source_value, award_strategy_id, expiry_strategy_id, event_name, event_source_id, \
-         ledger_entry_id, expires_at, created_at, status, matures_at",
+         ledger_entry_id, expires_at, created_at, status, matures_at, capped, uncapped_amount",
         "",
         rows,
     )

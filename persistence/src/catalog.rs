@@ -195,6 +195,8 @@ pub struct AwardStrategyRow {
     pub min_award: Option<String>,
     pub max_award: Option<String>,
     pub points: Option<String>,
+    /// Earn caps: a JSON array of `{"period", "max"}` (max a decimal string), null for none.
+    pub caps: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -210,9 +212,10 @@ pub struct NewAwardStrategy {
     pub min_award: Option<String>,
     pub max_award: Option<String>,
     pub points: Option<String>,
+    pub caps: Option<String>,
 }
 
-const AWARD_COLUMNS: &str = "id, org_id, program_id, name, currency, kind, multiplier, rounding, min_award, max_award, points, created_at";
+const AWARD_COLUMNS: &str = "id, org_id, program_id, name, currency, kind, multiplier, rounding, min_award, max_award, points, caps, created_at";
 
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn create_award_strategy<C: ConnectionTrait>(
@@ -225,8 +228,8 @@ pub async fn create_award_strategy<C: ConnectionTrait>(
         conn,
         &format!(
             "INSERT INTO award_strategies (org_id, program_id, name, currency, kind, multiplier, \
-             rounding, min_award, max_award, points, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {AWARD_COLUMNS}"
+             rounding, min_award, max_award, points, caps, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {AWARD_COLUMNS}"
         ),
         vec![
             org_id.into(),
@@ -239,6 +242,7 @@ pub async fn create_award_strategy<C: ConnectionTrait>(
             s.min_award.clone().into(),
             s.max_award.clone().into(),
             s.points.clone().into(),
+            s.caps.clone().into(),
             now.into(),
         ],
     ))

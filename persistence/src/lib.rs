@@ -12,14 +12,18 @@
 
 pub mod allocations;
 pub mod catalog;
+pub mod customer_data;
 pub mod customers;
+pub mod earn_caps;
 mod error;
+pub mod expiring;
 pub mod holds;
 pub mod idempotency;
 pub mod issuances;
 pub mod ledger;
 pub mod orgs;
 pub mod redemptions;
+pub mod reward_periods;
 pub mod rewards;
 pub mod transfers;
 pub mod webhooks;

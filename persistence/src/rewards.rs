@@ -20,10 +20,16 @@ pub struct RewardRow {
     pub status: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// What `per_customer_limit` counts over: LIFETIME (units held now) or a calendar period.
+    pub per_customer_limit_period: String,
+    /// Units issued to everyone together per `period_limit_period`; `None`: no limit.
+    pub period_limit: Option<i64>,
+    pub period_limit_period: Option<String>,
 }
 
 const COLUMNS: &str = "id, org_id, program_id, name, stock, issued, per_customer_limit, valid_from, \
-     valid_until, status, created_at, updated_at";
+     valid_until, status, created_at, updated_at, per_customer_limit_period, period_limit, \
+     period_limit_period";
 
 #[derive(Debug, Clone)]
 pub struct NewReward {
@@ -34,6 +40,9 @@ pub struct NewReward {
     pub valid_from: Option<DateTime<Utc>>,
     pub valid_until: Option<DateTime<Utc>>,
     pub status: String,
+    pub per_customer_limit_period: String,
+    pub period_limit: Option<i64>,
+    pub period_limit_period: Option<String>,
 }
 
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
@@ -47,8 +56,9 @@ pub async fn create<C: ConnectionTrait>(
         conn,
         &format!(
             "INSERT INTO rewards (org_id, program_id, name, stock, issued, per_customer_limit, \
-             valid_from, valid_until, status, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8, $9, $9) RETURNING {COLUMNS}"
+             valid_from, valid_until, status, created_at, updated_at, per_customer_limit_period, \
+             period_limit, period_limit_period) \
+             VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8, $9, $9, $10, $11, $12) RETURNING {COLUMNS}"
         ),
         vec![
             org_id.into(),
@@ -60,6 +70,9 @@ pub async fn create<C: ConnectionTrait>(
             r.valid_until.into(),
             r.status.clone().into(),
             now.into(),
+            r.per_customer_limit_period.clone().into(),
+            r.period_limit.into(),
+            r.period_limit_period.clone().into(),
         ],
     ))
     .one(conn)
@@ -126,6 +139,9 @@ pub struct RewardPatch {
     pub valid_from: Option<Option<DateTime<Utc>>>,
     pub valid_until: Option<Option<DateTime<Utc>>>,
     pub status: Option<String>,
+    pub per_customer_limit_period: Option<String>,
+    pub period_limit: Option<Option<i64>>,
+    pub period_limit_period: Option<String>,
 }
 
 /// Applies a patch in one statement (so `addStock` is atomic with concurrent issuance).
@@ -165,6 +181,22 @@ pub async fn update<C: ConnectionTrait>(
     }
     if let Some(status) = &patch.status {
         set("status", "?", status.clone().into());
+    }
+    if let Some(period) = &patch.per_customer_limit_period {
+        set("per_customer_limit_period", "?", period.clone().into());
+    }
+    if let Some(limit) = patch.period_limit {
+        set("period_limit", "?", limit.into());
+    }
+    match (&patch.period_limit_period, patch.period_limit) {
+        (Some(period), _) => set("period_limit_period", "?", period.clone().into()),
+        // A period limit set without its period counts per day, as at creation.
+        (None, Some(Some(_))) => set(
+            "period_limit_period",
+            "COALESCE(period_limit_period, ?)",
+            "DAY".into(),
+        ),
+        _ => {}
     }
     Ok(RewardRow::find_by_statement(stmt(
         conn,

@@ -23,6 +23,9 @@ pub struct EndpointRow {
     pub events: String,
     pub secret: String,
     pub created_at: DateTime<Utc>,
+    /// ENABLED or DISABLED.
+    pub status: String,
+    pub updated_at: Option<DateTime<Utc>>,
 }
 
 impl EndpointRow {
@@ -36,7 +39,12 @@ impl EndpointRow {
     }
 }
 
-const ENDPOINT_COLUMNS: &str = "id, org_id, url, events, secret, created_at";
+const ENDPOINT_COLUMNS: &str = "id, org_id, url, events, secret, created_at, status, updated_at";
+
+/// `events` as stored: `,a,b,` so that `LIKE '%,a,%'` finds a subscription.
+fn stored_events(events: &[String]) -> String {
+    format!(",{},", events.join(","))
+}
 
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn create_endpoint<C: ConnectionTrait>(
@@ -57,7 +65,7 @@ pub async fn create_endpoint<C: ConnectionTrait>(
             Uuid::now_v7().into(),
             org_id.into(),
             url.into(),
-            format!(",{},", events.join(",")).into(),
+            stored_events(events).into(),
             secret.into(),
             now.into(),
         ],
@@ -67,14 +75,125 @@ pub async fn create_endpoint<C: ConnectionTrait>(
     .ok_or_else(|| PersistenceError::Other("insert returned no row".into()))
 }
 
+/// The organisation's endpoint `id`, unless it was deleted.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+pub async fn get_endpoint<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+    id: Uuid,
+) -> Result<Option<EndpointRow>, PersistenceError> {
+    Ok(EndpointRow::find_by_statement(stmt(
+        conn,
+        &format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints \
+             WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL"
+        ),
+        vec![org_id.into(), id.into()],
+    ))
+    .one(conn)
+    .await?)
+}
+
+/// What an update changes; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointPatch {
+    pub url: Option<String>,
+    pub events: Option<Vec<String>>,
+    pub status: Option<String>,
+}
+
+/// Changes an endpoint that is not deleted (an empty patch changes nothing, `updated_at`
+/// included); `None` when there is no such endpoint.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+pub async fn update_endpoint<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+    id: Uuid,
+    patch: &EndpointPatch,
+    now: DateTime<Utc>,
+) -> Result<Option<EndpointRow>, PersistenceError> {
+    Ok(EndpointRow::find_by_statement(stmt(
+        conn,
+        &format!(
+            "UPDATE webhook_endpoints SET url = COALESCE($3, url), events = COALESCE($4, events), \
+             status = COALESCE($5, status), \
+             updated_at = CASE WHEN $3 IS NULL AND $4 IS NULL AND $5 IS NULL THEN updated_at ELSE $6 END \
+             WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL RETURNING {ENDPOINT_COLUMNS}"
+        ),
+        vec![
+            org_id.into(),
+            id.into(),
+            patch.url.clone().into(),
+            patch.events.as_deref().map(stored_events).into(),
+            patch.status.clone().into(),
+            now.into(),
+        ],
+    ))
+    .one(conn)
+    .await?)
+}
+
+/// Deletes an endpoint: it gets no new events, and its events still waiting for delivery end
+/// `FAILED` (they stay visible, as do the delivered ones). `false` when there was no such
+/// endpoint (or it was deleted before).
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+pub async fn delete_endpoint<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<bool, PersistenceError> {
+    let deleted = conn
+        .execute_raw(stmt(
+            conn,
+            "UPDATE webhook_endpoints SET deleted_at = $3, updated_at = $3 \
+             WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL",
+            vec![org_id.into(), id.into(), now.into()],
+        ))
+        .await?;
+    if deleted.rows_affected() != 1 {
+        return Ok(false);
+    }
+    conn.execute_raw(stmt(
+        conn,
+        "UPDATE webhook_events SET status = 'FAILED', next_attempt_at = NULL, \
+         last_response_body = 'endpoint deleted', updated_at = $3 \
+         WHERE org_id = $1 AND endpoint_id = $2 AND status = 'DELIVERING'",
+        vec![org_id.into(), id.into(), now.into()],
+    ))
+    .await?;
+    Ok(true)
+}
+
+/// The organisation's endpoints that are not deleted (enabled or not), oldest first.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn list_endpoints<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
 ) -> Result<Vec<EndpointRow>, PersistenceError> {
+    endpoints_where(conn, org_id, "").await
+}
+
+/// The endpoints new events are recorded for: enabled and not deleted.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+pub async fn subscribed_endpoints<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+) -> Result<Vec<EndpointRow>, PersistenceError> {
+    endpoints_where(conn, org_id, " AND status = 'ENABLED'").await
+}
+
+async fn endpoints_where<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+    and: &str,
+) -> Result<Vec<EndpointRow>, PersistenceError> {
     Ok(EndpointRow::find_by_statement(stmt(
         conn,
-        &format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE org_id = $1 ORDER BY created_at, id"),
+        &format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints \
+             WHERE org_id = $1 AND deleted_at IS NULL{and} ORDER BY created_at, id"
+        ),
         vec![org_id.into()],
     ))
     .all(conn)
@@ -100,7 +219,7 @@ pub async fn emit<C: ConnectionTrait>(
     if events.is_empty() {
         return Ok(0);
     }
-    let endpoints = list_endpoints(conn, org_id).await?;
+    let endpoints = subscribed_endpoints(conn, org_id).await?;
     emit_to(conn, &[(org_id, &endpoints, events)], now).await
 }
 
@@ -197,6 +316,8 @@ pub async fn claim_due<C: ConnectionTrait>(
         &format!(
             "UPDATE webhook_events SET next_attempt_at = $2 WHERE seq IN \
              (SELECT seq FROM webhook_events WHERE status = 'DELIVERING' AND next_attempt_at <= $1 \
+              AND endpoint_id IN (SELECT id FROM webhook_endpoints \
+                                  WHERE status = 'ENABLED' AND deleted_at IS NULL) \
               ORDER BY next_attempt_at LIMIT $3{skip}) RETURNING {EVENT_COLUMNS}"
         ),
         vec![

@@ -19,6 +19,19 @@ use serde_json::Value;
 
 pub use reqwest::StatusCode;
 
+/// The `loyalty` binary next to the test binary (scripts/test builds it first).
+pub fn loyalty_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = dir.join("loyalty");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p api --bin loyalty` (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
 /// The PostgreSQL server the tests use (its maintenance database).
 pub fn server_url() -> String {
     std::env::var("DATABASE_URL")
@@ -319,6 +332,28 @@ impl TestApp {
         Reply::from(req.send().await.expect("request")).await
     }
 
+    pub async fn patch(&self, path: &str, key: &str, body: &Value) -> Reply {
+        Reply::from(
+            self.client
+                .patch(self.url(path))
+                .header("X-API-KEY", key)
+                .json(body)
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await
+    }
+
+    /// `DELETE path`, with an `Idempotency-Key` when given.
+    pub async fn delete(&self, path: &str, key: &str, idempotency_key: Option<&str>) -> Reply {
+        let mut req = self.client.delete(self.url(path)).header("X-API-KEY", key);
+        if let Some(k) = idempotency_key {
+            req = req.header("Idempotency-Key", k);
+        }
+        Reply::from(req.send().await.expect("request")).await
+    }
+
     pub async fn get(&self, path: &str, key: &str) -> Reply {
         Reply::from(
             self.client
@@ -368,6 +403,7 @@ impl TestApp {
             "hold_lots",
             "transfers",
             "earn_cap_counters",
+            "reward_period_counters",
         ] {
             out.push((
                 table.to_owned(),
@@ -482,7 +518,8 @@ pub fn allocation_body(c: &Catalog, mobile: &str, source_value: Value, unique_id
 /// `available + held` = the sum of the ledger (credits and transfers in, minus debits,
 /// expiries, reversals and transfers out; `HOLD` and `RELEASE` move between the two and count
 /// for nothing) = the remaining of the lots; `held` = the held parts of the lots = what the
-/// active holds hold; `pending` = what the pending allocations will credit; none negative.
+/// active holds hold; `pending` = what the pending allocations will credit; none negative;
+/// each earn cap counter = what the strategy's allocations in its period still award.
 /// Returns the accounts that break it, as text; empty when it holds.
 pub async fn invariant_violations(app: &TestApp) -> Vec<String> {
     let sql = "WITH ledger AS ( \
@@ -524,15 +561,32 @@ pub async fn invariant_violations(app: &TestApp) -> Vec<String> {
           ' earmarked ' || COALESCE((SELECT sum(amount) FROM hold_lots hl WHERE hl.lot_id = e.id), 0) \
         FROM ledger_entries e WHERE e.held > COALESCE(e.remaining, 0) \
            OR e.held <> COALESCE((SELECT sum(amount) FROM hold_lots hl WHERE hl.lot_id = e.id), 0)";
-    broken.extend(
-        app.db
-            .conn()
-            .query_all_raw(Statement::from_string(DbBackend::Postgres, lots.to_owned()))
-            .await
-            .expect("lot invariant query")
-            .into_iter()
-            .map(|r| r.try_get_by_index::<String>(0).unwrap_or_default()),
-    );
+    // Every earn cap counter holds what its strategy's allocations to that customer in that
+    // period still award (their amounts less what reversals took back).
+    let caps = "SELECT 'earn cap ' || c.period || ' ' || c.period_start || ' of ' || c.customer_id || \
+          ': counted ' || c.awarded || ' allocated ' || COALESCE(( \
+            SELECT sum(a.amount - a.reversed_amount) FROM allocations a \
+            WHERE a.org_id = c.org_id AND a.award_strategy_id = c.award_strategy_id \
+              AND a.customer_id = c.customer_id \
+              AND CASE WHEN c.period = 'LIFETIME' THEN true \
+                  ELSE date_trunc(lower(c.period), a.created_at, 'UTC') = c.period_start END), 0) \
+        FROM earn_cap_counters c WHERE c.awarded <> COALESCE(( \
+            SELECT sum(a.amount - a.reversed_amount) FROM allocations a \
+            WHERE a.org_id = c.org_id AND a.award_strategy_id = c.award_strategy_id \
+              AND a.customer_id = c.customer_id \
+              AND CASE WHEN c.period = 'LIFETIME' THEN true \
+                  ELSE date_trunc(lower(c.period), a.created_at, 'UTC') = c.period_start END), 0)";
+    for (name, sql) in [("lot", lots), ("earn cap", caps)] {
+        broken.extend(
+            app.db
+                .conn()
+                .query_all_raw(Statement::from_string(DbBackend::Postgres, sql.to_owned()))
+                .await
+                .unwrap_or_else(|e| panic!("{name} invariant query: {e}"))
+                .into_iter()
+                .map(|r| r.try_get_by_index::<String>(0).unwrap_or_default()),
+        );
+    }
     broken
 }
 

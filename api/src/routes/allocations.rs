@@ -91,7 +91,8 @@ impl Balance {
     "sourceValue": "1000", "expiresAt": "2027-01-01T00:00:00Z", "eventName": null,
     "eventSourceId": null, "ledgerEntryId": "1", "createdAt": "2026-01-01T00:00:00Z",
     "reversedAt": null, "status": "ACTIVE", "maturesAt": null, "activatedAt": null,
-    "reversedAmount": "0.00", "balance": {"available": "100.00", "pending": "0.00", "held": "0.00"}
+    "reversedAmount": "0.00", "capped": false, "uncappedAmount": null,
+    "balance": {"available": "100.00", "pending": "0.00", "held": "0.00"}
 }))]
 pub struct AllocationView {
     pub allocation_id: String,
@@ -122,6 +123,11 @@ pub struct AllocationView {
     pub activated_at: Option<String>,
     /// What reversals have taken back of `amount` so far.
     pub reversed_amount: String,
+    /// Whether an earn cap of the award strategy lowered the award (`amount` is then what the
+    /// cap left, possibly "0").
+    pub capped: bool,
+    /// What the award would have been without the caps; null when not capped.
+    pub uncapped_amount: Option<String>,
     pub balance: Balance,
 }
 
@@ -152,6 +158,8 @@ fn allocation_view(a: &AllocationRow, balance: ledger::Totals) -> AllocationView
         matures_at: a.matures_at.map(ts),
         activated_at: a.activated_at.map(ts),
         reversed_amount: amount(a.reversed_amount, a.scale),
+        capped: a.capped,
+        uncapped_amount: a.uncapped_amount.map(|u| amount(u, a.scale)),
         balance: Balance::of(balance, a.scale),
     }
 }
@@ -164,6 +172,7 @@ fn allocation_view(a: &AllocationRow, balance: ledger::Totals) -> AllocationView
             ("GetAllocation" = (operation_id = "allocations_get", parameters(("uniqueId" = "$response.body#/uniqueId")))),
             ("ReverseAllocation" = (operation_id = "allocations_reverse", parameters(("uniqueId" = "$response.body#/uniqueId")))),
             ("GetCustomer" = (operation_id = "customers_get", parameters(("customerId" = "$response.body#/customerId")))),
+            ("CustomerExpiring" = (operation_id = "customers_expiring", parameters(("customerId" = "$response.body#/customerId")))),
         )),
         Replayed<AllocationView>,
         (status = 403, description = "FORBIDDEN: orgId is not the API key's organisation", body = crate::openapi::Problem, content_type = "application/problem+json"),
@@ -229,8 +238,11 @@ pub async fn create(
     .await?
     {
         Some(replayed) => replayed,
-        // Pending allocations are rare and write other rows: they run alone.
-        None if state.settings.group_commit_max > 1 && !pending => {
+        // Pending allocations and those under earn caps write other rows: they run alone.
+        None if state.settings.group_commit_max > 1
+            && !pending
+            && !crate::allocate::has_caps(&state, org_id, award_id).await? =>
+        {
             state.allocations.submit(request).await?
         }
         None => allocate_alone(&state, &request).await?,
@@ -613,6 +625,7 @@ pub async fn reverse(
                     "allocation reversed concurrently".into(),
                 ));
             }
+            give_cap_room_back(&state, tx, &current, counted).await?;
             let reversal_id = entry_id.map_or_else(|| key.to_string(), |id| id.to_string());
             let body = to_json(&ReversalView {
                 reversal_id: reversal_id.clone(),
@@ -653,6 +666,32 @@ pub async fn reverse(
         outcome,
         shown.as_ref(),
     ))
+}
+
+/// A reversal gives the earn caps back what it took of the allocation, in the periods the
+/// allocation was counted in. The caller holds the account's balance lock.
+async fn give_cap_room_back(
+    state: &AppState,
+    tx: &persistence::Tx,
+    a: &AllocationRow,
+    amount: i64,
+) -> Result<(), ApiError> {
+    let Some(strategy) = state
+        .caches
+        .award_strategy(tx, a.org_id, a.award_strategy_id)
+        .await?
+        .filter(|s| s.caps.is_some())
+    else {
+        return Ok(());
+    };
+    let windows = crate::allocate::cap_windows(&strategy, a.scale, a.created_at)?;
+    let scope = persistence::earn_caps::CapScope {
+        org_id: a.org_id,
+        award_strategy_id: a.award_strategy_id,
+        customer_id: a.customer_id,
+    };
+    persistence::earn_caps::give_back(tx, scope, &windows, amount).await?;
+    Ok(())
 }
 
 /// The stored key of a partial reversal: the allocation and the client's key. A client key may

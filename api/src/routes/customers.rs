@@ -12,11 +12,13 @@ use uuid::Uuid;
 use crate::dto::{amount, ts};
 use crate::error::{ApiError, FieldError};
 use crate::extract::{PageQuery, Tenant};
+use crate::idempotent::{Effect, execute, respond};
 use crate::openapi::{
     CustomerPath, KeyHeader, Missing, PageParams, Read, Replayed, Write, email_schema,
     external_id_schema, mobile_schema, page, pattern, query_param, to_json,
 };
 use crate::startup::AppState;
+use domain::idempotency::{Operation, RequestMeaning};
 
 /// A customer's identifiers, as enrolment answers them.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -369,4 +371,206 @@ pub async fn create(
         outcome,
         key.0.as_ref(),
     ))
+}
+
+/// A lot that expires soon: what is left of it and when it goes.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({
+    "lotId": "7", "programId": 1, "currency": "POINTS", "amount": "40.00", "held": "0.00",
+    "expiresAt": "2026-12-01T00:00:00Z", "notifiedAt": null
+}))]
+pub struct ExpiringLotView {
+    /// The ledger entry that credited the lot.
+    pub lot_id: String,
+    pub program_id: i64,
+    pub currency: String,
+    /// What is left of the lot, held parts included (they expire with it).
+    pub amount: String,
+    /// The part of `amount` that holds reserve.
+    pub held: String,
+    pub expires_at: String,
+    /// When the `currency.expiring` notice of the lot was written; null before.
+    pub notified_at: Option<String>,
+}
+
+page!(ExpiringPage, ExpiringLotView);
+
+/// `within`, with the page.
+pub struct ExpiringParams;
+impl utoipa::IntoParams for ExpiringParams {
+    fn into_params(
+        f: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        let mut params = vec![query_param(
+            "within",
+            false,
+            Some("How far ahead to look: days (`30d`) or hours (`12h`); 30d when absent."),
+            json!({"type": "string", "pattern": WITHIN_PATTERN}),
+        )];
+        params.extend(<PageParams as utoipa::IntoParams>::into_params(f));
+        params
+    }
+}
+
+const WITHIN_PATTERN: &str = "^[1-9][0-9]{0,3}[dh]$";
+
+/// `30d`, `12h`: a window of 1 to 9999 days or hours.
+fn parse_within(raw: Option<&str>) -> Result<chrono::Duration, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(chrono::Duration::days(30));
+    };
+    let invalid = || ApiError::validation("within", "must be days or hours, like 30d or 12h");
+    let (digits, hours) = match (raw.strip_suffix('d'), raw.strip_suffix('h')) {
+        (Some(d), _) => (d, false),
+        (None, Some(h)) => (h, true),
+        (None, None) => return Err(invalid()),
+    };
+    if digits.is_empty()
+        || digits.len() > 4
+        || digits.starts_with('0')
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(invalid());
+    }
+    let n: i64 = digits.parse().map_err(|_| invalid())?;
+    Ok(if hours {
+        chrono::Duration::hours(n)
+    } else {
+        chrono::Duration::days(n)
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ExpiringQuery {
+    pub within: Option<String>,
+    #[serde(flatten)]
+    pub page: PageQuery,
+}
+
+/// `GET /v1/customers/{id}/expiring?within=30d`: the customer's lots with something left that
+/// expire within the window, soonest first.
+#[utoipa::path(get, path = "/v1/customers/{customerId}/expiring", tag = "Customers",
+    operation_id = "customers_expiring",
+    summary = "The customer's points that expire soon, soonest first",
+    params(CustomerPath, ExpiringParams),
+    responses((status = 200, description = "A page", body = ExpiringPage), Read, Missing))]
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
+pub async fn expiring(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+    path: web::Path<String>,
+    query: web::Query<ExpiringQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let page = query.page.parse()?;
+    let within = parse_within(query.within.as_deref())?;
+    let customer = customer_by_path(&state, tenant.org_id, &path).await?;
+    let now = state.now();
+    let result = persistence::expiring::of_customer(
+        state.db.conn(),
+        tenant.org_id,
+        customer.id,
+        now,
+        now + within,
+        page.cursor,
+        page.limit,
+    )
+    .await?;
+    let items = result
+        .items
+        .iter()
+        .map(|l| ExpiringLotView {
+            lot_id: l.id.to_string(),
+            program_id: l.program_id,
+            currency: l.currency.clone(),
+            amount: amount(l.remaining, l.scale),
+            held: amount(l.held, l.scale),
+            expires_at: ts(l.expires_at),
+            notified_at: l.notified_at.map(ts),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(ExpiringPage::new(items, result.next_cursor)))
+}
+
+/// `GET /v1/customers/{customerId}/export`: everything held about the customer, as one JSON
+/// document (amounts in minor units with each row's `scale`).
+#[utoipa::path(get, path = "/v1/customers/{customerId}/export", tag = "Customers",
+    operation_id = "customers_export",
+    summary = "Everything held about a customer, as one JSON document",
+    params(CustomerPath),
+    responses((status = 200, description = "customer, balances, ledger, allocations, redemptions, holds, transfers, issuances, vouchers, rewardHoldings",
+        body = Object), Read, Missing))]
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
+pub async fn export(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = Uuid::parse_str(&path).map_err(|_| ApiError::not_found("customer"))?;
+    let mut doc = persistence::customer_data::export(state.db.conn(), tenant.org_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("customer"))?;
+    doc["exportedAt"] = json!(ts(state.now()));
+    Ok(HttpResponse::Ok().json(doc))
+}
+
+/// What an erasure did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = Erasure, example = json!({
+    "customerId": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c02", "erasedAt": "2026-01-01T00:00:00Z",
+    "identifiersErased": 2, "idempotencyRecordsScrubbed": 3, "webhookEventsScrubbed": 0
+}))]
+pub struct ErasureView {
+    pub customer_id: String,
+    pub erased_at: String,
+    /// Mobile, email and externalId removed (those the customer had).
+    pub identifiers_erased: usize,
+    /// Stored idempotency requests and answers that held an identifier.
+    pub idempotency_records_scrubbed: u64,
+    /// Recorded webhook payloads that held an identifier.
+    pub webhook_events_scrubbed: u64,
+}
+
+/// `POST /v1/customers/{customerId}/erase`: the customer's identifiers are removed for good;
+/// the ledger and its amounts stay. Keyed by the customer: a second erase replays (202).
+#[utoipa::path(post, path = "/v1/customers/{customerId}/erase", tag = "Customers",
+    operation_id = "customers_erase",
+    summary = "Erase a customer's identifiers for good (the ledger stays)",
+    params(CustomerPath),
+    responses((status = 201, description = "Erased now", body = ErasureView),
+        Replayed<ErasureView>, Write, Missing))]
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
+pub async fn erase(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = Uuid::parse_str(&path).map_err(|_| ApiError::not_found("customer"))?;
+    let key = domain::idempotency::IdempotencyKey::parse(&id.to_string())
+        .map_err(|e| ApiError::Internal(e.message))?;
+    let org_id = tenant.org_id;
+    let now = state.now();
+    let outcome = execute(
+        &state,
+        org_id,
+        Operation::CustomerErase,
+        Some(&key),
+        &RequestMeaning::new().with("customerId", Some(id)),
+        async |tx| {
+            let done = persistence::customer_data::erase(tx, org_id, id, now)
+                .await?
+                .ok_or_else(|| ApiError::not_found("customer"))?;
+            let body = to_json(&ErasureView {
+                customer_id: id.to_string(),
+                erased_at: ts(now),
+                identifiers_erased: done.identifiers,
+                idempotency_records_scrubbed: done.idempotency_records,
+                webhook_events_scrubbed: done.webhook_events,
+            });
+            Ok(Effect::created(body, id))
+        },
+    )
+    .await?;
+    Ok(respond(Operation::CustomerErase, outcome, Some(&key)))
 }

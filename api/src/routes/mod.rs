@@ -5,6 +5,7 @@ use actix_web::{HttpResponse, web};
 use crate::error::ApiError;
 
 pub mod allocations;
+pub mod api_keys;
 pub mod customers;
 pub mod health;
 pub mod holds;
@@ -63,6 +64,9 @@ routes! {
     "/v1/customers/lookup" => [get => customers::lookup],
     "/v1/customers/{customerId}" => [get => customers::get],
     "/v1/customers/{customerId}/ledger" => [get => customers::ledger],
+    "/v1/customers/{customerId}/expiring" => [get => customers::expiring],
+    "/v1/customers/{customerId}/export" => [get => customers::export],
+    "/v1/customers/{customerId}/erase" => [post => customers::erase],
     "/v1/customers/{customerId}/rewards" => [get => rewards::customer_rewards],
     "/v1/currency/allocations" => [post => allocations::create],
     "/v1/currency/allocations/{uniqueId}" => [get => allocations::get],
@@ -78,10 +82,16 @@ routes! {
         post => webhooks::create_endpoint,
         get => webhooks::list_endpoints,
     ],
+    "/v1/webhook-endpoints/{endpointId}" => [
+        patch => webhooks::update_endpoint,
+        delete => webhooks::delete_endpoint,
+    ],
     "/v1/webhook-events" => [get => webhooks::list_events],
     "/v1/webhook-events/{id}" => [get => webhooks::get_event],
     "/v1/webhook-events/{id}/actions/retry" => [post => webhooks::retry_event],
     "/v1/idempotency-keys/{operation}/{key}" => [get => idempotency_keys::get],
+    "/v1/api-keys" => [post => api_keys::create, get => api_keys::list],
+    "/v1/api-keys/{keyId}" => [delete => api_keys::revoke],
 }
 
 /// 405 with `Allow`.

@@ -8,6 +8,7 @@ use domain::catalog::{CurrencyCode, parse_name};
 use domain::expiry::ExpiryRule;
 use domain::idempotency::{Operation, RequestMeaning};
 use domain::money::{Rounding, Scale};
+use domain::period::{EarnCap, MAX_CAPS, Period};
 use persistence::catalog::{self, AwardStrategyRow, ExpiryStrategyRow, NewAwardStrategy, Program};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -208,7 +209,7 @@ async fn program_of(state: &AppState, org_id: i64, raw: &str) -> Result<Program,
 /// bounds) or `FIXED` (always `points`).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-#[schema(example = json!({"name": "10%", "currency": "POINTS", "kind": "RATE", "multiplier": "0.1", "rounding": "FLOOR"}))]
+#[schema(example = json!({"name": "10%", "currency": "POINTS", "kind": "RATE", "multiplier": "0.1", "rounding": "FLOOR", "caps": [{"period": "DAY", "max": "500"}]}))]
 pub struct CreateAwardStrategy {
     #[schema(schema_with = name_schema)]
     pub name: String,
@@ -232,6 +233,32 @@ pub struct CreateAwardStrategy {
     /// Required for FIXED.
     #[schema(schema_with = optional_decimal_schema)]
     pub points: Option<DecimalInput>,
+    /// Earn caps: the most this strategy awards one customer within a calendar period (UTC;
+    /// a week starts on Monday). An allocation that would pass a cap is awarded what is left.
+    #[schema(max_items = 5, nullable = false)]
+    pub caps: Option<Vec<EarnCapInput>>,
+}
+
+/// One earn cap.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"period": "DAY", "max": "500"}))]
+pub struct EarnCapInput {
+    #[schema(value_type = String, pattern = "^(DAY|WEEK|MONTH|YEAR|LIFETIME)$")]
+    pub period: String,
+    /// The most awarded within one period, rounded down to the currency's scale.
+    #[schema(schema_with = crate::openapi::decimal_schema)]
+    pub max: DecimalInput,
+}
+
+/// One earn cap as stored and shown.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EarnCapView {
+    /// DAY, WEEK, MONTH, YEAR or LIFETIME.
+    pub period: String,
+    /// A decimal string.
+    pub max: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -239,7 +266,7 @@ pub struct CreateAwardStrategy {
 #[schema(as = AwardStrategy, example = json!({
     "awardStrategyId": 1, "programId": 1, "name": "10%", "currency": "POINTS", "kind": "RATE",
     "multiplier": "0.1", "rounding": "FLOOR", "minAward": null, "maxAward": null, "points": null,
-    "createdAt": "2026-01-01T00:00:00Z"
+    "caps": [{"period": "DAY", "max": "500"}], "createdAt": "2026-01-01T00:00:00Z"
 }))]
 pub struct AwardStrategyView {
     pub award_strategy_id: i64,
@@ -254,6 +281,8 @@ pub struct AwardStrategyView {
     pub min_award: Option<String>,
     pub max_award: Option<String>,
     pub points: Option<String>,
+    /// Earn caps; empty for none.
+    pub caps: Vec<EarnCapView>,
     pub created_at: String,
 }
 
@@ -271,8 +300,54 @@ pub fn award_view(s: &AwardStrategyRow) -> AwardStrategyView {
         min_award: s.min_award.clone(),
         max_award: s.max_award.clone(),
         points: s.points.clone(),
+        caps: s
+            .caps
+            .as_deref()
+            .and_then(|c| serde_json::from_str(c).ok())
+            .unwrap_or_default(),
         created_at: ts(s.created_at),
     }
+}
+
+/// The validated earn caps of a stored award strategy (none when it has none).
+pub fn earn_caps(s: &AwardStrategyRow) -> Result<Vec<EarnCap>, ApiError> {
+    let Some(text) = s.caps.as_deref() else {
+        return Ok(Vec::new());
+    };
+    let corrupt = || ApiError::Internal(format!("award strategy {} has malformed caps", s.id));
+    let stored: Vec<EarnCapView> = serde_json::from_str(text).map_err(|_| corrupt())?;
+    stored
+        .iter()
+        .map(|c| {
+            let period = c.period.parse::<Period>().map_err(|_| corrupt())?;
+            let max = domain::money::parse_decimal(&c.max).map_err(|_| corrupt())?;
+            EarnCap::new(period, max).map_err(|_| corrupt())
+        })
+        .collect()
+}
+
+/// Checks the caps of a new strategy; they are stored as [`EarnCapView`]s.
+fn parse_caps(input: Option<Vec<EarnCapInput>>) -> Result<Vec<EarnCap>, ApiError> {
+    let input = input.unwrap_or_default();
+    if input.len() > MAX_CAPS {
+        return Err(ApiError::validation(
+            "caps",
+            format!("must have at most {MAX_CAPS} caps"),
+        ));
+    }
+    input
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let period = c
+                .period
+                .parse::<Period>()
+                .map_err(|e| ApiError::validation(format!("caps[{i}].period"), e.message))?;
+            let max = c.max.get(&format!("caps[{i}].max"))?;
+            EarnCap::new(period, max)
+                .map_err(|e| ApiError::validation(format!("caps[{i}].max"), e.message))
+        })
+        .collect()
 }
 
 /// The validated rule of a stored award strategy.
@@ -324,6 +399,7 @@ pub async fn create_award_strategy(
     let min_award = decimal(body.min_award, "minAward")?;
     let max_award = decimal(body.max_award, "maxAward")?;
     let points = decimal(body.points, "points")?;
+    let caps = parse_caps(body.caps)?;
     // Checked whatever the kind, even where the kind does not use the field.
     for (field, value) in [
         ("multiplier", multiplier),
@@ -385,6 +461,7 @@ pub async fn create_award_strategy(
             min_award: text(min_award),
             max_award: text(max_award),
             points: None,
+            caps: None,
         },
         AwardRule::Fixed { .. } => NewAwardStrategy {
             program_id: 0,
@@ -396,14 +473,31 @@ pub async fn create_award_strategy(
             min_award: None,
             max_award: None,
             points: text(points),
+            caps: None,
         },
     };
     let program = program_of(&state, tenant.org_id, &path).await?;
-    if !program.currencies.iter().any(|c| c.code == body.currency) {
+    let Some(currency) = program.currencies.iter().find(|c| c.code == body.currency) else {
         return Err(ApiError::unknown_currency("currency", &body.currency));
+    };
+    let scale = Scale::new(i64::from(currency.scale)).map_err(|e| ApiError::Internal(e.message))?;
+    for (i, cap) in caps.iter().enumerate() {
+        cap.max_minor(scale)
+            .map_err(|e| ApiError::not_representable(&format!("caps[{i}].max"), &e.message))?;
     }
+    let stored_caps: Vec<EarnCapView> = caps
+        .iter()
+        .map(|c| EarnCapView {
+            period: c.period.as_str().to_owned(),
+            max: c.max.to_string(),
+        })
+        .collect();
     let new = NewAwardStrategy {
         program_id: program.row.id,
+        caps: (!stored_caps.is_empty())
+            .then(|| serde_json::to_string(&stored_caps))
+            .transpose()
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
         ..new
     };
     let meaning = RequestMeaning::new()
@@ -415,7 +509,8 @@ pub async fn create_award_strategy(
         .with("rounding", new.rounding.as_ref())
         .with("minAward", new.min_award.as_ref())
         .with("maxAward", new.max_award.as_ref())
-        .with("points", new.points.as_ref());
+        .with("points", new.points.as_ref())
+        .with("caps", new.caps.as_ref());
     let org_id = tenant.org_id;
     let now = state.now();
     let outcome = execute(

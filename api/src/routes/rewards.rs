@@ -17,6 +17,8 @@ use uuid::Uuid;
 use crate::dto::{
     FlexId, LookupParams, LooseString, Timestamp, WholeNumber, bounded_text, nullable, ts,
 };
+use domain::period::Period;
+
 use crate::error::{ApiError, FieldError};
 use crate::extract::{
     IdempotencyHeader, Json, OptionalJson, PageQuery, ReasonBody, Tenant, path_id,
@@ -40,7 +42,8 @@ const MAX_COUNT: i64 = 1_000_000_000_000;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = Reward, example = json!({
     "rewardId": 1, "programId": 1, "name": "Free coffee", "stock": 999, "issued": 1,
-    "perCustomerLimit": 5, "validFrom": null, "validUntil": "2027-01-01T00:00:00Z",
+    "perCustomerLimit": 5, "perCustomerLimitPeriod": "LIFETIME", "periodLimit": 100,
+    "periodLimitPeriod": "DAY", "validFrom": null, "validUntil": "2027-01-01T00:00:00Z",
     "status": "ACTIVE", "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-02T00:00:00Z"
 }))]
 pub struct RewardView {
@@ -51,8 +54,14 @@ pub struct RewardView {
     pub stock: Option<i64>,
     /// Units issued and not cancelled.
     pub issued: i64,
-    /// Units one customer may hold; null: unlimited.
+    /// Units one customer may hold (LIFETIME) or be issued per period; null: unlimited.
     pub per_customer_limit: Option<i64>,
+    /// LIFETIME (units held now), or DAY, WEEK, MONTH, YEAR (units issued in the calendar
+    /// period, UTC).
+    pub per_customer_limit_period: String,
+    /// Units everyone together may be issued per periodLimitPeriod; null: no limit.
+    pub period_limit: Option<i64>,
+    pub period_limit_period: Option<String>,
     pub valid_from: Option<String>,
     pub valid_until: Option<String>,
     /// ACTIVE or PAUSED.
@@ -71,6 +80,9 @@ pub fn reward_view(r: &RewardRow) -> RewardView {
         stock: r.stock,
         issued: r.issued,
         per_customer_limit: r.per_customer_limit,
+        per_customer_limit_period: r.per_customer_limit_period.clone(),
+        period_limit: r.period_limit,
+        period_limit_period: r.period_limit_period.clone(),
         valid_from: r.valid_from.map(ts),
         valid_until: r.valid_until.map(ts),
         status: r.status.clone(),
@@ -99,6 +111,13 @@ fn count(field: &str, v: Option<WholeNumber>, min: i64) -> Result<Option<i64>, A
     }
 }
 
+/// A calendar period's name (`DAY` … `LIFETIME`).
+fn period(field: &str, v: &str) -> Result<String, ApiError> {
+    v.parse::<Period>()
+        .map(|p| p.as_str().to_owned())
+        .map_err(|e| ApiError::validation(field, e.message))
+}
+
 fn status(v: &str) -> Result<RewardStatus, ApiError> {
     RewardStatus::parse(v).ok_or_else(|| ApiError::validation("status", "must be ACTIVE or PAUSED"))
 }
@@ -113,9 +132,20 @@ pub struct CreateReward {
     /// Units available; null or absent: unlimited.
     #[schema(value_type = Option<i64>, minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub stock: Option<WholeNumber>,
-    /// Units one customer may hold; null or absent: unlimited.
+    /// Units one customer may hold (or be issued per perCustomerLimitPeriod); null or absent:
+    /// unlimited.
     #[schema(value_type = Option<i64>, minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub per_customer_limit: Option<WholeNumber>,
+    /// LIFETIME (the default: units held at once), or DAY, WEEK, MONTH, YEAR: units issued to
+    /// the customer within the calendar period (UTC; a week starts on Monday).
+    #[schema(value_type = Option<String>, pattern = "^(DAY|WEEK|MONTH|YEAR|LIFETIME)$")]
+    pub per_customer_limit_period: Option<String>,
+    /// Units issued to all customers together per periodLimitPeriod; null or absent: no limit.
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 1_000_000_000_000_i64)]
+    pub period_limit: Option<WholeNumber>,
+    /// The period of periodLimit; DAY when absent.
+    #[schema(value_type = Option<String>, pattern = "^(DAY|WEEK|MONTH|YEAR|LIFETIME)$")]
+    pub period_limit_period: Option<String>,
     #[schema(schema_with = timestamp_schema)]
     pub valid_from: Option<Timestamp>,
     /// After validFrom (else 422 VALIDITY_WINDOW_EMPTY).
@@ -146,6 +176,17 @@ pub async fn create(
     let name = parse_name(&body.name).map_err(|e| ApiError::validation("name", e.message))?;
     let stock = count("stock", body.stock, 0)?;
     let limit = count("perCustomerLimit", body.per_customer_limit, 0)?;
+    let customer_period = period(
+        "perCustomerLimitPeriod",
+        body.per_customer_limit_period
+            .as_deref()
+            .unwrap_or("LIFETIME"),
+    )?;
+    let period_limit = count("periodLimit", body.period_limit, 0)?;
+    let period_limit_period = match body.period_limit_period.as_deref() {
+        Some(p) => Some(period("periodLimitPeriod", p)?),
+        None => period_limit.map(|_| "DAY".to_owned()),
+    };
     let status = status(body.status.as_deref().unwrap_or("ACTIVE"))?;
     let (valid_from, valid_until) = (body.valid_from.map(|t| t.0), body.valid_until.map(|t| t.0));
     if let (Some(f), Some(u)) = (valid_from, valid_until)
@@ -165,6 +206,9 @@ pub async fn create(
         valid_from,
         valid_until,
         status: status.as_str().to_owned(),
+        per_customer_limit_period: customer_period,
+        period_limit,
+        period_limit_period,
     };
     let meaning = RequestMeaning::new()
         .with("programId", Some(program_id))
@@ -173,7 +217,13 @@ pub async fn create(
         .with("perCustomerLimit", new.per_customer_limit)
         .with("validFrom", new.valid_from.map(ts))
         .with("validUntil", new.valid_until.map(ts))
-        .with("status", Some(&new.status));
+        .with("status", Some(&new.status))
+        .with(
+            "perCustomerLimitPeriod",
+            Some(&new.per_customer_limit_period),
+        )
+        .with("periodLimit", new.period_limit)
+        .with("periodLimitPeriod", new.period_limit_period.as_ref());
     let org_id = tenant.org_id;
     let now = state.now();
     let outcome = execute(
@@ -262,6 +312,14 @@ pub struct PatchReward {
     pub valid_until: Option<Option<Timestamp>>,
     #[schema(value_type = Option<String>, pattern = "^(ACTIVE|PAUSED)$")]
     pub status: Option<String>,
+    #[schema(value_type = Option<String>, pattern = "^(DAY|WEEK|MONTH|YEAR|LIFETIME)$")]
+    pub per_customer_limit_period: Option<String>,
+    /// Null: no period limit.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 1_000_000_000_000_i64)]
+    pub period_limit: Option<Option<WholeNumber>>,
+    #[schema(value_type = Option<String>, pattern = "^(DAY|WEEK|MONTH|YEAR|LIFETIME)$")]
+    pub period_limit_period: Option<String>,
 }
 
 #[utoipa::path(patch, path = "/v1/rewards/{rewardId}", tag = "Catalog",
@@ -311,6 +369,20 @@ pub async fn patch(
         .per_customer_limit
         .map(|l| count("perCustomerLimit", l, 0))
         .transpose()?;
+    patch.per_customer_limit_period = body
+        .per_customer_limit_period
+        .as_deref()
+        .map(|p| period("perCustomerLimitPeriod", p))
+        .transpose()?;
+    patch.period_limit = body
+        .period_limit
+        .map(|l| count("periodLimit", l, 0))
+        .transpose()?;
+    patch.period_limit_period = body
+        .period_limit_period
+        .as_deref()
+        .map(|p| period("periodLimitPeriod", p))
+        .transpose()?;
     patch.valid_from = body.valid_from.map(|v| v.map(|t| t.0));
     patch.valid_until = body.valid_until.map(|v| v.map(|t| t.0));
     patch.status = body
@@ -337,7 +409,13 @@ pub async fn patch(
             "validUntil",
             patch.valid_until.map(|v| format!("{:?}", v.map(ts))),
         )
-        .with("status", patch.status.as_ref());
+        .with("status", patch.status.as_ref())
+        .with(
+            "perCustomerLimitPeriod",
+            patch.per_customer_limit_period.as_ref(),
+        )
+        .with("periodLimit", patch.period_limit.map(|l| format!("{l:?}")))
+        .with("periodLimitPeriod", patch.period_limit_period.as_ref());
     let now = state.now();
     let outcome = execute(
         &state,
@@ -894,6 +972,14 @@ pub async fn cancel(
             };
             rewards::return_stock(tx, org_id, row.reward_id, row.quantity, now).await?;
             issuances::release(tx, org_id, row.customer_id, row.reward_id, row.quantity).await?;
+            // The units go back to the periods they were issued in.
+            if let Some(reward) = rewards::get(tx, org_id, row.reward_id).await? {
+                let (mine, everyone) =
+                    crate::issuance::period_keys(&reward, row.customer_id, row.created_at);
+                for key in [mine, everyone].into_iter().flatten() {
+                    persistence::reward_periods::lower(tx, key, row.quantity).await?;
+                }
+            }
             let issuance = issuances::get(tx, org_id, id)
                 .await?
                 .ok_or_else(|| ApiError::Internal("cancelled issuance vanished".into()))?;

@@ -15,7 +15,8 @@ use crate::error::ApiError;
 use crate::extract::{IdempotencyHeader, Json, PageQuery, Tenant};
 use crate::idempotent::{Effect, execute, respond};
 use crate::openapi::{
-    EventPath, KeyHeader, Missing, PageParams, Read, Replayed, Write, fragment, page, to_json,
+    EndpointPath, EventPath, KeyHeader, Missing, PageParams, Read, Replayed, Write, fragment, page,
+    to_json,
 };
 use crate::startup::AppState;
 use crate::webhooks::{EVENT_TYPES, new_secret, refuse_url};
@@ -44,14 +45,18 @@ fn event_types_schema() -> utoipa::openapi::Schema {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = WebhookEndpoint, example = json!({
     "endpointId": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c06", "url": "https://example.com/hooks/loyalty",
-    "events": ["currency.allocated"], "createdAt": "2026-01-01T00:00:00Z",
-    "secret": "whsec_MfKQ9r4GKSqeJ4nYQxXn0w=="
+    "events": ["currency.allocated"], "status": "ENABLED", "createdAt": "2026-01-01T00:00:00Z",
+    "updatedAt": null, "secret": "whsec_MfKQ9r4GKSqeJ4nYQxXn0w=="
 }))]
 pub struct EndpointView {
     pub endpoint_id: String,
     pub url: String,
     pub events: Vec<String>,
+    /// ENABLED, or DISABLED (records no new events and delivers none until enabled again).
+    #[schema(pattern = "^(ENABLED|DISABLED)$")]
+    pub status: String,
     pub created_at: String,
+    pub updated_at: Option<String>,
     /// The signing secret (Standard Webhooks), in the creation answer and its replays only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
@@ -64,9 +69,47 @@ fn endpoint_view(e: &EndpointRow, with_secret: bool) -> EndpointView {
         endpoint_id: e.id.to_string(),
         url: e.url.clone(),
         events: e.event_types().iter().map(|t| t.to_string()).collect(),
+        status: e.status.clone(),
         created_at: ts(e.created_at),
+        updated_at: e.updated_at.map(ts),
         secret: with_secret.then(|| e.secret.clone()),
     }
+}
+
+/// The URL of an endpoint, trimmed, checked against server-side request forgery.
+async fn checked_url(state: &AppState, raw: &str) -> Result<String, ApiError> {
+    let url = raw.trim().to_owned();
+    if url.len() > 2048 {
+        return Err(ApiError::validation(
+            "url",
+            "must be at most 2048 characters",
+        ));
+    }
+    if let Some(reason) = refuse_url(&url, state.settings.webhooks.allow_private).await {
+        return Err(ApiError::validation("url", reason));
+    }
+    Ok(url)
+}
+
+/// The event types of an endpoint: at least one, each known, sorted without repeats.
+fn checked_events(given: &[String]) -> Result<Vec<String>, ApiError> {
+    if given.is_empty() {
+        return Err(ApiError::validation(
+            "events",
+            "must name at least one event type",
+        ));
+    }
+    let mut events = BTreeSet::new();
+    for (i, e) in given.iter().enumerate() {
+        if !EVENT_TYPES.contains(&e.as_str()) {
+            return Err(ApiError::validation(
+                format!("events[{i}]"),
+                format!("must be one of {}", EVENT_TYPES.join(", ")),
+            ));
+        }
+        events.insert(e.clone());
+    }
+    Ok(events.into_iter().collect())
 }
 
 /// `POST /v1/webhook-endpoints`: the secret is shown in this answer (and its replays) only.
@@ -83,33 +126,8 @@ pub async fn create_endpoint(
     key: IdempotencyHeader,
     Json(body): Json<CreateEndpoint>,
 ) -> Result<HttpResponse, ApiError> {
-    let url = body.url.trim().to_owned();
-    if url.len() > 2048 {
-        return Err(ApiError::validation(
-            "url",
-            "must be at most 2048 characters",
-        ));
-    }
-    if let Some(reason) = refuse_url(&url, state.settings.webhooks.allow_private).await {
-        return Err(ApiError::validation("url", reason));
-    }
-    if body.events.is_empty() {
-        return Err(ApiError::validation(
-            "events",
-            "must name at least one event type",
-        ));
-    }
-    let mut events = BTreeSet::new();
-    for (i, e) in body.events.iter().enumerate() {
-        if !EVENT_TYPES.contains(&e.as_str()) {
-            return Err(ApiError::validation(
-                format!("events[{i}]"),
-                format!("must be one of {}", EVENT_TYPES.join(", ")),
-            ));
-        }
-        events.insert(e.clone());
-    }
-    let events: Vec<String> = events.into_iter().collect();
+    let url = checked_url(&state, &body.url).await?;
+    let events = checked_events(&body.events)?;
     let meaning = RequestMeaning::new()
         .with("url", Some(&url))
         .with("events", Some(events.join(",")));
@@ -152,6 +170,144 @@ pub async fn list_endpoints(
         rows.iter().map(|e| endpoint_view(e, false)).collect(),
         None,
     )))
+}
+
+/// What to change of an endpoint; an absent (or null) field stays as it is.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = WebhookEndpointPatch, example = json!({"status": "DISABLED"}))]
+pub struct PatchEndpoint {
+    /// As for a new endpoint (the same server-side request forgery guard applies).
+    #[schema(format = "uri", max_length = 2048)]
+    pub url: Option<String>,
+    /// Not null: an endpoint always has at least one event type.
+    #[serde(default, deserialize_with = "crate::dto::nullable")]
+    #[schema(schema_with = event_types_schema)]
+    pub events: Option<Option<Vec<String>>>,
+    /// ENABLED or DISABLED.
+    #[schema(value_type = Option<String>, pattern = "^(ENABLED|DISABLED)$")]
+    pub status: Option<String>,
+}
+
+fn endpoint_id_of(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::not_found("webhook endpoint"))
+}
+
+/// `PATCH /v1/webhook-endpoints/{endpointId}`: url, events, status. A disabled endpoint gets no
+/// new events, and its waiting ones are not delivered until it is enabled again.
+#[utoipa::path(patch, path = "/v1/webhook-endpoints/{endpointId}", tag = "Webhooks",
+    operation_id = "webhooks_update_endpoint",
+    summary = "Change an endpoint's url, events or status (ENABLED/DISABLED)",
+    params(EndpointPath, KeyHeader), request_body = PatchEndpoint,
+    responses((status = 200, description = "Changed now", body = EndpointView),
+        Replayed<EndpointView>, Write, Missing))]
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
+pub async fn update_endpoint(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+    key: IdempotencyHeader,
+    path: web::Path<String>,
+    Json(body): Json<PatchEndpoint>,
+) -> Result<HttpResponse, ApiError> {
+    let url = match &body.url {
+        Some(u) => Some(checked_url(&state, u).await?),
+        None => None,
+    };
+    let events = match &body.events {
+        None => None,
+        Some(None) => {
+            return Err(ApiError::validation(
+                "events",
+                "must be a list of event types",
+            ));
+        }
+        Some(Some(e)) => Some(checked_events(e)?),
+    };
+    let status = match body.status.as_deref() {
+        None => None,
+        Some(s @ ("ENABLED" | "DISABLED")) => Some(s.to_owned()),
+        Some(_) => {
+            return Err(ApiError::validation(
+                "status",
+                "must be ENABLED or DISABLED",
+            ));
+        }
+    };
+    let id = endpoint_id_of(&path)?;
+    let patch = webhooks::EndpointPatch {
+        url,
+        events,
+        status,
+    };
+    let meaning = RequestMeaning::new()
+        .with("endpointId", Some(id))
+        .with("url", patch.url.as_ref())
+        .with("events", patch.events.as_ref().map(|e| e.join(",")))
+        .with("status", patch.status.as_ref());
+    let org_id = tenant.org_id;
+    let now = state.now();
+    let outcome = execute(
+        &state,
+        org_id,
+        Operation::WebhookEndpointUpdate,
+        key.0.as_ref(),
+        &meaning,
+        async |tx| {
+            let row = webhooks::update_endpoint(tx, org_id, id, &patch, now)
+                .await?
+                .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
+            Ok(
+                Effect::created(to_json(&endpoint_view(&row, false)), row.id)
+                    .with_status(actix_web::http::StatusCode::OK),
+            )
+        },
+    )
+    .await;
+    state.caches.endpoints_changed(org_id);
+    Ok(respond(
+        Operation::WebhookEndpointUpdate,
+        outcome?,
+        key.0.as_ref(),
+    ))
+}
+
+/// `DELETE /v1/webhook-endpoints/{endpointId}`: 204. The endpoint gets no new events; its
+/// events still waiting end FAILED ("endpoint deleted"); recorded events stay visible. Deleting
+/// it again is 404, unless the same Idempotency-Key replays the first deletion (204 with
+/// `Idempotent-Replayed: true`).
+#[utoipa::path(delete, path = "/v1/webhook-endpoints/{endpointId}", tag = "Webhooks",
+    operation_id = "webhooks_delete_endpoint", summary = "Delete an endpoint",
+    params(EndpointPath, KeyHeader),
+    responses((status = 204, description = "Deleted (or, with the same Idempotency-Key, deleted before: Idempotent-Replayed true)"),
+        Write, Missing))]
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
+pub async fn delete_endpoint(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+    key: IdempotencyHeader,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = endpoint_id_of(&path)?;
+    let org_id = tenant.org_id;
+    let now = state.now();
+    let outcome = execute(
+        &state,
+        org_id,
+        Operation::WebhookEndpointDelete,
+        key.0.as_ref(),
+        &RequestMeaning::new().with("endpointId", Some(id)),
+        async |tx| {
+            if !webhooks::delete_endpoint(tx, org_id, id, now).await? {
+                return Err(ApiError::not_found("webhook endpoint"));
+            }
+            Ok(Effect::created(json!({}), id).with_status(actix_web::http::StatusCode::NO_CONTENT))
+        },
+    )
+    .await;
+    state.caches.endpoints_changed(org_id);
+    Ok(crate::idempotent::no_content(
+        Operation::WebhookEndpointDelete,
+        outcome?,
+    ))
 }
 
 /// One event for one endpoint, and how its delivery went.
@@ -311,6 +467,15 @@ pub async fn retry_event(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let original = event_of(&state, tenant.org_id, &path).await?;
+    if webhooks::get_endpoint(state.db.conn(), tenant.org_id, original.endpoint_id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::Conflict {
+            code: "ENDPOINT_DELETED",
+            detail: "The event's endpoint was deleted; there is nowhere to deliver it.".into(),
+        });
+    }
     let meaning = RequestMeaning::new().with("eventId", Some(original.id));
     let now = state.now();
     let outcome = execute(

@@ -2,25 +2,11 @@
 //! request gives each effect exactly once.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tests::{StatusCode, fresh_database};
-
-/// The `loyalty` binary next to this test binary (scripts/test builds it first).
-fn loyalty_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let bin = dir.join("loyalty");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p api --bin loyalty` (scripts/test does)",
-        bin.display()
-    );
-    bin
-}
+use tests::{StatusCode, fresh_database, loyalty_binary};
 
 struct Server {
     child: Child,

@@ -146,6 +146,18 @@ async fn private_and_malformed_endpoint_urls_are_refused() {
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert!(r.body["secret"].as_str().unwrap().starts_with("whsec_"));
+    // The same guard applies when an endpoint's URL is changed.
+    let path = format!(
+        "/v1/webhook-endpoints/{}",
+        r.body["endpointId"].as_str().unwrap()
+    );
+    for url in ["http://127.0.0.1:9/x", "http://169.254.169.254/latest"] {
+        let p = app.patch(&path, &key, &json!({"url": url})).await;
+        assert_eq!(p.status, StatusCode::BAD_REQUEST, "{url}: {}", p.text);
+        assert_eq!(p.body["errors"][0]["field"], "url");
+    }
+    let listed = app.get("/v1/webhook-endpoints", &key).await;
+    assert_eq!(listed.body["items"][0]["url"], "https://8.8.8.8/hooks");
 }
 
 #[tokio::test]
@@ -469,4 +481,145 @@ async fn an_odd_answer_body_is_stored_cut_and_clean() {
         stored.starts_with("okxxx") && stored.len() < 1024,
         "{stored}"
     );
+}
+
+#[tokio::test]
+async fn an_endpoint_can_be_disabled_changed_and_deleted_and_its_events_stay_visible() {
+    let app = app_allowing_private().await;
+    let receiver = Receiver::default();
+    let url = receiver.start().await;
+    let (_, key) = app.create_org("Acme").await;
+    let (_, other) = app.create_org("Other").await;
+    let c = setup_catalog(&app, &key).await;
+    let created = app
+        .post(
+            "/v1/webhook-endpoints",
+            &key,
+            &json!({"url": url, "events": ["currency.allocated"]}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    assert_eq!(created.body["status"], "ENABLED");
+    let id = created.body["endpointId"].as_str().unwrap().to_owned();
+    let path = format!("/v1/webhook-endpoints/{id}");
+    let allocate = |unique: &str| {
+        let body = allocation_body(&c, "919876543210", json!(1000), unique);
+        let app = &app;
+        let key = key.clone();
+        async move {
+            let r = app.post("/v1/currency/allocations", &key, &body).await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        }
+    };
+    let events = || app.scalar("SELECT count(*)::bigint FROM webhook_events");
+
+    // Recorded while enabled, then the endpoint is disabled before delivery ("mid-delivery"):
+    // the waiting event is not delivered, and new ones are not recorded.
+    allocate("before").await;
+    assert_eq!(events().await, 1);
+    let disabled = app.patch(&path, &key, &json!({"status": "DISABLED"})).await;
+    assert_eq!(disabled.status, StatusCode::OK, "{}", disabled.text);
+    assert_eq!(disabled.body["status"], "DISABLED");
+    assert!(
+        disabled.body.get("secret").is_none(),
+        "the secret is shown once"
+    );
+    allocate("while-disabled").await;
+    assert_eq!(events().await, 1, "no new event for a disabled endpoint");
+    assert_eq!(deliver(&app, &[5], Utc::now()).await, 0);
+    assert!(receiver.received().is_empty());
+    let listed = app.get("/v1/webhook-endpoints", &key).await;
+    assert_eq!(listed.body["items"][0]["status"], "DISABLED");
+
+    // Enabled again: the waiting event goes out, new ones are recorded.
+    let enabled = app
+        .patch(
+            &path,
+            &key,
+            &json!({"status": "ENABLED", "events": ["currency.allocated", "currency.redeemed"]}),
+        )
+        .await;
+    assert_eq!(enabled.status, StatusCode::OK, "{}", enabled.text);
+    assert_eq!(
+        enabled.body["events"],
+        json!(["currency.allocated", "currency.redeemed"])
+    );
+    assert_eq!(deliver(&app, &[5], Utc::now()).await, 1);
+    assert_eq!(receiver.received().len(), 1);
+    allocate("after").await;
+    assert_eq!(events().await, 2);
+
+    // The guard against server-side request forgery applies to a new URL too (this app allows
+    // private addresses, so a malformed one stands in for it), and bad input changes nothing.
+    for (body, field) in [
+        (json!({"url": "ftp://example.com/x"}), "url"),
+        (json!({"events": ["nope"]}), "events[0]"),
+        (json!({"events": []}), "events"),
+        (json!({"status": "PAUSED"}), "status"),
+        (json!({"events": null}), "events"),
+    ] {
+        let r = app.patch(&path, &key, &body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.text);
+        assert_eq!(r.body["errors"][0]["field"], field, "{body}");
+    }
+    // An empty patch changes nothing.
+    let same = app.patch(&path, &key, &json!({})).await;
+    assert_eq!(same.status, StatusCode::OK, "{}", same.text);
+    assert_eq!(same.body["updatedAt"], enabled.body["updatedAt"]);
+    assert_eq!(same.body["events"], enabled.body["events"]);
+    // Another organisation cannot see or change it.
+    let foreign = app
+        .patch(&path, &other, &json!({"status": "DISABLED"}))
+        .await;
+    assert_eq!(foreign.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.delete(&path, &other, None).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Deleted: 204, then 404 without a key; with the same key the deletion replays.
+    let waiting = events().await;
+    let deleted = app.delete(&path, &key, Some("drop-1")).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{}", deleted.text);
+    assert_eq!(deleted.header("idempotent-replayed"), Some("false"));
+    let replay = app.delete(&path, &key, Some("drop-1")).await;
+    assert_eq!(replay.status, StatusCode::NO_CONTENT);
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    assert_eq!(
+        app.delete(&path, &key, None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.patch(&path, &key, &json!({"status": "ENABLED"}))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    allocate("after-delete").await;
+    assert_eq!(events().await, waiting, "no event for a deleted endpoint");
+    let listed = app.get("/v1/webhook-endpoints", &key).await;
+    assert_eq!(listed.body["items"], json!([]));
+    // Its events stay visible; the one still waiting ended FAILED and is never delivered.
+    let all = app.get("/v1/webhook-events", &key).await;
+    let statuses: Vec<&str> = all.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["FAILED", "DELIVERED"], "{}", all.text);
+    assert_eq!(
+        deliver(&app, &[5], Utc::now() + chrono::Duration::hours(1)).await,
+        0
+    );
+    let failed_id = all.body["items"][0]["id"].as_str().unwrap();
+    let retry = app
+        .post(
+            &format!("/v1/webhook-events/{failed_id}/actions/retry"),
+            &key,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(retry.status, StatusCode::CONFLICT, "{}", retry.text);
+    assert_eq!(retry.code(), "ENDPOINT_DELETED");
 }

@@ -1,0 +1,153 @@
+//! The organisation's own API keys: mint (the secret shown once), list, revoke.
+
+use actix_web::{HttpResponse, web};
+use domain::idempotency::{Operation, RequestMeaning};
+use persistence::orgs::{self, ApiKeyRow, Revocation};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::dto::ts;
+use crate::error::ApiError;
+use crate::extract::{IdempotencyHeader, Json, Tenant, path_id};
+use crate::idempotent::{Effect, execute, respond};
+use crate::openapi::{
+    ApiKeyPath, KeyHeader, Missing, Read, Replayed, Write, name_schema, page, to_json,
+};
+use crate::startup::AppState;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = ApiKeyInput, example = json!({"name": "checkout service"}))]
+pub struct CreateKey {
+    /// What the key is for, 1 to 200 characters.
+    #[schema(schema_with = name_schema)]
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = ApiKey, example = json!({
+    "keyId": "2", "name": "checkout service", "prefix": "lk_3k9dfq2mxa7e",
+    "createdAt": "2026-01-01T00:00:00Z", "lastUsedAt": null, "revokedAt": null,
+    "apiKey": "lk_3k9dfq2mxa7e_…"
+}))]
+pub struct KeyView {
+    pub key_id: String,
+    pub name: String,
+    /// The key's public start (`lk_` and 12 characters), to tell keys apart.
+    pub prefix: String,
+    pub created_at: String,
+    /// When the key was last used, to the minute or so (it is not written per request).
+    pub last_used_at: Option<String>,
+    pub revoked_at: Option<String>,
+    /// The whole key: in the creation answer only, never stored, never shown again (a replay
+    /// of the creation leaves it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+}
+
+page!(KeyPage, KeyView);
+
+fn key_view(k: &ApiKeyRow, secret: Option<String>) -> KeyView {
+    KeyView {
+        key_id: k.id.to_string(),
+        name: k.name.clone(),
+        prefix: format!("lk_{}", k.prefix),
+        created_at: ts(k.created_at),
+        last_used_at: k.last_used_at.map(ts),
+        revoked_at: k.revoked_at.map(ts),
+        api_key: secret,
+    }
+}
+
+/// `POST /v1/api-keys`: a new key for the organisation; its secret is in this answer only.
+#[utoipa::path(post, path = "/v1/api-keys", tag = "Organisation",
+    operation_id = "api_keys_create", summary = "Mint an API key (the secret is shown once)",
+    params(KeyHeader), request_body = CreateKey,
+    responses((status = 201, description = "Minted now, with its secret", body = KeyView),
+        Replayed<KeyView>, Write))]
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
+pub async fn create(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+    key: IdempotencyHeader,
+    Json(body): Json<CreateKey>,
+) -> Result<HttpResponse, ApiError> {
+    let name = domain::catalog::parse_name(&body.name)
+        .map_err(|e| ApiError::validation("name", e.message))?;
+    let org_id = tenant.org_id;
+    let now = state.now();
+    let outcome = execute(
+        &state,
+        org_id,
+        Operation::ApiKeyCreate,
+        key.0.as_ref(),
+        &RequestMeaning::new().with("name", Some(&name)),
+        async |tx| {
+            let minted = orgs::create_api_key(tx, org_id, &name, now).await?;
+            // The secret is answered once and never stored, not even in the key's record.
+            Ok(Effect::created(
+                to_json(&key_view(&minted.row, Some(minted.key))),
+                minted.row.id,
+            )
+            .replayed_as(to_json(&key_view(&minted.row, None))))
+        },
+    )
+    .await?;
+    Ok(respond(Operation::ApiKeyCreate, outcome, key.0.as_ref()))
+}
+
+#[utoipa::path(get, path = "/v1/api-keys", tag = "Organisation", operation_id = "api_keys_list",
+    summary = "The organisation's API keys, revoked ones included (never their secrets)",
+    responses((status = 200, description = "All of them, on one page", body = KeyPage), Read))]
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
+pub async fn list(state: web::Data<AppState>, tenant: Tenant) -> Result<HttpResponse, ApiError> {
+    let keys = orgs::list_api_keys(state.db.conn(), tenant.org_id).await?;
+    Ok(HttpResponse::Ok().json(KeyPage::new(
+        keys.iter().map(|k| key_view(k, None)).collect(),
+        None,
+    )))
+}
+
+/// `DELETE /v1/api-keys/{keyId}`: the key stops working at once on this instance and within
+/// `LOYALTY_CACHE_TTL_MS` on every other. The organisation's last active key cannot be revoked.
+#[utoipa::path(delete, path = "/v1/api-keys/{keyId}", tag = "Organisation",
+    operation_id = "api_keys_revoke", summary = "Revoke an API key",
+    params(ApiKeyPath, KeyHeader),
+    responses((status = 204, description = "Revoked (or, with the same Idempotency-Key, revoked before: Idempotent-Replayed true)"),
+        (status = 409, description = "LAST_ACTIVE_KEY: the organisation's only active key", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        Write, Missing))]
+#[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
+pub async fn revoke(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+    key: IdempotencyHeader,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let key_id = path_id(&path, "API key")?;
+    let org_id = tenant.org_id;
+    let now = state.now();
+    let outcome = execute(
+        &state,
+        org_id,
+        Operation::ApiKeyRevoke,
+        key.0.as_ref(),
+        &RequestMeaning::new().with("keyId", Some(key_id)),
+        async |tx| match orgs::revoke_api_key(tx, org_id, key_id, now).await? {
+            Revocation::Revoked(row) => Ok(Effect::created(to_json(&key_view(&row, None)), row.id)
+                .with_status(actix_web::http::StatusCode::NO_CONTENT)),
+            Revocation::NotFound => Err(ApiError::not_found("API key")),
+            Revocation::LastActive => Err(ApiError::Conflict {
+                code: "LAST_ACTIVE_KEY",
+                detail: "This is the organisation's last active API key; mint another first."
+                    .into(),
+            }),
+        },
+    )
+    .await;
+    // Whatever came of it, this instance looks every key up again.
+    state.caches.keys_changed();
+    Ok(crate::idempotent::no_content(
+        Operation::ApiKeyRevoke,
+        outcome?,
+    ))
+}
