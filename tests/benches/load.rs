@@ -204,9 +204,33 @@ fn build_server(root: &Path) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!("building the release server (cargo build --release -p api --bin loyalty) ...");
     let started = Instant::now();
-    let status = Command::new(&cargo)
+    let mut build = Command::new(&cargo);
+    build
         .args(["build", "--release", "-q", "-p", "api", "--bin", "loyalty"])
-        .current_dir(root)
+        .current_dir(root);
+    // `cargo bench` gave this process the variables it sets for a bench (CARGO_MANIFEST_DIR,
+    // CARGO_PKG_*, ...). Build scripts (ring's, through cc) ask to be rerun when those change,
+    // so passing them on rebuilt half the dependency tree on every run, and the next
+    // `cargo bench` rebuilt it back.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_MAKEFLAGS",
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_MANIFEST_LINKS",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+            ]
+            .contains(&name.as_ref())
+        {
+            build.env_remove(name.as_ref());
+        }
+    }
+    let status = build
         .status()
         .unwrap_or_else(|e| fail(&format!("cannot run {}: {e}", cargo.to_string_lossy())));
     if !status.success() {
