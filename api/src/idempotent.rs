@@ -14,7 +14,7 @@
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
 use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
-use persistence::idempotency::{self, Claim, RecordRow};
+use persistence::idempotency::{self, Claim, RecordRow, ReplayRow};
 use persistence::{Db, PersistenceError, Tx};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -65,7 +65,56 @@ pub enum Outcome {
     /// The effect happened now, answered with this status (201, or 200 for an update).
     Created(StatusCode, Value),
     /// An earlier request with the same key and meaning performed it; this is its outcome.
-    Replayed(Value),
+    Replayed(Stored),
+}
+
+/// A stored outcome on its way back to a client: the JSON text of an object, as the store
+/// keeps it. The replay path reads it as text and answers it with the idempotency fields
+/// written in ([`Stored::with_flags`]), so a replay never parses or re-serialises the body.
+#[derive(Debug, Clone)]
+pub struct Stored(String);
+
+impl Stored {
+    pub fn from_value(value: &Value) -> Self {
+        Self(value.to_string())
+    }
+
+    /// The body of a replay: the stored object with `"idempotentReplayed": true` and
+    /// `"idempotencyKey"` added, written into the text. A stored text that does not look like
+    /// a plain object without those fields (never written so) goes the long way, through a
+    /// parse, rather than being spliced blindly.
+    fn with_flags(self, key: Option<&IdempotencyKey>) -> Result<String, ApiError> {
+        let key = key.map_or(Value::Null, |k| Value::String(k.to_string()));
+        let text = self.0.trim();
+        let spliceable = text.starts_with('{')
+            && text.ends_with('}')
+            && !text.contains("\"idempotentReplayed\"")
+            && !text.contains("\"idempotencyKey\"");
+        if !spliceable {
+            return match serde_json::from_str(text) {
+                Ok(Value::Object(mut map)) => {
+                    map.insert("idempotentReplayed".into(), Value::Bool(true));
+                    map.insert("idempotencyKey".into(), key);
+                    Ok(Value::Object(map).to_string())
+                }
+                _ => Err(ApiError::Internal(
+                    "a stored outcome is not a JSON object".into(),
+                )),
+            };
+        }
+        let inner = text[1..text.len() - 1].trim();
+        let key = key.to_string();
+        let mut body = String::with_capacity(text.len() + key.len() + 48);
+        body.push('{');
+        if !inner.is_empty() {
+            body.push_str(inner);
+            body.push(',');
+        }
+        body.push_str("\"idempotentReplayed\":true,\"idempotencyKey\":");
+        body.push_str(&key);
+        body.push('}');
+        Ok(body)
+    }
 }
 
 /// The request the key was used for, compared with this one.
@@ -74,7 +123,7 @@ pub fn replay_or_refuse(
     operation: Operation,
     key: &IdempotencyKey,
     meaning: &RequestMeaning,
-) -> Result<Value, ApiError> {
+) -> Result<Stored, ApiError> {
     if record.fingerprint != meaning.fingerprint(operation) {
         return Err(ApiError::IdempotencyKeyReused {
             operation: operation.as_str(),
@@ -82,9 +131,13 @@ pub fn replay_or_refuse(
             mismatched_fields: record.meaning().mismatched_fields(meaning),
         });
     }
-    record.response.clone().ok_or_else(|| {
-        ApiError::Internal(format!("idempotency record {} has no outcome", record.id))
-    })
+    record
+        .response
+        .as_ref()
+        .map(Stored::from_value)
+        .ok_or_else(|| {
+            ApiError::Internal(format!("idempotency record {} has no outcome", record.id))
+        })
 }
 
 /// Maps an error of claiming a key: a lock wait that ran out means another request holds it.
@@ -126,7 +179,23 @@ pub async fn replay_if_used(
     {
         return Ok(None);
     }
-    replay_or_refuse(&record, operation, key, meaning).map(|v| Some(Outcome::Replayed(v)))
+    if record.fingerprint != meaning.fingerprint(operation) {
+        // Another request used the key: read the whole record to name the fields that differ.
+        let full = idempotency::get(state.db.conn(), org_id, operation, key.as_str())
+            .await?
+            .ok_or_else(|| {
+                ApiError::Internal(format!("idempotency record {} vanished", record.id))
+            })?;
+        return replay_or_refuse(&full, operation, key, meaning)
+            .map(|v| Some(Outcome::Replayed(v)));
+    }
+    match &record.response {
+        Some(text) => Ok(Some(Outcome::Replayed(Stored(text.clone())))),
+        None => Err(ApiError::Internal(format!(
+            "idempotency record {} has no outcome",
+            record.id
+        ))),
+    }
 }
 
 /// A look-up of one key's committed record, batched with the look-ups queued beside it.
@@ -138,7 +207,7 @@ pub struct KeyLookup {
 }
 
 impl Batch for KeyLookup {
-    type Answer = Option<Box<RecordRow>>;
+    type Answer = Option<Arc<ReplayRow>>;
 
     async fn run(state: Arc<AppState>, jobs: Vec<Job<Self>>) -> Vec<Job<Self>> {
         let mut seen = std::collections::HashSet::new();
@@ -153,9 +222,9 @@ impl Batch for KeyLookup {
                 )
             })
             .collect();
-        match idempotency::get_keys(state.db.conn(), &wanted).await {
+        match idempotency::replay_keys(state.db.conn(), &wanted).await {
             Ok(records) => {
-                let found: HashMap<KeyLookup, Box<RecordRow>> = records
+                let found: HashMap<KeyLookup, Arc<ReplayRow>> = records
                     .into_iter()
                     .filter_map(|r| {
                         let operation = Operation::parse(&r.operation)?;
@@ -164,7 +233,7 @@ impl Batch for KeyLookup {
                             operation,
                             key: r.key.clone(),
                         };
-                        Some((lookup, Box::new(r)))
+                        Some((lookup, Arc::new(r)))
                     })
                     .collect();
                 for job in jobs {
@@ -254,12 +323,19 @@ pub fn respond(
     outcome: Outcome,
     key: Option<&IdempotencyKey>,
 ) -> HttpResponse {
-    let (status, body, replayed) = match outcome {
-        Outcome::Created(status, body) => (status, body, false),
-        Outcome::Replayed(body) => (StatusCode::ACCEPTED, body, true),
+    let (mut response, outcome) = match outcome {
+        Outcome::Created(status, body) => (json_with_flags(status, body, false, key), "created"),
+        Outcome::Replayed(stored) => (
+            match stored.with_flags(key) {
+                Ok(body) => HttpResponse::build(StatusCode::ACCEPTED)
+                    .insert_header(("Idempotent-Replayed", "true"))
+                    .insert_header(actix_web::http::header::ContentType::json())
+                    .body(body),
+                Err(e) => actix_web::ResponseError::error_response(&e),
+            },
+            "replayed",
+        ),
     };
-    let mut response = json_with_flags(status, body, replayed, key);
-    let outcome = if replayed { "replayed" } else { "created" };
     mark(&mut response, operation.as_str(), outcome);
     response
 }
@@ -317,3 +393,7 @@ pub fn json_with_flags(
         ))
         .json(body)
 }
+
+#[cfg(test)]
+#[path = "idempotent_tests.rs"]
+mod tests;

@@ -295,24 +295,15 @@ pub async fn get_keys<C: ConnectionTrait>(
         .collect::<Vec<_>>()
         .join(", ");
     for chunk in keys.chunks(5_000) {
-        let mut values: Vec<sea_orm::Value> = Vec::with_capacity(chunk.len() * 3);
-        let mut rows = Vec::with_capacity(chunk.len());
-        for (org_id, operation, key) in chunk {
-            let n = values.len();
-            rows.push(format!("(${}, ${}, ${})", n + 1, n + 2, n + 3));
-            values.push((*org_id).into());
-            values.push(operation.as_str().into());
-            values.push((*key).into());
-        }
+        let (rows, values) = key_values(chunk);
         out.extend(
             RecordRow::find_by_statement(stmt(
                 conn,
                 &format!(
-                    "WITH wanted(org_id, operation, key) AS (VALUES {}) \
+                    "WITH wanted(org_id, operation, key) AS (VALUES {rows}) \
                      SELECT {columns} FROM wanted JOIN idempotency_records r \
                      ON r.org_id = wanted.org_id AND r.operation = wanted.operation \
-                     AND r.key = wanted.key",
-                    rows.join(", ")
+                     AND r.key = wanted.key"
                 ),
                 values,
             ))
@@ -321,6 +312,65 @@ pub async fn get_keys<C: ConnectionTrait>(
         );
     }
     Ok(out)
+}
+
+/// What a replay needs of a committed record: the fingerprint to compare and the stored answer
+/// as the JSON text the database keeps (`CAST(response AS TEXT)`), so that it is neither parsed
+/// nor re-serialised on the way out. The request's fields, only needed to name what differs
+/// when the fingerprint does not match, are read then ([`get`]).
+#[derive(Debug, Clone, FromQueryResult)]
+pub struct ReplayRow {
+    pub id: i64,
+    pub org_id: i64,
+    pub operation: String,
+    pub key: String,
+    pub fingerprint: String,
+    pub response: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The committed records of `(organisation, operation, key)`s, as [`ReplayRow`]s: the replay
+/// path's one read, for many concurrent requests at once.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+pub async fn replay_keys<C: ConnectionTrait>(
+    conn: &C,
+    keys: &[(i64, Operation, &str)],
+) -> Result<Vec<ReplayRow>, PersistenceError> {
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(5_000) {
+        let (rows, values) = key_values(chunk);
+        out.extend(
+            ReplayRow::find_by_statement(stmt(
+                conn,
+                &format!(
+                    "WITH wanted(org_id, operation, key) AS (VALUES {rows}) \
+                     SELECT r.id, r.org_id, r.operation, r.key, r.fingerprint, \
+                     CAST(r.response AS TEXT) AS response, r.created_at \
+                     FROM wanted JOIN idempotency_records r \
+                     ON r.org_id = wanted.org_id AND r.operation = wanted.operation \
+                     AND r.key = wanted.key"
+                ),
+                values,
+            ))
+            .all(conn)
+            .await?,
+        );
+    }
+    Ok(out)
+}
+
+/// The `VALUES` rows `($1, $2, $3), …` of `keys` and their parameters.
+fn key_values(keys: &[(i64, Operation, &str)]) -> (String, Vec<sea_orm::Value>) {
+    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(keys.len() * 3);
+    let mut rows = Vec::with_capacity(keys.len());
+    for (org_id, operation, key) in keys {
+        let n = values.len();
+        rows.push(format!("(${}, ${}, ${})", n + 1, n + 2, n + 3));
+        values.push((*org_id).into());
+        values.push(operation.as_str().into());
+        values.push((*key).into());
+    }
+    (rows.join(", "), values)
 }
 
 /// Stores the outcomes of many claimed records: `(record id, response, resource id)`.

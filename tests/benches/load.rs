@@ -43,6 +43,8 @@
 //!   `VACUUM ANALYZE` and `CHECKPOINT`; each phase's time is printed. 200 000 rows took 9 to 17 s on 2 shared
 //!   cores, so 10 million should take 10 to 20 minutes, and ~1.9 KB of disk per row (~19 GB);
 //! - `BENCH_KEEP_DB=1`: keep the database afterwards (its URL is printed);
+//! - `BENCH_SERVER=<path>`: run that `loyalty` binary instead of building one (to compare two
+//!   builds in one sitting: copy `target/release/loyalty` aside before a change);
 //! - `DATABASE_URL`: the PostgreSQL server, as for the tests (default
 //!   `postgres://postgres@127.0.0.1:5432/postgres`).
 //!
@@ -1228,9 +1230,14 @@ fn main() {
     let knobs = Knobs::from_env();
     let root = workspace_root();
     let target = target_dir(&root);
-    let binary = target.join("release").join("loyalty");
     let script = root.join("tests").join("bench").join("allocation.sql");
-    build_server(&root);
+    let binary = match std::env::var_os("BENCH_SERVER") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            build_server(&root);
+            target.join("release").join("loyalty")
+        }
+    };
     if !binary.exists() {
         fail(&format!("{} is missing after the build", binary.display()));
     }

@@ -39,7 +39,18 @@ macro_rules! routes {
     };
 }
 
+// actix tries the resources in this order, and the metrics middleware matches the path once
+// more for its route label; every `{param}` pattern is a regex match. The writes that carry the
+// traffic come first, as static paths, so they are found without one. (A static path listed
+// before a pattern that would also match it wins, as `/v1/rewards/issue` must over
+// `/v1/rewards/{rewardId}`.)
 routes! {
+    "/v1/currency/allocations" => [post => allocations::create],
+    "/v1/currency/redemptions" => [post => allocations::redeem],
+    "/v1/rewards/issue" => [post => rewards::issue_single],
+    "/v1/rewards/issue/bulk" => [post => rewards::issue_bulk],
+    "/v1/currency/holds" => [post => holds::create],
+    "/v1/currency/transfers" => [post => transfers::create],
     "/healthz" => [get => health::healthz],
     "/readyz" => [get => health::readyz],
     "/metrics" => [get => ops::metrics],
@@ -56,8 +67,6 @@ routes! {
         get => programs::list_expiry_strategies,
     ],
     "/v1/programs/{programId}/rewards" => [post => rewards::create, get => rewards::list],
-    "/v1/rewards/issue/bulk" => [post => rewards::issue_bulk],
-    "/v1/rewards/issue" => [post => rewards::issue_single],
     "/v1/rewards/issuances/{issuanceId}/cancel" => [post => rewards::cancel],
     "/v1/rewards/{rewardId}" => [get => rewards::get, patch => rewards::patch],
     "/v1/customers" => [post => customers::create],
@@ -68,13 +77,9 @@ routes! {
     "/v1/customers/{customerId}/export" => [get => customers::export],
     "/v1/customers/{customerId}/erase" => [post => customers::erase],
     "/v1/customers/{customerId}/rewards" => [get => rewards::customer_rewards],
-    "/v1/currency/allocations" => [post => allocations::create],
     "/v1/currency/allocations/{uniqueId}" => [get => allocations::get],
     "/v1/currency/allocations/{uniqueId}/reversal" => [post => allocations::reverse],
     "/v1/currency/allocations/{uniqueId}/activate" => [post => allocations::activate],
-    "/v1/currency/redemptions" => [post => allocations::redeem],
-    "/v1/currency/transfers" => [post => transfers::create],
-    "/v1/currency/holds" => [post => holds::create],
     "/v1/currency/holds/{holdId}" => [get => holds::get],
     "/v1/currency/holds/{holdId}/capture" => [post => holds::capture],
     "/v1/currency/holds/{holdId}/void" => [post => holds::void],
