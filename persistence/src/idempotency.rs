@@ -288,30 +288,12 @@ pub async fn get_keys<C: ConnectionTrait>(
     conn: &C,
     keys: &[(i64, Operation, &str)],
 ) -> Result<Vec<RecordRow>, PersistenceError> {
-    let mut out = Vec::with_capacity(keys.len());
     let columns = COLUMNS
         .split(", ")
         .map(|c| format!("r.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    for chunk in keys.chunks(5_000) {
-        let (rows, values) = key_values(chunk);
-        out.extend(
-            RecordRow::find_by_statement(stmt(
-                conn,
-                &format!(
-                    "WITH wanted(org_id, operation, key) AS (VALUES {rows}) \
-                     SELECT {columns} FROM wanted JOIN idempotency_records r \
-                     ON r.org_id = wanted.org_id AND r.operation = wanted.operation \
-                     AND r.key = wanted.key"
-                ),
-                values,
-            ))
-            .all(conn)
-            .await?,
-        );
-    }
-    Ok(out)
+    rows_of_keys(conn, keys, &columns).await
 }
 
 /// What a replay needs of a committed record: the fingerprint to compare and the stored answer
@@ -336,17 +318,31 @@ pub async fn replay_keys<C: ConnectionTrait>(
     conn: &C,
     keys: &[(i64, Operation, &str)],
 ) -> Result<Vec<ReplayRow>, PersistenceError> {
+    rows_of_keys(
+        conn,
+        keys,
+        "r.id, r.org_id, r.operation, r.key, r.fingerprint, \
+         CAST(r.response AS TEXT) AS response, r.created_at",
+    )
+    .await
+}
+
+/// `columns` of the committed records of `keys`: one `VALUES` join on the unique index per
+/// 5 000 keys.
+async fn rows_of_keys<R: FromQueryResult, C: ConnectionTrait>(
+    conn: &C,
+    keys: &[(i64, Operation, &str)],
+    columns: &str,
+) -> Result<Vec<R>, PersistenceError> {
     let mut out = Vec::with_capacity(keys.len());
     for chunk in keys.chunks(5_000) {
         let (rows, values) = key_values(chunk);
         out.extend(
-            ReplayRow::find_by_statement(stmt(
+            R::find_by_statement(stmt(
                 conn,
                 &format!(
                     "WITH wanted(org_id, operation, key) AS (VALUES {rows}) \
-                     SELECT r.id, r.org_id, r.operation, r.key, r.fingerprint, \
-                     CAST(r.response AS TEXT) AS response, r.created_at \
-                     FROM wanted JOIN idempotency_records r \
+                     SELECT {columns} FROM wanted JOIN idempotency_records r \
                      ON r.org_id = wanted.org_id AND r.operation = wanted.operation \
                      AND r.key = wanted.key"
                 ),
