@@ -181,11 +181,11 @@ pub async fn replay_if_used(
     }
     if record.fingerprint != meaning.fingerprint(operation) {
         // Another request used the key: read the whole record to name the fields that differ.
-        let full = idempotency::get(state.db.conn(), org_id, operation, key.as_str())
-            .await?
-            .ok_or_else(|| {
-                ApiError::Internal(format!("idempotency record {} vanished", record.id))
-            })?;
+        // Gone meanwhile (forgotten by the retention): the claim decides, as for a new key.
+        let Some(full) = idempotency::get(state.db.conn(), org_id, operation, key.as_str()).await?
+        else {
+            return Ok(None);
+        };
         return replay_or_refuse(&full, operation, key, meaning)
             .map(|v| Some(Outcome::Replayed(v)));
     }
