@@ -207,7 +207,8 @@ pub async fn lookup(
     Ok(HttpResponse::Ok().json(customer_view(&state, tenant.org_id, &row).await?))
 }
 
-async fn customer_by_path(
+/// The customer a `{customerId}` path names, in this organisation; 404 when it names none.
+pub(crate) async fn customer_by_path(
     state: &AppState,
     org_id: i64,
     raw: &str,

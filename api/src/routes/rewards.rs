@@ -6,9 +6,9 @@ use actix_web::{HttpResponse, web};
 use domain::catalog::parse_name;
 use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
 use domain::issuance::{ItemFailure, MAX_QUANTITY, MAX_UNITS_PER_REQUEST, RewardStatus};
+use persistence::catalog;
 use persistence::issuances::{self, Issuance};
 use persistence::rewards::{self, NewReward, RewardPatch, RewardRow, StockChange};
-use persistence::{catalog, customers};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -1018,14 +1018,7 @@ pub async fn customer_rewards(
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let page = query.parse()?;
-    let id = Uuid::parse_str(&path).map_err(|_| ApiError::not_found("customer"))?;
-    let customer = customers::find(
-        state.db.conn(),
-        tenant.org_id,
-        &domain::customer::CustomerRef::CustomerId(id),
-    )
-    .await?
-    .ok_or_else(|| ApiError::not_found("customer"))?;
+    let customer = super::customers::customer_by_path(&state, tenant.org_id, &path).await?;
     let result = issuances::list_for_customer(
         state.db.conn(),
         tenant.org_id,
