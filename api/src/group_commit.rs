@@ -178,7 +178,8 @@ where
             OrgKey {
                 org_id,
                 key,
-                meaning: r.meaning().clone(),
+                meaning: r.meaning(),
+                outcome: None,
             }
         })
         .collect();
@@ -189,7 +190,7 @@ where
         match claims.get(&(k.org_id, k.key.as_str().to_owned())) {
             Some(Claim::Existing(record)) => {
                 answers[i] = Some(
-                    crate::idempotent::replay_or_refuse(record, operation, &k.key, &k.meaning)
+                    crate::idempotent::replay_or_refuse(record, operation, &k.key, k.meaning)
                         .map(crate::idempotent::Outcome::Replayed),
                 );
             }

@@ -18,7 +18,7 @@ use domain::customer::CustomerRef;
 use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
 use domain::issuance::{ItemAsk, ItemFailure, RewardState, RewardStatus, decide, voucher_code};
 use domain::period::Period;
-use persistence::idempotency::{self, Claim, OrgKey, RecordRow};
+use persistence::idempotency::{self, Claim, KnownOutcome, OrgKey, RecordRow};
 use persistence::issuances::{self, HoldingKey, NewIssuance};
 use persistence::reward_periods::{self, CounterKey};
 use persistence::rewards::{self, RewardRow};
@@ -131,7 +131,7 @@ pub struct ItemError {
 /// One item's result as clients see it.
 pub fn item_result(item: &IssueItem, outcome: &ItemOutcome) -> Result<ItemResult, ApiError> {
     let issued = |stored: &Value, status: &str, replayed: bool| {
-        let stored: IssuedItem = serde_json::from_value(stored.clone()).map_err(|e| {
+        let stored = <IssuedItem as serde::Deserialize>::deserialize(stored).map_err(|e| {
             ApiError::Internal(format!("a stored issuance answer is malformed: {e}"))
         })?;
         Ok(ItemResult {
@@ -225,6 +225,25 @@ pub fn period_keys(
         .and_then(period)
         .map(|p| (row.org_id, row.id, Uuid::nil(), p.as_str(), p.start(at)));
     (mine, everyone)
+}
+
+/// What an item gets if it is issued, drawn before its key is claimed, so that the claim stores
+/// the outcome with the key in one write (see [`OrgKey::outcome`]): the issuance id, the
+/// voucher codes and the stored answer ([`IssuedItem`]).
+fn draw(item: &IssueItem) -> (Uuid, Vec<String>, Value) {
+    let mut rng = rand::rng();
+    let id = Uuid::now_v7();
+    let vouchers: Vec<String> = (0..item.quantity)
+        .map(|_| voucher_code(rng.random::<u64>()))
+        .collect();
+    let stored = crate::openapi::to_json(&IssuedItem {
+        request_id: item.request_id.to_string(),
+        reward_id: item.reward_id,
+        quantity: item.quantity,
+        issuance_id: Some(id.to_string()),
+        vouchers: vouchers.clone(),
+    });
+    (id, vouchers, stored)
 }
 
 /// Every item has an outcome by construction; a missing one is a bug, reported as such.
@@ -430,7 +449,6 @@ async fn issue_segments_once(
     // Per segment: its customer (None: unknown, answered 404) and the meaning of each item.
     let mut customers_of: Vec<Option<customers::Enrolment>> = Vec::with_capacity(segments.len());
     let mut meanings: Vec<Vec<RequestMeaning>> = Vec::with_capacity(segments.len());
-    let mut keys: Vec<OrgKey> = Vec::new();
     for (s, seg) in segments.iter().enumerate() {
         let found = enrolled
             .get(&(seg.org_id, seg.request.customer.clone()))
@@ -438,23 +456,39 @@ async fn issue_segments_once(
         if found.is_none() {
             results[s] = Some(Err(ApiError::not_found("customer")));
         }
-        let m: Vec<RequestMeaning> = seg
-            .request
-            .items
-            .iter()
-            .map(|i| item_meaning(&seg.request.customer, i))
-            .collect();
-        if found.is_some() {
-            for (item, meaning) in seg.request.items.iter().zip(&m) {
+        customers_of.push(found);
+        meanings.push(
+            seg.request
+                .items
+                .iter()
+                .map(|i| item_meaning(&seg.request.customer, i))
+                .collect(),
+        );
+    }
+    let mut keys: Vec<OrgKey> = Vec::new();
+    // Per segment and item (none for an unknown customer): its issuance id and codes if issued,
+    // and where its key (which holds its stored answer) is in `keys`.
+    let mut drawn: Vec<Vec<Option<(Uuid, Vec<String>, usize)>>> =
+        Vec::with_capacity(segments.len());
+    for (s, seg) in segments.iter().enumerate() {
+        let mut draws = Vec::new();
+        if customers_of[s].is_some() {
+            for (item, meaning) in seg.request.items.iter().zip(&meanings[s]) {
+                let (id, vouchers, stored) = draw(item);
+                draws.push(Some((id, vouchers, keys.len())));
                 keys.push(OrgKey {
                     org_id: seg.org_id,
                     key: item.request_id.clone(),
-                    meaning: meaning.clone(),
+                    meaning,
+                    outcome: Some(KnownOutcome {
+                        status_code: 201,
+                        response: stored,
+                        resource_id: Some(id.to_string()),
+                    }),
                 });
             }
         }
-        customers_of.push(found);
-        meanings.push(m);
+        drawn.push(draws);
     }
     let mut claims = match idempotency::claim_keys(
         &tx,
@@ -493,8 +527,8 @@ async fn issue_segments_once(
     let customer_id = |s: usize| customers_of[s].as_ref().map(|c| c.row.id);
 
     let mut new_issuances: Vec<NewIssuance> = Vec::new();
-    // (segment, record, stored outcome, issuance id)
-    let mut completed: Vec<(usize, i64, Value, Uuid)> = Vec::new();
+    // (segment, stored outcome) of each issued item; its record holds the outcome since the claim
+    let mut completed: Vec<(usize, Value)> = Vec::new();
     let mut released: Vec<i64> = Vec::new();
     let mut stock_taken: BTreeMap<(i64, i64), i64> = BTreeMap::new();
     let mut held_taken: BTreeMap<HoldingKey, (i64, Option<i64>)> = BTreeMap::new();
@@ -543,7 +577,6 @@ async fn issue_segments_once(
         // What is left of each reward's stock as the segments before took from it.
         let mut stock: HashMap<(i64, i64), Option<i64>> =
             rows.iter().map(|(k, r)| (*k, r.stock)).collect();
-        let mut rng = rand::rng();
         for (s, seg) in segments.iter().enumerate() {
             let Some(customer) = customer_id(s) else {
                 continue;
@@ -603,18 +636,20 @@ async fn issue_segments_once(
                                 period_taken.entry(key).or_insert((0, limit)).0 += item.quantity;
                             }
                         }
-                        let id = Uuid::now_v7();
-                        let vouchers: Vec<String> = (0..item.quantity)
-                            .map(|_| voucher_code(rng.random::<u64>()))
-                            .collect();
-                        let stored = crate::openapi::to_json(&IssuedItem {
-                            request_id: item.request_id.to_string(),
-                            reward_id: item.reward_id,
-                            quantity: item.quantity,
-                            issuance_id: Some(id.to_string()),
-                            vouchers: vouchers.clone(),
-                        });
-                        completed.push((s, *record_id, stored.clone(), id));
+                        let Some((id, vouchers, stored)) = drawn[s]
+                            .get_mut(*idx)
+                            .and_then(Option::take)
+                            .and_then(|(id, vouchers, k)| {
+                                let stored = keys.get_mut(k)?.outcome.take()?.response;
+                                Some((id, vouchers, stored))
+                            })
+                        else {
+                            return Err(ApiError::Internal(
+                                "an issued item had nothing drawn".into(),
+                            )
+                            .into());
+                        };
+                        completed.push((s, stored.clone()));
                         outcomes[s][*idx] = Some(ItemOutcome::Issued(stored));
                         new_issuances.push(NewIssuance {
                             id,
@@ -684,7 +719,7 @@ async fn issue_segments_once(
         }
         let mut events: BTreeMap<i64, Vec<persistence::webhooks::NewEvent<'static>>> =
             BTreeMap::new();
-        for (s, _, stored, _) in &completed {
+        for (s, stored) in &completed {
             let seg = &segments[*s];
             let mut data = stored.clone();
             data["customerId"] = json!(customer_id(*s).map(|c| c.to_string()));
@@ -696,11 +731,6 @@ async fn issue_segments_once(
                 .push(crate::webhooks::event("reward.issued", data, now));
         }
         crate::webhooks::emit_grouped(&state.caches, &tx, &events, now).await?;
-        let stored: Vec<(i64, Value, Option<String>)> = completed
-            .iter()
-            .map(|(_, record, v, id)| (*record, v.clone(), Some(id.to_string())))
-            .collect();
-        idempotency::complete_many(&tx, 201, &stored).await?;
         idempotency::release_many(&tx, &released).await?;
         customers::forget_enrolled(&tx, &forgotten).await?;
         Db::commit(tx).await?;

@@ -144,45 +144,26 @@ pub async fn get<C: ConnectionTrait>(
     .await?)
 }
 
-/// One key of a batch to claim (bulk issuance: one per item).
+/// A key of a batch that may span organisations (group commit of single requests, bulk
+/// issuance's items).
 #[derive(Debug, Clone)]
-pub struct BatchKey {
-    pub key: IdempotencyKey,
-    pub meaning: RequestMeaning,
-}
-
-/// A key of a batch that may span organisations (group commit of single requests).
-#[derive(Debug, Clone)]
-pub struct OrgKey {
+pub struct OrgKey<'a> {
     pub org_id: i64,
     pub key: IdempotencyKey,
-    pub meaning: RequestMeaning,
+    pub meaning: &'a RequestMeaning,
+    /// The outcome to store with the claim, when it is known before the effect (an
+    /// issuance draws its id and voucher codes up front): the record is then written once,
+    /// not inserted and updated. A claim whose effect does not happen is released, so no
+    /// other request ever reads an outcome that was not committed with its effect.
+    pub outcome: Option<KnownOutcome>,
 }
 
-/// Claims many keys of one operation and one organisation at once; see [`claim_keys`].
-/// Returns a claim per key.
-#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
-pub async fn claim_many<C: ConnectionTrait>(
-    conn: &C,
-    org_id: i64,
-    operation: Operation,
-    keys: &[BatchKey],
-    now: DateTime<Utc>,
-    forget_before: Option<DateTime<Utc>>,
-) -> Result<HashMap<String, Claim>, PersistenceError> {
-    let keys: Vec<OrgKey> = keys
-        .iter()
-        .map(|k| OrgKey {
-            org_id,
-            key: k.key.clone(),
-            meaning: k.meaning.clone(),
-        })
-        .collect();
-    Ok(claim_keys(conn, operation, &keys, now, forget_before)
-        .await?
-        .into_iter()
-        .map(|((_, key), claim)| (key, claim))
-        .collect())
+/// An outcome stored with the claim of its key; see [`OrgKey::outcome`].
+#[derive(Debug, Clone)]
+pub struct KnownOutcome {
+    pub status_code: u16,
+    pub response: serde_json::Value,
+    pub resource_id: Option<String>,
 }
 
 /// Claims many keys of one operation at once, in `(organisation, key)` order (so that two
@@ -196,16 +177,16 @@ pub async fn claim_many<C: ConnectionTrait>(
 pub async fn claim_keys<C: ConnectionTrait>(
     conn: &C,
     operation: Operation,
-    keys: &[OrgKey],
+    keys: &[OrgKey<'_>],
     now: DateTime<Utc>,
     forget_before: Option<DateTime<Utc>>,
 ) -> Result<HashMap<(i64, String), Claim>, PersistenceError> {
-    let mut sorted: Vec<&OrgKey> = keys.iter().collect();
+    let mut sorted: Vec<&OrgKey<'_>> = keys.iter().collect();
     sorted.sort_by(|a, b| (a.org_id, a.key.as_str()).cmp(&(b.org_id, b.key.as_str())));
     let mut claims: HashMap<(i64, String), Claim> = HashMap::with_capacity(keys.len());
-    let wanted = |k: &OrgKey| (k.org_id, k.key.as_str().to_owned());
+    let wanted = |k: &OrgKey<'_>| (k.org_id, k.key.as_str().to_owned());
     for _ in 0..3 {
-        let pending: Vec<&OrgKey> = sorted
+        let pending: Vec<&OrgKey<'_>> = sorted
             .iter()
             .copied()
             .filter(|k| !claims.contains_key(&wanted(k)))
@@ -217,6 +198,7 @@ pub async fn claim_keys<C: ConnectionTrait>(
         for k in &pending {
             let fields = serde_json::to_value(k.meaning.fields())
                 .map_err(|e| PersistenceError::Other(e.to_string()))?;
+            let outcome = k.outcome.as_ref();
             rows.push(vec![
                 k.org_id.into(),
                 operation.as_str().into(),
@@ -224,12 +206,18 @@ pub async fn claim_keys<C: ConnectionTrait>(
                 k.meaning.fingerprint(operation).into(),
                 fields.into(),
                 now.into(),
+                outcome
+                    .map(|o| i16::try_from(o.status_code).unwrap_or(i16::MAX))
+                    .into(),
+                outcome.map(|o| o.response.clone()).into(),
+                outcome.and_then(|o| o.resource_id.clone()).into(),
             ]);
         }
         let inserted = crate::insert_rows(
             conn,
             "idempotency_records",
-            "org_id, operation, key, fingerprint, request_fields, created_at",
+            "org_id, operation, key, fingerprint, request_fields, created_at, \
+             status_code, response, resource_id",
             "ON CONFLICT (org_id, operation, key) DO NOTHING RETURNING id, org_id, key",
             rows,
         )

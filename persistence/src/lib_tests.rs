@@ -1,0 +1,59 @@
+//! Unit tests of the batch-insert helpers: the JSON text `insert_rows` sends PostgreSQL.
+
+use super::*;
+use serde_json::json;
+
+#[test]
+fn rows_become_one_json_array_with_every_type_as_postgres_reads_it() {
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-23T10:11:12.345678Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let id = uuid::Uuid::parse_str("0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c04").unwrap();
+    let rows = vec![
+        vec![
+            Value::BigInt(Some(7)),
+            Value::String(Some("quote \" backslash \\ newline \n é".into())),
+            Value::Json(Some(Box::new(json!({"a": [1, "x"], "b": null})))),
+            Value::ChronoDateTimeUtc(Some(at)),
+            Value::Uuid(Some(id)),
+            Value::Decimal(Some("12.50".parse().unwrap())),
+            Value::Bool(Some(true)),
+            Value::SmallInt(Some(201)),
+        ],
+        vec![
+            Value::BigInt(None),
+            Value::String(None),
+            Value::Json(None),
+            Value::ChronoDateTimeUtc(None),
+            Value::Uuid(None),
+            Value::Decimal(None),
+            Value::Bool(None),
+            Value::SmallInt(None),
+        ],
+    ];
+    let text = rows_as_json("n, s, j, t, u, d, b, c", rows).unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        parsed,
+        json!([
+            {"n": 7, "s": "quote \" backslash \\ newline \n é", "j": {"a": [1, "x"], "b": null},
+             "t": "2026-11-23T10:11:12.345678Z", "u": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c04",
+             "d": "12.50", "b": true, "c": 201},
+            {"n": null, "s": null, "j": null, "t": null, "u": null, "d": null, "b": null,
+             "c": null}
+        ])
+    );
+}
+
+#[test]
+fn a_value_json_cannot_carry_hands_the_rows_back_whole() {
+    let rows = vec![
+        vec![Value::BigInt(Some(1)), Value::Double(Some(0.1))],
+        vec![Value::BigInt(Some(2)), Value::Double(Some(0.2))],
+    ];
+    let back = rows_as_json("n, f", rows.clone()).unwrap_err();
+    assert_eq!(back, rows);
+    // A row of the wrong width, too.
+    let short = vec![vec![Value::BigInt(Some(1))]];
+    assert_eq!(rows_as_json("n, f", short.clone()).unwrap_err(), short);
+}
