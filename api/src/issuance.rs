@@ -246,6 +246,9 @@ fn draw(item: &IssueItem) -> (Uuid, Vec<String>, Value) {
     (id, vouchers, stored)
 }
 
+/// An item's issuance id and voucher codes, and where its key is in the claimed keys.
+type Drawn = (Uuid, Vec<String>, usize);
+
 /// Every item has an outcome by construction; a missing one is a bug, reported as such.
 fn every_item_decided(outcomes: Vec<Option<ItemOutcome>>) -> Result<Vec<ItemOutcome>, ApiError> {
     outcomes
@@ -468,8 +471,7 @@ async fn issue_segments_once(
     let mut keys: Vec<OrgKey> = Vec::new();
     // Per segment and item (none for an unknown customer): its issuance id and codes if issued,
     // and where its key (which holds its stored answer) is in `keys`.
-    let mut drawn: Vec<Vec<Option<(Uuid, Vec<String>, usize)>>> =
-        Vec::with_capacity(segments.len());
+    let mut drawn: Vec<Vec<Option<Drawn>>> = Vec::with_capacity(segments.len());
     for (s, seg) in segments.iter().enumerate() {
         let mut draws = Vec::new();
         if customers_of[s].is_some() {
