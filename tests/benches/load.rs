@@ -62,8 +62,10 @@
 //! - `service/pgbench` is the service's `alloc` req/s divided by pgbench's tps at the same
 //!   concurrency: the share of the database's own throughput for the same writes that the
 //!   service reaches (group commit can take it above 1 at high concurrency);
-//! - the p99 summary of `alloc` and `replay` is there to compare a `BENCH_GROWTH` run with an
-//!   empty one.
+//! - pgbench's p50/p99 come from its per-transaction log (`-l`), so the database's own tail
+//!   latency for the same SQL stands beside the service's;
+//! - the p99 summary of `alloc`, `replay` and pgbench is there to compare a `BENCH_GROWTH` run
+//!   with an empty one: pgbench's ratio is what the database alone does on the grown tables.
 //!
 //! The load generator runs on the same machine as the server and PostgreSQL, and takes some of
 //! the CPU they would otherwise have: compare runs made on the same machine only.
@@ -1026,6 +1028,9 @@ struct PgbenchResult {
     concurrency: usize,
     tps: Option<f64>,
     latency_ms: Option<f64>,
+    /// p50 and p99 of the transactions' latencies (pgbench's per-transaction log), ms.
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
     failed: Option<String>,
     problem: Option<String>,
 }
@@ -1037,8 +1042,17 @@ fn run_pgbench(
     seconds: u64,
     vars: &[(&str, i64)],
 ) -> PgbenchResult {
+    // pgbench writes one line per transaction (`client tx latency_us script epoch us`) to
+    // `<prefix>.<pid>[.<thread>]`; a directory of its own per run.
+    let logs = std::env::temp_dir().join(format!(
+        "loyalty-bench-pgbench-{}-c{concurrency}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&logs);
+    let _ = std::fs::create_dir_all(&logs);
     let mut cmd = Command::new("pgbench");
-    cmd.args(["-n", "-M", "prepared"])
+    cmd.args(["-n", "-M", "prepared", "-l"])
+        .arg(format!("--log-prefix={}", logs.join("tx").display()))
         .arg("-c")
         .arg(concurrency.to_string())
         .arg("-j")
@@ -1058,6 +1072,8 @@ fn run_pgbench(
                 concurrency,
                 tps: None,
                 latency_ms: None,
+                p50_ms: None,
+                p99_ms: None,
                 failed: None,
                 problem: Some(format!("cannot run pgbench: {e}")),
             };
@@ -1077,13 +1093,41 @@ fn run_pgbench(
     } else {
         None
     };
+    let mut latencies = transaction_latencies_us(&logs);
+    let _ = std::fs::remove_dir_all(&logs);
+    latencies.sort_unstable();
+    let percentile = |p: f64| -> Option<f64> {
+        let last = latencies.len().checked_sub(1)?;
+        let at = ((last as f64) * p).round() as usize;
+        latencies.get(at).map(|us| *us as f64 / 1000.0)
+    };
     PgbenchResult {
         concurrency,
         tps: parsed.0,
         latency_ms: parsed.1,
+        p50_ms: percentile(0.50),
+        p99_ms: percentile(0.99),
         failed: parsed.2,
         problem,
     }
+}
+
+/// The latency (µs, third field) of every transaction in the per-transaction logs in `dir`.
+fn transaction_latencies_us(dir: &Path) -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        out.extend(
+            text.lines()
+                .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok()),
+        );
+    }
+    out
 }
 
 /// (tps without connection time, latency average ms, failed transactions) from pgbench's
@@ -1420,9 +1464,9 @@ async fn run(
         );
         println!();
         println!(
-            "| pgbench | concurrency | tps | latency avg ms | failed | service alloc req/s | service/pgbench |"
+            "| pgbench | concurrency | tps | latency avg ms | p50 ms | p99 ms | failed | service alloc req/s | service/pgbench |"
         );
-        println!("|---|---:|---:|---:|---:|---:|---:|");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         for p in &pgbench {
             let service = rows
                 .iter()
@@ -1433,10 +1477,12 @@ async fn run(
                 _ => None,
             };
             println!(
-                "| allocation.sql | {} | {} | {} | {} | {} | {} |",
+                "| allocation.sql | {} | {} | {} | {} | {} | {} | {} | {} |",
                 p.concurrency,
                 fmt_opt(p.tps, 0),
                 fmt_opt(p.latency_ms, 3),
+                fmt_opt(p.p50_ms, 2),
+                fmt_opt(p.p99_ms, 2),
                 p.failed.as_deref().unwrap_or("–"),
                 fmt_opt(service, 0),
                 fmt_opt(ratio, 2),
@@ -1488,7 +1534,14 @@ async fn run(
             .collect();
         (!parts.is_empty()).then(|| format!("{name} {}", parts.join(", ")))
     };
-    let summary: Vec<String> = ["alloc", "replay"].iter().filter_map(|n| p99(n)).collect();
+    let mut summary: Vec<String> = ["alloc", "replay"].iter().filter_map(|n| p99(n)).collect();
+    if !pgbench.is_empty() {
+        let parts: Vec<String> = pgbench
+            .iter()
+            .map(|p| format!("c={} {} ms", p.concurrency, fmt_opt(p.p99_ms, 2)))
+            .collect();
+        summary.push(format!("pgbench {}", parts.join(", ")));
+    }
     if !summary.is_empty() {
         println!(
             "p99 with BENCH_GROWTH={} (compare with a run of another size): {}",
