@@ -40,7 +40,8 @@
 //!   `ledger_entries` (and their balances) before the scenarios, in SQL (default 0: none), e.g.
 //!   `10000000` to see whether latency holds up on big tables. The fill drops the tables'
 //!   secondary indexes, inserts 1M rows per statement, builds the indexes again, then runs
-//!   `VACUUM ANALYZE` and `CHECKPOINT`; each phase's time is printed. 200 000 rows took 9 to 17 s on 2 shared
+//!   `VACUUM ANALYZE` and `CHECKPOINT` (which every run does before measuring, grown or not);
+//!   each phase's time is printed. 200 000 rows took 9 to 17 s on 2 shared
 //!   cores, so 10 million should take 10 to 20 minutes, and ~1.9 KB of disk per row (~19 GB);
 //! - `BENCH_KEEP_DB=1`: keep the database afterwards (its URL is printed);
 //! - `BENCH_SERVER=<path>`: run that `loyalty` binary instead of building one (to compare two
@@ -1346,24 +1347,32 @@ async fn run(
     );
     let mut overall_peak = server.peak_rss_kb();
 
-    if knobs.growth > 0 {
-        let times = grow(&conn, &ctx, org.org_id, knobs.growth)
-            .await
-            .unwrap_or_else(|e| panic!("growth fill failed: {e}"));
-        let started = Instant::now();
-        exec(
-            &conn,
-            &format!("VACUUM ANALYZE {}, balances", GROWTH_TABLES.join(", ")),
+    let grown = if knobs.growth > 0 {
+        Some(
+            grow(&conn, &ctx, org.org_id, knobs.growth)
+                .await
+                .unwrap_or_else(|e| panic!("growth fill failed: {e}")),
         )
+    } else {
+        None
+    };
+    // Every run, grown or not, starts measuring from the same state: statistics fresh, and a
+    // checkpoint just taken. Without the checkpoint, the first write to each page after the
+    // next one logs a full-page image, and that burst (large after a fill, smaller after the
+    // setup and the template's copy) lands in the measured scenarios.
+    let started = Instant::now();
+    exec(
+        &conn,
+        &format!("VACUUM ANALYZE {}, balances", GROWTH_TABLES.join(", ")),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("VACUUM ANALYZE failed: {e}"));
+    exec(&conn, "CHECKPOINT")
         .await
-        .unwrap_or_else(|e| panic!("VACUUM ANALYZE failed: {e}"));
-        // Measure the grown tables, not the aftermath of filling them: without a checkpoint
-        // here, the first write to each page after the next checkpoint logs a full-page image,
-        // and that burst lands in the measured scenarios.
-        exec(&conn, "CHECKPOINT")
-            .await
-            .unwrap_or_else(|e| panic!("CHECKPOINT failed: {e}"));
-        println!(
+        .unwrap_or_else(|e| panic!("CHECKPOINT failed: {e}"));
+    let settled = started.elapsed();
+    match grown {
+        Some(times) => println!(
             "- growth: {} rows each in {} in {:.1} s ({:.0} rows/s), then {} secondary indexes rebuilt in {:.1} s, VACUUM ANALYZE and CHECKPOINT in {:.1} s",
             knobs.growth,
             GROWTH_TABLES.join(", "),
@@ -1371,8 +1380,12 @@ async fn run(
             knobs.growth as f64 / times.fill.as_secs_f64(),
             times.indexes_rebuilt,
             times.indexes.as_secs_f64(),
-            started.elapsed().as_secs_f64(),
-        );
+            settled.as_secs_f64(),
+        ),
+        None => println!(
+            "- before measuring: VACUUM ANALYZE and CHECKPOINT in {:.1} s",
+            settled.as_secs_f64()
+        ),
     }
     println!();
 
