@@ -2,14 +2,16 @@
 //! or nothing on its own, and all items of a request are committed in one transaction.
 //!
 //! The path of a request, set-based so that a 1000-item request costs a handful of statements:
-//! 1. claim every item's key in one `INSERT … ON CONFLICT DO NOTHING` (key order);
+//! 1. draw each item's issuance id and voucher codes, then claim every item's key in one
+//!    `INSERT … ON CONFLICT DO NOTHING` (key order) that stores the item's answer if issued
+//!    with it, so a key's record is written once;
 //! 2. items whose key was used: replay (same meaning) or fail `IDEMPOTENCY_KEY_REUSED`;
 //! 3. lock the rewards of the claimed items and the customer's holdings (id order), decide every
 //!    item in request order with `domain::issuance::decide`;
 //! 4. apply one conditional `UPDATE` per reward for stock and one per reward for the holding
 //!    (the conditions stay in the SQL, behind the decision), insert issuances and vouchers with
-//!    multi-row statements, store the outcomes of issued items on their keys, and forget the keys
-//!    of failed items, so they are not consumed;
+//!    multi-row statements, and forget the keys of failed items (answers and all), so they are
+//!    not consumed; a request that issues nothing rolls back;
 //! 5. commit.
 
 use std::collections::{BTreeMap, HashMap};

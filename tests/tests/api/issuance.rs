@@ -60,6 +60,21 @@ async fn the_seed_body_partially_succeeds_and_a_retry_only_processes_what_failed
     assert_eq!(failed["status"], "FAILED");
     assert_eq!(failed["error"]["code"], "CUSTOMER_LIMIT_EXCEEDED");
     assert_eq!(failed["error"]["retryable"], true);
+    // The issued item's key was written once, answer included; the failed item left no record.
+    assert_eq!(
+        app.scalar(
+            "SELECT count(*)::bigint FROM idempotency_records r JOIN issuances i \
+             ON i.id::text = r.resource_id AND i.request_id = r.key \
+             WHERE r.key = 'req3' AND r.status_code = 201 AND r.response->>'issuanceId' = r.resource_id"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        app.scalar("SELECT count(*)::bigint FROM idempotency_records")
+            .await,
+        1
+    );
 
     let retry = app.post(BULK, &key, &body).await;
     assert_eq!(
