@@ -93,8 +93,7 @@ impl Stored {
         if !spliceable {
             return match serde_json::from_str(text) {
                 Ok(Value::Object(mut map)) => {
-                    map.insert("idempotentReplayed".into(), Value::Bool(true));
-                    map.insert("idempotencyKey".into(), key);
+                    insert_flags(&mut map, true, key);
                     Ok(Value::Object(map).to_string())
                 }
                 _ => Err(ApiError::Internal(
@@ -380,9 +379,9 @@ pub fn json_with_flags(
     key: Option<&IdempotencyKey>,
 ) -> HttpResponse {
     if let Value::Object(map) = &mut body {
-        map.insert("idempotentReplayed".into(), Value::Bool(replayed));
-        map.insert(
-            "idempotencyKey".into(),
+        insert_flags(
+            map,
+            replayed,
             key.map_or(Value::Null, |k| Value::String(k.to_string())),
         );
     }
@@ -392,6 +391,12 @@ pub fn json_with_flags(
             if replayed { "true" } else { "false" },
         ))
         .json(body)
+}
+
+/// The idempotency fields every keyed write's answer carries.
+fn insert_flags(map: &mut serde_json::Map<String, Value>, replayed: bool, key: Value) {
+    map.insert("idempotentReplayed".into(), Value::Bool(replayed));
+    map.insert("idempotencyKey".into(), key);
 }
 
 #[cfg(test)]
