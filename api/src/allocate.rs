@@ -357,7 +357,11 @@ impl KeyedWrite for AllocationRequest {
         requests: &'a [&'a Self],
         answers: &'a mut [Slot],
     ) -> Result<(), PersistenceError> {
-        run_batch(state, requests, answers).await
+        if state.db.conn().get_database_backend() == persistence::DbBackend::Postgres {
+            run_batch_pg(state, requests, answers).await
+        } else {
+            run_batch(state, requests, answers).await
+        }
     }
 
     async fn alone<'a>(state: &'a AppState, request: &'a Self) -> Result<Outcome, ApiError> {
@@ -459,6 +463,206 @@ async fn run_batch(
     idempotency::release_many(&tx, &released).await?;
     Db::commit(tx).await?;
     for (i, _, body, _) in outcomes {
+        answers[i] = Some(Ok(Outcome::Created(
+            actix_web::http::StatusCode::CREATED,
+            body,
+        )));
+    }
+    Ok(())
+}
+
+/// One attempt at a batch on PostgreSQL, in four round trips whatever its size: `BEGIN`; one
+/// statement that looks every key and customer up and locks the balances to credit
+/// ([`allocations::open_batch`]); one that writes every key record with its answer, balance,
+/// ledger entry and allocation ([`allocations::post_batch`]); `COMMIT`.
+///
+/// The answers are made before the writes, from the locked balances and the entry ids drawn
+/// by the first statement, so each key record is written once, with its answer. The key is
+/// not claimed before the effect: the second statement's `INSERT … ON CONFLICT DO NOTHING` on
+/// the key's unique index is the arbiter, and waits for a concurrent first use still in
+/// flight. When it committed, or when a balance row appeared under the batch, the batch rolls
+/// back and is tried again, and the retry replays that key. A request refused by the catalog,
+/// or naming an unknown customer, writes nothing. Rarer cases take a round trip more: keys
+/// used before (read for their replay), new customers (enrolled); a key past the retention
+/// is left unanswered, and [`run_keyed`](crate::group_commit::run_keyed) runs it alone.
+async fn run_batch_pg(
+    state: &AppState,
+    requests: &[&AllocationRequest],
+    answers: &mut [Slot],
+) -> Result<(), PersistenceError> {
+    use persistence::allocations::{Opening, Posting};
+    use persistence::idempotency::{KnownOutcome, OrgKey};
+    let now = state.now();
+    let tx = state.db.begin().await?;
+    // The catalog (cached): a refusal answers the request unless its key was used before.
+    let mut prepared = Vec::with_capacity(requests.len());
+    for r in requests {
+        prepared.push(prepare(state, &tx, r, now).await?.and_then(|p| {
+            if p.caps.is_empty() {
+                Ok(p)
+            } else {
+                // The handler sends allocations of capped strategies alone (see `has_caps`).
+                Err(ApiError::Internal(
+                    "a capped allocation reached a batch".into(),
+                ))
+            }
+        }));
+    }
+    let openings: Vec<Opening> = requests
+        .iter()
+        .zip(&prepared)
+        .map(|(r, p)| Opening {
+            org_id: r.org_id,
+            key: r.key.as_str(),
+            customer: &r.customer,
+            account: p.as_ref().ok().map(|p| (r.program_id, p.currency.as_str())),
+        })
+        .collect();
+    let opened = allocations::open_batch(&tx, OPERATION, &openings).await?;
+    let used: Vec<(i64, Operation, &str)> = requests
+        .iter()
+        .zip(&opened)
+        .filter(|(_, o)| o.existing)
+        .map(|(r, _)| (r.org_id, OPERATION, r.key.as_str()))
+        .collect();
+    if !used.is_empty() {
+        let records: std::collections::HashMap<(i64, String), idempotency::RecordRow> =
+            idempotency::get_keys(&tx, &used)
+                .await?
+                .into_iter()
+                .map(|r| ((r.org_id, r.key.clone()), r))
+                .collect();
+        for (i, r) in requests.iter().enumerate() {
+            let Some(record) = records.get(&(r.org_id, r.key.as_str().to_owned())) else {
+                // Not a used key, or forgotten meanwhile (then run alone).
+                continue;
+            };
+            if !opened[i].existing
+                || state
+                    .forget_before()
+                    .is_some_and(|cutoff| record.created_at < cutoff)
+            {
+                continue;
+            }
+            answers[i] = Some(
+                crate::idempotent::replay_or_refuse(record, OPERATION, &r.key, &r.meaning)
+                    .map(Outcome::Replayed),
+            );
+        }
+    }
+    let mut customer_ids: Vec<Option<Uuid>> = opened.iter().map(|o| o.customer_id).collect();
+    let mut credit: Vec<Option<Prepared>> = Vec::with_capacity(requests.len());
+    for (i, p) in prepared.into_iter().enumerate() {
+        match p {
+            // A used key is answered above (or run alone); the catalog's say does not count.
+            _ if opened[i].existing => credit.push(None),
+            Ok(p) => credit.push(Some(p)),
+            Err(refused) => {
+                answers[i] = Some(Err(refused));
+                credit.push(None);
+            }
+        }
+    }
+    let unknown: Vec<usize> = (0..requests.len())
+        .filter(|&i| credit[i].is_some() && customer_ids[i].is_none())
+        .collect();
+    if !unknown.is_empty() {
+        let wanted: Vec<(i64, CustomerRef)> = unknown
+            .iter()
+            .map(|&i| (requests[i].org_id, requests[i].customer.clone()))
+            .collect();
+        let found = customers::find_or_enroll_many(&tx, &wanted, now).await?;
+        for (&i, w) in unknown.iter().zip(&wanted) {
+            match found.get(w) {
+                Some(customer) => customer_ids[i] = Some(customer.row.id),
+                None => {
+                    answers[i] = Some(Err(ApiError::not_found("customer")));
+                    credit[i] = None;
+                }
+            }
+        }
+    }
+    // The answers, in request order, each with the balance its credit leaves.
+    let mut balances: std::collections::HashMap<ledger::AccountKey, ledger::Totals> =
+        std::collections::HashMap::new();
+    let mut postings = Vec::with_capacity(requests.len());
+    let mut created = Vec::with_capacity(requests.len());
+    let mut events: BTreeMap<i64, Vec<NewEvent<'static>>> = BTreeMap::new();
+    for (i, p) in credit.iter().enumerate() {
+        let (Some(p), Some(customer_id)) = (p, customer_ids[i]) else {
+            continue;
+        };
+        let r = requests[i];
+        let entry_id = opened[i]
+            .entry_id
+            .ok_or_else(|| PersistenceError::Other("no ledger entry id was drawn".into()))?;
+        let account = Account {
+            org_id: r.org_id,
+            customer_id,
+            program_id: r.program_id,
+            currency: p.currency.clone(),
+        };
+        let balance = balances
+            .entry(account.key())
+            .or_insert(opened[i].balance.unwrap_or_default());
+        balance.available = balance
+            .available
+            .checked_add(p.minor)
+            .ok_or_else(|| PersistenceError::OutOfRange("a balance of the batch".into()))?;
+        let id = Uuid::now_v7();
+        let allocation = new_allocation(r, p, customer_id, Some(entry_id));
+        let body = allocation_json(
+            &allocation_row(id, allocation.clone(), p.scale, now),
+            *balance,
+        );
+        events
+            .entry(r.org_id)
+            .or_default()
+            .push(event("currency.allocated", body.clone(), now));
+        postings.push(Posting {
+            key: OrgKey {
+                org_id: r.org_id,
+                key: r.key.clone(),
+                meaning: &r.meaning,
+                outcome: Some(KnownOutcome {
+                    status_code: 201,
+                    response: body.clone(),
+                    resource_id: Some(id.to_string()),
+                }),
+            },
+            credit: Credit {
+                account,
+                amount: p.minor,
+                expires_at: p.expires_at,
+                reference: reference(r),
+            },
+            entry_id,
+            balance_after: balance.available,
+            allocation: (id, allocation),
+        });
+        created.push((i, body));
+    }
+    if postings.is_empty() {
+        // Nothing to write: rolling back releases the locks.
+        return Ok(());
+    }
+    let posted = allocations::post_batch(&tx, OPERATION, &postings, now).await?;
+    if posted.keys_inserted != postings.len() {
+        return Err(PersistenceError::Conflict(
+            "a key of the batch was first used by another transaction meanwhile".into(),
+        ));
+    }
+    if balances
+        .iter()
+        .any(|(account, total)| posted.balances.get(account) != Some(&total.available))
+    {
+        return Err(PersistenceError::Conflict(
+            "a balance row of the batch was created by another transaction meanwhile".into(),
+        ));
+    }
+    crate::webhooks::emit_grouped(&state.caches, &tx, &events, now).await?;
+    Db::commit(tx).await?;
+    for (i, body) in created {
         answers[i] = Some(Ok(Outcome::Created(
             actix_web::http::StatusCode::CREATED,
             body,

@@ -242,7 +242,15 @@ where
         }
     };
     match outcome {
-        Ok(()) => {}
+        Ok(()) => {
+            // A request the batch left undecided (a key forgotten by the retention while the
+            // batch read it) is decided alone, after the batch's commit.
+            for (answer, request) in answers.iter_mut().zip(&requests) {
+                if answer.is_none() {
+                    *answer = Some(R::alone(&state, request).await);
+                }
+            }
+        }
         Err(e) if e.is_transient() => {
             tracing::warn!(error = %e, size = requests.len(), "group commit failed");
             let message = e.to_string();

@@ -1,9 +1,15 @@
 //! Currency allocations: one row per `uniqueId`, pointing at the ledger credit it made.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, FromQueryResult};
+use domain::customer::CustomerRef;
+use domain::idempotency::Operation;
+use sea_orm::{ConnectionTrait, FromQueryResult, Value};
 use uuid::Uuid;
 
+use crate::idempotency::{OrgKey, RECORD_COLUMNS, record_row};
+use crate::ledger::{self, AccountKey, Credit, Totals};
 use crate::{PersistenceError, stmt};
 
 #[derive(Debug, Clone, FromQueryResult)]
@@ -96,41 +102,40 @@ pub async fn insert_many<C: ConnectionTrait>(
 ) -> Result<(), PersistenceError> {
     let rows = allocations
         .iter()
-        .map(|(id, a)| {
-            vec![
-                (*id).into(),
-                a.org_id.into(),
-                a.unique_id.clone().into(),
-                a.customer_id.into(),
-                a.program_id.into(),
-                a.currency.clone().into(),
-                a.amount.into(),
-                a.source_value.clone().into(),
-                a.award_strategy_id.into(),
-                a.expiry_strategy_id.into(),
-                a.event_name.clone().into(),
-                a.event_source_id.clone().into(),
-                a.ledger_entry_id.into(),
-                a.expires_at.into(),
-                now.into(),
-                a.status().into(),
-                a.matures_at.into(),
-                a.uncapped_amount.is_some().into(),
-                a.uncapped_amount.into(),
-            ]
-        })
+        .map(|(id, a)| allocation_values(*id, a, now))
         .collect();
-    crate::insert_rows(
-        conn,
-        "allocations",
-        "id, org_id, unique_id, customer_id, program_id, currency, amount, \
-         source_value, award_strategy_id, expiry_strategy_id, event_name, event_source_id, \
-         ledger_entry_id, expires_at, created_at, status, matures_at, capped, uncapped_amount",
-        "",
-        rows,
-    )
-    .await?;
+    crate::insert_rows(conn, "allocations", NEW_COLUMNS, "", rows).await?;
     Ok(())
+}
+
+/// The columns of [`allocation_values`].
+const NEW_COLUMNS: &str = "id, org_id, unique_id, customer_id, program_id, currency, amount, \
+     source_value, award_strategy_id, expiry_strategy_id, event_name, event_source_id, \
+     ledger_entry_id, expires_at, created_at, status, matures_at, capped, uncapped_amount";
+
+/// A new allocation's row, created at `now`.
+fn allocation_values(id: Uuid, a: &NewAllocation, now: DateTime<Utc>) -> Vec<sea_orm::Value> {
+    vec![
+        id.into(),
+        a.org_id.into(),
+        a.unique_id.clone().into(),
+        a.customer_id.into(),
+        a.program_id.into(),
+        a.currency.clone().into(),
+        a.amount.into(),
+        a.source_value.clone().into(),
+        a.award_strategy_id.into(),
+        a.expiry_strategy_id.into(),
+        a.event_name.clone().into(),
+        a.event_source_id.clone().into(),
+        a.ledger_entry_id.into(),
+        a.expires_at.into(),
+        now.into(),
+        a.status().into(),
+        a.matures_at.into(),
+        a.uncapped_amount.is_some().into(),
+        a.uncapped_amount.into(),
+    ]
 }
 
 /// The allocation made with `unique_id` (the latest, if a forgotten key was used again).
@@ -257,4 +262,256 @@ pub async fn mark_reversed<C: ConnectionTrait>(
         ))
         .await?;
     Ok(result.rows_affected() == 1)
+}
+
+/// One request of an allocation batch, as the batch's opening statement ([`open_batch`]) needs
+/// it.
+#[derive(Debug, Clone)]
+pub struct Opening<'a> {
+    pub org_id: i64,
+    pub key: &'a str,
+    pub customer: &'a CustomerRef,
+    /// The program and currency it would credit; `None` when the catalog refused it, so
+    /// that nothing is locked for it and only its key is looked up.
+    pub account: Option<(i64, &'a str)>,
+}
+
+/// What [`open_batch`] found for one request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Opened {
+    /// Its key has a committed record (a replay, a refusal, or a forgotten key).
+    pub existing: bool,
+    /// The customer its identifier names, if enrolled.
+    pub customer_id: Option<Uuid>,
+    /// Its balance, locked (`FOR UPDATE`) until the transaction ends; `None` when the account
+    /// has no balance row yet.
+    pub balance: Option<Totals>,
+    /// A ledger entry id drawn for its credit, when it will credit (a new key and an
+    /// account).
+    pub entry_id: Option<i64>,
+}
+
+/// The opening statement of an allocation batch (PostgreSQL): in one round trip, for every
+/// request, whether its key was used, who its customer is, its balance (locked, in account
+/// order, only for requests that will credit), and an id for its ledger entry. The key is
+/// not claimed: [`post_batch`] inserts it with its answer, and a concurrent first use of the
+/// same key shows there (see its documentation).
+///
+/// Every look-up is a `LATERAL … LIMIT 1` on its unique index, so the plan is the same
+/// whatever the number of requests and the size of the tables.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+pub async fn open_batch<C: ConnectionTrait>(
+    conn: &C,
+    operation: Operation,
+    openings: &[Opening<'_>],
+) -> Result<Vec<Opened>, PersistenceError> {
+    let rows: Vec<Vec<Value>> = openings
+        .iter()
+        .enumerate()
+        .map(|(ord, o)| {
+            let named = crate::customers::column(o.customer);
+            let text = |col: &str| -> Value { (named == col).then(|| o.customer.value()).into() };
+            let id: Option<Uuid> = match o.customer {
+                CustomerRef::CustomerId(id) => Some(*id),
+                _ => None,
+            };
+            vec![
+                i64::try_from(ord).unwrap_or(i64::MAX).into(),
+                o.org_id.into(),
+                operation.as_str().into(),
+                o.key.into(),
+                id.into(),
+                text("mobile"),
+                text("email"),
+                text("external_id"),
+                o.account.map(|(program, _)| program).into(),
+                o.account.map(|(_, currency)| currency.to_owned()).into(),
+            ]
+        })
+        .collect();
+    let json = crate::rows_as_json(
+        "ord, org_id, operation, key, id, mobile, email, external_id, program_id, currency",
+        rows,
+    )
+    .map_err(|_| PersistenceError::Other("the batch's requests as JSON".into()))?;
+    let customer = |col: &str| {
+        format!(
+            "LEFT JOIN LATERAL (SELECT c.id FROM customers c WHERE i.{col} IS NOT NULL \
+             AND c.org_id = i.org_id AND c.{col} = i.{col} LIMIT 1) c_{col} ON true"
+        )
+    };
+    let sql = format!(
+        "WITH input AS MATERIALIZED (SELECT * FROM jsonb_to_recordset(CAST($1 AS jsonb)) \
+           AS x(ord bigint, org_id bigint, operation text, key text, id uuid, mobile text, \
+                email text, external_id text, program_id bigint, currency text)), \
+         found AS MATERIALIZED ( \
+           SELECT i.ord, i.org_id, i.program_id, i.currency, e.id AS existing, \
+                  COALESCE(c_id.id, c_mobile.id, c_email.id, c_external_id.id) AS customer_id \
+           FROM input i \
+           LEFT JOIN LATERAL (SELECT r.id FROM idempotency_records r WHERE r.org_id = i.org_id \
+             AND r.operation = i.operation AND r.key = i.key LIMIT 1) e ON true \
+           {} {} {} {}), \
+         locked AS MATERIALIZED ( \
+           SELECT b.org_id, b.customer_id, b.program_id, b.currency, b.available, b.pending, b.held \
+           FROM (SELECT DISTINCT org_id, customer_id, program_id, currency FROM found \
+                 WHERE currency IS NOT NULL AND existing IS NULL AND customer_id IS NOT NULL \
+                 ORDER BY org_id, customer_id, program_id, currency) a \
+           CROSS JOIN LATERAL (SELECT * FROM balances b WHERE b.org_id = a.org_id \
+             AND b.customer_id = a.customer_id AND b.program_id = a.program_id \
+             AND b.currency = a.currency FOR UPDATE) b) \
+         SELECT f.ord, f.existing IS NOT NULL AS existing, f.customer_id, \
+                l.available, l.pending, l.held, \
+                CASE WHEN f.currency IS NOT NULL AND f.existing IS NULL \
+                     THEN nextval('ledger_entries_id_seq') END AS entry_id \
+         FROM found f LEFT JOIN locked l ON l.org_id = f.org_id \
+           AND l.customer_id = f.customer_id AND l.program_id = f.program_id \
+           AND l.currency = f.currency",
+        customer("id"),
+        customer("mobile"),
+        customer("email"),
+        customer("external_id"),
+    );
+    let mut opened = vec![Opened::default(); openings.len()];
+    for row in conn
+        .query_all_raw(stmt(conn, &sql, vec![json.into()]))
+        .await?
+    {
+        let ord: i64 = row.try_get_by_index(0)?;
+        let slot = usize::try_from(ord)
+            .ok()
+            .and_then(|i| opened.get_mut(i))
+            .ok_or_else(|| PersistenceError::Other("open_batch: a row of no request".into()))?;
+        let available: Option<i64> = row.try_get_by_index(3)?;
+        *slot = Opened {
+            existing: row.try_get_by_index(1)?,
+            customer_id: row.try_get_by_index(2)?,
+            balance: match available {
+                Some(available) => Some(Totals {
+                    available,
+                    pending: row.try_get_by_index(4)?,
+                    held: row.try_get_by_index(5)?,
+                }),
+                None => None,
+            },
+            entry_id: row.try_get_by_index(6)?,
+        };
+    }
+    Ok(opened)
+}
+
+/// One allocation of a batch, ready to write: its key with the answer to store, its credit
+/// (a lot of the whole amount), the entry id and balance [`open_batch`] gave, the allocation.
+#[derive(Debug, Clone)]
+pub struct Posting<'a> {
+    pub key: OrgKey<'a>,
+    pub credit: Credit,
+    pub entry_id: i64,
+    /// The balance's `available` right after this credit.
+    pub balance_after: i64,
+    pub allocation: (Uuid, NewAllocation),
+}
+
+/// What [`post_batch`] wrote.
+#[derive(Debug, Clone, Default)]
+pub struct PostedBatch {
+    /// How many of the keys were inserted; fewer than the postings when another transaction
+    /// committed a first use of one of them meanwhile.
+    pub keys_inserted: usize,
+    /// Each balance's `available` after the batch.
+    pub balances: HashMap<AccountKey, i64>,
+}
+
+/// The writes of an allocation batch (PostgreSQL), in one statement: every key record with its
+/// answer (`ON CONFLICT DO NOTHING`), every balance raised by its credits, every ledger entry,
+/// every allocation.
+///
+/// The caller must roll back, and try again, when a key was not inserted (a concurrent first
+/// use committed it: the retry replays it) or when a balance is not what the locked balances
+/// of [`open_batch`] and the credits make (an account whose balance row another transaction
+/// created meanwhile).
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+pub async fn post_batch<C: ConnectionTrait>(
+    conn: &C,
+    operation: Operation,
+    postings: &[Posting<'_>],
+    now: DateTime<Utc>,
+) -> Result<PostedBatch, PersistenceError> {
+    if postings.is_empty() {
+        return Ok(PostedBatch::default());
+    }
+    let mut keys: Vec<&Posting<'_>> = postings.iter().collect();
+    keys.sort_by(|a, b| {
+        (a.key.org_id, a.key.key.as_str()).cmp(&(b.key.org_id, b.key.key.as_str()))
+    });
+    let key_rows = keys
+        .iter()
+        .map(|p| record_row(operation, &p.key, now))
+        .collect::<Result<Vec<_>, _>>()?;
+    let credits: Vec<Credit> = postings.iter().map(|p| p.credit.clone()).collect();
+    let sums = ledger::credit_sums(&credits)?;
+    let mut entry_columns = String::from("id, ");
+    entry_columns.push_str(ledger::CREDIT_ENTRY_COLUMNS);
+    let entry_rows = postings
+        .iter()
+        .map(|p| {
+            let mut row = vec![Value::from(p.entry_id)];
+            row.extend(ledger::credit_entry_row(&p.credit, p.balance_after, now));
+            row
+        })
+        .collect();
+    let allocation_rows = postings
+        .iter()
+        .map(|p| allocation_values(p.allocation.0, &p.allocation.1, now))
+        .collect();
+    let as_json = |columns: &str, rows: Vec<Vec<Value>>| -> Result<Value, PersistenceError> {
+        crate::rows_as_json(columns, rows)
+            .map(Value::from)
+            .map_err(|_| PersistenceError::Other("the batch's rows as JSON".into()))
+    };
+    let values = vec![
+        as_json(RECORD_COLUMNS, key_rows)?,
+        as_json(
+            ledger::CREDIT_SUM_COLUMNS,
+            ledger::credit_sum_rows(&sums, now),
+        )?,
+        as_json(&entry_columns, entry_rows)?,
+        as_json(NEW_COLUMNS, allocation_rows)?,
+    ];
+    let sql = format!(
+        "WITH k AS ({}), b AS ({}), l AS ({}), a AS ({}) \
+         SELECT b.org_id, b.customer_id, b.program_id, b.currency, b.available, \
+                (SELECT count(*) FROM k) AS keys FROM b",
+        crate::json_insert(
+            "idempotency_records",
+            RECORD_COLUMNS,
+            1,
+            "ON CONFLICT (org_id, operation, key) DO NOTHING RETURNING 1"
+        ),
+        crate::json_insert(
+            "balances",
+            ledger::CREDIT_SUM_COLUMNS,
+            2,
+            &format!(
+                "{} RETURNING org_id, customer_id, program_id, currency, available",
+                ledger::CREDIT_SUM_TAIL
+            )
+        ),
+        crate::json_insert("ledger_entries", &entry_columns, 3, "RETURNING 1"),
+        crate::json_insert("allocations", NEW_COLUMNS, 4, "RETURNING 1"),
+    );
+    let mut posted = PostedBatch::default();
+    for row in conn.query_all_raw(stmt(conn, &sql, values)).await? {
+        let keys: i64 = row.try_get_by_index(5)?;
+        posted.keys_inserted = usize::try_from(keys).unwrap_or(0);
+        posted.balances.insert(
+            (
+                row.try_get_by_index(0)?,
+                row.try_get_by_index(1)?,
+                row.try_get_by_index(2)?,
+                row.try_get_by_index(3)?,
+            ),
+            row.try_get_by_index(4)?,
+        );
+    }
+    Ok(posted)
 }

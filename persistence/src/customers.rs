@@ -22,7 +22,7 @@ pub struct CustomerRow {
 const COLUMNS: &str = "id, org_id, mobile, email, external_id, created_at";
 
 /// The column an identifier lives in; a fixed set, never client text.
-fn column(customer: &CustomerRef) -> &'static str {
+pub(crate) fn column(customer: &CustomerRef) -> &'static str {
     match customer {
         CustomerRef::Mobile(_) => "mobile",
         CustomerRef::Email(_) => "email",

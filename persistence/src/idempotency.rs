@@ -166,6 +166,34 @@ pub struct KnownOutcome {
     pub resource_id: Option<String>,
 }
 
+/// The columns a new record is inserted with; see [`record_row`].
+pub(crate) const RECORD_COLUMNS: &str = "org_id, operation, key, fingerprint, request_fields, \
+     created_at, status_code, response, resource_id";
+
+/// The values of a new record of `k` ([`RECORD_COLUMNS`]), with its outcome if it is known.
+pub(crate) fn record_row(
+    operation: Operation,
+    k: &OrgKey<'_>,
+    now: DateTime<Utc>,
+) -> Result<Vec<sea_orm::Value>, PersistenceError> {
+    let fields = serde_json::to_value(k.meaning.fields())
+        .map_err(|e| PersistenceError::Other(e.to_string()))?;
+    let outcome = k.outcome.as_ref();
+    Ok(vec![
+        k.org_id.into(),
+        operation.as_str().into(),
+        k.key.as_str().into(),
+        k.meaning.fingerprint(operation).into(),
+        fields.into(),
+        now.into(),
+        outcome
+            .map(|o| i16::try_from(o.status_code).unwrap_or(i16::MAX))
+            .into(),
+        outcome.map(|o| o.response.clone()).into(),
+        outcome.and_then(|o| o.resource_id.clone()).into(),
+    ])
+}
+
 /// Claims many keys of one operation at once, in `(organisation, key)` order (so that two
 /// overlapping batches lock their common keys in the same order and never deadlock): one
 /// multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING`, then one read of the keys that were
@@ -194,30 +222,14 @@ pub async fn claim_keys<C: ConnectionTrait>(
         if pending.is_empty() {
             break;
         }
-        let mut rows = Vec::with_capacity(pending.len());
-        for k in &pending {
-            let fields = serde_json::to_value(k.meaning.fields())
-                .map_err(|e| PersistenceError::Other(e.to_string()))?;
-            let outcome = k.outcome.as_ref();
-            rows.push(vec![
-                k.org_id.into(),
-                operation.as_str().into(),
-                k.key.as_str().into(),
-                k.meaning.fingerprint(operation).into(),
-                fields.into(),
-                now.into(),
-                outcome
-                    .map(|o| i16::try_from(o.status_code).unwrap_or(i16::MAX))
-                    .into(),
-                outcome.map(|o| o.response.clone()).into(),
-                outcome.and_then(|o| o.resource_id.clone()).into(),
-            ]);
-        }
+        let rows = pending
+            .iter()
+            .map(|k| record_row(operation, k, now))
+            .collect::<Result<_, _>>()?;
         let inserted = crate::insert_rows(
             conn,
             "idempotency_records",
-            "org_id, operation, key, fingerprint, request_fields, created_at, \
-             status_code, response, resource_id",
+            RECORD_COLUMNS,
             "ON CONFLICT (org_id, operation, key) DO NOTHING RETURNING id, org_id, key",
             rows,
         )

@@ -811,37 +811,15 @@ pub async fn credit_many<C: ConnectionTrait>(
     credits: &[Credit],
     now: DateTime<Utc>,
 ) -> Result<Vec<Posted>, PersistenceError> {
-    use std::collections::{BTreeMap, HashMap};
-    type AccountKey = (i64, Uuid, i64, String);
-    let key = |a: &Account| (a.org_id, a.customer_id, a.program_id, a.currency.clone());
-    let mut sums: BTreeMap<AccountKey, i64> = BTreeMap::new();
-    for c in credits {
-        let sum = sums.entry(key(&c.account)).or_insert(0);
-        *sum = sum
-            .checked_add(c.amount)
-            .ok_or_else(|| PersistenceError::OutOfRange("credits of one balance".into()))?;
-    }
-    let rows: Vec<Vec<Value>> = sums
-        .iter()
-        .map(|((org, customer, program, currency), sum)| {
-            vec![
-                (*org).into(),
-                (*customer).into(),
-                (*program).into(),
-                currency.clone().into(),
-                (*sum).into(),
-                now.into(),
-            ]
-        })
-        .collect();
+    use std::collections::HashMap;
+    let key = |a: &Account| a.key();
+    let rows = credit_sum_rows(&credit_sums(credits)?, now);
     let mut after: HashMap<AccountKey, Totals> = HashMap::with_capacity(rows.len());
     for row in crate::insert_rows(
         conn,
         "balances",
-        "org_id, customer_id, program_id, currency, available, updated_at",
-        "ON CONFLICT (org_id, customer_id, program_id, currency) \
-         DO UPDATE SET available = balances.available + excluded.available, updated_at = excluded.updated_at \
-         RETURNING org_id, customer_id, program_id, currency, available, pending, held",
+        CREDIT_SUM_COLUMNS,
+        &format!("{CREDIT_SUM_TAIL} RETURNING org_id, customer_id, program_id, currency, available, pending, held"),
         rows,
     )
     .await?
@@ -872,21 +850,7 @@ pub async fn credit_many<C: ConnectionTrait>(
     let entries: Vec<Vec<Value>> = credits
         .iter()
         .zip(&balance_after)
-        .map(|(c, after)| {
-            vec![
-                c.account.org_id.into(),
-                c.account.customer_id.into(),
-                c.account.program_id.into(),
-                c.account.currency.clone().into(),
-                EntryKind::Credit.as_str().into(),
-                c.amount.into(),
-                after.available.into(),
-                c.reference.clone().into(),
-                c.amount.into(),
-                c.expires_at.into(),
-                now.into(),
-            ]
-        })
+        .map(|(c, after)| credit_entry_row(c, after.available, now))
         .collect();
     let ids = insert_entries(conn, entries).await?;
     credits
@@ -908,6 +872,66 @@ pub async fn credit_many<C: ConnectionTrait>(
             })
         })
         .collect()
+}
+
+/// What a batch of credits adds to each balance, in account order.
+pub fn credit_sums(
+    credits: &[Credit],
+) -> Result<std::collections::BTreeMap<AccountKey, i64>, PersistenceError> {
+    let mut sums = std::collections::BTreeMap::new();
+    for c in credits {
+        let sum: &mut i64 = sums.entry(c.account.key()).or_insert(0);
+        *sum = sum
+            .checked_add(c.amount)
+            .ok_or_else(|| PersistenceError::OutOfRange("credits of one balance".into()))?;
+    }
+    Ok(sums)
+}
+
+/// The columns of [`credit_sum_rows`], and the upsert that adds them to the balances.
+pub(crate) const CREDIT_SUM_COLUMNS: &str =
+    "org_id, customer_id, program_id, currency, available, updated_at";
+pub(crate) const CREDIT_SUM_TAIL: &str = "ON CONFLICT (org_id, customer_id, program_id, currency) \
+     DO UPDATE SET available = balances.available + excluded.available, updated_at = excluded.updated_at";
+
+/// A balance row per account of `sums`, holding what to add to it.
+pub(crate) fn credit_sum_rows(
+    sums: &std::collections::BTreeMap<AccountKey, i64>,
+    now: DateTime<Utc>,
+) -> Vec<Vec<Value>> {
+    sums.iter()
+        .map(|((org, customer, program, currency), sum)| {
+            vec![
+                (*org).into(),
+                (*customer).into(),
+                (*program).into(),
+                currency.clone().into(),
+                (*sum).into(),
+                now.into(),
+            ]
+        })
+        .collect()
+}
+
+/// The columns of [`credit_entry_row`] (the id is the sequence's).
+pub(crate) const CREDIT_ENTRY_COLUMNS: &str = "org_id, customer_id, program_id, currency, kind, \
+     amount, balance_after, reference, remaining, expires_at, created_at";
+
+/// The ledger entry of a credit (a lot of the whole amount), leaving `balance_after`.
+pub(crate) fn credit_entry_row(c: &Credit, balance_after: i64, now: DateTime<Utc>) -> Vec<Value> {
+    vec![
+        c.account.org_id.into(),
+        c.account.customer_id.into(),
+        c.account.program_id.into(),
+        c.account.currency.clone().into(),
+        EntryKind::Credit.as_str().into(),
+        c.amount.into(),
+        balance_after.into(),
+        c.reference.clone().into(),
+        c.amount.into(),
+        c.expires_at.into(),
+        now.into(),
+    ]
 }
 
 /// An account as a sortable key: (organisation, customer, program, currency).
@@ -1044,8 +1068,7 @@ async fn insert_entries<C: ConnectionTrait>(
     for row in crate::insert_rows(
         conn,
         "ledger_entries",
-        "org_id, customer_id, program_id, currency, kind, amount, \
-         balance_after, reference, remaining, expires_at, created_at",
+        CREDIT_ENTRY_COLUMNS,
         "RETURNING id, org_id, reference",
         entries,
     )

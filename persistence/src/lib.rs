@@ -31,14 +31,14 @@ pub mod webhooks;
 use std::time::Duration;
 
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, Statement,
-    TransactionTrait, Value,
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, Statement, TransactionTrait,
+    Value,
 };
 
 pub use error::PersistenceError;
-/// What repository functions take: a pool or a transaction.
-pub use sea_orm::ConnectionTrait;
 pub use sea_orm::DatabaseTransaction as Tx;
+/// What repository functions take: a pool or a transaction.
+pub use sea_orm::{ConnectionTrait, DbBackend};
 
 /// How the pool behaves; every wait has a bound.
 #[derive(Debug, Clone)]
@@ -232,10 +232,7 @@ pub(crate) async fn insert_rows<C: ConnectionTrait>(
     let rows = if conn.get_database_backend() == DbBackend::Postgres {
         match rows_as_json(columns, rows) {
             Ok(json) => {
-                let sql = format!(
-                    "INSERT INTO {table} ({columns}) SELECT {columns} \
-                     FROM jsonb_populate_recordset(NULL::{table}, CAST($1 AS jsonb)) {tail}"
-                );
+                let sql = json_insert(table, columns, 1, tail);
                 return Ok(conn
                     .query_all_raw(stmt(conn, &sql, vec![Value::String(Some(json))]))
                     .await?);
@@ -274,6 +271,15 @@ pub(crate) async fn insert_rows<C: ConnectionTrait>(
     Ok(out)
 }
 
+/// `INSERT INTO table (columns) … tail` taking its rows from the JSON text parameter `$param`
+/// (PostgreSQL; see [`insert_rows`]).
+pub(crate) fn json_insert(table: &str, columns: &str, param: usize, tail: &str) -> String {
+    format!(
+        "INSERT INTO {table} ({columns}) SELECT {columns} \
+         FROM jsonb_populate_recordset(NULL::{table}, CAST(${param} AS jsonb)) {tail}"
+    )
+}
+
 /// The text `[{"column": value, …}, …]` for `jsonb_populate_recordset`, or the rows back when
 /// a value has a type this does not translate (the caller then binds the values one by one).
 ///
@@ -281,7 +287,10 @@ pub(crate) async fn insert_rows<C: ConnectionTrait>(
 /// cost more than the database's insert (the driver clones a JSON parameter before encoding
 /// it, then both copies are freed value by value; `perf` of a 1000-item issuance put 40% of
 /// the server's CPU there).
-fn rows_as_json(columns: &str, rows: Vec<Vec<Value>>) -> Result<String, Vec<Vec<Value>>> {
+pub(crate) fn rows_as_json(
+    columns: &str,
+    rows: Vec<Vec<Value>>,
+) -> Result<String, Vec<Vec<Value>>> {
     use std::io::Write as _;
     let names: Vec<&str> = columns.split(',').map(str::trim).collect();
     let translatable = |v: &Value| {

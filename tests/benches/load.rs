@@ -1363,7 +1363,10 @@ async fn run(
     let started = Instant::now();
     exec(
         &conn,
-        &format!("VACUUM ANALYZE {}, balances", GROWTH_TABLES.join(", ")),
+        &format!(
+            "VACUUM ANALYZE {}, balances, customers",
+            GROWTH_TABLES.join(", ")
+        ),
     )
     .await
     .unwrap_or_else(|e| panic!("VACUUM ANALYZE failed: {e}"));

@@ -770,3 +770,153 @@ async fn the_same_redemption_storm_without_group_commit_gets_the_same_answers() 
     .await;
     redemption_storm(&app).await;
 }
+
+/// Waits until a backend of the test's database waits on a lock (a batch blocked on the test's
+/// open transaction).
+async fn until_a_backend_waits_on_a_lock(app: &TestApp) {
+    for _ in 0..1000 {
+        let waiting = app
+            .scalar(
+                "SELECT count(*)::bigint FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .await;
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no request ever waited on the test's transaction");
+}
+
+/// A key whose first use another transaction (another instance) has written but not committed
+/// yet: the batch is not told by its look-up, writes its effect, finds the key taken when it
+/// inserts its record, and rolls back; its retry answers what the committed record says (here
+/// 422: the other use had another payload). Nothing of the batch's effect stays.
+#[tokio::test]
+async fn a_key_first_used_by_a_transaction_in_flight_is_answered_from_it_not_doubled() {
+    let app = TestApp::spawn().await;
+    let (key, c) = catalog_for(&app).await;
+    let mobile = "919876500077";
+    let seed = app
+        .post(
+            ALLOCATE,
+            &key,
+            &allocation_body(&c, mobile, json!(100), "seed"),
+        )
+        .await;
+    assert_eq!(seed.status, StatusCode::CREATED, "{}", seed.text);
+    let balance = app
+        .scalar("SELECT sum(available)::bigint FROM balances")
+        .await;
+    let org_id = app
+        .scalar("SELECT org_id FROM idempotency_records WHERE key = 'seed'")
+        .await;
+    let other = app.db.begin().await.expect("begin");
+    other
+        .execute_unprepared(&format!(
+            "INSERT INTO idempotency_records (org_id, operation, key, fingerprint, \
+             request_fields, created_at, status_code, response) VALUES ({org_id}, \
+             'currency-allocation', 'raced', 'another payload', '{{}}', now(), 201, '{{}}')"
+        ))
+        .await
+        .expect("the other first use");
+    let body = allocation_body(&c, mobile, json!(5000), "raced");
+    let (reply, ()) = tokio::join!(app.post(ALLOCATE, &key, &body), async {
+        until_a_backend_waits_on_a_lock(&app).await;
+        persistence::Db::commit(other).await.expect("commit");
+    });
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text
+    );
+    assert_eq!(
+        app.scalar("SELECT count(*)::bigint FROM allocations WHERE unique_id = 'raced'")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.scalar("SELECT sum(available)::bigint FROM balances")
+            .await,
+        balance
+    );
+    assert!(invariant_violations(&app).await.is_empty());
+}
+
+/// A balance row created by another transaction while a batch credits the same account (the
+/// customer's first points, from two places at once): the batch, which found no row to lock,
+/// sees the row its upsert added to is not the one it answered from, rolls back and tries
+/// again. Its answer, its ledger entry and the balance then all count the other credit.
+#[tokio::test]
+async fn a_balance_row_created_under_a_batch_is_counted_in_its_answer() {
+    let app = TestApp::spawn().await;
+    let (key, c) = catalog_for(&app).await;
+    let seed = app
+        .post(
+            ALLOCATE,
+            &key,
+            &allocation_body(&c, "919876500078", json!(100), "seed"),
+        )
+        .await;
+    assert_eq!(seed.status, StatusCode::CREATED, "{}", seed.text);
+    let org_id = app
+        .scalar("SELECT org_id FROM idempotency_records WHERE key = 'seed'")
+        .await;
+    let mobile = "919876500079";
+    app.db
+        .conn()
+        .execute_unprepared(&format!(
+            "INSERT INTO customers (id, org_id, mobile, created_at) \
+             VALUES (gen_random_uuid(), {org_id}, '{mobile}', now())"
+        ))
+        .await
+        .expect("enrol the customer");
+    let other = app.db.begin().await.expect("begin");
+    other
+        .execute_unprepared(&format!(
+            "WITH c AS (SELECT id FROM customers WHERE org_id = {org_id} AND mobile = '{mobile}'), \
+             b AS (INSERT INTO balances (org_id, customer_id, program_id, currency, available, updated_at) \
+                   SELECT {org_id}, id, {p}, 'POINTS', 700, now() FROM c) \
+             INSERT INTO ledger_entries (org_id, customer_id, program_id, currency, kind, amount, \
+               balance_after, reference, remaining, created_at) \
+             SELECT {org_id}, id, {p}, 'POINTS', 'CREDIT', 700, 700, 'elsewhere', 700, now() FROM c",
+            p = c.program_id
+        ))
+        .await
+        .expect("the other credit");
+    let body = allocation_body(&c, mobile, json!(5000), "under");
+    let (reply, ()) = tokio::join!(app.post(ALLOCATE, &key, &body), async {
+        until_a_backend_waits_on_a_lock(&app).await;
+        persistence::Db::commit(other).await.expect("commit");
+    });
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let amount = app
+        .scalar("SELECT amount FROM allocations WHERE unique_id = 'under'")
+        .await;
+    assert!(amount > 0);
+    assert_eq!(
+        minor(&reply.body["balance"]["available"]),
+        700 + amount,
+        "{}",
+        reply.text
+    );
+    assert_eq!(
+        app.scalar(
+            "SELECT e.balance_after FROM ledger_entries e JOIN allocations a \
+             ON a.ledger_entry_id = e.id WHERE a.unique_id = 'under'"
+        )
+        .await,
+        700 + amount
+    );
+    assert_eq!(
+        app.scalar(&format!(
+            "SELECT available FROM balances b JOIN customers c ON c.id = b.customer_id \
+             WHERE c.mobile = '{mobile}'"
+        ))
+        .await,
+        700 + amount
+    );
+    assert!(invariant_violations(&app).await.is_empty());
+}
