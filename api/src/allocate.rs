@@ -2,7 +2,9 @@
 //!
 //! The handler (`routes::allocations::create`) parses a request into an [`AllocationRequest`]
 //! and submits it to the allocation [`Queue`](crate::group_commit::Queue). A batch runs as one
-//! transaction of a fixed number of statements, whatever its size:
+//! transaction of a fixed number of statements, whatever its size. On PostgreSQL that is two
+//! statements between `BEGIN` and `COMMIT` ([`run_batch_pg`]); the generic form, which SQLite
+//! runs ([`run_batch`]), is:
 //! 1. one multi-row claim of every key (`idempotency::claim_keys`): keys used before are
 //!    replayed (202) or refused (422) exactly as alone;
 //! 2. the catalog from the in-process cache ([`prepare`], the same function the single path
@@ -369,6 +371,25 @@ impl KeyedWrite for AllocationRequest {
     }
 }
 
+/// [`prepare`] for a request of a batch, which never has earn caps: the handler sends
+/// allocations of capped strategies alone (see [`has_caps`]).
+async fn prepare_in_batch(
+    state: &AppState,
+    tx: &persistence::Tx,
+    r: &AllocationRequest,
+    now: DateTime<Utc>,
+) -> Result<Result<Prepared, ApiError>, PersistenceError> {
+    Ok(prepare(state, tx, r, now).await?.and_then(|p| {
+        if p.caps.is_empty() {
+            Ok(p)
+        } else {
+            Err(ApiError::Internal(
+                "a capped allocation reached a batch".into(),
+            ))
+        }
+    }))
+}
+
 /// One attempt at a batch (see the module's documentation). Fills `answers` as they are
 /// decided: replays and definite refusals first, the created allocations after the commit.
 async fn run_batch(
@@ -380,17 +401,8 @@ async fn run_batch(
     let tx = state.db.begin().await?;
     // (request, its key's record, what the catalog said)
     let (work, mut released) =
-        claim_and_prepare(state, &tx, OPERATION, requests, answers, now, |r| async {
-            // The handler sends allocations of capped strategies alone (see `has_caps`).
-            Ok(prepare(state, &tx, r, now).await?.and_then(|p| {
-                if p.caps.is_empty() {
-                    Ok(p)
-                } else {
-                    Err(ApiError::Internal(
-                        "a capped allocation reached a batch".into(),
-                    ))
-                }
-            }))
+        claim_and_prepare(state, &tx, OPERATION, requests, answers, now, |r| {
+            prepare_in_batch(state, &tx, r, now)
         })
         .await?;
     if work.is_empty() {
@@ -497,16 +509,7 @@ async fn run_batch_pg(
     // The catalog (cached): a refusal answers the request unless its key was used before.
     let mut prepared = Vec::with_capacity(requests.len());
     for r in requests {
-        prepared.push(prepare(state, &tx, r, now).await?.and_then(|p| {
-            if p.caps.is_empty() {
-                Ok(p)
-            } else {
-                // The handler sends allocations of capped strategies alone (see `has_caps`).
-                Err(ApiError::Internal(
-                    "a capped allocation reached a batch".into(),
-                ))
-            }
-        }));
+        prepared.push(prepare_in_batch(state, &tx, r, now).await?);
     }
     let openings: Vec<Opening> = requests
         .iter()
