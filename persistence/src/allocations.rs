@@ -447,8 +447,7 @@ pub async fn post_batch<C: ConnectionTrait>(
         .iter()
         .map(|p| record_row(operation, &p.key, now))
         .collect::<Result<Vec<_>, _>>()?;
-    let credits: Vec<Credit> = postings.iter().map(|p| p.credit.clone()).collect();
-    let sums = ledger::credit_sums(&credits)?;
+    let sums = ledger::credit_sums(postings.iter().map(|p| &p.credit))?;
     let mut entry_columns = String::from("id, ");
     entry_columns.push_str(ledger::CREDIT_ENTRY_COLUMNS);
     let entry_rows = postings

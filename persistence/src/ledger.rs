@@ -875,8 +875,8 @@ pub async fn credit_many<C: ConnectionTrait>(
 }
 
 /// What a batch of credits adds to each balance, in account order.
-pub fn credit_sums(
-    credits: &[Credit],
+pub fn credit_sums<'a>(
+    credits: impl IntoIterator<Item = &'a Credit>,
 ) -> Result<std::collections::BTreeMap<AccountKey, i64>, PersistenceError> {
     let mut sums = std::collections::BTreeMap::new();
     for c in credits {
