@@ -66,7 +66,11 @@
 //! - pgbench's p50/p99 come from its per-transaction log (`-l`), so the database's own tail
 //!   latency for the same SQL stands beside the service's;
 //! - the p99 summary of `alloc`, `replay` and pgbench is there to compare a `BENCH_GROWTH` run
-//!   with an empty one: pgbench's ratio is what the database alone does on the grown tables.
+//!   with an empty one: pgbench's ratio is what the database alone does on the grown tables;
+//! - "PostgreSQL's work per allocation made" divides what `pg_stat_wal` and `pg_stat_database`
+//!   counted during a scenario (WAL bytes, full-page images, WAL flushes, blocks read from
+//!   outside `shared_buffers`) by the ledger entries it drew: where a grown database's extra
+//!   time goes, for the service and for pgbench side by side.
 //!
 //! The load generator runs on the same machine as the server and PostgreSQL, and takes some of
 //! the CPU they would otherwise have: compare runs made on the same machine only.
@@ -403,6 +407,63 @@ async fn query_text<C: ConnectionTrait>(conn: &C, sql: &str) -> Result<String, s
         .await?
         .ok_or_else(|| sea_orm::DbErr::Custom(format!("no row from {sql}")))?;
     row.try_get_by_index::<String>(0)
+}
+
+/// What PostgreSQL wrote and read while a scenario ran, to say where a grown database's time
+/// goes: WAL (and the full-page images in it, logged at the first change of a page after a
+/// checkpoint), WAL flushes, and table or index pages not found in `shared_buffers`. Counted
+/// per ledger entry id drawn from the sequence, i.e. per allocation made (the service's and
+/// pgbench's alike); cluster-wide, so nothing else should run.
+#[derive(Clone, Copy, Default)]
+struct DbCounters {
+    entries: f64,
+    wal_bytes: f64,
+    wal_fpi: f64,
+    wal_syncs: f64,
+    blocks_read: f64,
+}
+
+impl DbCounters {
+    async fn read<C: ConnectionTrait>(conn: &C) -> Option<Self> {
+        let text = query_text(
+            conn,
+            "SELECT concat_ws(' ', (SELECT last_value FROM ledger_entries_id_seq), \
+                    w.wal_bytes, w.wal_fpi, w.wal_sync, \
+                    (SELECT blks_read FROM pg_stat_database WHERE datname = current_database())) \
+             FROM pg_stat_wal w",
+        )
+        .await
+        .ok()?;
+        let v: Vec<f64> = text
+            .split(' ')
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        match v[..] {
+            [entries, wal_bytes, wal_fpi, wal_syncs, blocks_read] => Some(Self {
+                entries,
+                wal_bytes,
+                wal_fpi,
+                wal_syncs,
+                blocks_read,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Per allocation between `self` (before) and `after`.
+    fn per_allocation(self, after: Self) -> Option<String> {
+        let n = after.entries - self.entries;
+        (n > 0.0).then(|| {
+            format!(
+                "{:.1} KB WAL, {:.2} full-page images, {:.2} WAL flushes, {:.2} blocks read",
+                (after.wal_bytes - self.wal_bytes) / n / 1024.0,
+                (after.wal_fpi - self.wal_fpi) / n,
+                (after.wal_syncs - self.wal_syncs) / n,
+                (after.blocks_read - self.blocks_read) / n,
+            )
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1395,6 +1456,7 @@ async fn run(
     let mut rows: Vec<RowResult> = Vec::new();
     let mut pgbench: Vec<PgbenchResult> = Vec::new();
     let mut rss_resets = true;
+    let mut db_work: Vec<String> = Vec::new();
     let vars = [
         ("org", org.org_id),
         ("program", ctx.program_id),
@@ -1406,6 +1468,7 @@ async fn run(
         for &c in &knobs.concurrency {
             server.check_alive();
             rss_resets &= server.reset_peak_rss();
+            let before = DbCounters::read(&conn).await;
             let mut row = run_load(
                 ctx.clone(),
                 scenario,
@@ -1425,7 +1488,13 @@ async fn run(
                 row.errors
             );
             rows.push(row);
+            if let (Some(b), Some(a)) = (before, DbCounters::read(&conn).await)
+                && let Some(per) = b.per_allocation(a)
+            {
+                db_work.push(format!("{name} c={c}: {per}"));
+            }
             if matches!(scenario, Scenario::Alloc) {
+                let before = DbCounters::read(&conn).await;
                 let script = script.to_path_buf();
                 let url = database_url.to_owned();
                 let seconds = knobs.pgbench_seconds();
@@ -1434,6 +1503,11 @@ async fn run(
                 })
                 .await
                 .expect("the pgbench thread panicked");
+                if let (Some(b), Some(a)) = (before, DbCounters::read(&conn).await)
+                    && let Some(per) = b.per_allocation(a)
+                {
+                    db_work.push(format!("pgbench c={c}: {per}"));
+                }
                 eprintln!(
                     "pgbench c={c}: {} tps{}",
                     fmt_opt(result.tps, 0),
@@ -1564,6 +1638,12 @@ async fn run(
             knobs.growth,
             summary.join("; ")
         );
+    }
+    if !db_work.is_empty() {
+        println!("PostgreSQL's work per allocation made (warm-up included):");
+        for line in &db_work {
+            println!("- {line}");
+        }
     }
     let errors: u64 = rows.iter().map(|r| r.errors).sum();
     let pg_problems = pgbench.iter().filter(|p| p.problem.is_some()).count();
