@@ -41,10 +41,10 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::group_commit::{Batch, Job, KeyedWrite, Slot, claim_and_prepare, run_keyed};
 use crate::idempotent::{Effect, Outcome, execute};
-use crate::routes::allocations::allocation_json;
+use crate::routes::allocations::{allocation_json, allocation_text};
 use crate::routes::programs::{award_rule, earn_caps, expiry_rule};
 use crate::startup::AppState;
-use crate::webhooks::event;
+use crate::webhooks::{event, event_text};
 
 const OPERATION: Operation = Operation::CurrencyAllocation;
 
@@ -614,14 +614,17 @@ async fn run_batch_pg(
             .ok_or_else(|| PersistenceError::OutOfRange("a balance of the batch".into()))?;
         let id = Uuid::now_v7();
         let allocation = new_allocation(r, p, customer_id, Some(entry_id));
-        let body = allocation_json(
+        // The answer is written as text once: the key's record, the event and the client get
+        // that text.
+        let body = allocation_text(
             &allocation_row(id, allocation.clone(), p.scale, now),
             *balance,
         );
-        events
-            .entry(r.org_id)
-            .or_default()
-            .push(event("currency.allocated", body.clone(), now));
+        events.entry(r.org_id).or_default().push(event_text(
+            "currency.allocated",
+            body.clone(),
+            now,
+        ));
         postings.push(Posting {
             key: OrgKey {
                 org_id: r.org_id,
@@ -666,9 +669,9 @@ async fn run_batch_pg(
     crate::webhooks::emit_grouped(&state.caches, &tx, &events, now).await?;
     Db::commit(tx).await?;
     for (i, body) in created {
-        answers[i] = Some(Ok(Outcome::Created(
+        answers[i] = Some(Ok(Outcome::CreatedText(
             actix_web::http::StatusCode::CREATED,
-            body,
+            crate::idempotent::Stored::from_text(body),
         )));
     }
     Ok(())

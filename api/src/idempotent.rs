@@ -64,6 +64,10 @@ impl Effect {
 pub enum Outcome {
     /// The effect happened now, answered with this status (201, or 200 for an update).
     Created(StatusCode, Value),
+    /// The same, with the body as the JSON text that was stored with the key (a
+    /// group-committed allocation serialises its answer once, for the key's record, the event
+    /// and the client).
+    CreatedText(StatusCode, Stored),
     /// An earlier request with the same key and meaning performed it; this is its outcome.
     Replayed(Stored),
 }
@@ -79,11 +83,20 @@ impl Stored {
         Self(value.to_string())
     }
 
-    /// The body of a replay: the stored object with `"idempotentReplayed": true` and
+    /// The JSON text of an object, as `serde_json` wrote it.
+    pub fn from_text(text: String) -> Self {
+        Self(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The body of an answer: the stored object with `"idempotentReplayed"` and
     /// `"idempotencyKey"` added, written into the text. A stored text that does not look like
     /// a plain object without those fields (never written so) goes the long way, through a
     /// parse, rather than being spliced blindly.
-    fn with_flags(self, key: Option<&IdempotencyKey>) -> Result<String, ApiError> {
+    fn with_flags(self, replayed: bool, key: Option<&IdempotencyKey>) -> Result<String, ApiError> {
         let key = key.map_or(Value::Null, |k| Value::String(k.to_string()));
         let text = self.0.trim();
         let spliceable = text.starts_with('{')
@@ -93,7 +106,7 @@ impl Stored {
         if !spliceable {
             return match serde_json::from_str(text) {
                 Ok(Value::Object(mut map)) => {
-                    insert_flags(&mut map, true, key);
+                    insert_flags(&mut map, replayed, key);
                     Ok(Value::Object(map).to_string())
                 }
                 _ => Err(ApiError::Internal(
@@ -109,7 +122,11 @@ impl Stored {
             body.push_str(inner);
             body.push(',');
         }
-        body.push_str("\"idempotentReplayed\":true,\"idempotencyKey\":");
+        body.push_str(if replayed {
+            "\"idempotentReplayed\":true,\"idempotencyKey\":"
+        } else {
+            "\"idempotentReplayed\":false,\"idempotencyKey\":"
+        });
         body.push_str(&key);
         body.push('}');
         Ok(body)
@@ -324,14 +341,11 @@ pub fn respond(
 ) -> HttpResponse {
     let (mut response, outcome) = match outcome {
         Outcome::Created(status, body) => (json_with_flags(status, body, false, key), "created"),
+        Outcome::CreatedText(status, body) => {
+            (text_with_flags(status, body, false, key), "created")
+        }
         Outcome::Replayed(stored) => (
-            match stored.with_flags(key) {
-                Ok(body) => HttpResponse::build(StatusCode::ACCEPTED)
-                    .insert_header(("Idempotent-Replayed", "true"))
-                    .insert_header(actix_web::http::header::ContentType::json())
-                    .body(body),
-                Err(e) => actix_web::ResponseError::error_response(&e),
-            },
+            text_with_flags(StatusCode::ACCEPTED, stored, true, key),
             "replayed",
         ),
     };
@@ -370,6 +384,25 @@ pub fn mark(response: &mut HttpResponse, operation: &'static str, outcome: &'sta
     response
         .extensions_mut()
         .insert(IdempotencyMark { operation, outcome });
+}
+
+/// [`json_with_flags`] for a body already written as text.
+fn text_with_flags(
+    status: StatusCode,
+    body: Stored,
+    replayed: bool,
+    key: Option<&IdempotencyKey>,
+) -> HttpResponse {
+    match body.with_flags(replayed, key) {
+        Ok(body) => HttpResponse::build(status)
+            .insert_header((
+                "Idempotent-Replayed",
+                if replayed { "true" } else { "false" },
+            ))
+            .insert_header(actix_web::http::header::ContentType::json())
+            .body(body),
+        Err(e) => actix_web::ResponseError::error_response(&e),
+    }
 }
 
 pub fn json_with_flags(

@@ -6,7 +6,7 @@ use serde_json::json;
 fn replayed(stored: &str, key: Option<&str>) -> Result<Value, String> {
     let key = key.map(|k| IdempotencyKey::parse(k).unwrap());
     Stored(stored.to_owned())
-        .with_flags(key.as_ref())
+        .with_flags(true, key.as_ref())
         .map(|body| serde_json::from_str(&body).unwrap())
         .map_err(|e| e.to_string())
 }
@@ -51,4 +51,37 @@ fn a_text_that_is_not_a_plain_object_is_parsed_or_refused() {
     assert!(replayed("[1, 2]", None).is_err());
     assert!(replayed("null", None).is_err());
     assert!(replayed("{\"a\": ", None).is_err());
+}
+
+#[test]
+fn a_fresh_answer_written_as_text_gets_the_same_body_as_one_built_as_a_tree() {
+    let body = json!({"amount": "12.50", "nested": {"list": [1, "x"]}, "uniqueId": "u-1"});
+    let key = IdempotencyKey::parse("k-1").unwrap();
+    let as_text = |outcome| {
+        let response = respond(Operation::CurrencyAllocation, outcome, Some(&key));
+        let status = response.status();
+        let header = response
+            .headers()
+            .get("Idempotent-Replayed")
+            .map(|h| h.to_str().unwrap().to_owned());
+        let bytes = actix_web::rt::System::new()
+            .block_on(actix_web::body::to_bytes(response.into_body()))
+            .unwrap();
+        (
+            status,
+            header,
+            serde_json::from_slice::<Value>(&bytes).unwrap(),
+        )
+    };
+    let tree = as_text(Outcome::Created(StatusCode::CREATED, body.clone()));
+    let text = as_text(Outcome::CreatedText(
+        StatusCode::CREATED,
+        Stored::from_text(body.to_string()),
+    ));
+    assert_eq!(tree, text);
+    assert_eq!(text.0, StatusCode::CREATED);
+    assert_eq!(text.1.as_deref(), Some("false"));
+    assert_eq!(text.2["idempotentReplayed"], json!(false));
+    assert_eq!(text.2["idempotencyKey"], json!("k-1"));
+    assert_eq!(text.2["nested"], json!({"list": [1, "x"]}));
 }

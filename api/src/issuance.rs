@@ -248,8 +248,9 @@ fn draw(item: &IssueItem) -> (Uuid, Vec<String>, Value) {
     (id, vouchers, stored)
 }
 
-/// An item's issuance id and voucher codes, and where its key is in the claimed keys.
-type Drawn = (Uuid, Vec<String>, usize);
+/// An item's issuance id, voucher codes and stored answer (its key's record holds the same
+/// answer as text).
+type Drawn = (Uuid, Vec<String>, Value);
 
 /// Every item has an outcome by construction; a missing one is a bug, reported as such.
 fn every_item_decided(outcomes: Vec<Option<ItemOutcome>>) -> Result<Vec<ItemOutcome>, ApiError> {
@@ -471,22 +472,23 @@ async fn issue_segments_once(
         );
     }
     let mut keys: Vec<OrgKey> = Vec::new();
-    // Per segment and item (none for an unknown customer): its issuance id and codes if issued,
-    // and where its key (which holds its stored answer) is in `keys`.
+    // Per segment and item (none for an unknown customer): its issuance id, codes and answer
+    // if issued (its key in `keys` holds the same answer, as text).
     let mut drawn: Vec<Vec<Option<Drawn>>> = Vec::with_capacity(segments.len());
     for (s, seg) in segments.iter().enumerate() {
         let mut draws = Vec::new();
         if customers_of[s].is_some() {
             for (item, meaning) in seg.request.items.iter().zip(&meanings[s]) {
                 let (id, vouchers, stored) = draw(item);
-                draws.push(Some((id, vouchers, keys.len())));
+                let text = stored.to_string();
+                draws.push(Some((id, vouchers, stored)));
                 keys.push(OrgKey {
                     org_id: seg.org_id,
                     key: item.request_id.clone(),
                     meaning,
                     outcome: Some(KnownOutcome {
                         status_code: 201,
-                        response: stored,
+                        response: text,
                         resource_id: Some(id.to_string()),
                     }),
                 });
@@ -640,13 +642,8 @@ async fn issue_segments_once(
                                 period_taken.entry(key).or_insert((0, limit)).0 += item.quantity;
                             }
                         }
-                        let Some((id, vouchers, stored)) = drawn[s]
-                            .get_mut(*idx)
-                            .and_then(Option::take)
-                            .and_then(|(id, vouchers, k)| {
-                                let stored = keys.get_mut(k)?.outcome.take()?.response;
-                                Some((id, vouchers, stored))
-                            })
+                        let Some((id, vouchers, stored)) =
+                            drawn[s].get_mut(*idx).and_then(Option::take)
                         else {
                             return Err(ApiError::Internal(
                                 "an issued item had nothing drawn".into(),

@@ -76,3 +76,20 @@ fn schedules_parse() {
     );
     assert!(parse_schedule("soon").is_err());
 }
+
+#[test]
+fn an_event_from_text_has_the_body_of_an_event_from_a_tree() {
+    let now = chrono::DateTime::parse_from_rfc3339("2026-11-23T10:11:12.345678Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let data = json!({"amount": "1.50", "note": "quote \" é", "nested": {"a": [1, null]}});
+    let token = "tok \"1\"";
+    let tree = (event("currency.allocated", data.clone(), now).body)(token);
+    let text = (event_text("currency.allocated", data.to_string(), now).body)(token);
+    // Byte for byte: the data's text is the tree's own serialisation here.
+    assert_eq!(text, tree);
+    let parsed: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(parsed["id"], json!(token));
+    assert_eq!(parsed["type"], json!("currency.allocated"));
+    assert_eq!(parsed["data"], data);
+}

@@ -331,7 +331,7 @@ pub async fn open_batch<C: ConnectionTrait>(
         .collect();
     let json = crate::rows_as_json(
         "ord, org_id, operation, key, id, mobile, email, external_id, program_id, currency",
-        rows,
+        crate::cells(rows),
     )
     .map_err(|_| PersistenceError::Other("the batch's requests as JSON".into()))?;
     let customer = |col: &str| {
@@ -462,7 +462,7 @@ pub async fn post_batch<C: ConnectionTrait>(
         .iter()
         .map(|p| allocation_values(p.allocation.0, &p.allocation.1, now))
         .collect();
-    let as_json = |columns: &str, rows: Vec<Vec<Value>>| -> Result<Value, PersistenceError> {
+    let as_json = |columns: &str, rows: Vec<Vec<crate::Cell>>| -> Result<Value, PersistenceError> {
         crate::rows_as_json(columns, rows)
             .map(Value::from)
             .map_err(|_| PersistenceError::Other("the batch's rows as JSON".into()))
@@ -471,10 +471,10 @@ pub async fn post_batch<C: ConnectionTrait>(
         as_json(RECORD_COLUMNS, key_rows)?,
         as_json(
             ledger::CREDIT_SUM_COLUMNS,
-            ledger::credit_sum_rows(&sums, now),
+            crate::cells(ledger::credit_sum_rows(&sums, now)),
         )?,
-        as_json(&entry_columns, entry_rows)?,
-        as_json(NEW_COLUMNS, allocation_rows)?,
+        as_json(&entry_columns, crate::cells(entry_rows))?,
+        as_json(NEW_COLUMNS, crate::cells(allocation_rows))?,
     ];
     let sql = format!(
         "WITH k AS ({}), b AS ({}), l AS ({}), a AS ({}) \

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
 use sea_orm::{ConnectionTrait, FromQueryResult};
 
-use crate::{PersistenceError, stmt};
+use crate::{Cell, PersistenceError, stmt};
 
 #[derive(Debug, Clone, FromQueryResult)]
 pub struct RecordRow {
@@ -162,7 +162,9 @@ pub struct OrgKey<'a> {
 #[derive(Debug, Clone)]
 pub struct KnownOutcome {
     pub status_code: u16,
-    pub response: serde_json::Value,
+    /// The answer's JSON text (an object), stored as it is: serialised once by the caller,
+    /// which sends the same text to the client.
+    pub response: String,
     pub resource_id: Option<String>,
 }
 
@@ -175,22 +177,27 @@ pub(crate) fn record_row(
     operation: Operation,
     k: &OrgKey<'_>,
     now: DateTime<Utc>,
-) -> Result<Vec<sea_orm::Value>, PersistenceError> {
-    let fields = serde_json::to_value(k.meaning.fields())
+) -> Result<Vec<Cell>, PersistenceError> {
+    let fields = serde_json::to_string(k.meaning.fields())
         .map_err(|e| PersistenceError::Other(e.to_string()))?;
     let outcome = k.outcome.as_ref();
+    let value = |v: sea_orm::Value| Cell::Value(v);
     Ok(vec![
-        k.org_id.into(),
-        operation.as_str().into(),
-        k.key.as_str().into(),
-        k.meaning.fingerprint(operation).into(),
-        fields.into(),
-        now.into(),
-        outcome
-            .map(|o| i16::try_from(o.status_code).unwrap_or(i16::MAX))
-            .into(),
-        outcome.map(|o| o.response.clone()).into(),
-        outcome.and_then(|o| o.resource_id.clone()).into(),
+        value(k.org_id.into()),
+        value(operation.as_str().into()),
+        value(k.key.as_str().into()),
+        value(k.meaning.fingerprint(operation).into()),
+        Cell::JsonText(fields),
+        value(now.into()),
+        value(
+            outcome
+                .map(|o| i16::try_from(o.status_code).unwrap_or(i16::MAX))
+                .into(),
+        ),
+        outcome.map_or(Cell::Value(sea_orm::Value::Json(None)), |o| {
+            Cell::JsonText(o.response.clone())
+        }),
+        value(outcome.and_then(|o| o.resource_id.clone()).into()),
     ])
 }
 
@@ -226,7 +233,7 @@ pub async fn claim_keys<C: ConnectionTrait>(
             .iter()
             .map(|k| record_row(operation, k, now))
             .collect::<Result<_, _>>()?;
-        let inserted = crate::insert_rows(
+        let inserted = crate::insert_cells(
             conn,
             "idempotency_records",
             RECORD_COLUMNS,

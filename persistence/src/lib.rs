@@ -225,6 +225,17 @@ pub(crate) async fn insert_rows<C: ConnectionTrait>(
     tail: &str,
     rows: Vec<Vec<Value>>,
 ) -> Result<Vec<sea_orm::QueryResult>, PersistenceError> {
+    insert_cells(conn, table, columns, tail, cells(rows)).await
+}
+
+/// [`insert_rows`] for rows that may hold JSON text ([`Cell::JsonText`]).
+pub(crate) async fn insert_cells<C: ConnectionTrait>(
+    conn: &C,
+    table: &str,
+    columns: &str,
+    tail: &str,
+    rows: Vec<Vec<Cell>>,
+) -> Result<Vec<sea_orm::QueryResult>, PersistenceError> {
     const MAX_PARAMS: usize = 30_000;
     let Some(width) = rows.first().map(Vec::len).filter(|w| *w > 0) else {
         return Ok(Vec::new());
@@ -242,6 +253,10 @@ pub(crate) async fn insert_rows<C: ConnectionTrait>(
     } else {
         rows
     };
+    let rows = rows
+        .into_iter()
+        .map(|row| row.into_iter().map(Cell::into_value).collect())
+        .collect::<Result<Vec<Vec<Value>>, _>>()?;
     let head = format!("INSERT INTO {table} ({columns}) VALUES");
     let mut out = Vec::new();
     let per_chunk = (MAX_PARAMS / width).max(1);
@@ -280,6 +295,43 @@ pub(crate) fn json_insert(table: &str, columns: &str, param: usize, tail: &str) 
     )
 }
 
+/// A value of a row that [`insert_rows`] writes: a database value, or the JSON text of a
+/// `json`/`jsonb` column's value, written into the rows' JSON as it is. An answer that is
+/// stored and also sent is serialised once, as text, instead of being built as a tree,
+/// cloned for the store and serialised again.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Cell {
+    Value(Value),
+    /// Valid JSON text (as `serde_json` writes it); PostgreSQL refuses the whole statement
+    /// otherwise.
+    JsonText(String),
+}
+
+impl From<Value> for Cell {
+    fn from(v: Value) -> Self {
+        Self::Value(v)
+    }
+}
+
+/// Rows of database values as rows of cells.
+pub(crate) fn cells(rows: Vec<Vec<Value>>) -> Vec<Vec<Cell>> {
+    rows.into_iter()
+        .map(|row| row.into_iter().map(Cell::Value).collect())
+        .collect()
+}
+
+impl Cell {
+    /// The value to bind where the rows cannot travel as JSON (SQLite): JSON text is parsed.
+    fn into_value(self) -> Result<Value, PersistenceError> {
+        match self {
+            Self::Value(v) => Ok(v),
+            Self::JsonText(text) => serde_json::from_str::<serde_json::Value>(&text)
+                .map(|v| Value::Json(Some(Box::new(v))))
+                .map_err(|e| PersistenceError::Other(format!("a JSON cell: {e}"))),
+        }
+    }
+}
+
 /// The text `[{"column": value, …}, …]` for `jsonb_populate_recordset`, or the rows back when
 /// a value has a type this does not translate (the caller then binds the values one by one).
 ///
@@ -287,24 +339,24 @@ pub(crate) fn json_insert(table: &str, columns: &str, param: usize, tail: &str) 
 /// cost more than the database's insert (the driver clones a JSON parameter before encoding
 /// it, then both copies are freed value by value; `perf` of a 1000-item issuance put 40% of
 /// the server's CPU there).
-pub(crate) fn rows_as_json(
-    columns: &str,
-    rows: Vec<Vec<Value>>,
-) -> Result<String, Vec<Vec<Value>>> {
+pub(crate) fn rows_as_json(columns: &str, rows: Vec<Vec<Cell>>) -> Result<String, Vec<Vec<Cell>>> {
     use std::io::Write as _;
     let names: Vec<&str> = columns.split(',').map(str::trim).collect();
-    let translatable = |v: &Value| {
+    let translatable = |v: &Cell| {
         matches!(
             v,
-            Value::Bool(_)
-                | Value::SmallInt(_)
-                | Value::Int(_)
-                | Value::BigInt(_)
-                | Value::String(_)
-                | Value::Json(_)
-                | Value::ChronoDateTimeUtc(_)
-                | Value::Uuid(_)
-                | Value::Decimal(_)
+            Cell::JsonText(_)
+                | Cell::Value(
+                    Value::Bool(_)
+                        | Value::SmallInt(_)
+                        | Value::Int(_)
+                        | Value::BigInt(_)
+                        | Value::String(_)
+                        | Value::Json(_)
+                        | Value::ChronoDateTimeUtc(_)
+                        | Value::Uuid(_)
+                        | Value::Decimal(_)
+                )
         )
     };
     if !rows
@@ -324,6 +376,13 @@ pub(crate) fn rows_as_json(
                 }
                 serde_json::to_writer(&mut *out, name)?;
                 out.push(b':');
+                let value = match value {
+                    Cell::JsonText(text) => {
+                        out.extend_from_slice(text.as_bytes());
+                        continue;
+                    }
+                    Cell::Value(value) => value,
+                };
                 match value {
                     Value::Bool(Some(v)) => write!(out, "{v}")?,
                     Value::SmallInt(Some(v)) => write!(out, "{v}")?,

@@ -31,7 +31,7 @@ fn rows_become_one_json_array_with_every_type_as_postgres_reads_it() {
             Value::SmallInt(None),
         ],
     ];
-    let text = rows_as_json("n, s, j, t, u, d, b, c", rows).unwrap();
+    let text = rows_as_json("n, s, j, t, u, d, b, c", cells(rows)).unwrap();
     let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(
         parsed,
@@ -51,9 +51,35 @@ fn a_value_json_cannot_carry_hands_the_rows_back_whole() {
         vec![Value::BigInt(Some(1)), Value::Double(Some(0.1))],
         vec![Value::BigInt(Some(2)), Value::Double(Some(0.2))],
     ];
-    let back = rows_as_json("n, f", rows.clone()).unwrap_err();
-    assert_eq!(back, rows);
+    let back = rows_as_json("n, f", cells(rows.clone())).unwrap_err();
+    assert_eq!(back, cells(rows));
     // A row of the wrong width, too.
     let short = vec![vec![Value::BigInt(Some(1))]];
-    assert_eq!(rows_as_json("n, f", short.clone()).unwrap_err(), short);
+    assert_eq!(
+        rows_as_json("n, f", cells(short.clone())).unwrap_err(),
+        cells(short)
+    );
+}
+
+#[test]
+fn json_text_goes_into_the_rows_as_it_is_and_binds_as_its_value() {
+    let stored = r#"{"amount":"12.50","nested":{"list":[1,"é \" x"]}}"#;
+    let rows = vec![vec![
+        Cell::Value(Value::BigInt(Some(1))),
+        Cell::JsonText(stored.to_owned()),
+    ]];
+    let text = rows_as_json("n, j", rows.clone()).unwrap();
+    assert_eq!(text, format!(r#"[{{"n":1,"j":{stored}}}]"#));
+    let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        parsed,
+        json!([{"n": 1, "j": {"amount": "12.50", "nested": {"list": [1, "é \" x"]}}}])
+    );
+    // Where rows are bound one by one (SQLite), the text becomes the JSON value it holds.
+    let bound = Cell::JsonText(stored.to_owned()).into_value().unwrap();
+    assert_eq!(
+        bound,
+        Value::Json(Some(Box::new(serde_json::from_str(stored).unwrap())))
+    );
+    assert!(Cell::JsonText("{not json".into()).into_value().is_err());
 }

@@ -136,6 +136,11 @@ pub fn allocation_json(a: &AllocationRow, balance: ledger::Totals) -> Value {
     to_json(&allocation_view(a, balance))
 }
 
+/// [`allocation_json`] as JSON text.
+pub fn allocation_text(a: &AllocationRow, balance: ledger::Totals) -> String {
+    crate::openapi::to_text(&allocation_view(a, balance))
+}
+
 fn allocation_view(a: &AllocationRow, balance: ledger::Totals) -> AllocationView {
     AllocationView {
         allocation_id: a.id.to_string(),
@@ -799,9 +804,26 @@ pub(crate) fn spend_meaning(
 
 /// The amount an effect moved, for `loyalty_currency_amount{kind}` (replays moved nothing).
 fn count_amount(kind: &'static str, outcome: &Outcome) {
-    if let Outcome::Created(_, body) = outcome
-        && let Some(amount) = body.get("amount").and_then(Value::as_str)
-    {
-        crate::metrics::currency(kind, amount);
+    match outcome {
+        Outcome::Created(_, body) => {
+            if let Some(amount) = body.get("amount").and_then(Value::as_str) {
+                crate::metrics::currency(kind, amount);
+            }
+        }
+        Outcome::CreatedText(_, body) => {
+            /// The one field read; serde skips the others without building them.
+            #[derive(serde::Deserialize)]
+            struct Amount<'a> {
+                #[serde(borrow)]
+                amount: Option<&'a str>,
+            }
+            if let Ok(Amount {
+                amount: Some(amount),
+            }) = serde_json::from_str(body.as_str())
+            {
+                crate::metrics::currency(kind, amount);
+            }
+        }
+        Outcome::Replayed(_) => {}
     }
 }
