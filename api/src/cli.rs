@@ -84,6 +84,9 @@ struct ServeArgs {
     /// The most concurrent writes committed together in one transaction (0: each alone).
     #[arg(long, env = "LOYALTY_GROUP_COMMIT_MAX", default_value_t = 64)]
     group_commit_max: usize,
+    /// How many allocation batches (and redemption batches) may be with the database at once.
+    #[arg(long, env = "LOYALTY_GROUP_COMMIT_WRITERS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    group_commit_writers: u16,
     /// How long API keys, programs, strategies and webhook subscriptions are trusted in
     /// memory, in ms (0: not cached). Changes made on another instance are seen after this.
     #[arg(long, env = "LOYALTY_CACHE_TTL_MS", default_value_t = 1000)]
@@ -183,6 +186,7 @@ fn settings(db: &DbArgs, serve: &ServeArgs) -> Settings {
     }
     s.webhooks.timeout = Duration::from_millis(serve.webhook_timeout_ms.max(1));
     s.group_commit_max = serve.group_commit_max;
+    s.group_commit_writers = usize::from(serve.group_commit_writers);
     s.cache_ttl = Duration::from_millis(serve.cache_ttl_ms);
     s.expiry_notice_days = serve.expiry_notice_days;
     s.rate_limit_per_second = serve.rate_limit_per_second;

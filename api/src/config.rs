@@ -37,6 +37,10 @@ pub struct Settings {
     /// The most concurrent writes committed together in one transaction (group commit); 0 or 1
     /// commits each alone.
     pub group_commit_max: usize,
+    /// How many allocation batches, and how many redemption batches, may be with the database
+    /// at once (one writes its statements while another waits for its commit). Issuance keeps
+    /// one writer: its bulk requests lock whole rows of rewards.
+    pub group_commit_writers: usize,
     /// How long read-mostly data (API keys, catalog, webhook subscriptions) is trusted in
     /// memory; zero caches nothing.
     pub cache_ttl: Duration,
@@ -65,6 +69,7 @@ impl Settings {
             webhooks: crate::webhooks::WebhookSettings::default(),
             webhook_interval: Some(Duration::from_secs(1)),
             group_commit_max: 64,
+            group_commit_writers: 1,
             cache_ttl: Duration::from_secs(1),
             expiry_notice_days: 7,
             rate_limit_per_second: 0,

@@ -93,6 +93,7 @@ impl Application {
             .port();
         let workers = settings.workers;
         let group_commit_max = settings.group_commit_max;
+        let writers = settings.group_commit_writers;
         let caches = crate::cache::Caches::new(settings.cache_ttl);
         let rate_limiter = crate::rate_limit::Limiter::new(settings.rate_limit_per_second);
         let state = web::Data::from(Arc::new_cyclic(|state| AppState {
@@ -100,8 +101,16 @@ impl Application {
             clock,
             settings,
             caches,
-            allocations: crate::group_commit::Queue::spawn(state.clone(), group_commit_max, 1),
-            redemptions: crate::group_commit::Queue::spawn(state.clone(), group_commit_max, 1),
+            allocations: crate::group_commit::Queue::spawn(
+                state.clone(),
+                group_commit_max,
+                writers,
+            ),
+            redemptions: crate::group_commit::Queue::spawn(
+                state.clone(),
+                group_commit_max,
+                writers,
+            ),
             issuances: crate::group_commit::Queue::spawn(state.clone(), group_commit_max, 1),
             key_lookups: crate::group_commit::Queue::spawn(state.clone(), 256, 2),
             rate_limiter,

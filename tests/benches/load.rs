@@ -47,6 +47,11 @@
 //! - `BENCH_KEEP_DB=1`: keep the database afterwards (its URL is printed);
 //! - `BENCH_SERVER=<path>`: run that `loyalty` binary instead of building one (to compare two
 //!   builds in one sitting: copy `target/release/loyalty` aside before a change);
+//! - `BENCH_ALTERNATE=LOYALTY_NAME=value[,…]`: compare two server settings in one run, on one
+//!   database (grown once): the scenarios run in passes A (the environment's settings) and B
+//!   (those plus these), alternating A, B, A, B, …, each pass on a server started for it, after
+//!   a `CHECKPOINT`; every row and pgbench figure is labelled with its pass;
+//! - `BENCH_ROUNDS`: how many A, B pairs (default 2);
 //! - `DATABASE_URL`: the PostgreSQL server, as for the tests (default
 //!   `postgres://postgres@127.0.0.1:5432/postgres`).
 //!
@@ -115,6 +120,10 @@ struct Knobs {
     growth: u64,
     keep_db: bool,
     server_url: String,
+    /// `BENCH_ALTERNATE`: server settings (`LOYALTY_…=value`) of a second pass, B.
+    alternate: Vec<(String, String)>,
+    /// `BENCH_ROUNDS`: how many times the A, B pair runs (with `BENCH_ALTERNATE`).
+    rounds: usize,
 }
 
 fn fail(message: &str) -> ! {
@@ -168,14 +177,48 @@ impl Knobs {
                     fail(&format!("BENCH_GROWTH must be a number of rows, not {v:?}"))
                 }),
         };
+        let alternate: Vec<(String, String)> = var("BENCH_ALTERNATE")
+            .map(|v| {
+                v.split(',')
+                    .map(|pair| match pair.trim().split_once('=') {
+                        Some((name, value)) if name.starts_with("LOYALTY_") => {
+                            (name.to_owned(), value.to_owned())
+                        }
+                        _ => fail(&format!(
+                            "BENCH_ALTERNATE must be a comma list of LOYALTY_NAME=value, not {v:?}"
+                        )),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let rounds = match var("BENCH_ROUNDS") {
+            None => 2,
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if (1..=20).contains(&n) => n,
+                _ => fail(&format!("BENCH_ROUNDS must be 1 to 20, not {v:?}")),
+            },
+        };
         Self {
             seconds,
             concurrency,
             only,
             growth,
+            alternate,
+            rounds,
             keep_db: var("BENCH_KEEP_DB").is_some_and(|v| v != "0"),
             server_url: var("DATABASE_URL").unwrap_or_else(|| DEFAULT_SERVER.to_owned()),
         }
+    }
+
+    /// The passes to measure, each with the settings its server gets on top of the
+    /// environment's: one unnamed pass, or `A`, `B` (the alternate settings), `BENCH_ROUNDS` times.
+    fn passes(&self) -> Vec<(&'static str, Vec<(String, String)>)> {
+        if self.alternate.is_empty() {
+            return vec![("", Vec::new())];
+        }
+        (0..self.rounds)
+            .flat_map(|_| [("A", Vec::new()), ("B", self.alternate.clone())])
+            .collect()
     }
 
     fn runs(&self, scenario: &str) -> bool {
@@ -263,7 +306,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(binary: &Path, database_url: &str, log: PathBuf) -> Self {
+    fn start(binary: &Path, database_url: &str, log: PathBuf, env: &[(String, String)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -275,6 +318,7 @@ impl Server {
             .args(["serve", "--database-url", database_url, "--bind"])
             .arg(format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -589,12 +633,8 @@ struct HttpConn {
 }
 
 impl HttpConn {
-    fn new(ctx: &Ctx) -> Self {
-        let addr = ctx
-            .base
-            .strip_prefix("http://")
-            .unwrap_or(&ctx.base)
-            .to_owned();
+    fn new(base: &str, ctx: &Ctx) -> Self {
+        let addr = base.strip_prefix("http://").unwrap_or(base).to_owned();
         Self {
             host: HeaderValue::from_str(&addr).expect("the server's address as a Host header"),
             key: HeaderValue::from_str(&ctx.key).expect("the API key as a header value"),
@@ -664,6 +704,15 @@ impl HttpConn {
             .map_err(|e| format!("reading the answer failed: {e}"))?
             .to_bytes();
         Ok((status, body.to_vec()))
+    }
+}
+
+/// ` (A)` after a scenario's name in an alternating run, nothing otherwise.
+fn labelled(pass: &str) -> String {
+    if pass.is_empty() {
+        String::new()
+    } else {
+        format!(" ({pass})")
     }
 }
 
@@ -1068,6 +1117,8 @@ struct TaskResult {
 }
 
 struct RowResult {
+    /// The pass (`A`, `B`) with `BENCH_ALTERNATE`, else empty.
+    pass: &'static str,
     scenario: String,
     concurrency: usize,
     ok: u64,
@@ -1101,6 +1152,7 @@ impl RowResult {
 /// C tasks in a closed loop: warm-up, then the measured window.
 async fn run_load(
     ctx: Arc<Ctx>,
+    base: &str,
     scenario: Scenario,
     name: &str,
     concurrency: usize,
@@ -1113,9 +1165,10 @@ async fn run_load(
     let mut tasks = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
         let ctx = ctx.clone();
+        let base = base.to_owned();
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng::new();
-            let mut http = HttpConn::new(&ctx);
+            let mut http = HttpConn::new(&base, &ctx);
             let mut out = TaskResult::default();
             loop {
                 let sent = Instant::now();
@@ -1169,6 +1222,7 @@ async fn run_load(
     latencies.sort();
     let ok = latencies.len() as u64;
     RowResult {
+        pass: "",
         scenario: name.to_owned(),
         concurrency,
         ok,
@@ -1184,6 +1238,7 @@ async fn run_load(
 // pgbench
 
 struct PgbenchResult {
+    pass: &'static str,
     concurrency: usize,
     tps: Option<f64>,
     latency_ms: Option<f64>,
@@ -1228,6 +1283,7 @@ fn run_pgbench(
         Ok(out) => out,
         Err(e) => {
             return PgbenchResult {
+                pass: "",
                 concurrency,
                 tps: None,
                 latency_ms: None,
@@ -1261,6 +1317,7 @@ fn run_pgbench(
         latencies.get(at).map(|us| *us as f64 / 1000.0)
     };
     PgbenchResult {
+        pass: "",
         concurrency,
         tps: parsed.0,
         latency_ms: parsed.1,
@@ -1424,6 +1481,18 @@ async fn print_header(conn: &DatabaseConnection, knobs: &Knobs, database_url: &s
             loyalty_env.join(" ")
         }
     );
+    if !knobs.alternate.is_empty() {
+        let b: Vec<String> = knobs
+            .alternate
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!(
+            "- passes: A (the settings above) and B (those and {}), alternating, {} rounds; each pass on a server started for it, after a CHECKPOINT",
+            b.join(" "),
+            knobs.rounds
+        );
+    }
     println!("- database: {}", database_name(database_url));
 }
 
@@ -1461,9 +1530,11 @@ fn main() {
     };
     let setup_started = Instant::now();
     let org = create_org(&binary, &database.url);
-    let mut server = Server::start(&binary, &database.url, target.join("bench-load-server.log"));
+    let log = target.join("bench-load-server.log");
+    let mut server = Server::start(&binary, &database.url, log.clone(), &[]);
     runtime.block_on(run(
         &knobs,
+        (&binary, &log),
         &database.url,
         &script,
         &org,
@@ -1480,6 +1551,7 @@ fn main() {
 
 async fn run(
     knobs: &Knobs,
+    (binary, log): (&Path, &Path),
     database_url: &str,
     script: &Path,
     org: &OrgInfo,
@@ -1560,61 +1632,92 @@ async fn run(
         ("award", ctx.award_id),
         ("expiry", ctx.expiry_id),
     ];
-    for name in ALL_SCENARIOS.iter().filter(|n| knobs.runs(n)) {
-        let scenario = Scenario::parse(name);
-        for &c in &knobs.concurrency {
-            server.check_alive();
-            rss_resets &= server.reset_peak_rss();
-            let before = DbCounters::read(&conn).await;
-            let mut row = run_load(
-                ctx.clone(),
-                scenario,
-                name,
-                c,
-                knobs.warmup(),
-                knobs.measure(),
-            )
-            .await;
-            server.check_alive();
-            row.peak_rss_kb = server.peak_rss_kb();
-            overall_peak = overall_peak.max(row.peak_rss_kb);
-            eprintln!(
-                "{name} c={c}: {:.0} req/s, p99 {} ms, {} errors",
-                row.per_second(row.ok),
-                fmt_opt(row.percentile_ms(0.99), 1),
-                row.errors
-            );
-            rows.push(row);
-            if let (Some(b), Some(a)) = (before, DbCounters::read(&conn).await)
-                && let Some(per) = b.per_allocation(a)
-            {
-                db_work.push(format!("{name} c={c}: {per}"));
+    let passes = knobs.passes();
+    for (i, (pass, env)) in passes.iter().enumerate() {
+        let pass: &'static str = pass;
+        if !pass.is_empty() {
+            // Every pass has its own server, started from the same state as the first one: a
+            // checkpoint just taken.
+            if i > 0 {
+                *server = Server::start(binary, database_url, log.to_path_buf(), env);
+                server.wait_ready(&ctx.client).await;
+                exec(&conn, "CHECKPOINT")
+                    .await
+                    .unwrap_or_else(|e| panic!("CHECKPOINT failed: {e}"));
             }
-            if matches!(scenario, Scenario::Alloc) {
+            let settings: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            eprintln!(
+                "pass {pass} ({} of {}): {}",
+                i + 1,
+                passes.len(),
+                if settings.is_empty() {
+                    "the environment's settings".to_owned()
+                } else {
+                    settings.join(" ")
+                }
+            );
+        }
+        for name in ALL_SCENARIOS.iter().filter(|n| knobs.runs(n)) {
+            let scenario = Scenario::parse(name);
+            for &c in &knobs.concurrency {
+                server.check_alive();
+                rss_resets &= server.reset_peak_rss();
                 let before = DbCounters::read(&conn).await;
-                let script = script.to_path_buf();
-                let url = database_url.to_owned();
-                let seconds = knobs.pgbench_seconds();
-                let result = tokio::task::spawn_blocking(move || {
-                    run_pgbench(&script, &url, c, seconds, &vars)
-                })
-                .await
-                .expect("the pgbench thread panicked");
+                let mut row = run_load(
+                    ctx.clone(),
+                    &server.base,
+                    scenario,
+                    name,
+                    c,
+                    knobs.warmup(),
+                    knobs.measure(),
+                )
+                .await;
+                server.check_alive();
+                row.pass = pass;
+                row.peak_rss_kb = server.peak_rss_kb();
+                overall_peak = overall_peak.max(row.peak_rss_kb);
+                eprintln!(
+                    "{name}{} c={c}: {:.0} req/s, p99 {} ms, {} errors",
+                    labelled(pass),
+                    row.per_second(row.ok),
+                    fmt_opt(row.percentile_ms(0.99), 1),
+                    row.errors
+                );
+                rows.push(row);
                 if let (Some(b), Some(a)) = (before, DbCounters::read(&conn).await)
                     && let Some(per) = b.per_allocation(a)
                 {
-                    db_work.push(format!("pgbench c={c}: {per}"));
+                    db_work.push(format!("{name}{} c={c}: {per}", labelled(pass)));
                 }
-                eprintln!(
-                    "pgbench c={c}: {} tps{}",
-                    fmt_opt(result.tps, 0),
-                    result
-                        .problem
-                        .as_deref()
-                        .map(|p| format!(" ({p})"))
-                        .unwrap_or_default()
-                );
-                pgbench.push(result);
+                if matches!(scenario, Scenario::Alloc) {
+                    let before = DbCounters::read(&conn).await;
+                    let script = script.to_path_buf();
+                    let url = database_url.to_owned();
+                    let seconds = knobs.pgbench_seconds();
+                    let mut result = tokio::task::spawn_blocking(move || {
+                        run_pgbench(&script, &url, c, seconds, &vars)
+                    })
+                    .await
+                    .expect("the pgbench thread panicked");
+                    result.pass = pass;
+                    if let (Some(b), Some(a)) = (before, DbCounters::read(&conn).await)
+                        && let Some(per) = b.per_allocation(a)
+                    {
+                        db_work.push(format!("pgbench{} c={c}: {per}", labelled(pass)));
+                    }
+                    eprintln!(
+                        "pgbench{} c={c}: {} tps{}",
+                        labelled(pass),
+                        fmt_opt(result.tps, 0),
+                        result
+                            .problem
+                            .as_deref()
+                            .map(|p| format!(" ({p})"))
+                            .unwrap_or_default()
+                    );
+                    pgbench.push(result);
+                }
             }
         }
     }
@@ -1626,8 +1729,9 @@ async fn run(
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} |",
+            "| {}{} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} |",
             r.scenario,
+            labelled(r.pass),
             r.concurrency,
             r.per_second(r.ok),
             r.per_second(r.items),
@@ -1654,17 +1758,24 @@ async fn run(
             "| pgbench | concurrency | tps | latency avg ms | p50 ms | p99 ms | failed | service alloc req/s | service/pgbench |"
         );
         println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-        for p in &pgbench {
+        for (j, p) in pgbench.iter().enumerate() {
+            // The alloc row measured just before it: the same pass, concurrency and round.
+            let same = |q: &&PgbenchResult| q.pass == p.pass && q.concurrency == p.concurrency;
+            let round = pgbench[..j].iter().filter(same).count();
             let service = rows
                 .iter()
-                .find(|r| r.scenario == "alloc" && r.concurrency == p.concurrency)
+                .filter(|r| {
+                    r.scenario == "alloc" && r.pass == p.pass && r.concurrency == p.concurrency
+                })
+                .nth(round)
                 .map(|r| r.per_second(r.ok));
             let ratio = match (service, p.tps) {
                 (Some(s), Some(t)) if t > 0.0 => Some(s / t),
                 _ => None,
             };
             println!(
-                "| allocation.sql | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| allocation.sql{} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                labelled(p.pass),
                 p.concurrency,
                 fmt_opt(p.tps, 0),
                 fmt_opt(p.latency_ms, 3),
@@ -1677,7 +1788,8 @@ async fn run(
         }
         for p in pgbench.iter().filter(|p| p.problem.is_some()) {
             println!(
-                "ERROR pgbench c={}: {}",
+                "ERROR pgbench{} c={}: {}",
+                labelled(p.pass),
                 p.concurrency,
                 p.problem.as_deref().unwrap_or_default()
             );
@@ -1707,10 +1819,10 @@ async fn run(
         );
     }
 
-    let p99 = |name: &str| -> Option<String> {
+    let p99 = |name: &str, pass: &str| -> Option<String> {
         let parts: Vec<String> = rows
             .iter()
-            .filter(|r| r.scenario == name)
+            .filter(|r| r.scenario == name && r.pass == pass)
             .map(|r| {
                 format!(
                     "c={} {} ms",
@@ -1721,20 +1833,27 @@ async fn run(
             .collect();
         (!parts.is_empty()).then(|| format!("{name} {}", parts.join(", ")))
     };
-    let mut summary: Vec<String> = ["alloc", "replay"].iter().filter_map(|n| p99(n)).collect();
-    if !pgbench.is_empty() {
+    for (pass, _) in passes.iter().take(2) {
+        let mut summary: Vec<String> = ["alloc", "replay"]
+            .iter()
+            .filter_map(|n| p99(n, pass))
+            .collect();
         let parts: Vec<String> = pgbench
             .iter()
+            .filter(|p| p.pass == *pass)
             .map(|p| format!("c={} {} ms", p.concurrency, fmt_opt(p.p99_ms, 2)))
             .collect();
-        summary.push(format!("pgbench {}", parts.join(", ")));
-    }
-    if !summary.is_empty() {
-        println!(
-            "p99 with BENCH_GROWTH={} (compare with a run of another size): {}",
-            knobs.growth,
-            summary.join("; ")
-        );
+        if !parts.is_empty() {
+            summary.push(format!("pgbench {}", parts.join(", ")));
+        }
+        if !summary.is_empty() {
+            println!(
+                "p99 with BENCH_GROWTH={}{} (compare with a run of another size): {}",
+                knobs.growth,
+                labelled(pass),
+                summary.join("; ")
+            );
+        }
     }
     if !db_work.is_empty() {
         println!("PostgreSQL's work per allocation made (warm-up included):");
