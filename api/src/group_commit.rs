@@ -93,8 +93,15 @@ async fn worker<R: Batch>(
 ) {
     let mut jobs: Vec<Job<R>> = Vec::new();
     loop {
-        {
-            let mut receiver = receiver.lock().await;
+        // A worker with jobs carried from its last batch must not wait for the queue: another
+        // worker may hold it, waiting for requests that will not come while these wait. It adds
+        // what is queued only if the queue is free.
+        let queue = if jobs.is_empty() {
+            Some(receiver.lock().await)
+        } else {
+            receiver.try_lock().ok()
+        };
+        if let Some(mut receiver) = queue {
             if jobs.is_empty() {
                 match receiver.recv().await {
                     Some(job) => jobs.push(job),

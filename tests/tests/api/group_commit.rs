@@ -286,6 +286,16 @@ async fn the_same_storm_without_group_commit_gets_the_same_answers() {
     storm(&app).await;
 }
 
+#[tokio::test]
+async fn the_same_storm_with_two_overlapping_writers_gets_the_same_answers() {
+    let app = TestApp::spawn_with(Spawn {
+        settings: Box::new(|s| s.group_commit_writers = 2),
+        ..Spawn::default()
+    })
+    .await;
+    storm(&app).await;
+}
+
 async fn catalog_for(app: &TestApp) -> (String, Catalog) {
     let (_, key) = app.create_org("Shop").await;
     let c = setup_catalog(app, &key).await;
@@ -773,6 +783,16 @@ async fn the_same_redemption_storm_without_group_commit_gets_the_same_answers() 
 
 /// Waits until a backend of the test's database waits on a lock (a batch blocked on the test's
 /// open transaction).
+#[tokio::test]
+async fn the_same_redemption_storm_with_two_overlapping_writers_gets_the_same_answers() {
+    let app = TestApp::spawn_with(Spawn {
+        settings: Box::new(|s| s.group_commit_writers = 2),
+        ..Spawn::default()
+    })
+    .await;
+    redemption_storm(&app).await;
+}
+
 async fn until_a_backend_waits_on_a_lock(app: &TestApp) {
     for _ in 0..1000 {
         let waiting = app
