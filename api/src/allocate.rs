@@ -45,6 +45,7 @@ use crate::routes::allocations::{allocation_json, allocation_text};
 use crate::routes::programs::{award_rule, earn_caps, expiry_rule};
 use crate::startup::AppState;
 use crate::webhooks::{event, event_text};
+use crate::workers::{Round, Step};
 
 const OPERATION: Operation = Operation::CurrencyAllocation;
 
@@ -746,28 +747,27 @@ pub fn activation_key(a: &AllocationRow) -> Result<IdempotencyKey, ApiError> {
 }
 
 /// Activates the pending allocations whose `maturesAt` has passed, up to `limit` of them;
-/// returns how many. Safe on any number of instances: each activation claims the allocation's
+/// returns how many, and how many were busy. Safe on any number of instances: each activation claims the allocation's
 /// activation key and takes its balance lock (`SKIP LOCKED`: an account busy elsewhere waits
 /// for the next round), and changes the allocation only if it is still pending.
 pub async fn activate_due(
     db: &Db,
     now: DateTime<Utc>,
     limit: u64,
-) -> Result<usize, PersistenceError> {
-    let mut done = 0;
+) -> Result<Round, PersistenceError> {
+    let mut round = Round::default();
     for a in allocations::due_pending(db.conn(), now, limit).await? {
         match activate_one(db, &a, now).await {
-            Ok(true) => done += 1,
-            Ok(false) => {}
+            Ok(step) => round.add(step),
             Err(e) => {
                 tracing::warn!(error = %e, allocation = %a.id, "could not activate an allocation")
             }
         }
     }
-    Ok(done)
+    Ok(round)
 }
 
-async fn activate_one(db: &Db, a: &AllocationRow, now: DateTime<Utc>) -> Result<bool, ApiError> {
+async fn activate_one(db: &Db, a: &AllocationRow, now: DateTime<Utc>) -> Result<Step, ApiError> {
     let tx = db.begin().await?;
     let account = Account {
         org_id: a.org_id,
@@ -776,7 +776,7 @@ async fn activate_one(db: &Db, a: &AllocationRow, now: DateTime<Utc>) -> Result<
         currency: a.currency.clone(),
     };
     if ledger::lock_balance(&tx, &account, true).await?.is_none() {
-        return Ok(false);
+        return Ok(Step::Busy);
     }
     let key = activation_key(a)?;
     let meaning = RequestMeaning::new();
@@ -793,16 +793,16 @@ async fn activate_one(db: &Db, a: &AllocationRow, now: DateTime<Utc>) -> Result<
     {
         Ok(idempotency::Claim::Claimed { id }) => id,
         // Activated by a request, or by another instance's worker.
-        Ok(idempotency::Claim::Existing(_)) | Err(PersistenceError::LockTimeout) => {
-            return Ok(false);
-        }
+        Ok(idempotency::Claim::Existing(_)) => return Ok(Step::Settled),
+        // Being activated by a transaction still in flight: looked at again next round.
+        Err(PersistenceError::LockTimeout) => return Ok(Step::Busy),
         Err(e) => return Err(e.into()),
     };
     let Some(current) = allocations::get(&tx, a.org_id, a.id).await? else {
-        return Ok(false);
+        return Ok(Step::Settled);
     };
     if !current.is_pending() || current.matures_at.is_some_and(|t| t > now) {
-        return Ok(false);
+        return Ok(Step::Settled);
     }
     let (row, after) = activate_locked(&tx, &current, now).await?;
     let body = allocation_json(&row, after);
@@ -810,5 +810,5 @@ async fn activate_one(db: &Db, a: &AllocationRow, now: DateTime<Utc>) -> Result<
     persistence::webhooks::emit(&tx, a.org_id, &events, now).await?;
     idempotency::complete(&tx, record, 201, &body, Some(&row.id.to_string())).await?;
     Db::commit(tx).await?;
-    Ok(true)
+    Ok(Step::Done)
 }

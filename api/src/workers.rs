@@ -21,29 +21,31 @@ pub const EXPIRY_BATCH: u64 = 200;
 pub const PURGE_BATCH: u64 = 1_000;
 
 /// Expires every lot due at `now` in up to `EXPIRY_BATCH` accounts; returns the lots expired.
-pub async fn expire_once(db: &Db, now: DateTime<Utc>) -> Result<usize, PersistenceError> {
-    let mut expired = 0;
+pub async fn expire_once(db: &Db, now: DateTime<Utc>) -> Result<Round, PersistenceError> {
+    let mut round = Round::default();
     for account in ledger::due_accounts(db.conn(), now, EXPIRY_BATCH).await? {
         match expire_account(db, &account, now).await {
-            Ok(n) => expired += n,
+            Ok(Some(n)) => round.done += n,
+            Ok(None) => round.busy += 1,
             // One account that cannot be expired must not stop the others.
             Err(e) => {
                 tracing::warn!(error = %e, customer = %account.customer_id, "could not expire an account's lots")
             }
         }
     }
-    Ok(expired)
+    Ok(round)
 }
 
-/// Expires one account's due lots in its own transaction; 0 when another holds the account.
+/// Expires one account's due lots in its own transaction; `None` when another holds the
+/// account.
 async fn expire_account(
     db: &Db,
     account: &ledger::Account,
     now: DateTime<Utc>,
-) -> Result<usize, PersistenceError> {
+) -> Result<Option<usize>, PersistenceError> {
     let tx = db.begin().await?;
     if ledger::lock_balance(&tx, account, true).await?.is_none() {
-        return Ok(0);
+        return Ok(None);
     }
     let entries = ledger::expire_due(&tx, account, now).await?.entries;
     let events = crate::webhooks::expired_events(account, &entries, now);
@@ -56,19 +58,75 @@ async fn expire_account(
             &crate::dto::amount(e.amount.saturating_abs(), e.scale),
         );
     }
-    Ok(entries.len())
+    Ok(Some(entries.len()))
+}
+
+/// What one round of a background job did with the items due.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Round {
+    /// Items it completed.
+    pub done: usize,
+    /// Items it left because another transaction held their balance (`SKIP LOCKED`).
+    pub busy: usize,
+}
+
+/// What a background job did with one item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Completed it.
+    Done,
+    /// Nothing left to do: another instance or a request already did it.
+    Settled,
+    /// Another transaction holds its balance; a later round tries again.
+    Busy,
+}
+
+impl Round {
+    /// Adds one item's step.
+    pub fn add(&mut self, step: Step) {
+        match step {
+            Step::Done => self.done += 1,
+            Step::Settled => {}
+            Step::Busy => self.busy += 1,
+        }
+    }
+}
+
+/// Rounds in a row that may find only busy items before a run leaves them to the next run.
+const BUSY_ROUNDS: u32 = 50;
+
+/// Runs `round` until a round finds nothing due. A round that found only items held by
+/// another transaction is not the end: two instances skipping each other's locked balances
+/// could otherwise both stop with an item still due (each holding the lock for an item the
+/// other had already settled when the other came to it). Such rounds are retried after a
+/// short pause, up to `BUSY_ROUNDS` in a row; an item busy for longer waits for the next run.
+async fn until_settled<F, Fut>(mut round: F) -> Result<usize, PersistenceError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Round, PersistenceError>>,
+{
+    let (mut total, mut busy_rounds) = (0, 0);
+    loop {
+        let r = round().await?;
+        total += r.done;
+        if r.done == 0 && r.busy == 0 {
+            return Ok(total);
+        }
+        if r.done > 0 {
+            busy_rounds = 0;
+        } else {
+            busy_rounds += 1;
+            if busy_rounds > BUSY_ROUNDS {
+                return Ok(total);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
 }
 
 /// Expires until nothing is due at `now` (or an error); returns the lots expired.
 pub async fn expire_all(db: &Db, now: DateTime<Utc>) -> Result<usize, PersistenceError> {
-    let mut total = 0;
-    loop {
-        let n = expire_once(db, now).await?;
-        total += n;
-        if n == 0 {
-            return Ok(total);
-        }
-    }
+    until_settled(|| expire_once(db, now)).await
 }
 
 /// Holds looked at per hold-expiry round.
@@ -76,14 +134,7 @@ pub const HOLD_BATCH: u64 = 200;
 
 /// Releases every hold whose `expiresAt` has passed at `now`; returns how many it released.
 pub async fn expire_holds_all(db: &Db, now: DateTime<Utc>) -> Result<usize, PersistenceError> {
-    let mut total = 0;
-    loop {
-        let n = crate::routes::holds::expire_due_holds(db, now, HOLD_BATCH).await?;
-        total += n;
-        if n == 0 {
-            return Ok(total);
-        }
-    }
+    until_settled(|| crate::routes::holds::expire_due_holds(db, now, HOLD_BATCH)).await
 }
 
 /// Allocations looked at per activation round.
@@ -92,14 +143,7 @@ pub const ACTIVATION_BATCH: u64 = 200;
 /// Makes every pending allocation whose `maturesAt` has passed at `now` available; returns how
 /// many it activated.
 pub async fn activate_all(db: &Db, now: DateTime<Utc>) -> Result<usize, PersistenceError> {
-    let mut total = 0;
-    loop {
-        let n = crate::allocate::activate_due(db, now, ACTIVATION_BATCH).await?;
-        total += n;
-        if n == 0 {
-            return Ok(total);
-        }
-    }
+    until_settled(|| crate::allocate::activate_due(db, now, ACTIVATION_BATCH)).await
 }
 
 /// Lots noticed per round (one transaction each).

@@ -6,6 +6,7 @@
 //! capture, a void and the expiry worker racing each other are serialised by the lock, and the
 //! loser finds the hold no longer `HELD` (409 `HOLD_NOT_ACTIVE`).
 
+use crate::workers::{Round, Step};
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
@@ -455,39 +456,38 @@ pub async fn expire_due_holds(
     db: &Db,
     now: DateTime<Utc>,
     limit: u64,
-) -> Result<usize, PersistenceError> {
-    let mut expired = 0;
+) -> Result<Round, PersistenceError> {
+    let mut round = Round::default();
     for hold in holds::due(db.conn(), now, limit).await? {
         match expire_hold(db, &hold, now).await {
-            Ok(true) => expired += 1,
-            Ok(false) => {}
+            Ok(step) => round.add(step),
             Err(e) => tracing::warn!(error = %e, hold = %hold.id, "could not expire a hold"),
         }
     }
-    Ok(expired)
+    Ok(round)
 }
 
 async fn expire_hold(
     db: &Db,
     hold: &HoldRow,
     now: DateTime<Utc>,
-) -> Result<bool, PersistenceError> {
+) -> Result<Step, PersistenceError> {
     let tx = db.begin().await?;
     let account = hold.account();
     if ledger::lock_balance(&tx, &account, true).await?.is_none() {
-        return Ok(false);
+        return Ok(Step::Busy);
     }
     let lots = ledger::expire_due(&tx, &account, now).await?;
     let mut events = crate::webhooks::expired_events(&account, &lots.entries, now);
     let Some(current) = holds::get(&tx, hold.org_id, hold.id).await? else {
-        return Ok(false);
+        return Ok(Step::Settled);
     };
     if current.status != "HELD" || current.expires_at > now {
-        return Ok(false);
+        return Ok(Step::Settled);
     }
     let (row, after) = end_hold(&tx, current, "EXPIRED", 0, now).await?;
     events.push(event("currency.hold_expired", hold_json(&row, after), now));
     persistence::webhooks::emit(&tx, account.org_id, &events, now).await?;
     Db::commit(tx).await?;
-    Ok(true)
+    Ok(Step::Done)
 }
