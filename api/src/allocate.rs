@@ -747,9 +747,10 @@ pub fn activation_key(a: &AllocationRow) -> Result<IdempotencyKey, ApiError> {
 }
 
 /// Activates the pending allocations whose `maturesAt` has passed, up to `limit` of them;
-/// returns how many, and how many were busy. Safe on any number of instances: each activation claims the allocation's
-/// activation key and takes its balance lock (`SKIP LOCKED`: an account busy elsewhere waits
-/// for the next round), and changes the allocation only if it is still pending.
+/// returns how many it activated and how many it found busy. Safe on any number of instances:
+/// each activation claims the allocation's activation key and takes its balance lock (`SKIP
+/// LOCKED`: an account busy elsewhere waits for the next round), and changes the allocation
+/// only if it is still pending.
 pub async fn activate_due(
     db: &Db,
     now: DateTime<Utc>,

@@ -6,7 +6,6 @@
 //! capture, a void and the expiry worker racing each other are serialised by the lock, and the
 //! loser finds the hold no longer `HELD` (409 `HOLD_NOT_ACTIVE`).
 
-use crate::workers::{Round, Step};
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
@@ -30,6 +29,7 @@ use crate::openapi::{
 use crate::routes::allocations::{Balance, insufficient, settle, spend_fields, spend_meaning};
 use crate::startup::AppState;
 use crate::webhooks::event;
+use crate::workers::{Round, Step};
 
 /// How long a hold lasts unless told otherwise, and the longest it may last.
 pub const DEFAULT_HOLD_SECONDS: i64 = 900;

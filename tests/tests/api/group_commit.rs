@@ -781,8 +781,6 @@ async fn the_same_redemption_storm_without_group_commit_gets_the_same_answers() 
     redemption_storm(&app).await;
 }
 
-/// Waits until a backend of the test's database waits on a lock (a batch blocked on the test's
-/// open transaction).
 #[tokio::test]
 async fn the_same_redemption_storm_with_two_overlapping_writers_gets_the_same_answers() {
     let app = TestApp::spawn_with(Spawn {
@@ -793,6 +791,8 @@ async fn the_same_redemption_storm_with_two_overlapping_writers_gets_the_same_an
     redemption_storm(&app).await;
 }
 
+/// Waits until a backend of the test's database waits on a lock (a batch blocked on the test's
+/// open transaction).
 async fn until_a_backend_waits_on_a_lock(app: &TestApp) {
     for _ in 0..1000 {
         let waiting = app
