@@ -399,7 +399,7 @@ async fn run_batch(
     answers: &mut [Slot],
 ) -> Result<(), PersistenceError> {
     let now = state.now();
-    let tx = state.db.begin().await?;
+    let tx = state.db.begin_batch().await?;
     // (request, its key's record, what the catalog said)
     let (work, mut released) =
         claim_and_prepare(state, &tx, OPERATION, requests, answers, now, |r| {
@@ -506,7 +506,7 @@ async fn run_batch_pg(
     use persistence::allocations::{Opening, Posting};
     use persistence::idempotency::{KnownOutcome, OrgKey};
     let now = state.now();
-    let tx = state.db.begin().await?;
+    let tx = state.db.begin_batch().await?;
     // The catalog (cached): a refusal answers the request unless its key was used before.
     let mut prepared = Vec::with_capacity(requests.len());
     for r in requests {
@@ -661,7 +661,7 @@ async fn run_batch_pg(
     }
     if balances
         .iter()
-        .any(|(account, total)| posted.balances.get(account) != Some(&total.available))
+        .any(|(account, total)| posted.balances.get(account) != Some(total))
     {
         return Err(PersistenceError::Conflict(
             "a balance row of the batch was created by another transaction meanwhile".into(),

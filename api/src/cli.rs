@@ -57,6 +57,21 @@ struct ServeArgs {
     /// Database connections (PostgreSQL).
     #[arg(long, env = "LOYALTY_DB_MAX_CONNECTIONS", default_value_t = 16)]
     db_max_connections: u32,
+    /// How long a batch of allocations or redemptions waits for a row lock before its
+    /// requests run alone, in ms (PostgreSQL).
+    #[arg(long, env = "LOYALTY_BATCH_LOCK_WAIT_MS", default_value_t = 200)]
+    batch_lock_wait_ms: u64,
+    /// The longest a group-commit batch may take before its requests are answered 503, in ms
+    /// (never less than twice LOYALTY_IDEMPOTENCY_WAIT_MS).
+    #[arg(long, env = "LOYALTY_WRITE_DEADLINE_MS", default_value_t = 10_000)]
+    write_deadline_ms: u64,
+    /// The longest one database statement may run, in ms (0: no bound).
+    #[arg(
+        long,
+        env = "LOYALTY_DB_STATEMENT_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    db_statement_timeout_ms: u64,
     /// The most items one bulk issuance may carry.
     #[arg(long, env = "LOYALTY_BULK_MAX_ITEMS", default_value_t = 1000)]
     bulk_max_items: usize,
@@ -174,6 +189,9 @@ fn settings(db: &DbArgs, serve: &ServeArgs) -> Settings {
     s.max_body_bytes = serve.max_body_bytes;
     s.idempotency_wait = Duration::from_millis(serve.idempotency_wait_ms.max(1));
     s.db_max_connections = serve.db_max_connections.max(1);
+    s.batch_lock_wait = Duration::from_millis(serve.batch_lock_wait_ms.max(1));
+    s.write_deadline = Duration::from_millis(serve.write_deadline_ms.max(1));
+    s.db_statement_timeout = Duration::from_millis(serve.db_statement_timeout_ms);
     s.workers = serve.workers;
     s.bulk_max_items = serve.bulk_max_items.max(1);
     s.idempotency_retention = serve.idempotency_retention;

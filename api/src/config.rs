@@ -19,6 +19,17 @@ pub struct Settings {
     pub idempotency_wait: Duration,
     /// Database connections in the pool (PostgreSQL; SQLite always uses one).
     pub db_max_connections: u32,
+    /// How long a group-commit batch of allocations or redemptions waits for a row lock
+    /// before its requests run alone, each with the full `idempotency_wait` (PostgreSQL).
+    pub batch_lock_wait: Duration,
+    /// The longest a group-commit batch may take before it is abandoned and its requests are
+    /// answered 503 (outcome unknown). Never less than twice `idempotency_wait` (an issuance
+    /// batch waits that long for a key held elsewhere).
+    pub write_deadline: Duration,
+    /// The longest one statement may run (PostgreSQL's `statement_timeout`; a statement on
+    /// the pool outside a transaction is also given up by the service a second after it).
+    /// Zero: no bound.
+    pub db_statement_timeout: Duration,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
     /// The most items one bulk issuance may carry.
@@ -53,6 +64,12 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// How long a group-commit batch may take (see `write_deadline`).
+    pub fn batch_deadline(&self) -> Duration {
+        self.write_deadline
+            .max(self.idempotency_wait.saturating_mul(2))
+    }
+
     pub fn new(database_url: impl Into<String>, bind: impl Into<String>) -> Self {
         Self {
             database_url: database_url.into(),
@@ -61,6 +78,9 @@ impl Settings {
             max_body_bytes: 1024 * 1024,
             idempotency_wait: Duration::from_secs(5),
             db_max_connections: 16,
+            batch_lock_wait: Duration::from_millis(200),
+            write_deadline: Duration::from_secs(10),
+            db_statement_timeout: Duration::from_secs(30),
             workers: 0,
             bulk_max_items: 1000,
             idempotency_retention: None,

@@ -13,12 +13,16 @@
 //! - every request answered exactly what it would have been answered alone;
 //! - a definite failure of one request removes only that request (its key stays unclaimed);
 //! - the same key twice in a batch: the second waits for the next batch, where it replays;
-//! - an unknown commit outcome answers 503 (retryable) to every request of the batch.
+//! - an unknown commit outcome answers 503 (retryable) to every request of the batch;
+//! - a batch that passes its deadline (a connection that stopped answering) is abandoned and
+//!   answers 503 (retryable, outcome unknown) to every request it had not answered, so a
+//!   stalled connection costs one batch, not every write of the instance.
 //!
 //! Several instances each run their own writers: the database's unique indexes and
 //! conditional writes stay the arbiters, exactly as for single transactions.
 
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 
@@ -57,14 +61,20 @@ pub struct Queue<R: Batch> {
 }
 
 impl<R: Batch> Queue<R> {
-    /// Starts `workers` tasks taking batches of at most `max_batch` from one queue. They hold
-    /// the application weakly and stop when it is gone and the queue is empty.
-    pub fn spawn(state: Weak<AppState>, max_batch: usize, workers: usize) -> Self {
+    /// Starts `workers` tasks taking batches of at most `max_batch` from one queue, each batch
+    /// abandoned after `deadline`. They hold the application weakly and stop when it is gone
+    /// and the queue is empty.
+    pub fn spawn(
+        state: Weak<AppState>,
+        max_batch: usize,
+        workers: usize,
+        deadline: Duration,
+    ) -> Self {
         let max_batch = max_batch.max(1);
         let (sender, receiver) = mpsc::channel(max_batch.saturating_mul(4));
         let receiver = Arc::new(Mutex::new(receiver));
         for _ in 0..workers.max(1) {
-            tokio::spawn(worker(receiver.clone(), state.clone(), max_batch));
+            tokio::spawn(worker(receiver.clone(), state.clone(), max_batch, deadline));
         }
         Self { sender }
     }
@@ -90,6 +100,7 @@ async fn worker<R: Batch>(
     receiver: Arc<Mutex<mpsc::Receiver<Job<R>>>>,
     state: Weak<AppState>,
     max_batch: usize,
+    deadline: Duration,
 ) {
     let mut jobs: Vec<Job<R>> = Vec::new();
     loop {
@@ -124,10 +135,23 @@ async fn worker<R: Batch>(
         let batch = std::mem::take(&mut jobs);
         tracing::debug!(size = batch.len(), "group commit");
         // A panic inside a batch drops its jobs (their submitters answer 503) and nothing
-        // else: the writer goes on with the next batch.
-        match tokio::spawn(R::run(state, batch)).await {
-            Ok(carried) => jobs = carried,
-            Err(e) => tracing::error!(error = %e, "a group commit batch panicked"),
+        // else: the writer goes on with the next batch. So does a batch past its deadline
+        // (a connection that stopped answering: a paused server, a half-open socket), which
+        // is abandoned; its requests' outcome is unknown, as after a cut COMMIT, and their
+        // retries find out.
+        let running = tokio::spawn(R::run(state, batch));
+        let abandon = running.abort_handle();
+        match tokio::time::timeout(deadline, running).await {
+            Ok(Ok(carried)) => jobs = carried,
+            Ok(Err(e)) => tracing::error!(error = %e, "a group commit batch panicked"),
+            Err(_) => {
+                abandon.abort();
+                metrics::counter!("loyalty_batches_abandoned_total").increment(1);
+                tracing::warn!(
+                    deadline_ms = deadline.as_millis(),
+                    "a group commit batch passed its deadline and was abandoned"
+                );
+            }
         }
     }
 }
@@ -221,8 +245,18 @@ where
 /// The course of a batch of keyed writes: a key already in the batch waits for the next one
 /// (where it replays, or is evaluated afresh if the first failed definitely, as a concurrent
 /// duplicate would); a deadlock or serialization failure retries the batch (twice); an
-/// unreachable database or an unknown commit answers 503 to every request not yet decided;
-/// any other failure cannot be pinned on one request, so each runs alone.
+/// unreachable database or an unknown commit answers 503 to every request not yet decided.
+/// Any other failure cannot be pinned on one request (a lock held elsewhere past the batch's
+/// short lock wait, a balance past the largest `BIGINT`), so each request not yet decided
+/// runs alone, as does a request the batch left undecided (a key forgotten by the retention
+/// while the batch read it). Requests run alone off the writer ([`run_alone`]), so a request
+/// that waits costs only itself.
+///
+/// What a batch answers before its commit must not count anything the batch itself writes
+/// (replays of committed keys, refusals by the catalog, unknown customers): such an answer is
+/// what the request gets alone, whatever becomes of the batch. An answer that does count the
+/// batch's own effects (a redemption short of points after the debits before it) is given
+/// only once the batch committed.
 pub async fn run_keyed<R>(state: Arc<AppState>, jobs: Vec<Job<R>>) -> Vec<Job<R>>
 where
     R: KeyedWrite + Batch<Answer = crate::idempotent::Outcome>,
@@ -249,16 +283,9 @@ where
         }
     };
     match outcome {
-        Ok(()) => {
-            // A request the batch left undecided (a key forgotten by the retention while the
-            // batch read it) is decided alone, after the batch's commit.
-            for (answer, request) in answers.iter_mut().zip(&requests) {
-                if answer.is_none() {
-                    *answer = Some(R::alone(&state, request).await);
-                }
-            }
-        }
-        Err(e) if e.is_transient() => {
+        Ok(()) => {}
+        Err(e @ (PersistenceError::Unavailable(_) | PersistenceError::CommitUnknown(_)))
+        | Err(e @ PersistenceError::Conflict(_)) => {
             tracing::warn!(error = %e, size = requests.len(), "group commit failed");
             let message = e.to_string();
             for answer in answers.iter_mut().filter(|a| a.is_none()) {
@@ -272,17 +299,35 @@ where
         }
         Err(e) => {
             tracing::info!(error = %e, size = requests.len(), "group commit: deciding each request alone");
-            let alone =
-                futures_util::future::join_all(requests.iter().map(|r| R::alone(&state, r))).await;
-            answers = alone.into_iter().map(Some).collect();
         }
     }
+    let mut alone = Vec::new();
     for (job, answer) in batch.into_iter().zip(answers) {
-        job.answer(answer.unwrap_or_else(|| {
-            Err(ApiError::Internal(
-                "a request of the batch got no answer".into(),
-            ))
-        }));
+        match answer {
+            Some(answer) => job.answer(answer),
+            None => alone.push(job),
+        }
     }
+    run_alone(&state, alone);
     carried
+}
+
+/// Runs each of `jobs` in a transaction of its own, off the writer: the writer goes on with
+/// the next batch while they wait (for a lock held elsewhere, say). At most
+/// `AppState::alone_runs` of them run at once, so they never take more than their share of
+/// the pool.
+fn run_alone<R>(state: &Arc<AppState>, jobs: Vec<Job<R>>)
+where
+    R: KeyedWrite + Batch<Answer = crate::idempotent::Outcome>,
+{
+    for job in jobs {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let answer = match state.alone_runs.clone().acquire_owned().await {
+                Ok(_permit) => R::alone(&state, &job.request).await,
+                Err(_) => Err(ApiError::Unavailable("shutting down".into())),
+            };
+            job.answer(answer);
+        });
+    }
 }

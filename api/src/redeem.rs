@@ -265,7 +265,7 @@ async fn run_batch(
     answers: &mut [Slot],
 ) -> Result<(), PersistenceError> {
     let now = state.now();
-    let tx = state.db.begin().await?;
+    let tx = state.db.begin_batch().await?;
     let (work, mut released) =
         claim_and_prepare(state, &tx, OPERATION, requests, answers, now, |r| {
             prepare(state, &tx, r)
@@ -326,6 +326,10 @@ async fn run_batch(
     let posted = ledger::debit_many(&tx, &debits, &available, now).await?;
     let mut rows: Vec<NewRedemption> = Vec::new();
     let mut outcomes: Vec<(usize, i64, Value, Uuid)> = Vec::new();
+    // Requests short of points. Such a refusal may count the debits of the requests before it
+    // in the batch, which are not committed yet: it is answered only once they are (or when
+    // there are none), never when the batch fails.
+    let mut short: Vec<usize> = Vec::new();
     for ((i, record, scale, minor, customer), posted) in ready.into_iter().zip(posted) {
         let r = requests[i];
         match posted {
@@ -341,13 +345,17 @@ async fn run_batch(
                 rows.push(row);
             }
             None => {
-                answers[i] = Some(Err(insufficient()));
+                short.push(i);
                 released.push(record);
             }
         }
     }
     if rows.is_empty() {
-        // Nothing to write: rolling back releases every claim.
+        // Nothing to write: rolling back releases every claim. No debit of the batch counted
+        // in the refusals, so they are what each request gets alone.
+        for i in short {
+            answers[i] = Some(Err(insufficient()));
+        }
         return Ok(());
     }
     redemptions::insert_many(&tx, &rows, now).await?;
@@ -359,6 +367,9 @@ async fn run_batch(
     idempotency::complete_many(&tx, 201, &stored).await?;
     idempotency::release_many(&tx, &released).await?;
     Db::commit(tx).await?;
+    for i in short {
+        answers[i] = Some(Err(insufficient()));
+    }
     for (i, _, body, _) in outcomes {
         answers[i] = Some(Ok(Outcome::Created(
             actix_web::http::StatusCode::CREATED,

@@ -32,6 +32,9 @@ pub struct AppState {
     pub key_lookups: crate::group_commit::Queue<crate::idempotent::KeyLookup>,
     /// Per-organisation rate limits of this instance; `None` when off.
     pub rate_limiter: Option<crate::rate_limit::Limiter>,
+    /// How many requests that a batch could not decide may run alone at once (half the
+    /// pool): they wait here rather than for a connection.
+    pub alone_runs: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -60,6 +63,13 @@ pub async fn connect(settings: &Settings) -> Result<Db, persistence::Persistence
             max_connections: settings.db_max_connections,
             lock_wait: settings.idempotency_wait,
             acquire_timeout: settings.db_acquire_timeout,
+            batch_lock_wait: settings.batch_lock_wait,
+            batch_connections: u32::try_from(settings.group_commit_writers)
+                .unwrap_or(u32::MAX)
+                .saturating_mul(2)
+                .saturating_add(1),
+            statement_timeout: settings.db_statement_timeout,
+            ..DbOptions::default()
         },
     )
     .await?;
@@ -94,6 +104,10 @@ impl Application {
         let workers = settings.workers;
         let group_commit_max = settings.group_commit_max;
         let writers = settings.group_commit_writers;
+        let deadline = settings.batch_deadline();
+        let alone_runs = usize::try_from(settings.db_max_connections / 2)
+            .unwrap_or(1)
+            .max(1);
         let caches = crate::cache::Caches::new(settings.cache_ttl);
         let rate_limiter = crate::rate_limit::Limiter::new(settings.rate_limit_per_second);
         let state = web::Data::from(Arc::new_cyclic(|state| AppState {
@@ -105,15 +119,23 @@ impl Application {
                 state.clone(),
                 group_commit_max,
                 writers,
+                deadline,
             ),
             redemptions: crate::group_commit::Queue::spawn(
                 state.clone(),
                 group_commit_max,
                 writers,
+                deadline,
             ),
-            issuances: crate::group_commit::Queue::spawn(state.clone(), group_commit_max, 1),
-            key_lookups: crate::group_commit::Queue::spawn(state.clone(), 256, 2),
+            issuances: crate::group_commit::Queue::spawn(
+                state.clone(),
+                group_commit_max,
+                1,
+                deadline,
+            ),
+            key_lookups: crate::group_commit::Queue::spawn(state.clone(), 256, 2, deadline),
             rate_limiter,
+            alone_runs: Arc::new(tokio::sync::Semaphore::new(alone_runs)),
         }));
         if let Some(interval) = state.settings.worker_interval {
             crate::workers::spawn(state.clone().into_inner(), interval);

@@ -298,7 +298,10 @@ pub struct Opened {
 /// same key shows there (see its documentation).
 ///
 /// Every look-up is a `LATERAL … LIMIT 1` on its unique index, so the plan is the same
-/// whatever the number of requests and the size of the tables.
+/// whatever the number of requests and the size of the tables. The entry ids are drawn in
+/// request order (`ORDER BY ord`: PostgreSQL evaluates a volatile output expression such as
+/// `nextval` after the sort), the order the caller computes each entry's `balance_after` in,
+/// so an account's entries listed by id chain whatever order the join produced.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn open_batch<C: ConnectionTrait>(
     conn: &C,
@@ -365,7 +368,8 @@ pub async fn open_batch<C: ConnectionTrait>(
                      THEN nextval('ledger_entries_id_seq') END AS entry_id \
          FROM found f LEFT JOIN locked l ON l.org_id = f.org_id \
            AND l.customer_id = f.customer_id AND l.program_id = f.program_id \
-           AND l.currency = f.currency",
+           AND l.currency = f.currency \
+         ORDER BY f.ord",
         customer("id"),
         customer("mobile"),
         customer("email"),
@@ -417,8 +421,8 @@ pub struct PostedBatch {
     /// How many of the keys were inserted; fewer than the postings when another transaction
     /// committed a first use of one of them meanwhile.
     pub keys_inserted: usize,
-    /// Each balance's `available` after the batch.
-    pub balances: HashMap<AccountKey, i64>,
+    /// Each balance after the batch (available, pending and held).
+    pub balances: HashMap<AccountKey, Totals>,
 }
 
 /// The writes of an allocation batch (PostgreSQL), in one statement: every key record with its
@@ -479,7 +483,7 @@ pub async fn post_batch<C: ConnectionTrait>(
     let sql = format!(
         "WITH k AS ({}), b AS ({}), l AS ({}), a AS ({}) \
          SELECT b.org_id, b.customer_id, b.program_id, b.currency, b.available, \
-                (SELECT count(*) FROM k) AS keys FROM b",
+                b.pending, b.held, (SELECT count(*) FROM k) AS keys FROM b",
         crate::json_insert(
             "idempotency_records",
             RECORD_COLUMNS,
@@ -491,7 +495,7 @@ pub async fn post_batch<C: ConnectionTrait>(
             ledger::CREDIT_SUM_COLUMNS,
             2,
             &format!(
-                "{} RETURNING org_id, customer_id, program_id, currency, available",
+                "{} RETURNING org_id, customer_id, program_id, currency, available, pending, held",
                 ledger::CREDIT_SUM_TAIL
             )
         ),
@@ -500,7 +504,7 @@ pub async fn post_batch<C: ConnectionTrait>(
     );
     let mut posted = PostedBatch::default();
     for row in conn.query_all_raw(stmt(conn, &sql, values)).await? {
-        let keys: i64 = row.try_get_by_index(5)?;
+        let keys: i64 = row.try_get_by_index(7)?;
         posted.keys_inserted = usize::try_from(keys).unwrap_or(0);
         posted.balances.insert(
             (
@@ -509,7 +513,11 @@ pub async fn post_batch<C: ConnectionTrait>(
                 row.try_get_by_index(2)?,
                 row.try_get_by_index(3)?,
             ),
-            row.try_get_by_index(4)?,
+            Totals {
+                available: row.try_get_by_index(4)?,
+                pending: row.try_get_by_index(5)?,
+                held: row.try_get_by_index(6)?,
+            },
         );
     }
     Ok(posted)

@@ -22,6 +22,7 @@ pub mod idempotency;
 pub mod issuances;
 pub mod ledger;
 pub mod orgs;
+mod pool;
 pub mod redemptions;
 pub mod reward_periods;
 pub mod rewards;
@@ -36,6 +37,7 @@ use sea_orm::{
 };
 
 pub use error::PersistenceError;
+pub use pool::Pool;
 pub use sea_orm::DatabaseTransaction as Tx;
 /// What repository functions take: a pool or a transaction.
 pub use sea_orm::{ConnectionTrait, DbBackend};
@@ -49,6 +51,18 @@ pub struct DbOptions {
     /// How long a transaction waits for a row lock (an idempotency key held by a concurrent
     /// request, say) before giving up.
     pub lock_wait: Duration,
+    /// The name the connections give PostgreSQL (`pg_stat_activity.application_name`), so an
+    /// operator can tell the service's backends from others.
+    pub application_name: &'static str,
+    /// How long a group-commit batch waits for a row lock before it gives up, so that a lock
+    /// held elsewhere (a slow or stuck transaction) costs the batch's requests a short wait,
+    /// after which each runs alone with the full `lock_wait`. Batches take their connections
+    /// from a pool of their own whose connections carry this `lock_timeout`.
+    pub batch_lock_wait: Duration,
+    /// Connections of the batches' own pool.
+    pub batch_connections: u32,
+    /// The longest any statement may run (`statement_timeout`); zero: no bound.
+    pub statement_timeout: Duration,
 }
 
 impl Default for DbOptions {
@@ -57,6 +71,10 @@ impl Default for DbOptions {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
             lock_wait: Duration::from_secs(5),
+            application_name: "loyalty",
+            batch_lock_wait: Duration::from_millis(200),
+            batch_connections: 4,
+            statement_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -64,7 +82,10 @@ impl Default for DbOptions {
 /// The database: a pool plus the few facts about its backend that SQL cannot hide.
 #[derive(Clone, Debug)]
 pub struct Db {
-    conn: DatabaseConnection,
+    conn: Pool,
+    /// The group-commit batches' own connections: the same database, with the short
+    /// `batch_lock_wait` as their `lock_timeout` (on SQLite, the one connection).
+    batch: Pool,
     /// Transactions waiting in [`Db::begin`] for a connection.
     waiting: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
@@ -85,33 +106,73 @@ impl Db {
     /// transaction wait its turn instead of failing with `SQLITE_BUSY`.
     pub async fn connect(url: &str, options: &DbOptions) -> Result<Self, PersistenceError> {
         let sqlite = url.starts_with("sqlite:");
+        let max_connections = if sqlite { 1 } else { options.max_connections };
+        let conn = Self::open(url, options, max_connections, options.lock_wait).await?;
+        if sqlite {
+            conn.execute_unprepared("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
+                .await?;
+        }
+        let batch = if sqlite {
+            conn.clone()
+        } else {
+            Self::open(
+                url,
+                options,
+                options.batch_connections.max(1),
+                options.batch_lock_wait,
+            )
+            .await?
+        };
+        Ok(Self {
+            conn: Pool::new(conn, max_connections, options.statement_timeout),
+            batch: Pool::new(
+                batch,
+                options.batch_connections.max(1),
+                options.statement_timeout,
+            ),
+            waiting: Default::default(),
+        })
+    }
+
+    /// One pool of `max_connections` whose connections wait `lock_wait` for a lock.
+    async fn open(
+        url: &str,
+        options: &DbOptions,
+        max_connections: u32,
+        lock_wait: Duration,
+    ) -> Result<DatabaseConnection, PersistenceError> {
+        let sqlite = url.starts_with("sqlite:");
         let mut opts = ConnectOptions::new(url.to_owned());
-        let lock_timeout_ms = options.lock_wait.as_millis().max(1);
-        opts.max_connections(if sqlite { 1 } else { options.max_connections })
+        let lock_timeout_ms = lock_wait.as_millis().max(1);
+        let statement_timeout_ms = options.statement_timeout.as_millis();
+        let application_name = options.application_name;
+        opts.max_connections(max_connections)
             .min_connections(if sqlite { 1 } else { 0 })
             .acquire_timeout(options.acquire_timeout)
             .connect_timeout(options.acquire_timeout)
             // A connection idle for a second may have been cut (a restarted server, a proxy):
             // ping it before use. A busy one is not pinged, which would cost a round trip per
-            // request; if it broke meanwhile, its statement fails as `Unavailable` (503).
+            // request; if the server had closed it, its statement is sent again on another
+            // connection (`Pool`), and any other break fails as `Unavailable` (503).
             .test_before_acquire_if_idle_for(Duration::from_secs(1))
-            // Every lock wait is bounded, set once per connection in its start-up packet rather
-            // than by a `SET LOCAL` (a round trip) in every transaction.
+            // Every wait is bounded, set once per connection in its start-up packet rather
+            // than by a `SET LOCAL` (a round trip) in every transaction: a lock wait, a
+            // statement, and (on the server's side of a TCP connection) a peer that went
+            // silent, so a half-open connection does not keep its transaction's locks for
+            // the kernel's two hours.
             .map_sqlx_postgres_opts(move |o| {
-                o.options([("lock_timeout", format!("{lock_timeout_ms}ms"))])
+                o.application_name(application_name).options([
+                    ("lock_timeout", format!("{lock_timeout_ms}ms")),
+                    ("statement_timeout", format!("{statement_timeout_ms}ms")),
+                    ("tcp_keepalives_idle", "30".to_owned()),
+                    ("tcp_keepalives_interval", "10".to_owned()),
+                    ("tcp_keepalives_count", "3".to_owned()),
+                ])
             })
             .sqlx_logging(false);
-        let conn = Database::connect(opts)
+        Database::connect(opts)
             .await
-            .map_err(PersistenceError::from)?;
-        if sqlite {
-            conn.execute_unprepared("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
-                .await?;
-        }
-        Ok(Self {
-            conn,
-            waiting: Default::default(),
-        })
+            .map_err(PersistenceError::from)
     }
 
     /// Connections in use and idle, and transactions waiting for one.
@@ -120,11 +181,11 @@ impl Db {
         // The pool getters are chosen by the backend, so neither can meet the other's pool.
         let (size, idle) = match self.backend() {
             DbBackend::Postgres => {
-                let pool = self.conn.get_postgres_connection_pool();
+                let pool = self.conn.inner().get_postgres_connection_pool();
                 (pool.size(), pool.num_idle())
             }
             DbBackend::Sqlite => {
-                let pool = self.conn.get_sqlite_connection_pool();
+                let pool = self.conn.inner().get_sqlite_connection_pool();
                 (pool.size(), pool.num_idle())
             }
             _ => (0, 0),
@@ -142,7 +203,7 @@ impl Db {
     }
 
     /// The pool, for reads outside a transaction.
-    pub fn conn(&self) -> &DatabaseConnection {
+    pub fn conn(&self) -> &Pool {
         &self.conn
     }
 
@@ -152,15 +213,17 @@ impl Db {
     pub async fn migrate(&self) -> Result<(), PersistenceError> {
         use migration::MigratorTrait;
         if self.backend() == DbBackend::Postgres {
-            let tx = self.conn.begin().await?;
-            // Another instance may take a while to migrate: wait for it without a bound.
-            tx.execute_unprepared("SET LOCAL lock_timeout = 0").await?;
+            let tx = self.conn.inner().begin().await?;
+            // Another instance may take a while to migrate: wait for it without a bound, and
+            // let a long migration run.
+            tx.execute_unprepared("SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0")
+                .await?;
             tx.execute_unprepared("SELECT pg_advisory_xact_lock(7272740001)")
                 .await?;
             migration::Migrator::up(&tx, None).await?;
             tx.commit().await?;
         } else {
-            migration::Migrator::up(&self.conn, None).await?;
+            migration::Migrator::up(self.conn.inner(), None).await?;
         }
         Ok(())
     }
@@ -174,8 +237,19 @@ impl Db {
     /// Starts a transaction. On PostgreSQL every lock wait is bounded by `lock_wait` (the
     /// connections' `lock_timeout`, set when they are opened), so a request blocked on a
     /// concurrent request's idempotency key gives up in bounded time. SQLite serialises writers
-    /// through its single connection and needs no such setting.
+    /// through its single connection and needs no such setting. A `BEGIN` that meets a
+    /// connection the server had closed is sent again on another (see [`Pool`]).
     pub async fn begin(&self) -> Result<DatabaseTransaction, PersistenceError> {
+        self.begin_on(&self.conn).await
+    }
+
+    /// Starts a transaction for a group-commit batch: on PostgreSQL a connection of the
+    /// batches' own pool, whose lock waits are `batch_lock_wait` (see [`DbOptions`]).
+    pub async fn begin_batch(&self) -> Result<DatabaseTransaction, PersistenceError> {
+        self.begin_on(&self.batch).await
+    }
+
+    async fn begin_on(&self, pool: &Pool) -> Result<DatabaseTransaction, PersistenceError> {
         use std::sync::atomic::{AtomicI64, Ordering};
         /// Counts the wait out when it ends, also when the caller gives up (a dropped future).
         struct Waiting<'a>(&'a AtomicI64);
@@ -186,7 +260,7 @@ impl Db {
         }
         self.waiting.fetch_add(1, Ordering::Relaxed);
         let waiting = Waiting(&self.waiting);
-        let tx = self.conn.begin().await;
+        let tx = pool.retrying(|| pool.inner().begin()).await;
         drop(waiting);
         Ok(tx?)
     }
@@ -197,7 +271,10 @@ impl Db {
     }
 
     pub async fn close(self) -> Result<(), PersistenceError> {
-        self.conn.close().await?;
+        self.conn.inner().clone().close().await?;
+        if self.backend() == DbBackend::Postgres {
+            self.batch.inner().clone().close().await?;
+        }
         Ok(())
     }
 }

@@ -258,6 +258,7 @@ impl TestApp {
             database_url,
             &DbOptions {
                 max_connections: 2,
+                application_name: "loyalty-test",
                 ..DbOptions::default()
             },
         )
@@ -600,9 +601,15 @@ pub async fn hold_key(
     key: &str,
 ) -> (persistence::Db, persistence::Tx) {
     use persistence::ConnectionTrait;
-    let holder = persistence::Db::connect(&app.database_url, &persistence::DbOptions::default())
-        .await
-        .expect("connect the key holder");
+    let holder = persistence::Db::connect(
+        &app.database_url,
+        &persistence::DbOptions {
+            application_name: "loyalty-test",
+            ..persistence::DbOptions::default()
+        },
+    )
+    .await
+    .expect("connect the key holder");
     let tx = holder.begin().await.expect("begin");
     tx.execute_raw(sea_orm::Statement::from_sql_and_values(
         sea_orm::DbBackend::Postgres,

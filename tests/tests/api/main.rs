@@ -2,8 +2,10 @@
 
 mod allocations;
 mod api_keys;
+mod batch_isolation;
 mod caps;
 mod catalog;
+mod connection;
 mod crash;
 mod customer_data;
 mod group_commit;
