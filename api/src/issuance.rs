@@ -21,7 +21,7 @@ use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
 use domain::issuance::{ItemAsk, ItemFailure, RewardState, RewardStatus, decide, voucher_code};
 use domain::period::Period;
 use persistence::idempotency::{self, Claim, KnownOutcome, OrgKey, RecordRow};
-use persistence::issuances::{self, HoldingKey, NewIssuance};
+use persistence::issuances::{self, HoldingKey, IssuanceRow, NewIssuance};
 use persistence::reward_periods::{self, CounterKey};
 use persistence::rewards::{self, RewardRow};
 use persistence::{Db, PersistenceError, customers};
@@ -227,6 +227,29 @@ pub fn period_keys(
         .and_then(period)
         .map(|p| (row.org_id, row.id, Uuid::nil(), p.as_str(), p.start(at)));
     (mine, everyone)
+}
+
+/// The period counters issuance `row` was counted in when it was made (see [`period_keys`]):
+/// those its recorded periods name, in their periods at its `created_at`. A cancellation gives
+/// its units back to these, whatever the reward's settings have become since.
+pub fn counted_keys(row: &IssuanceRow) -> Vec<CounterKey> {
+    let key = |raw: Option<&str>, customer: Uuid| {
+        let period = raw?.parse::<Period>().ok()?;
+        Some((
+            row.org_id,
+            row.reward_id,
+            customer,
+            period.as_str(),
+            period.start(row.created_at),
+        ))
+    };
+    [
+        key(row.customer_limit_period.as_deref(), row.customer_id),
+        key(row.period_limit_period.as_deref(), Uuid::nil()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// What an item gets if it is issued, drawn before its key is claimed, so that the claim stores
@@ -662,6 +685,9 @@ async fn issue_segments_once(
                             brand: seg.request.brand.clone(),
                             transaction_number: seg.request.transaction_number.clone(),
                             vouchers,
+                            // The counters it is counted in: a cancellation gives back to these.
+                            customer_limit_period: mine.map(|k| k.3),
+                            period_limit_period: everyone.map(|k| k.3),
                         });
                     }
                     Err(failure) => {

@@ -166,6 +166,83 @@ pub async fn take_lots<C: ConnectionTrait>(
         .collect())
 }
 
+/// A reversal is spending the part of lot `from_lot` that holds earmark, and `to` are the
+/// spendable parts of other lots it earmarked instead: the holds that earmarked `from_lot` (in
+/// hold id order) move as much of their earmarks onto `to`'s lots, so each still holds what
+/// it held. The caller holds the account's balance lock and has already updated the lots'
+/// `held`.
+pub async fn move_earmarks<C: ConnectionTrait>(
+    conn: &C,
+    from_lot: i64,
+    to: &[LotTake],
+) -> Result<(), PersistenceError> {
+    #[derive(Debug, FromQueryResult)]
+    struct Row {
+        hold_id: Uuid,
+        amount: i64,
+    }
+    let rows = Row::find_by_statement(stmt(
+        conn,
+        &format!(
+            "SELECT hold_id, amount FROM hold_lots WHERE lot_id = $1 AND amount > 0 \
+             ORDER BY hold_id{}",
+            crate::for_update(conn)
+        ),
+        vec![from_lot.into()],
+    ))
+    .all(conn)
+    .await?;
+    let mut targets = to.iter().map(|t| (t.lot_id, t.take)).filter(|t| t.1 > 0);
+    let mut target = targets.next();
+    let mut to_move: i64 = to.iter().map(|t| t.take).sum();
+    for row in rows {
+        if to_move == 0 {
+            break;
+        }
+        let mut moving = row.amount.min(to_move);
+        to_move -= moving;
+        let done = conn
+            .execute_raw(stmt(
+                conn,
+                "UPDATE hold_lots SET amount = amount - $3 \
+                 WHERE hold_id = $1 AND lot_id = $2 AND amount >= $3",
+                vec![row.hold_id.into(), from_lot.into(), moving.into()],
+            ))
+            .await?;
+        if done.rows_affected() != 1 {
+            return Err(PersistenceError::Other(format!(
+                "the earmarks on lot {from_lot} changed under the balance lock"
+            )));
+        }
+        while moving > 0 {
+            let Some((lot_id, left)) = target.as_mut() else {
+                return Err(PersistenceError::Other(format!(
+                    "no lot to move the earmarks of lot {from_lot} to"
+                )));
+            };
+            let piece = moving.min(*left);
+            conn.execute_raw(stmt(
+                conn,
+                "INSERT INTO hold_lots (hold_id, lot_id, amount) VALUES ($1, $2, $3) \
+                 ON CONFLICT (hold_id, lot_id) DO UPDATE SET amount = hold_lots.amount + excluded.amount",
+                vec![row.hold_id.into(), (*lot_id).into(), piece.into()],
+            ))
+            .await?;
+            *left -= piece;
+            moving -= piece;
+            if *left == 0 {
+                target = targets.next();
+            }
+        }
+    }
+    if to_move != 0 {
+        return Err(PersistenceError::Other(format!(
+            "lot {from_lot} is earmarked for less than a reversal moves off it"
+        )));
+    }
+    Ok(())
+}
+
 /// Lot `lot_id` expired with earmarks on it: each hold that earmarked it holds that much less
 /// (its `expiredAmount` grows). The caller holds the account's balance lock.
 pub async fn expire_lot<C: ConnectionTrait>(

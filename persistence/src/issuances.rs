@@ -169,6 +169,10 @@ pub struct NewIssuance {
     pub brand: Option<String>,
     pub transaction_number: Option<String>,
     pub vouchers: Vec<String>,
+    /// The period of the customer's counter the issuance is counted in (none: `None`).
+    pub customer_limit_period: Option<&'static str>,
+    /// The period of everyone's counter the issuance is counted in (none: `None`).
+    pub period_limit_period: Option<&'static str>,
 }
 
 /// Inserts issuances (of any organisations) and their vouchers with multi-row statements.
@@ -192,6 +196,8 @@ pub async fn insert_many<C: ConnectionTrait>(
                 i.transaction_number.clone().into(),
                 "ISSUED".into(),
                 now.into(),
+                i.customer_limit_period.map(str::to_owned).into(),
+                i.period_limit_period.map(str::to_owned).into(),
             ]
         })
         .collect();
@@ -199,7 +205,7 @@ pub async fn insert_many<C: ConnectionTrait>(
         conn,
         "issuances",
         "id, org_id, request_id, customer_id, reward_id, quantity, brand, \
-         transaction_number, status, created_at",
+         transaction_number, status, created_at, customer_limit_period, period_limit_period",
         "",
         rows,
     )
@@ -230,10 +236,15 @@ pub struct IssuanceRow {
     pub status: String,
     pub created_at: DateTime<Utc>,
     pub cancelled_at: Option<DateTime<Utc>>,
+    /// The periods of the counters the issuance was counted in (the customer's, everyone's),
+    /// each in its period at `created_at`; a cancellation gives its units back to them.
+    pub customer_limit_period: Option<String>,
+    pub period_limit_period: Option<String>,
 }
 
 const COLUMNS: &str = "seq, id, org_id, request_id, customer_id, reward_id, quantity, brand, \
-     transaction_number, status, created_at, cancelled_at";
+     transaction_number, status, created_at, cancelled_at, customer_limit_period, \
+     period_limit_period";
 
 /// An issuance with its voucher codes.
 #[derive(Debug, Clone)]

@@ -434,14 +434,12 @@ pub struct LotTake {
 }
 
 /// Picks (and locks) the spendable part (`remaining − held`) of the account's unexpired lots
-/// to cover `amount`: `prefer_lot` first, then the lots that expire first, never-expiring lots
-/// last. Errors when they do not cover it: the caller checked the balance, so the invariant
-/// would be broken.
+/// to cover `amount`: the lots that expire first first, never-expiring lots last. Errors when
+/// they do not cover it: the caller checked the balance, so the invariant would be broken.
 async fn pick_lots<C: ConnectionTrait>(
     conn: &C,
     account: &Account,
     amount: i64,
-    prefer_lot: Option<i64>,
     now: DateTime<Utc>,
 ) -> Result<Vec<LotTake>, PersistenceError> {
     #[derive(Debug, FromQueryResult)]
@@ -456,8 +454,7 @@ async fn pick_lots<C: ConnectionTrait>(
             "SELECT id, remaining - held AS spendable, expires_at FROM ledger_entries \
              WHERE org_id = $1 AND customer_id = $2 AND program_id = $3 AND currency = $4 \
              AND remaining > held AND (expires_at IS NULL OR expires_at > $5) \
-             ORDER BY CASE WHEN id = $6 THEN 0 ELSE 1 END, \
-             CASE WHEN expires_at IS NULL THEN 1 ELSE 0 END, expires_at, id{}",
+             ORDER BY CASE WHEN expires_at IS NULL THEN 1 ELSE 0 END, expires_at, id{}",
             crate::for_update(conn)
         ),
         vec![
@@ -466,7 +463,6 @@ async fn pick_lots<C: ConnectionTrait>(
             account.program_id.into(),
             account.currency.clone().into(),
             now.into(),
-            prefer_lot.unwrap_or(0).into(),
         ],
     ))
     .all(conn)
@@ -522,10 +518,12 @@ async fn apply_takes<C: ConnectionTrait>(
 }
 
 /// Takes `amount` out of the account's available balance as a `DEBIT`, `REVERSAL` or
-/// `TRANSFER_OUT` entry, spending the lots that expire first (never-expiring lots last;
-/// `prefer_lot` before all others, for a reversal of that lot's allocation). Returns `None`,
-/// changing nothing, when the available balance is short; else the entry, the lots it spent and
-/// the balance after.
+/// `TRANSFER_OUT` entry, spending the lots that expire first (never-expiring lots last).
+/// `own_lot` (a reversal's: the lot of the allocation it reverses) is spent before all others,
+/// held part included ([`take_own_lot`]), so that what a reversal takes of an allocation
+/// always leaves that allocation's lot and never expires with it later. Returns `None`,
+/// changing nothing, when the available balance is short; else the entry, the lots it spent
+/// and the balance after.
 ///
 /// The caller holds the balance lock and has expired the due lots ([`expire_due`]), so the
 /// spendable lots add up to the available balance.
@@ -536,7 +534,7 @@ pub async fn debit<C: ConnectionTrait>(
     account: &Account,
     kind: EntryKind,
     amount: i64,
-    prefer_lot: Option<i64>,
+    own_lot: Option<i64>,
     reference: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Option<Debited>, PersistenceError> {
@@ -547,8 +545,19 @@ pub async fn debit<C: ConnectionTrait>(
     let Some(after) = move_balance(conn, account, minus_available(amount), now).await? else {
         return Ok(None);
     };
-    let lots = pick_lots(conn, account, amount, prefer_lot, now).await?;
-    apply_takes(conn, &lots, false).await?;
+    let mut lots = Vec::new();
+    if let Some(lot) = own_lot
+        && let Some(took) = take_own_lot(conn, account, lot, amount, now).await?
+    {
+        lots.push(took);
+    }
+    let rest = amount - lots.iter().map(|l| l.take).sum::<i64>();
+    if rest > 0 {
+        // The own lot, if any, has nothing spendable left: these are other lots.
+        let others = pick_lots(conn, account, rest, now).await?;
+        apply_takes(conn, &others, false).await?;
+        lots.extend(others);
+    }
     let entry = insert_entry(
         conn,
         account,
@@ -562,6 +571,75 @@ pub async fn debit<C: ConnectionTrait>(
     )
     .await?;
     Ok(Some(Debited { entry, lots, after }))
+}
+
+/// Spends up to `amount` of lot `lot_id` (unexpired, of `account`), its held part included:
+/// the unheld part first, then, for what is still wanted, the part holds earmark. The holds
+/// keep what they hold: their earmarks on this lot move to the spendable parts of the other
+/// lots (soonest-expiring first), so `held` stays and `available` pays, as for any debit.
+/// `None` when the lot has nothing left. The caller holds the balance lock and has already
+/// taken `amount` from `available` (which covers it, so the other lots cover the earmarks).
+async fn take_own_lot<C: ConnectionTrait>(
+    conn: &C,
+    account: &Account,
+    lot_id: i64,
+    amount: i64,
+    now: DateTime<Utc>,
+) -> Result<Option<LotTake>, PersistenceError> {
+    #[derive(Debug, FromQueryResult)]
+    struct Lot {
+        remaining: i64,
+        held: i64,
+        expires_at: Option<DateTime<Utc>>,
+    }
+    let Some(lot) = Lot::find_by_statement(stmt(
+        conn,
+        &format!(
+            "SELECT remaining, held, expires_at FROM ledger_entries \
+             WHERE id = $1 AND org_id = $2 AND customer_id = $3 AND program_id = $4 \
+             AND currency = $5 AND remaining > 0 AND (expires_at IS NULL OR expires_at > $6){}",
+            crate::for_update(conn)
+        ),
+        vec![
+            lot_id.into(),
+            account.org_id.into(),
+            account.customer_id.into(),
+            account.program_id.into(),
+            account.currency.clone().into(),
+            now.into(),
+        ],
+    ))
+    .one(conn)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let take = amount.min(lot.remaining);
+    // What of the take is earmarked by holds: it moves to other lots before it is spent.
+    let moved = take - take.min(lot.remaining - lot.held);
+    let done = conn
+        .execute_raw(stmt(
+            conn,
+            "UPDATE ledger_entries SET remaining = remaining - $2, held = held - $3 \
+             WHERE id = $1 AND remaining >= $2 AND held >= $3",
+            vec![lot_id.into(), take.into(), moved.into()],
+        ))
+        .await?;
+    if done.rows_affected() != 1 {
+        return Err(PersistenceError::Other(format!(
+            "lot {lot_id} changed under its lock"
+        )));
+    }
+    if moved > 0 {
+        let instead = pick_lots(conn, account, moved, now).await?;
+        apply_takes(conn, &instead, true).await?;
+        crate::holds::move_earmarks(conn, lot_id, &instead).await?;
+    }
+    Ok(Some(LotTake {
+        lot_id,
+        take,
+        expires_at: lot.expires_at,
+    }))
 }
 
 /// What [`debit`] wrote.
@@ -593,7 +671,7 @@ pub async fn hold<C: ConnectionTrait>(
     let Some(after) = move_balance(conn, account, by, now).await? else {
         return Ok(None);
     };
-    let lots = pick_lots(conn, account, amount, None, now).await?;
+    let lots = pick_lots(conn, account, amount, now).await?;
     apply_takes(conn, &lots, true).await?;
     crate::holds::insert_lots(conn, hold_id, &lots).await?;
     let reference = format!("hold:{hold_id}");

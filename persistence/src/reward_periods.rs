@@ -3,8 +3,9 @@
 //!
 //! Issuance locks the rewards first (`rewards::lock_across`), then these counters (created at
 //! zero and locked by one upsert, in key order), and raises them with conditional updates that
-//! refuse to pass the limit; a cancellation lowers the counter of the period its units were
-//! issued in.
+//! refuse to pass the limit; a cancellation lowers the counters its issuance recorded being
+//! counted in (`issuances.customer_limit_period`, `period_limit_period`), in the period its
+//! units were issued in.
 
 use std::collections::HashMap;
 

@@ -972,13 +972,9 @@ pub async fn cancel(
             };
             rewards::return_stock(tx, org_id, row.reward_id, row.quantity, now).await?;
             issuances::release(tx, org_id, row.customer_id, row.reward_id, row.quantity).await?;
-            // The units go back to the periods they were issued in.
-            if let Some(reward) = rewards::get(tx, org_id, row.reward_id).await? {
-                let (mine, everyone) =
-                    crate::issuance::period_keys(&reward, row.customer_id, row.created_at);
-                for key in [mine, everyone].into_iter().flatten() {
-                    persistence::reward_periods::lower(tx, key, row.quantity).await?;
-                }
+            // The units go back to the counters the issuance was counted in, and only those.
+            for key in crate::issuance::counted_keys(&row) {
+                persistence::reward_periods::lower(tx, key, row.quantity).await?;
             }
             let issuance = issuances::get(tx, org_id, id)
                 .await?

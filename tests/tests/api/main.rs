@@ -21,6 +21,7 @@ mod period_limits;
 mod properties;
 mod races;
 mod rate_limits;
+mod reversals;
 mod sqlite;
 mod tenancy;
 mod transfers;

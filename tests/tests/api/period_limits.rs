@@ -1,6 +1,7 @@
 //! Per-period reward limits: per customer and for everyone, race-proof in bulk and single
-//! issuance, given back by cancellation to the period the units were issued in, reported by
-//! the dry run, and new each calendar period.
+//! issuance, given back by cancellation to the counters and period the units were counted in
+//! (whatever the reward's settings became since), reported by the dry run, and new each
+//! calendar period.
 
 use api::clock::ManualClock;
 use chrono::{DateTime, Duration, Utc};
@@ -280,4 +281,237 @@ async fn a_cancellation_gives_units_back_to_the_period_they_were_issued_in() {
         )
         .await;
     assert_eq!(weekly.body["periodLimitPeriod"], "WEEK");
+}
+
+/// What the counters of `reward` for `period` from `start` count: everyone's, or the customers'.
+async fn counted(app: &TestApp, reward: i64, period: &str, start: &str, everyone: bool) -> i64 {
+    let who = if everyone {
+        "customer_id = '00000000-0000-0000-0000-000000000000'"
+    } else {
+        "customer_id <> '00000000-0000-0000-0000-000000000000'"
+    };
+    app.scalar(&format!(
+        "SELECT COALESCE(sum(issued), 0)::bigint FROM reward_period_counters \
+         WHERE reward_id = {reward} AND period = '{period}' AND period_start = '{start}' AND {who}"
+    ))
+    .await
+}
+
+async fn cancel(app: &TestApp, key: &str, issuance: &str) {
+    let r = app
+        .post(
+            &format!("/v1/rewards/issuances/{issuance}/cancel"),
+            key,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+}
+
+#[tokio::test]
+async fn cancelling_an_issuance_made_before_a_limit_was_set_frees_no_room_under_it() {
+    let (app, _clock, key, program) = app().await;
+    let issue = |mobile: &'static str, r: i64, id: &'static str| {
+        let app = &app;
+        let key = &key;
+        async move {
+            app.post("/v1/rewards/issue", key, &single(mobile, r, id))
+                .await
+        }
+    };
+    // A limit for everyone, set after a unit was issued.
+    let r = create_reward(&app, &key, program, json!({"name": "Later a day"})).await;
+    let before = issue("919555500001", r, "before").await;
+    assert_eq!(before.status, StatusCode::CREATED, "{}", before.text);
+    let patched = app
+        .patch(
+            &format!("/v1/rewards/{r}"),
+            &key,
+            &json!({"periodLimit": 1, "periodLimitPeriod": "DAY"}),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.text);
+    assert_eq!(
+        issue("919555500002", r, "after-1").await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        label(&issue("919555500003", r, "after-2").await),
+        "PERIOD_LIMIT_EXCEEDED"
+    );
+    cancel(&app, &key, before.body["issuanceId"].as_str().unwrap()).await;
+    assert_eq!(
+        label(&issue("919555500003", r, "after-3").await),
+        "PERIOD_LIMIT_EXCEEDED",
+        "the cancelled unit was never counted in today's limit"
+    );
+    assert_eq!(
+        counted(&app, r, "DAY", "2026-11-25T00:00:00Z", true).await,
+        1
+    );
+
+    // The same with a per-customer limit set after the customer got a unit.
+    let mine = create_reward(&app, &key, program, json!({"name": "Later one each"})).await;
+    let before = issue("919555500001", mine, "mine-before").await;
+    assert_eq!(before.status, StatusCode::CREATED, "{}", before.text);
+    let patched = app
+        .patch(
+            &format!("/v1/rewards/{mine}"),
+            &key,
+            &json!({"perCustomerLimit": 1, "perCustomerLimitPeriod": "DAY"}),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.text);
+    assert_eq!(
+        issue("919555500001", mine, "mine-1").await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        label(&issue("919555500001", mine, "mine-2").await),
+        "CUSTOMER_LIMIT_EXCEEDED"
+    );
+    cancel(&app, &key, before.body["issuanceId"].as_str().unwrap()).await;
+    assert_eq!(
+        label(&issue("919555500001", mine, "mine-3").await),
+        "CUSTOMER_LIMIT_EXCEEDED",
+        "the cancelled unit was never counted in the customer's day"
+    );
+    assert_eq!(
+        counted(&app, mine, "DAY", "2026-11-25T00:00:00Z", false).await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_cancellation_gives_back_to_the_period_its_issuance_was_counted_in_after_the_period_changed()
+ {
+    let (app, _clock, key, program) = app().await;
+    let r = create_reward(
+        &app,
+        &key,
+        program,
+        json!({"name": "One a week", "periodLimit": 1, "periodLimitPeriod": "WEEK"}),
+    )
+    .await;
+    let weekly = app
+        .post(
+            "/v1/rewards/issue",
+            &key,
+            &single("919555500001", r, "weekly"),
+        )
+        .await;
+    assert_eq!(weekly.status, StatusCode::CREATED, "{}", weekly.text);
+    let patched = app
+        .patch(
+            &format!("/v1/rewards/{r}"),
+            &key,
+            &json!({"periodLimitPeriod": "DAY"}),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.text);
+    let daily = app
+        .post(
+            "/v1/rewards/issue",
+            &key,
+            &single("919555500002", r, "daily"),
+        )
+        .await;
+    assert_eq!(daily.status, StatusCode::CREATED, "{}", daily.text);
+    cancel(&app, &key, weekly.body["issuanceId"].as_str().unwrap()).await;
+    // The week (from Monday 2026-11-23) gets its unit back; today keeps the one it counted.
+    assert_eq!(
+        counted(&app, r, "WEEK", "2026-11-23T00:00:00Z", true).await,
+        0
+    );
+    assert_eq!(
+        counted(&app, r, "DAY", "2026-11-25T00:00:00Z", true).await,
+        1
+    );
+    assert_eq!(
+        label(
+            &app.post(
+                "/v1/rewards/issue",
+                &key,
+                &single("919555500003", r, "daily-2")
+            )
+            .await
+        ),
+        "PERIOD_LIMIT_EXCEEDED"
+    );
+}
+
+#[tokio::test]
+async fn issuances_made_before_counters_were_recorded_count_in_the_periods_set_when_migrated() {
+    use migration::{MigratorTrait, SchemaManager};
+    let (app, _clock, key, program) = app().await;
+    let r = create_reward(
+        &app,
+        &key,
+        program,
+        json!({"name": "One a day", "periodLimit": 1, "periodLimitPeriod": "DAY"}),
+    )
+    .await;
+    let plain = create_reward(&app, &key, program, json!({"name": "Plain"})).await;
+    let old = app
+        .post("/v1/rewards/issue", &key, &single("919555500001", r, "old"))
+        .await;
+    assert_eq!(old.status, StatusCode::CREATED, "{}", old.text);
+    let unlimited = app
+        .post(
+            "/v1/rewards/issue",
+            &key,
+            &single("919555500001", plain, "plain"),
+        )
+        .await;
+    assert_eq!(unlimited.status, StatusCode::CREATED, "{}", unlimited.text);
+    // The database as an earlier version left it (nothing recorded), then migrated.
+    let recording = migration::Migrator::migrations()
+        .into_iter()
+        .find(|m| m.name().ends_with("_issuance_counted_periods"))
+        .expect("the migration that records counted periods");
+    let schema = SchemaManager::new(app.db.conn());
+    recording.down(&schema).await.expect("down");
+    recording.up(&schema).await.expect("up");
+    assert_eq!(
+        app.scalar(&format!(
+            "SELECT count(*)::bigint FROM issuances \
+             WHERE reward_id = {r} AND period_limit_period = 'DAY' AND customer_limit_period IS NULL"
+        ))
+        .await,
+        1
+    );
+    assert_eq!(
+        app.scalar(&format!(
+            "SELECT count(*)::bigint FROM issuances WHERE reward_id = {plain} \
+             AND (period_limit_period IS NOT NULL OR customer_limit_period IS NOT NULL)"
+        ))
+        .await,
+        0
+    );
+    // The period changes after the migration: the old issuance still gives back to its day.
+    let patched = app
+        .patch(
+            &format!("/v1/rewards/{r}"),
+            &key,
+            &json!({"periodLimitPeriod": "WEEK"}),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.text);
+    let weekly = app
+        .post(
+            "/v1/rewards/issue",
+            &key,
+            &single("919555500002", r, "weekly"),
+        )
+        .await;
+    assert_eq!(weekly.status, StatusCode::CREATED, "{}", weekly.text);
+    cancel(&app, &key, old.body["issuanceId"].as_str().unwrap()).await;
+    assert_eq!(
+        counted(&app, r, "DAY", "2026-11-25T00:00:00Z", true).await,
+        0
+    );
+    assert_eq!(
+        counted(&app, r, "WEEK", "2026-11-23T00:00:00Z", true).await,
+        1
+    );
 }
