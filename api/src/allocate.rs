@@ -770,15 +770,9 @@ pub async fn activate_due(
 
 async fn activate_one(db: &Db, a: &AllocationRow, now: DateTime<Utc>) -> Result<Step, ApiError> {
     let tx = db.begin().await?;
-    let account = Account {
-        org_id: a.org_id,
-        customer_id: a.customer_id,
-        program_id: a.program_id,
-        currency: a.currency.clone(),
-    };
-    if ledger::lock_balance(&tx, &account, true).await?.is_none() {
-        return Ok(Step::Busy);
-    }
+    // The lock order of `POST …/activate` (and of every keyed write): the key, then the
+    // balance. Taken the other way round, a call and the worker could each hold what the
+    // other waits for.
     let key = activation_key(a)?;
     let meaning = RequestMeaning::new();
     let record = match idempotency::claim(
@@ -799,6 +793,16 @@ async fn activate_one(db: &Db, a: &AllocationRow, now: DateTime<Utc>) -> Result<
         Err(PersistenceError::LockTimeout) => return Ok(Step::Busy),
         Err(e) => return Err(e.into()),
     };
+    let account = Account {
+        org_id: a.org_id,
+        customer_id: a.customer_id,
+        program_id: a.program_id,
+        currency: a.currency.clone(),
+    };
+    // Busy elsewhere: rolling back releases the claim, and the next round looks again.
+    if ledger::lock_balance(&tx, &account, true).await?.is_none() {
+        return Ok(Step::Busy);
+    }
     let Some(current) = allocations::get(&tx, a.org_id, a.id).await? else {
         return Ok(Step::Settled);
     };

@@ -45,8 +45,9 @@ impl Pool {
         }
     }
 
-    /// The sea-orm connection underneath.
-    pub(crate) fn inner(&self) -> &DatabaseConnection {
+    /// The sea-orm connection underneath (for what takes a `DatabaseConnection` itself, such
+    /// as the migrations), without the retry.
+    pub fn inner(&self) -> &DatabaseConnection {
         &self.conn
     }
 

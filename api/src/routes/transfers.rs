@@ -160,34 +160,55 @@ pub async fn create(
             let sender = customers::find(tx, org_id, &from)
                 .await?
                 .ok_or_else(|| ApiError::not_found("customer (from)"))?;
-            let recipient = customers::find_or_enroll(tx, org_id, &to, now)
-                .await?
-                .ok_or_else(|| ApiError::not_found("customer (to)"))?
-                .row;
-            if sender.id == recipient.id {
-                return Err(ApiError::validation("to", "is the sender"));
-            }
             let account = |customer_id: Uuid| Account {
                 org_id,
                 customer_id,
                 program_id,
                 currency: currency.clone(),
             };
-            let (out, into) = (account(sender.id), account(recipient.id));
-            // Lock both balances in customer order; the recipient's row is created if new.
-            let mut order = [&out, &into];
-            order.sort_by_key(|a| a.customer_id);
-            for a in order {
-                if a.customer_id == sender.id {
-                    if !settle(&state, tx, a, now).await? {
+            let out = account(sender.id);
+            // The lock order every path takes: existing balances (in customer order), then
+            // customers enrolled, then their new balances. An allocation batch that credits
+            // the sender and enrols the same new recipient takes them in this order too.
+            let recipient = match customers::find(tx, org_id, &to).await? {
+                Some(recipient) => {
+                    if sender.id == recipient.id {
+                        return Err(ApiError::validation("to", "is the sender"));
+                    }
+                    let into = account(recipient.id);
+                    let mut order = [&out, &into];
+                    order.sort_by_key(|a| a.customer_id);
+                    for a in order {
+                        if a.customer_id == sender.id {
+                            if !settle(&state, tx, a, now).await? {
+                                return Err(insufficient());
+                            }
+                        } else {
+                            // Creates the row if new; either way it is locked until the
+                            // commit. The recipient only receives, so its due lots are left
+                            // to the worker.
+                            ledger::upsert_balance(tx, a, 0, 0, now).await?;
+                        }
+                    }
+                    recipient
+                }
+                None => {
+                    if !settle(&state, tx, &out, now).await? {
                         return Err(insufficient());
                     }
-                } else {
-                    // Creates the row if new; either way it is locked until the commit. The
-                    // recipient only receives, so its due lots are left to the worker.
-                    ledger::upsert_balance(tx, a, 0, 0, now).await?;
+                    let recipient = customers::find_or_enroll(tx, org_id, &to, now)
+                        .await?
+                        .ok_or_else(|| ApiError::not_found("customer (to)"))?
+                        .row;
+                    // Enrolled meanwhile by another transaction with a lower id: its balance
+                    // is then taken after the sender's, out of customer order. Two paths can
+                    // only meet that way through a customer enrolled in between; PostgreSQL
+                    // breaks such a deadlock, and the request answers 503, safe to retry.
+                    ledger::upsert_balance(tx, &account(recipient.id), 0, 0, now).await?;
+                    recipient
                 }
-            }
+            };
+            let into = account(recipient.id);
             let reference = format!("transfer:{key}");
             let debited = ledger::debit(
                 tx,

@@ -13,6 +13,7 @@ mod health;
 mod holds;
 mod issuance;
 mod ledger;
+mod lock_order;
 mod notices;
 mod ops;
 mod outage;

@@ -469,7 +469,7 @@ async fn issuances_made_before_counters_were_recorded_count_in_the_periods_set_w
         .into_iter()
         .find(|m| m.name().ends_with("_issuance_counted_periods"))
         .expect("the migration that records counted periods");
-    let schema = SchemaManager::new(app.db.conn());
+    let schema = SchemaManager::new(app.db.conn().inner());
     recording.down(&schema).await.expect("down");
     recording.up(&schema).await.expect("up");
     assert_eq!(
