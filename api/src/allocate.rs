@@ -740,6 +740,46 @@ pub async fn activate_locked(
     Ok((row, after))
 }
 
+/// Activates pending allocation `id` in passing, under its account's balance lock, which the
+/// caller holds (see `crate::settle`): if it is still pending and has matured at `now`, it is
+/// activated and recorded under its activation key exactly as the worker would, and its
+/// `currency.activated` event returned. The key is claimed without waiting
+/// (`idempotency::claim_at_once`): a call activating the same allocation holds the key and
+/// waits for this very balance lock, so waiting for it here would be a deadlock; it is left to
+/// that call, which activates once this transaction ends. `None` when there is nothing to do.
+pub async fn activate_in_passing(
+    tx: &persistence::Tx,
+    org_id: i64,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Option<NewEvent<'static>>, ApiError> {
+    let Some(a) = allocations::get(tx, org_id, id).await? else {
+        return Ok(None);
+    };
+    if !a.is_pending() || a.matures_at.is_some_and(|t| t > now) {
+        return Ok(None);
+    }
+    let key = activation_key(&a)?;
+    let Some((savepoint, record)) = idempotency::claim_at_once(
+        tx,
+        org_id,
+        Operation::AllocationActivation,
+        &key,
+        &RequestMeaning::new(),
+        now,
+    )
+    .await?
+    else {
+        // Activated already, or being activated by a call in flight.
+        return Ok(None);
+    };
+    let (row, after) = activate_locked(&savepoint, &a, now).await?;
+    let body = allocation_json(&row, after);
+    idempotency::complete(&savepoint, record, 201, &body, Some(&row.id.to_string())).await?;
+    savepoint.commit().await.map_err(PersistenceError::from)?;
+    Ok(Some(event("currency.activated", body, now)))
+}
+
 /// The key an activation is recorded under: the allocation itself, so that the endpoint and
 /// the worker activate it once between them, and a later call replays.
 pub fn activation_key(a: &AllocationRow) -> Result<IdempotencyKey, ApiError> {

@@ -26,6 +26,7 @@ pub mod openapi;
 pub mod rate_limit;
 pub mod redeem;
 pub mod routes;
+pub mod settle;
 pub mod startup;
 pub mod telemetry;
 pub mod webhooks;

@@ -41,7 +41,8 @@ use crate::dto::{amount, ts};
 use crate::error::ApiError;
 use crate::group_commit::{Batch, Job, KeyedWrite, Slot, claim_and_prepare, run_keyed};
 use crate::idempotent::{Effect, Outcome, execute};
-use crate::routes::allocations::{insufficient, settle};
+use crate::routes::allocations::insufficient;
+use crate::settle::settle;
 use crate::startup::AppState;
 use crate::webhooks::event;
 
@@ -297,22 +298,25 @@ async fn run_batch(
         .map(|(i, _, _, _, customer)| account(requests[*i], *customer))
         .collect();
     let mut available = ledger::lock_balances(&tx, &accounts).await?;
-    // Expire what is due first (usually nothing), so no debit spends an expired lot.
+    // Settle what has come due first (usually nothing), as the single path does: no debit
+    // spends an expired lot, and points released by an expired hold or matured are there.
     let mut events: BTreeMap<i64, Vec<NewEvent<'static>>> = BTreeMap::new();
     let locked: Vec<Account> = accounts
         .iter()
         .filter(|a| available.contains_key(&a.key()))
         .cloned()
         .collect();
-    for due in ledger::with_due_lots(&tx, &locked, now).await? {
-        let expired = ledger::expire_due(&tx, &due, now).await?;
-        if let (Some(left), Some(after)) = (available.get_mut(&due.key()), expired.after) {
+    for due in persistence::due::accounts_with_due_work(&tx, &locked, now).await? {
+        let settled = crate::settle::settle_locked(&tx, &due, now)
+            .await
+            .map_err(|e| PersistenceError::Other(format!("settling an account: {e}")))?;
+        if let (Some(left), Some(after)) = (
+            available.get_mut(&due.key()),
+            ledger::lock_balance(&tx, &due, false).await?,
+        ) {
             *left = after;
         }
-        events
-            .entry(due.org_id)
-            .or_default()
-            .extend(crate::webhooks::expired_events(&due, &expired.entries, now));
+        events.entry(due.org_id).or_default().extend(settled);
     }
     let debits: Vec<Debit> = ready
         .iter()

@@ -105,6 +105,60 @@ pub async fn claim<C: ConnectionTrait>(
     ))
 }
 
+/// [`claim`] without waiting for a transaction that holds the key: inside a savepoint of
+/// `tx`, with a lock wait of a millisecond (PostgreSQL; SQLite has one writer and nothing to
+/// wait for). `Some((savepoint, record id))` when the key was claimed: the caller does its
+/// effect in the savepoint and commits it (or drops it to give everything up); `None` when the
+/// key was used before or is held by a transaction in flight, and nothing changed. For a path
+/// that holds a lock the key's holder may be waiting for, where waiting for the key would be a
+/// deadlock.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+pub async fn claim_at_once(
+    tx: &sea_orm::DatabaseTransaction,
+    org_id: i64,
+    operation: Operation,
+    key: &IdempotencyKey,
+    meaning: &RequestMeaning,
+    now: DateTime<Utc>,
+) -> Result<Option<(sea_orm::DatabaseTransaction, i64)>, PersistenceError> {
+    use sea_orm::TransactionTrait;
+    let savepoint = tx.begin().await?;
+    let postgres = tx.get_database_backend() == sea_orm::DbBackend::Postgres;
+    let lock_wait: Option<String> = if postgres {
+        let shown = savepoint
+            .query_one_raw(stmt(
+                &savepoint,
+                "SELECT current_setting('lock_timeout')",
+                vec![],
+            ))
+            .await?;
+        savepoint
+            .execute_unprepared("SET LOCAL lock_timeout = '1ms'")
+            .await?;
+        shown.map(|row| row.try_get_by_index(0)).transpose()?
+    } else {
+        None
+    };
+    let record = match claim(&savepoint, org_id, operation, key, meaning, now, None).await {
+        Ok(Claim::Claimed { id }) => id,
+        Ok(Claim::Existing(_)) | Err(PersistenceError::LockTimeout) => {
+            savepoint.rollback().await?;
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some(wait) = lock_wait {
+        savepoint
+            .execute_raw(stmt(
+                &savepoint,
+                "SELECT set_config('lock_timeout', $1, true)",
+                vec![wait.into()],
+            ))
+            .await?;
+    }
+    Ok(Some((savepoint, record)))
+}
+
 /// Stores the outcome on a claimed record (same transaction as the effect).
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn complete<C: ConnectionTrait>(

@@ -1027,7 +1027,7 @@ impl Account {
 }
 
 /// `(a, b, c, d), …` placeholders and values for accounts, numbered after `first - 1`.
-fn account_tuples(accounts: &[&Account], first: usize) -> (String, Vec<Value>) {
+pub(crate) fn account_tuples(accounts: &[&Account], first: usize) -> (String, Vec<Value>) {
     let mut values: Vec<Value> = Vec::with_capacity(accounts.len() * 4);
     let mut tuples = Vec::with_capacity(accounts.len());
     for a in accounts {
@@ -1090,48 +1090,6 @@ pub async fn lock_balances<C: ConnectionTrait>(
                     held: r.held,
                 },
             )
-        })
-        .collect())
-}
-
-/// Which of `accounts` have a lot due to expire at `now` (usually none).
-#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
-pub async fn with_due_lots<C: ConnectionTrait>(
-    conn: &C,
-    accounts: &[Account],
-    now: DateTime<Utc>,
-) -> Result<Vec<Account>, PersistenceError> {
-    #[derive(Debug, FromQueryResult)]
-    struct Row {
-        org_id: i64,
-        customer_id: Uuid,
-        program_id: i64,
-        currency: String,
-    }
-    if accounts.is_empty() {
-        return Ok(Vec::new());
-    }
-    let refs: Vec<&Account> = accounts.iter().collect();
-    let (tuples, mut values) = account_tuples(&refs, 2);
-    values.insert(0, now.into());
-    let rows = Row::find_by_statement(stmt(
-        conn,
-        &format!(
-            "SELECT DISTINCT org_id, customer_id, program_id, currency FROM ledger_entries \
-             WHERE (org_id, customer_id, program_id, currency) IN (VALUES {tuples}) \
-             AND remaining > 0 AND expires_at <= $1 ORDER BY org_id, customer_id, program_id, currency"
-        ),
-        values,
-    ))
-    .all(conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| Account {
-            org_id: r.org_id,
-            customer_id: r.customer_id,
-            program_id: r.program_id,
-            currency: r.currency,
         })
         .collect())
 }

@@ -14,6 +14,7 @@ pub mod allocations;
 pub mod catalog;
 pub mod customer_data;
 pub mod customers;
+pub mod due;
 pub mod earn_caps;
 mod error;
 pub mod expiring;

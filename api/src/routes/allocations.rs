@@ -20,6 +20,7 @@ use crate::openapi::{
     text255_schema, text500_schema, to_json,
 };
 use crate::redeem::{RedemptionRequest, redeem_alone};
+use crate::settle::settle;
 use crate::startup::AppState;
 use crate::webhooks::event;
 
@@ -301,23 +302,6 @@ pub async fn get(
     )
     .await?;
     Ok(HttpResponse::Ok().json(allocation_view(&row, balance)))
-}
-
-/// Locks the account's balance and expires its due lots (writing their events), so that a
-/// debit after it never spends an expired lot. `false` when the account has no balance yet.
-pub(crate) async fn settle(
-    state: &AppState,
-    tx: &persistence::Tx,
-    account: &Account,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<bool, ApiError> {
-    if ledger::lock_balance(tx, account, false).await?.is_none() {
-        return Ok(false);
-    }
-    let expired = ledger::expire_due(tx, account, now).await?;
-    let events = crate::webhooks::expired_events(account, &expired.entries, now);
-    crate::webhooks::emit(&state.caches, tx, account.org_id, events, now).await?;
-    Ok(true)
 }
 
 pub(crate) fn insufficient() -> ApiError {

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
 use persistence::holds::{self, HoldRow, NewHold};
 use persistence::ledger::{self, Totals};
+use persistence::webhooks::NewEvent;
 use persistence::{Db, PersistenceError, customers};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -26,7 +27,8 @@ use crate::openapi::{
     external_id_schema, key_schema, mobile_schema, positive_decimal_schema, text500_schema,
     to_json,
 };
-use crate::routes::allocations::{Balance, insufficient, settle, spend_fields, spend_meaning};
+use crate::routes::allocations::{Balance, insufficient, spend_fields, spend_meaning};
+use crate::settle::settle;
 use crate::startup::AppState;
 use crate::webhooks::event;
 use crate::workers::{Round, Step};
@@ -479,15 +481,34 @@ async fn expire_hold(
     }
     let lots = ledger::expire_due(&tx, &account, now).await?;
     let mut events = crate::webhooks::expired_events(&account, &lots.entries, now);
-    let Some(current) = holds::get(&tx, hold.org_id, hold.id).await? else {
+    let Some(expired) = expire_locked(&tx, hold.org_id, hold.id, now).await? else {
         return Ok(Step::Settled);
     };
-    if current.status != "HELD" || current.expires_at > now {
-        return Ok(Step::Settled);
-    }
-    let (row, after) = end_hold(&tx, current, "EXPIRED", 0, now).await?;
-    events.push(event("currency.hold_expired", hold_json(&row, after), now));
+    events.push(expired);
     persistence::webhooks::emit(&tx, account.org_id, &events, now).await?;
     Db::commit(tx).await?;
     Ok(Step::Done)
+}
+
+/// Ends hold `id` as `EXPIRED` if it is still `HELD` and past its `expiresAt` at `now`, and
+/// returns its `currency.hold_expired` event; `None` when there is nothing to do. The caller
+/// holds the account's balance lock (the lock every settlement of a hold takes).
+pub(crate) async fn expire_locked(
+    tx: &persistence::Tx,
+    org_id: i64,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Option<NewEvent<'static>>, PersistenceError> {
+    let Some(current) = holds::get(tx, org_id, id).await? else {
+        return Ok(None);
+    };
+    if current.status != "HELD" || current.expires_at > now {
+        return Ok(None);
+    }
+    let (row, after) = end_hold(tx, current, "EXPIRED", 0, now).await?;
+    Ok(Some(event(
+        "currency.hold_expired",
+        hold_json(&row, after),
+        now,
+    )))
 }

@@ -23,7 +23,8 @@ use crate::openapi::{
     external_id_schema, key_schema, mobile_schema, positive_decimal_schema, text500_schema,
     to_json,
 };
-use crate::routes::allocations::{Balance, insufficient, settle, spend_fields, spend_meaning};
+use crate::routes::allocations::{Balance, insufficient, spend_fields, spend_meaning};
+use crate::settle::settle;
 use crate::startup::AppState;
 use crate::webhooks::event;
 

@@ -8,6 +8,7 @@ mod catalog;
 mod connection;
 mod crash;
 mod customer_data;
+mod due_work;
 mod group_commit;
 mod health;
 mod holds;
