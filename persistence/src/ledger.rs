@@ -720,12 +720,14 @@ pub async fn settle_hold<C: ConnectionTrait>(
     })
 }
 
-/// Accounts with at least one lot due to expire at `now`, at most `limit` of them.
+/// Accounts with at least one lot due to expire at `now`, at most `limit` of them, leaving out
+/// those of `skip`.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn due_accounts<C: ConnectionTrait>(
     conn: &C,
     now: DateTime<Utc>,
     limit: u64,
+    skip: &[Account],
 ) -> Result<Vec<Account>, PersistenceError> {
     #[derive(Debug, FromQueryResult)]
     struct Row {
@@ -734,12 +736,25 @@ pub async fn due_accounts<C: ConnectionTrait>(
         program_id: i64,
         currency: String,
     }
+    let refs: Vec<&Account> = skip.iter().collect();
+    let (tuples, mut values) = account_tuples(&refs, 3);
+    values.splice(
+        0..0,
+        [now.into(), i64::try_from(limit).unwrap_or(i64::MAX).into()],
+    );
+    let not_skipped = if skip.is_empty() {
+        String::new()
+    } else {
+        format!(" AND (org_id, customer_id, program_id, currency) NOT IN (VALUES {tuples})")
+    };
     let rows = Row::find_by_statement(stmt(
         conn,
-        "SELECT org_id, customer_id, program_id, currency FROM ledger_entries \
-         WHERE remaining > 0 AND expires_at <= $1 \
-         GROUP BY org_id, customer_id, program_id, currency ORDER BY MIN(expires_at) LIMIT $2",
-        vec![now.into(), i64::try_from(limit).unwrap_or(i64::MAX).into()],
+        &format!(
+            "SELECT org_id, customer_id, program_id, currency FROM ledger_entries \
+             WHERE remaining > 0 AND expires_at <= $1{not_skipped} \
+             GROUP BY org_id, customer_id, program_id, currency ORDER BY MIN(expires_at) LIMIT $2"
+        ),
+        values,
     ))
     .all(conn)
     .await?;

@@ -24,3 +24,4 @@ mod tenancy;
 mod transfers;
 mod validation;
 mod webhooks;
+mod workers;
