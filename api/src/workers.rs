@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use persistence::ledger;
-use persistence::{Db, PersistenceError, idempotency};
+use persistence::{Db, PersistenceError, expiring, idempotency};
 
 use crate::startup::AppState;
 
@@ -203,12 +203,17 @@ pub async fn activate_all(db: &Db, now: DateTime<Utc>) -> Result<usize, Persiste
     .await
 }
 
-/// Lots noticed per round (one transaction each).
+/// Lots read per notice round.
 pub const NOTICE_BATCH: u64 = 200;
 
-/// Writes the `currency.expiring` notice of every lot that expires within `days` of `now`
-/// and has none yet, once per lot, each round's lots and notices in one transaction; returns
-/// how many it wrote. Safe on any number of instances (see `expiring::claim_notices`).
+/// Writes the `currency.expiring` notice of every lot that expires within `days` of `now` and
+/// has none yet, once per lot: lots ahead of `now` by up to `days`, and lots that expired up to
+/// `days` before `now` without one (created, or moved into the window, after the previous
+/// round and expired before this one), whether the expiry emptied them already or not. Each
+/// organisation's notices of a round are written in their own transaction, so one whose
+/// notices fail (logged, counted, and left out for the rest of the run) holds back no other;
+/// its lots stay unnoticed for the next run. Returns how many it wrote. Safe on any number of
+/// instances (see `expiring::claim_notices`).
 pub async fn notify_expiring_all(
     db: &Db,
     now: DateTime<Utc>,
@@ -217,27 +222,50 @@ pub async fn notify_expiring_all(
     if days == 0 {
         return Ok(0);
     }
-    let horizon = now + chrono::Duration::days(i64::from(days));
-    let mut total = 0;
+    let window = chrono::Duration::days(i64::from(days));
+    let (from, horizon) = (now - window, now + window);
+    // The organisations are the items: `done` counts notices, `failed` the organisations.
+    let mut run: Round<i64> = Round::default();
+    let mut after = None;
     loop {
-        let tx = db.begin().await?;
-        let lots = persistence::expiring::claim_notices(&tx, now, horizon, NOTICE_BATCH).await?;
-        let mut by_org: std::collections::BTreeMap<i64, Vec<_>> = Default::default();
-        for lot in &lots {
-            by_org
-                .entry(lot.org_id)
-                .or_default()
-                .push(crate::webhooks::expiring_event(lot, now));
+        let due = expiring::notices_due(db.conn(), from, horizon, after, NOTICE_BATCH).await?;
+        let Some(last) = due.last() else {
+            return Ok(run.done);
+        };
+        after = Some((last.expires_at, last.id));
+        let mut by_org: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
+        for lot in due.iter().filter(|l| !run.failed.contains(&l.org_id)) {
+            by_org.entry(lot.org_id).or_default().push(lot.id);
         }
-        for (org_id, events) in &by_org {
-            persistence::webhooks::emit(&tx, *org_id, events, now).await?;
+        for (org_id, ids) in by_org {
+            match notify_org(db, org_id, &ids, now).await {
+                Ok(n) => run.done += n,
+                Err(e) => run.fail("expiry_notice", org_id, &e),
+            }
         }
-        Db::commit(tx).await?;
-        total += lots.len();
-        if (lots.len() as u64) < NOTICE_BATCH {
-            return Ok(total);
+        if (due.len() as u64) < NOTICE_BATCH {
+            return Ok(run.done);
         }
     }
+}
+
+/// Writes the notices of the lots `ids` of one organisation that still owe theirs, in one
+/// transaction; returns how many.
+async fn notify_org(
+    db: &Db,
+    org_id: i64,
+    ids: &[i64],
+    now: DateTime<Utc>,
+) -> Result<usize, PersistenceError> {
+    let tx = db.begin().await?;
+    let lots = expiring::claim_notices(&tx, org_id, ids, now).await?;
+    let events: Vec<_> = lots
+        .iter()
+        .map(|lot| crate::webhooks::expiring_event(lot, now))
+        .collect();
+    persistence::webhooks::emit(&tx, org_id, &events, now).await?;
+    Db::commit(tx).await?;
+    Ok(lots.len())
 }
 
 /// Forgets every idempotency record created before `cutoff`, batch by batch.

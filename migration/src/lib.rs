@@ -17,6 +17,7 @@ mod m20261122_000003_ledger_lifecycle;
 mod m20261122_000004_webhooks;
 mod m20261123_000005_points_lifecycle;
 mod m20261123_000006_org_controls;
+mod m20261207_000007_expired_lots;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000004_webhooks::Migration),
             Box::new(m20261123_000005_points_lifecycle::Migration),
             Box::new(m20261123_000006_org_controls::Migration),
+            Box::new(m20261207_000007_expired_lots::Migration),
         ]
     }
 }
@@ -42,6 +44,7 @@ const SOURCES: &[&str] = &[
     include_str!("m20261122_000004_webhooks.rs"),
     include_str!("m20261123_000005_points_lifecycle.rs"),
     include_str!("m20261123_000006_org_controls.rs"),
+    include_str!("m20261207_000007_expired_lots.rs"),
 ];
 
 /// Text that changes whenever a migration is added or edited; test harnesses use it to know

@@ -347,9 +347,10 @@ pub struct Expired {
 }
 
 /// Expires every lot of the account whose `expires_at` has passed: an `EXPIRE` entry for what
-/// was left of it, the lot emptied, its unheld part taken from `available` and its held part
-/// from `held` and from the holds that earmarked it (a hold never keeps points alive past their
-/// expiry). The caller holds the balance lock ([`lock_balance`]); the lot's own conditional
+/// was left of it, the lot emptied (what was left kept in its `expired_amount`, so a lot not
+/// noticed yet still gets its `currency.expiring` notice), its unheld part taken from
+/// `available` and its held part from `held` and from the holds that earmarked it (a hold never
+/// keeps points alive past their expiry). The caller holds the balance lock ([`lock_balance`]); the lot's own conditional
 /// update makes a second expiry of it impossible.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn expire_due<C: ConnectionTrait>(
@@ -386,7 +387,7 @@ pub async fn expire_due<C: ConnectionTrait>(
         let emptied = conn
             .execute_raw(stmt(
                 conn,
-                "UPDATE ledger_entries SET remaining = 0, held = 0 \
+                "UPDATE ledger_entries SET remaining = 0, held = 0, expired_amount = $2 \
                  WHERE id = $1 AND remaining = $2 AND held = $3",
                 vec![lot.id.into(), lot.remaining.into(), lot.held.into()],
             ))
