@@ -786,23 +786,23 @@ pub fn activation_key(a: &AllocationRow) -> Result<IdempotencyKey, ApiError> {
     IdempotencyKey::parse(&a.id.to_string()).map_err(|e| ApiError::Internal(e.message))
 }
 
-/// Activates the pending allocations whose `maturesAt` has passed, up to `limit` of them;
-/// returns how many it activated and how many it found busy. Safe on any number of instances:
-/// each activation claims the allocation's activation key and takes its balance lock (`SKIP
-/// LOCKED`: an account busy elsewhere waits for the next round), and changes the allocation
-/// only if it is still pending.
+/// Activates the pending allocations whose `maturesAt` has passed, up to `limit` of them,
+/// leaving out those of `skip` (failed earlier in the run); returns how many it activated, how
+/// many it found busy and which it failed on. Safe on any number of instances: each activation
+/// claims the allocation's activation key and takes its balance lock (`SKIP LOCKED`: an
+/// account busy elsewhere waits for the next round), and changes the allocation only if it is
+/// still pending.
 pub async fn activate_due(
     db: &Db,
     now: DateTime<Utc>,
     limit: u64,
-) -> Result<Round, PersistenceError> {
+    skip: &[Uuid],
+) -> Result<Round<Uuid>, PersistenceError> {
     let mut round = Round::default();
-    for a in allocations::due_pending(db.conn(), now, limit).await? {
+    for a in allocations::due_pending(db.conn(), now, limit, skip).await? {
         match activate_one(db, &a, now).await {
             Ok(step) => round.add(step),
-            Err(e) => {
-                tracing::warn!(error = %e, allocation = %a.id, "could not activate an allocation")
-            }
+            Err(e) => round.fail("activation", a.id, &e),
         }
     }
     Ok(round)

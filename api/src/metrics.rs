@@ -67,6 +67,7 @@ const IDEMPOTENCY: &str = "loyalty_idempotency_outcomes_total";
 const REWARD_ITEMS: &str = "loyalty_reward_items_total";
 const CURRENCY: &str = "loyalty_currency_amount";
 const WEBHOOKS: &str = "loyalty_webhook_deliveries_total";
+const WORKER_FAILURES: &str = "loyalty_worker_item_failures_total";
 const POOL: &str = "loyalty_db_connections";
 const POOL_WAITING: &str = "loyalty_db_connections_waiting";
 
@@ -91,6 +92,11 @@ fn describe() {
     describe_counter!(
         WEBHOOKS,
         "Webhook delivery attempts by outcome (delivered, failed, retry_scheduled)."
+    );
+    describe_counter!(
+        WORKER_FAILURES,
+        "Items a background job failed on (an error, not a lock held elsewhere) and skipped \
+         until its next run, by job."
     );
     describe_gauge!(POOL, "Database pool connections by state (in_use, idle).");
     describe_gauge!(
@@ -134,6 +140,12 @@ pub fn currency(kind: &'static str, amount: &str) {
 /// One webhook delivery attempt.
 pub fn webhook(outcome: &'static str) {
     counter!(WEBHOOKS, "outcome" => outcome).increment(1);
+}
+
+/// A background job failed on an item: `lot_expiry`, `activation`, `hold_expiry` or
+/// `expiry_notice`.
+pub fn worker_failure(job: &'static str) {
+    counter!(WORKER_FAILURES, "job" => job).increment(1);
 }
 
 /// The text exposition format, with the pool's state read now.

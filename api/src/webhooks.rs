@@ -393,21 +393,28 @@ pub fn expired_events(
         .collect()
 }
 
-/// The `currency.expiring` notice of a lot: what is left of it and when it expires.
+/// The `currency.expiring` notice of a lot: what is left of it and when it expires. `late`
+/// when it is written at or after `expiresAt` (the lot expired before a notice round came);
+/// the amount is then what expired, if the lot is already emptied.
 pub fn expiring_event(
     lot: &persistence::expiring::ExpiringLot,
     now: DateTime<Utc>,
 ) -> NewEvent<'static> {
+    let amount = match lot.expired_amount {
+        Some(expired) if lot.remaining == 0 => expired,
+        _ => lot.remaining,
+    };
     event(
         "currency.expiring",
         json!({
             "customerId": lot.customer_id.to_string(),
             "programId": lot.program_id,
             "currency": lot.currency,
-            "amount": crate::dto::amount(lot.remaining, lot.scale),
+            "amount": crate::dto::amount(amount, lot.scale),
             "held": crate::dto::amount(lot.held, lot.scale),
             "lotId": lot.id.to_string(),
             "expiresAt": ts(lot.expires_at),
+            "late": lot.expires_at <= now,
         }),
         now,
     )

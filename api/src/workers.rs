@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use persistence::ledger;
-use persistence::{Db, PersistenceError, idempotency};
+use persistence::{Db, PersistenceError, expiring, idempotency};
 
 use crate::startup::AppState;
 
@@ -20,17 +20,20 @@ pub const EXPIRY_BATCH: u64 = 200;
 /// Records deleted per purge statement.
 pub const PURGE_BATCH: u64 = 1_000;
 
-/// Expires every lot due at `now` in up to `EXPIRY_BATCH` accounts; returns the lots expired.
-pub async fn expire_once(db: &Db, now: DateTime<Utc>) -> Result<Round, PersistenceError> {
+/// Expires every lot due at `now` in up to `EXPIRY_BATCH` accounts, leaving out the accounts
+/// of `skip` (those that failed earlier in the run); returns the lots expired.
+pub async fn expire_once(
+    db: &Db,
+    now: DateTime<Utc>,
+    skip: &[ledger::Account],
+) -> Result<Round<ledger::Account>, PersistenceError> {
     let mut round = Round::default();
-    for account in ledger::due_accounts(db.conn(), now, EXPIRY_BATCH).await? {
+    for account in ledger::due_accounts(db.conn(), now, EXPIRY_BATCH, skip).await? {
         match expire_account(db, &account, now).await {
             Ok(Some(n)) => round.done += n,
             Ok(None) => round.busy += 1,
             // One account that cannot be expired must not stop the others.
-            Err(e) => {
-                tracing::warn!(error = %e, customer = %account.customer_id, "could not expire an account's lots")
-            }
+            Err(e) => round.fail("lot_expiry", account, &e),
         }
     }
     Ok(round)
@@ -62,12 +65,25 @@ async fn expire_account(
 }
 
 /// What one round of a background job did with the items due.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Round {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Round<K = ()> {
     /// Items it completed.
     pub done: usize,
     /// Items it left because another transaction held their balance (`SKIP LOCKED`).
     pub busy: usize,
+    /// Items it failed on (an error, not a lock held elsewhere): the run's later rounds leave
+    /// them out, so that items failing every time cannot keep the job from those behind them.
+    pub failed: Vec<K>,
+}
+
+impl<K> Default for Round<K> {
+    fn default() -> Self {
+        Self {
+            done: 0,
+            busy: 0,
+            failed: Vec::new(),
+        }
+    }
 }
 
 /// What a background job did with one item.
@@ -81,7 +97,7 @@ pub enum Step {
     Busy,
 }
 
-impl Round {
+impl<K: std::fmt::Debug> Round<K> {
     /// Adds one item's step.
     pub fn add(&mut self, step: Step) {
         match step {
@@ -90,29 +106,59 @@ impl Round {
             Step::Busy => self.busy += 1,
         }
     }
+
+    /// Records that `job` failed on `item`: logged and counted here, once per run, since the
+    /// run's later rounds leave the item out; the next run tries it again.
+    pub fn fail(&mut self, job: &'static str, item: K, error: &dyn std::fmt::Display) {
+        tracing::warn!(job, ?item, error = %error, "a background job failed on an item; skipped until its next run");
+        crate::metrics::worker_failure(job);
+        self.failed.push(item);
+    }
 }
 
 /// Rounds in a row that may find only busy items before a run leaves them to the next run.
 const BUSY_ROUNDS: u32 = 50;
+
+/// Failed items a run leaves out of its reads at most; past that, the run ends (its reads would
+/// grow too long) and the next run starts over.
+const MAX_FAILED: usize = 1_000;
 
 /// Runs `round` until a round finds nothing due. A round that found only items held by
 /// another transaction is not the end: two instances skipping each other's locked balances
 /// could otherwise both stop with an item still due (each holding the lock for an item the
 /// other had already settled when the other came to it). Such rounds are retried after a
 /// short pause, up to `BUSY_ROUNDS` in a row; an item busy for longer waits for the next run.
-async fn until_settled<F, Fut>(mut round: F) -> Result<usize, PersistenceError>
+/// Each round is given the items that failed in the run so far, to leave out of its read:
+/// items that fail every time, read first, would otherwise fill every round and keep the job
+/// from the items behind them.
+async fn until_settled<K, F, Fut>(
+    job: &'static str,
+    mut round: F,
+) -> Result<usize, PersistenceError>
 where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Round, PersistenceError>>,
+    K: Clone,
+    F: FnMut(Vec<K>) -> Fut,
+    Fut: Future<Output = Result<Round<K>, PersistenceError>>,
 {
     let (mut total, mut busy_rounds) = (0, 0);
+    let mut failed: Vec<K> = Vec::new();
     loop {
-        let r = round().await?;
+        let r = round(failed.clone()).await?;
         total += r.done;
-        if r.done == 0 && r.busy == 0 {
+        let moved_on = r.done > 0 || !r.failed.is_empty();
+        failed.extend(r.failed);
+        if !moved_on && r.busy == 0 {
             return Ok(total);
         }
-        if r.done > 0 {
+        if failed.len() >= MAX_FAILED {
+            tracing::warn!(
+                job,
+                failed = failed.len(),
+                "a background job failed on too many items; the rest waits for its next run"
+            );
+            return Ok(total);
+        }
+        if moved_on {
             busy_rounds = 0;
         } else {
             busy_rounds += 1;
@@ -126,15 +172,23 @@ where
 
 /// Expires until nothing is due at `now` (or an error); returns the lots expired.
 pub async fn expire_all(db: &Db, now: DateTime<Utc>) -> Result<usize, PersistenceError> {
-    until_settled(|| expire_once(db, now)).await
+    until_settled("lot_expiry", |skip: Vec<ledger::Account>| async move {
+        expire_once(db, now, &skip).await
+    })
+    .await
 }
 
 /// Holds looked at per hold-expiry round.
 pub const HOLD_BATCH: u64 = 200;
 
 /// Releases every hold whose `expiresAt` has passed at `now`; returns how many it released.
+/// `expire_due_holds` only logs the holds it fails on (it reports no `Round::failed`), so
+/// nothing is left out of this job's reads.
 pub async fn expire_holds_all(db: &Db, now: DateTime<Utc>) -> Result<usize, PersistenceError> {
-    until_settled(|| crate::routes::holds::expire_due_holds(db, now, HOLD_BATCH)).await
+    until_settled("hold_expiry", |_: Vec<()>| {
+        crate::routes::holds::expire_due_holds(db, now, HOLD_BATCH)
+    })
+    .await
 }
 
 /// Allocations looked at per activation round.
@@ -143,15 +197,23 @@ pub const ACTIVATION_BATCH: u64 = 200;
 /// Makes every pending allocation whose `maturesAt` has passed at `now` available; returns how
 /// many it activated.
 pub async fn activate_all(db: &Db, now: DateTime<Utc>) -> Result<usize, PersistenceError> {
-    until_settled(|| crate::allocate::activate_due(db, now, ACTIVATION_BATCH)).await
+    until_settled("activation", |skip: Vec<uuid::Uuid>| async move {
+        crate::allocate::activate_due(db, now, ACTIVATION_BATCH, &skip).await
+    })
+    .await
 }
 
-/// Lots noticed per round (one transaction each).
+/// Lots read per notice round.
 pub const NOTICE_BATCH: u64 = 200;
 
-/// Writes the `currency.expiring` notice of every lot that expires within `days` of `now`
-/// and has none yet, once per lot, each round's lots and notices in one transaction; returns
-/// how many it wrote. Safe on any number of instances (see `expiring::claim_notices`).
+/// Writes the `currency.expiring` notice of every lot that expires within `days` of `now` and
+/// has none yet, once per lot: lots ahead of `now` by up to `days`, and lots that expired up to
+/// `days` before `now` without one (created, or moved into the window, after the previous
+/// round and expired before this one), whether the expiry emptied them already or not. Each
+/// organisation's notices of a round are written in their own transaction, so one whose
+/// notices fail (logged, counted, and left out for the rest of the run) holds back no other;
+/// its lots stay unnoticed for the next run. Returns how many it wrote. Safe on any number of
+/// instances (see `expiring::claim_notices`).
 pub async fn notify_expiring_all(
     db: &Db,
     now: DateTime<Utc>,
@@ -160,27 +222,50 @@ pub async fn notify_expiring_all(
     if days == 0 {
         return Ok(0);
     }
-    let horizon = now + chrono::Duration::days(i64::from(days));
-    let mut total = 0;
+    let window = chrono::Duration::days(i64::from(days));
+    let (from, horizon) = (now - window, now + window);
+    // The organisations are the items: `done` counts notices, `failed` the organisations.
+    let mut run: Round<i64> = Round::default();
+    let mut after = None;
     loop {
-        let tx = db.begin().await?;
-        let lots = persistence::expiring::claim_notices(&tx, now, horizon, NOTICE_BATCH).await?;
-        let mut by_org: std::collections::BTreeMap<i64, Vec<_>> = Default::default();
-        for lot in &lots {
-            by_org
-                .entry(lot.org_id)
-                .or_default()
-                .push(crate::webhooks::expiring_event(lot, now));
+        let due = expiring::notices_due(db.conn(), from, horizon, after, NOTICE_BATCH).await?;
+        let Some(last) = due.last() else {
+            return Ok(run.done);
+        };
+        after = Some((last.expires_at, last.id));
+        let mut by_org: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
+        for lot in due.iter().filter(|l| !run.failed.contains(&l.org_id)) {
+            by_org.entry(lot.org_id).or_default().push(lot.id);
         }
-        for (org_id, events) in &by_org {
-            persistence::webhooks::emit(&tx, *org_id, events, now).await?;
+        for (org_id, ids) in by_org {
+            match notify_org(db, org_id, &ids, now).await {
+                Ok(n) => run.done += n,
+                Err(e) => run.fail("expiry_notice", org_id, &e),
+            }
         }
-        Db::commit(tx).await?;
-        total += lots.len();
-        if (lots.len() as u64) < NOTICE_BATCH {
-            return Ok(total);
+        if (due.len() as u64) < NOTICE_BATCH {
+            return Ok(run.done);
         }
     }
+}
+
+/// Writes the notices of the lots `ids` of one organisation that still owe theirs, in one
+/// transaction; returns how many.
+async fn notify_org(
+    db: &Db,
+    org_id: i64,
+    ids: &[i64],
+    now: DateTime<Utc>,
+) -> Result<usize, PersistenceError> {
+    let tx = db.begin().await?;
+    let lots = expiring::claim_notices(&tx, org_id, ids, now).await?;
+    let events: Vec<_> = lots
+        .iter()
+        .map(|lot| crate::webhooks::expiring_event(lot, now))
+        .collect();
+    persistence::webhooks::emit(&tx, org_id, &events, now).await?;
+    Db::commit(tx).await?;
+    Ok(lots.len())
 }
 
 /// Forgets every idempotency record created before `cutoff`, batch by batch.

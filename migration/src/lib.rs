@@ -18,6 +18,7 @@ mod m20261122_000004_webhooks;
 mod m20261123_000005_points_lifecycle;
 mod m20261123_000006_org_controls;
 mod m20261124_000007_issuance_counted_periods;
+mod m20261207_000008_expired_lots;
 
 pub struct Migrator;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000005_points_lifecycle::Migration),
             Box::new(m20261123_000006_org_controls::Migration),
             Box::new(m20261124_000007_issuance_counted_periods::Migration),
+            Box::new(m20261207_000008_expired_lots::Migration),
         ]
     }
 }
@@ -45,6 +47,7 @@ const SOURCES: &[&str] = &[
     include_str!("m20261123_000005_points_lifecycle.rs"),
     include_str!("m20261123_000006_org_controls.rs"),
     include_str!("m20261124_000007_issuance_counted_periods.rs"),
+    include_str!("m20261207_000008_expired_lots.rs"),
 ];
 
 /// Text that changes whenever a migration is added or edited; test harnesses use it to know

@@ -173,20 +173,30 @@ pub async fn get<C: ConnectionTrait>(
     .await?)
 }
 
-/// Pending allocations whose `matures_at` has passed, oldest first, at most `limit`.
+/// Pending allocations whose `matures_at` has passed, oldest first, at most `limit`, leaving
+/// out those of `skip`.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn due_pending<C: ConnectionTrait>(
     conn: &C,
     now: DateTime<Utc>,
     limit: u64,
+    skip: &[Uuid],
 ) -> Result<Vec<AllocationRow>, PersistenceError> {
+    let not_skipped = if skip.is_empty() {
+        String::new()
+    } else {
+        let places: Vec<String> = (0..skip.len()).map(|i| format!("${}", i + 3)).collect();
+        format!(" AND a.id NOT IN ({})", places.join(", "))
+    };
+    let mut values: Vec<Value> = vec![now.into(), i64::try_from(limit).unwrap_or(i64::MAX).into()];
+    values.extend(skip.iter().map(|id| Value::from(*id)));
     Ok(AllocationRow::find_by_statement(stmt(
         conn,
         &format!(
-            "SELECT {COLUMNS} {FROM} WHERE a.status = 'PENDING' AND a.matures_at <= $1 \
+            "SELECT {COLUMNS} {FROM} WHERE a.status = 'PENDING' AND a.matures_at <= $1{not_skipped} \
              ORDER BY a.matures_at, a.id LIMIT $2"
         ),
-        vec![now.into(), i64::try_from(limit).unwrap_or(i64::MAX).into()],
+        values,
     ))
     .all(conn)
     .await?)

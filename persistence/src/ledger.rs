@@ -347,9 +347,10 @@ pub struct Expired {
 }
 
 /// Expires every lot of the account whose `expires_at` has passed: an `EXPIRE` entry for what
-/// was left of it, the lot emptied, its unheld part taken from `available` and its held part
-/// from `held` and from the holds that earmarked it (a hold never keeps points alive past their
-/// expiry). The caller holds the balance lock ([`lock_balance`]); the lot's own conditional
+/// was left of it, the lot emptied (what was left kept in its `expired_amount`, so a lot not
+/// noticed yet still gets its `currency.expiring` notice), its unheld part taken from
+/// `available` and its held part from `held` and from the holds that earmarked it (a hold never
+/// keeps points alive past their expiry). The caller holds the balance lock ([`lock_balance`]); the lot's own conditional
 /// update makes a second expiry of it impossible.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn expire_due<C: ConnectionTrait>(
@@ -386,7 +387,7 @@ pub async fn expire_due<C: ConnectionTrait>(
         let emptied = conn
             .execute_raw(stmt(
                 conn,
-                "UPDATE ledger_entries SET remaining = 0, held = 0 \
+                "UPDATE ledger_entries SET remaining = 0, held = 0, expired_amount = $2 \
                  WHERE id = $1 AND remaining = $2 AND held = $3",
                 vec![lot.id.into(), lot.remaining.into(), lot.held.into()],
             ))
@@ -798,12 +799,14 @@ pub async fn settle_hold<C: ConnectionTrait>(
     })
 }
 
-/// Accounts with at least one lot due to expire at `now`, at most `limit` of them.
+/// Accounts with at least one lot due to expire at `now`, at most `limit` of them, leaving out
+/// those of `skip`.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn due_accounts<C: ConnectionTrait>(
     conn: &C,
     now: DateTime<Utc>,
     limit: u64,
+    skip: &[Account],
 ) -> Result<Vec<Account>, PersistenceError> {
     #[derive(Debug, FromQueryResult)]
     struct Row {
@@ -812,12 +815,25 @@ pub async fn due_accounts<C: ConnectionTrait>(
         program_id: i64,
         currency: String,
     }
+    let refs: Vec<&Account> = skip.iter().collect();
+    let (tuples, mut values) = account_tuples(&refs, 3);
+    values.splice(
+        0..0,
+        [now.into(), i64::try_from(limit).unwrap_or(i64::MAX).into()],
+    );
+    let not_skipped = if skip.is_empty() {
+        String::new()
+    } else {
+        format!(" AND (org_id, customer_id, program_id, currency) NOT IN (VALUES {tuples})")
+    };
     let rows = Row::find_by_statement(stmt(
         conn,
-        "SELECT org_id, customer_id, program_id, currency FROM ledger_entries \
-         WHERE remaining > 0 AND expires_at <= $1 \
-         GROUP BY org_id, customer_id, program_id, currency ORDER BY MIN(expires_at) LIMIT $2",
-        vec![now.into(), i64::try_from(limit).unwrap_or(i64::MAX).into()],
+        &format!(
+            "SELECT org_id, customer_id, program_id, currency FROM ledger_entries \
+             WHERE remaining > 0 AND expires_at <= $1{not_skipped} \
+             GROUP BY org_id, customer_id, program_id, currency ORDER BY MIN(expires_at) LIMIT $2"
+        ),
+        values,
     ))
     .all(conn)
     .await?;

@@ -29,3 +29,4 @@ mod tenancy;
 mod transfers;
 mod validation;
 mod webhooks;
+mod workers;

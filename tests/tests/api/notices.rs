@@ -325,3 +325,180 @@ async fn transfers_activations_and_hold_expiries_record_their_events() {
     assert_eq!(expired[0]["status"], "EXPIRED");
     assert!(invariant_violations(&app).await.is_empty());
 }
+
+fn utc(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+/// The `currency.expiring` notices of one organisation, oldest first.
+async fn notices_of(app: &TestApp, org_id: i64) -> Vec<Value> {
+    use persistence::ConnectionTrait;
+    app.db
+        .conn()
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "SELECT body::text FROM webhook_events WHERE event_type = 'currency.expiring' \
+             AND org_id = $1 ORDER BY created_at, id",
+            [org_id.into()],
+        ))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            let body: Value =
+                serde_json::from_str(&r.try_get_by_index::<String>(0).unwrap()).unwrap();
+            body["data"].clone()
+        })
+        .collect()
+}
+
+async fn org_of(app: &TestApp, c: &Catalog) -> i64 {
+    app.scalar(&format!(
+        "SELECT org_id FROM programs WHERE id = {}",
+        c.program_id
+    ))
+    .await
+}
+
+/// A lot that expires before the next notice round comes (an end-of-month lot allocated
+/// seconds before the month ends) still gets its notice, once, marked late: whether the expiry
+/// worker emptied it first, or the notice round comes first and the lot expires after.
+#[tokio::test]
+async fn a_lot_that_expires_between_two_notice_rounds_gets_one_late_notice() {
+    let (app, clock, key, c, ten_days) = app().await;
+    let org = org_of(&app, &c).await;
+    let e = app
+        .post(
+            &format!("/v1/programs/{}/expiry-strategies", c.program_id),
+            &key,
+            &json!({"name": "end of month", "kind": "END_OF_MONTH_AFTER_MONTHS", "months": 0}),
+        )
+        .await;
+    assert_eq!(e.status, StatusCode::CREATED, "{}", e.text);
+    let end_of_month = e.body["expiryStrategyId"].as_i64().unwrap();
+    let db = &app.db;
+    let notify = |now| async move { api::workers::notify_expiring_all(db, now, 7).await.unwrap() };
+    // A lot noticed in time is not late.
+    allocate(&app, &key, &c, ten_days, 1000, "in-time").await;
+    clock.advance(Duration::days(4));
+    assert_eq!(notify(clock.now_for_tests()).await, 1);
+
+    // The expiry worker first: the lot is empty when the notice round comes.
+    clock.set(utc("2026-11-30T23:59:00Z"));
+    assert_eq!(notify(clock.now_for_tests()).await, 0);
+    clock.set(utc("2026-11-30T23:59:30Z"));
+    allocate(&app, &key, &c, end_of_month, 1000, "last-minute").await;
+    clock.set(utc("2026-12-01T00:00:30Z"));
+    let now = clock.now_for_tests();
+    assert_eq!(api::workers::expire_all(&app.db, now).await.unwrap(), 1);
+    assert_eq!(notify(now).await, 1);
+    let got = notices_of(&app, org).await;
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1]["late"], true);
+    assert_eq!(got[1]["amount"], "100.00", "what expired");
+    assert_eq!(got[1]["expiresAt"], "2026-12-01T00:00:00Z");
+    assert_eq!(notify(now).await, 0, "once");
+
+    // The notice round first: the lot is due but not expired yet.
+    clock.set(utc("2026-12-31T23:59:30Z"));
+    allocate(&app, &key, &c, end_of_month, 500, "new-year").await;
+    clock.set(utc("2027-01-01T00:00:30Z"));
+    let now = clock.now_for_tests();
+    assert_eq!(notify(now).await, 1);
+    let got = notices_of(&app, org).await;
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[2]["late"], true);
+    assert_eq!(got[2]["amount"], "50.00");
+    assert_eq!(got[2]["expiresAt"], "2027-01-01T00:00:00Z");
+    assert_eq!(
+        api::workers::expire_all(&app.db, now).await.unwrap(),
+        2,
+        "this lot and the one noticed in time"
+    );
+    assert_eq!(notify(now).await, 0, "once");
+    let got = notices_of(&app, org).await;
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0]["late"], false, "noticed in time");
+    assert!(invariant_violations(&app).await.is_empty());
+}
+
+/// Notices are written organisation by organisation: one whose notices cannot be written (here
+/// its event rows are refused by a trigger) keeps the others from none of theirs, and gets its
+/// own, once, when it can again.
+#[tokio::test]
+async fn an_organisation_whose_notices_fail_holds_back_no_other() {
+    use persistence::ConnectionTrait;
+    let (app, clock, key, c, ten_days) = app().await;
+    let failing = org_of(&app, &c).await;
+    allocate(&app, &key, &c, ten_days, 1000, "first").await;
+    let (healthy, other_key) = app.create_org("Healthy").await;
+    let other = setup_catalog(&app, &other_key).await;
+    let r = app
+        .post(
+            "/v1/webhook-endpoints",
+            &other_key,
+            &json!({"url": "http://127.0.0.1:9/hooks", "events": ["currency.expiring"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let e = app
+        .post(
+            &format!("/v1/programs/{}/expiry-strategies", other.program_id),
+            &other_key,
+            &json!({"name": "10 days", "kind": "AFTER_DAYS", "days": 10}),
+        )
+        .await;
+    assert_eq!(e.status, StatusCode::CREATED, "{}", e.text);
+    let other_ten_days = e.body["expiryStrategyId"].as_i64().unwrap();
+    clock.advance(Duration::minutes(1));
+    allocate(&app, &other_key, &other, other_ten_days, 700, "second").await;
+
+    for sql in [
+        "CREATE FUNCTION refuse_event() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'event refused'; END $$"
+            .to_owned(),
+        format!(
+            "CREATE TRIGGER refuse_event BEFORE INSERT ON webhook_events FOR EACH ROW \
+             WHEN (NEW.org_id = {failing}) EXECUTE FUNCTION refuse_event()"
+        ),
+    ] {
+        app.db
+            .conn()
+            .execute_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                sql,
+            ))
+            .await
+            .unwrap();
+    }
+    clock.advance(Duration::days(4));
+    let now = clock.now_for_tests();
+    let written = api::workers::notify_expiring_all(&app.db, now, 7).await;
+    assert!(
+        matches!(written, Ok(1)),
+        "the healthy organisation's notice: {written:?}"
+    );
+    let got = notices_of(&app, healthy).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["amount"], "70.00");
+    assert!(notices_of(&app, failing).await.is_empty());
+    // Its lot is not marked: a later round writes its notice once it can.
+    app.db
+        .conn()
+        .execute_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "DROP TRIGGER refuse_event ON webhook_events".to_owned(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        api::workers::notify_expiring_all(&app.db, now, 7)
+            .await
+            .unwrap(),
+        1
+    );
+    let got = notices_of(&app, failing).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["amount"], "100.00");
+    assert_eq!(notices_of(&app, healthy).await.len(), 1);
+}
