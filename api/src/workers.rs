@@ -185,8 +185,8 @@ pub const HOLD_BATCH: u64 = 200;
 /// `expire_due_holds` only logs the holds it fails on (it reports no `Round::failed`), so
 /// nothing is left out of this job's reads.
 pub async fn expire_holds_all(db: &Db, now: DateTime<Utc>) -> Result<usize, PersistenceError> {
-    until_settled("hold_expiry", |_: Vec<()>| {
-        crate::routes::holds::expire_due_holds(db, now, HOLD_BATCH)
+    until_settled("hold_expiry", |skip: Vec<uuid::Uuid>| async move {
+        crate::routes::holds::expire_due_holds(db, now, HOLD_BATCH, &skip).await
     })
     .await
 }

@@ -304,14 +304,23 @@ pub async fn due<C: ConnectionTrait>(
     conn: &C,
     now: DateTime<Utc>,
     limit: u64,
+    skip: &[Uuid],
 ) -> Result<Vec<HoldRow>, PersistenceError> {
+    let not_skipped = if skip.is_empty() {
+        String::new()
+    } else {
+        let places: Vec<String> = (0..skip.len()).map(|i| format!("${}", i + 3)).collect();
+        format!(" AND h.id NOT IN ({})", places.join(", "))
+    };
+    let mut values: Vec<Value> = vec![now.into(), i64::try_from(limit).unwrap_or(i64::MAX).into()];
+    values.extend(skip.iter().map(|id| Value::from(*id)));
     Ok(HoldRow::find_by_statement(stmt(
         conn,
         &format!(
-            "SELECT {COLUMNS} {FROM} WHERE h.status = 'HELD' AND h.expires_at <= $1 \
+            "SELECT {COLUMNS} {FROM} WHERE h.status = 'HELD' AND h.expires_at <= $1{not_skipped} \
              ORDER BY h.expires_at, h.id LIMIT $2"
         ),
-        vec![now.into(), i64::try_from(limit).unwrap_or(i64::MAX).into()],
+        values,
     ))
     .all(conn)
     .await?)

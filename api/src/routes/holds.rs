@@ -458,12 +458,13 @@ pub async fn expire_due_holds(
     db: &Db,
     now: DateTime<Utc>,
     limit: u64,
-) -> Result<Round, PersistenceError> {
+    skip: &[Uuid],
+) -> Result<Round<Uuid>, PersistenceError> {
     let mut round = Round::default();
-    for hold in holds::due(db.conn(), now, limit).await? {
+    for hold in holds::due(db.conn(), now, limit, skip).await? {
         match expire_hold(db, &hold, now).await {
             Ok(step) => round.add(step),
-            Err(e) => tracing::warn!(error = %e, hold = %hold.id, "could not expire a hold"),
+            Err(e) => round.fail("hold_expiry", hold.id, &e),
         }
     }
     Ok(round)

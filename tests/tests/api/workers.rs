@@ -121,3 +121,64 @@ async fn allocations_whose_activation_fails_do_not_keep_the_worker_from_the_rest
     );
     assert_eq!(api::workers::activate_all(&app.db, now).await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn holds_whose_expiry_fails_do_not_keep_the_worker_from_the_rest() {
+    let (app, clock, key, c) = app_with_clock().await;
+    let hold = |mobile: &str, unique: &str, seconds: i64| {
+        json!({"programId": c.program_id, "currency": "POINTS", "amount": "1",
+               "mobile": mobile, "uniqueId": unique, "expiresInSeconds": seconds})
+    };
+    let bad = mobile(0);
+    let r = app
+        .post(
+            "/v1/currency/allocations",
+            &key,
+            &allocation_body(&c, &bad, json!(5000), "bad"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    for i in 0..FAILING {
+        let h = app
+            .post(
+                "/v1/currency/holds",
+                &key,
+                &hold(&bad, &format!("bad-{i}"), 60),
+            )
+            .await;
+        assert_eq!(h.status, StatusCode::CREATED, "{}", h.text);
+    }
+    // The balance no longer shows what the holds hold: releasing one would take `held` below
+    // zero, which the worker refuses, every time.
+    app.scalar(
+        "WITH b AS (UPDATE balances SET held = 0 RETURNING 1) SELECT count(*)::bigint FROM b",
+    )
+    .await;
+    // The good hold expires after all of them: it is read after them.
+    let good = mobile(1);
+    let r = app
+        .post(
+            "/v1/currency/allocations",
+            &key,
+            &allocation_body(&c, &good, json!(1000), "good"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let h = app
+        .post("/v1/currency/holds", &key, &hold(&good, "good", 120))
+        .await;
+    assert_eq!(h.status, StatusCode::CREATED, "{}", h.text);
+    clock.advance(Duration::hours(1));
+    let now = clock.now_for_tests();
+    assert_eq!(
+        api::workers::expire_holds_all(&app.db, now).await.unwrap(),
+        1
+    );
+    let after = app
+        .get(
+            &format!("/v1/currency/holds/{}", h.body["holdId"].as_str().unwrap()),
+            &key,
+        )
+        .await;
+    assert_eq!(after.body["status"], "EXPIRED", "{}", after.text);
+}
