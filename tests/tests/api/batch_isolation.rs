@@ -302,3 +302,52 @@ async fn credits_of_one_batch_are_numbered_in_the_order_their_balances_chain() {
         .await;
     assert_eq!(broken, 0);
 }
+
+/// A key past the retention is run alone after its batch (its old record is forgotten first).
+/// While that run waits (here for the old record, which the test holds), the writer goes on:
+/// allocations sent after it are answered, not queued behind it.
+#[tokio::test]
+async fn a_key_past_the_retention_waits_without_holding_up_the_writer() {
+    use api::clock::ManualClock;
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z")
+        .expect("time")
+        .with_timezone(&chrono::Utc);
+    let clock = ManualClock::new(start);
+    let app = TestApp::spawn_with(Spawn {
+        clock: Some(clock.clone()),
+        settings: Box::new(|s| {
+            s.idempotency_retention = Some(Duration::from_secs(3600));
+            s.idempotency_wait = Duration::from_secs(60);
+        }),
+    })
+    .await;
+    let (_, key) = app.create_org("A").await;
+    let c = setup_catalog(&app, &key).await;
+    allocate(&app, &key, &c, "919877700001", 100, "old").await;
+    clock.advance(chrono::Duration::hours(2));
+    let other = app.db.begin().await.expect("begin");
+    other
+        .execute_unprepared("SELECT * FROM idempotency_records WHERE key = 'old' FOR UPDATE")
+        .await
+        .expect("hold the old record");
+    let old_body = allocation_body(&c, "919877700001", json!(200), "old");
+    let bodies: Vec<Value> = (0..10)
+        .map(|i| allocation_body(&c, &format!("9198777{i:05}"), json!(100), &format!("n{i}")))
+        .collect();
+    let (old, replies) = tokio::join!(app.post(ALLOCATE, &key, &old_body), async {
+        until_backends_wait(&app, 1).await;
+        let replies = tokio::time::timeout(
+            Duration::from_secs(30),
+            join_all(bodies.iter().map(|b| app.post(ALLOCATE, &key, b))),
+        )
+        .await
+        .expect("the allocations waited behind a key run alone");
+        Db::commit(other).await.expect("release");
+        replies
+    });
+    for r in &replies {
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    assert_eq!(old.status, StatusCode::CREATED, "{}", old.text);
+    assert!(invariant_violations(&app).await.is_empty());
+}
