@@ -18,6 +18,7 @@ mod pending;
 mod period_limits;
 mod properties;
 mod races;
+mod randomized;
 mod rate_limits;
 mod sqlite;
 mod tenancy;
