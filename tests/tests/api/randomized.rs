@@ -1,24 +1,30 @@
 //! A seeded randomized run of three `loyalty serve` processes on one database, in the spirit of
-//! TigerBeetle's VOPR and Jepsen's bank test. Clients send a random mix of every keyed write
-//! (allocations, some pending, some under an earn cap, with keys sent again and reused with
-//! another payload; redemptions; holds with capture, void and expiry; transfers; full and
+//! TigerBeetle's VOPR and Jepsen's bank test. Six clients send a random mix of every keyed
+//! write (allocations, some pending, some under an earn cap, with keys sent again and reused
+//! with another payload; redemptions; holds with capture, void and expiry; transfers; full and
 //! partial reversals; activations; single and bulk issuances against scarce stock and period
-//! limits; cancellations) to random instances, while a nemesis kills instances with SIGKILL and
-//! starts them again and cuts the database's connections. A client retries an unknown outcome
-//! (no answer, 503, 409 `IDEMPOTENCY_KEY_IN_USE`) with the same key and body until it gets a
-//! definite one.
+//! limits; cancellations) to random instances, now and then the same request twice at once,
+//! while a nemesis kills instances with SIGKILL and starts them again and cuts the database's
+//! connections. A client retries an unknown outcome (no answer, 503, 409
+//! `IDEMPOTENCY_KEY_IN_USE`) with the same key and body until it gets a definite one.
 //!
 //! At the end, once the workers have released the due holds and matured the due allocations:
-//! every request had a definite answer; every answer of a key agrees; the database holds
-//! exactly the keys that had an effect; every balance, ledger total, allocation, hold, reward's
-//! stock, holding, issuance and earn cap counter equals what the model built from the definite
-//! answers says; the ledger invariant holds; and every key, sent again, replays its answer
-//! without changing anything.
+//! every request had a definite answer; the answers of a key agree (as JSON; two replays that
+//! differ only in bytes are printed as notes); the database holds exactly the keys that had an
+//! effect; every balance, ledger total, lot made by an allocation or a transfer, allocation,
+//! hold, reward's stock, holding, issuance and earn cap counter equals what the model built
+//! from the definite answers says; the period counters match the issuances; the ledger
+//! invariant holds; and every key, sent again, replays its answer without changing anything.
+//!
+//! Time is the real clock of the processes: holds and maturities of seconds fall due during
+//! the run (and others outlive it), but lots, whose expiry is counted in days, do not expire
+//! here (tests/api/properties.rs moves a clock for that).
 //!
 //! `LOYALTY_RANDOMIZED_SEED` (any u64) and `LOYALTY_RANDOMIZED_OPS` (how many operations) choose
 //! another run; CI runs the fixed seed below, briefly. The interleaving of the clients and the
 //! moments of the faults depend on timing, so a seed replays the same clients' choices and the
-//! same nemesis schedule, not the same history. A failure prints the seed and the command.
+//! same nemesis schedule, not the same history. A failure prints the seed and the command, and
+//! each instance's log is kept in the temporary directory.
 
 mod client;
 mod history;
@@ -186,8 +192,8 @@ async fn run(seed: u64, ops: usize) -> Result<String, String> {
         .map(|n| instances::log_path(&run_name, n))
         .collect();
     let mut running = Vec::new();
-    for log in &logs {
-        running.push(Some(start(&database_url, log.clone()).await));
+    for (n, log) in logs.iter().enumerate() {
+        running.push(Some(start(&database_url, n, log.clone()).await));
     }
     laps.lap("instances");
     let http = reqwest::Client::builder()
@@ -314,7 +320,12 @@ async fn run(seed: u64, ops: usize) -> Result<String, String> {
         );
     }
     if report.is_empty() && seed == SEED {
-        let missing: Vec<_> = coverage.iter().filter(|(_, n)| *n == 0).collect();
+        // A key held past the wait (409) needs a request stalled with its key: rare, not
+        // required.
+        let missing: Vec<_> = coverage
+            .iter()
+            .filter(|(what, n)| *n == 0 && !what.starts_with("409"))
+            .collect();
         if !missing.is_empty() {
             report.push(format!("the run of seed {SEED} made none of {missing:?}"));
         }
@@ -330,28 +341,31 @@ async fn run(seed: u64, ops: usize) -> Result<String, String> {
     }
 }
 
-async fn start(database_url: &str, log: std::path::PathBuf) -> Instance {
+/// Starts instance `n`. The workers run every second. Instance 1 runs two group-commit
+/// writers; instance 2 waits only 250 ms for a key in use (so 409 `IDEMPOTENCY_KEY_IN_USE`
+/// happens) and commits at most 8 writes together.
+async fn start(database_url: &str, n: usize, log: std::path::PathBuf) -> Instance {
     let url = database_url.to_owned();
-    tokio::task::spawn_blocking(move || {
-        instances::start(
-            &url,
-            &[
-                "--worker-interval-secs",
-                "1",
-                "--workers",
-                "2",
-                "--db-max-connections",
-                "6",
-                "--db-acquire-timeout-ms",
-                "2000",
-                "--expiry-notice-days",
-                "0",
-            ],
-            &log,
-        )
-    })
-    .await
-    .expect("start an instance")
+    let mut args = vec![
+        "--worker-interval-secs",
+        "1",
+        "--workers",
+        "2",
+        "--db-max-connections",
+        "6",
+        "--db-acquire-timeout-ms",
+        "2000",
+        "--expiry-notice-days",
+        "0",
+    ];
+    match n {
+        1 => args.extend(["--group-commit-writers", "2"]),
+        2 => args.extend(["--idempotency-wait-ms", "250", "--group-commit-max", "8"]),
+        _ => {}
+    }
+    tokio::task::spawn_blocking(move || instances::start(&url, &args, &log))
+        .await
+        .expect("start an instance")
 }
 
 /// Every 0.2 to 0.7 s until the clients are done, in turn: kills a random instance (SIGKILL)
@@ -395,7 +409,7 @@ async fn nemesis(
             }
             kills += 1;
             tokio::time::sleep(Duration::from_millis(rng.range(0, 500))).await;
-            let fresh = start(&database_url, logs[n].clone()).await;
+            let fresh = start(&database_url, n, logs[n].clone()).await;
             world.addresses.lock().expect("addresses")[n] = Some(fresh.address.clone());
             instances.lock().expect("instances")[n] = Some(fresh);
         }

@@ -81,9 +81,12 @@ pub struct History {
     /// Answers no definite answer may be (a 500, an unlisted status or code), and requests
     /// that never got a definite answer.
     pub violations: Vec<String>,
-    /// Unknown outcomes retried: no answer (killed, reset, timed out), 503, 409 key in use.
-    pub unknown: usize,
+    /// Unknown outcomes retried: no answer (killed, reset, refused), of which timed out; 503;
+    /// 409 `IDEMPOTENCY_KEY_IN_USE`.
+    pub no_answer: usize,
     pub timeouts: usize,
+    pub unavailable: usize,
+    pub in_use: usize,
     /// Targets for later operations: allocations (uniqueId, pending, amount), holds (id,
     /// amount), issuances (id).
     pub allocations: Vec<(String, bool, i64)>,
@@ -219,7 +222,7 @@ pub async fn send_until_definite(
             Err(e) => {
                 {
                     let mut h = world.history.lock().expect("history");
-                    h.unknown += 1;
+                    h.no_answer += 1;
                     h.timeouts += usize::from(e.is_timeout());
                 }
                 tokio::time::sleep(Duration::from_millis(rng.range(10, 100))).await;
@@ -230,7 +233,8 @@ pub async fn send_until_definite(
         if reply.status >= 500 || in_use {
             {
                 let mut h = world.history.lock().expect("history");
-                h.unknown += 1;
+                h.unavailable += usize::from(reply.status == 503);
+                h.in_use += usize::from(in_use);
                 if reply.status != 503 && !in_use {
                     h.violations.push(format!(
                         "POST {path} {body} answered {}: {}",
@@ -349,7 +353,9 @@ impl History {
         vec![
             ("kills", kills),
             ("connection cuts", cuts),
-            ("unknown outcomes retried", self.unknown),
+            ("requests without an answer, retried", self.no_answer),
+            ("503 answers, retried", self.unavailable),
+            ("409 key in use, retried", self.in_use),
             (
                 "allocations replayed",
                 answered("allocation", &|r| r.status == 202),
