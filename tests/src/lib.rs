@@ -4,6 +4,8 @@
 //! The server is `DATABASE_URL` when set, else `postgres://postgres@127.0.0.1:5432/postgres`
 //! (`scripts/test` starts a throwaway cluster and sets `DATABASE_URL` when none answers there).
 
+pub mod instances;
+
 use std::sync::Arc;
 use std::time::Duration;
 

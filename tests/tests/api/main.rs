@@ -22,6 +22,7 @@ mod pending;
 mod period_limits;
 mod properties;
 mod races;
+mod randomized;
 mod rate_limits;
 mod reversals;
 mod sqlite;
