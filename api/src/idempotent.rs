@@ -147,10 +147,12 @@ pub fn replay_or_refuse(
             mismatched_fields: record.meaning().mismatched_fields(meaning),
         });
     }
+    // The text the database keeps, as the replay path answers it: every replay of a key is the
+    // same bytes, whichever path found the record.
     record
-        .response
-        .as_ref()
-        .map(Stored::from_value)
+        .response_text
+        .clone()
+        .map(Stored::from_text)
         .ok_or_else(|| {
             ApiError::Internal(format!("idempotency record {} has no outcome", record.id))
         })

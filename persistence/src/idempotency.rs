@@ -25,6 +25,9 @@ pub struct RecordRow {
     pub request_fields: serde_json::Value,
     pub status_code: Option<i16>,
     pub response: Option<serde_json::Value>,
+    /// The same outcome as the JSON text the database keeps (`CAST(response AS TEXT)`), which
+    /// is what every replay answers, so that all the replays of a key are the same bytes.
+    pub response_text: Option<String>,
     pub resource_id: Option<String>,
     pub created_at: DateTime<Utc>,
 }
@@ -38,7 +41,7 @@ impl RecordRow {
     }
 }
 
-const COLUMNS: &str = "id, org_id, operation, key, fingerprint, request_fields, status_code, response, resource_id, created_at";
+const COLUMNS: &str = "id, org_id, operation, key, fingerprint, request_fields, status_code, response, CAST(response AS TEXT) AS response_text, resource_id, created_at";
 
 /// The result of claiming a key.
 #[derive(Debug)]
@@ -349,11 +352,9 @@ pub async fn get_keys<C: ConnectionTrait>(
     conn: &C,
     keys: &[(i64, Operation, &str)],
 ) -> Result<Vec<RecordRow>, PersistenceError> {
-    let columns = COLUMNS
-        .split(", ")
-        .map(|c| format!("r.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let columns = "r.id, r.org_id, r.operation, r.key, r.fingerprint, r.request_fields, \
+                   r.status_code, r.response, CAST(r.response AS TEXT) AS response_text, \
+                   r.resource_id, r.created_at";
     rows_of_keys(conn, keys, &columns).await
 }
 

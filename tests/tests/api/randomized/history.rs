@@ -292,7 +292,6 @@ pub async fn replay_all(
     history: &History,
     rng: &mut Rng,
     report: &mut Vec<String>,
-    notes: &mut Vec<String>,
 ) -> usize {
     let mut sent = 0;
     for (key, log) in &history.keys {
@@ -324,7 +323,7 @@ pub async fn replay_all(
         if let Some(diff) = super::model::answers_differ(key, first, &reply) {
             report.push(format!("{key}: the replay differs from the answer: {diff}"));
         } else if let Some(d) = super::model::replays_differ_in_bytes(key, first, &reply) {
-            notes.push(d);
+            report.push(d);
         }
     }
     sent
