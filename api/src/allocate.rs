@@ -16,9 +16,10 @@
 //!    allocations, one of the outbox rows, one update storing every outcome on its key; commit.
 //!
 //! Lock order is the single path's: keys (by organisation and key), customers (by identifier),
-//! balances (by account). A failure that cannot be pinned on one request (a balance that would
-//! pass the largest `BIGINT`, an unexpected database error) rolls the batch back and runs each
-//! of its requests alone, so each gets exactly its own answer. A deadlock or serialization
+//! balances (by account). A failure that cannot be pinned on one request (a lock held elsewhere
+//! past the batch's short lock wait, a balance that would pass the largest `BIGINT`, an
+//! unexpected database error) rolls the batch back and runs each of its undecided requests
+//! alone, off the writer, so each gets exactly its own answer. A deadlock or serialization
 //! failure retries the batch. An unreachable database or an unknown commit outcome answers 503
 //! to every request whose answer was not already decided; their retries find out.
 

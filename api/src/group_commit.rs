@@ -146,7 +146,7 @@ async fn worker<R: Batch>(
             Ok(Err(e)) => tracing::error!(error = %e, "a group commit batch panicked"),
             Err(_) => {
                 abandon.abort();
-                metrics::counter!("loyalty_batches_abandoned_total").increment(1);
+                crate::metrics::batch_abandoned();
                 tracing::warn!(
                     deadline_ms = deadline.as_millis(),
                     "a group commit batch passed its deadline and was abandoned"

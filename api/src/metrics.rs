@@ -68,6 +68,7 @@ const REWARD_ITEMS: &str = "loyalty_reward_items_total";
 const CURRENCY: &str = "loyalty_currency_amount";
 const WEBHOOKS: &str = "loyalty_webhook_deliveries_total";
 const WORKER_FAILURES: &str = "loyalty_worker_item_failures_total";
+const BATCHES_ABANDONED: &str = "loyalty_batches_abandoned_total";
 const POOL: &str = "loyalty_db_connections";
 const POOL_WAITING: &str = "loyalty_db_connections_waiting";
 
@@ -92,6 +93,11 @@ fn describe() {
     describe_counter!(
         WEBHOOKS,
         "Webhook delivery attempts by outcome (delivered, failed, retry_scheduled)."
+    );
+    describe_counter!(
+        BATCHES_ABANDONED,
+        "Group-commit batches abandoned at their deadline (a database connection that stopped \
+         answering); their requests were answered 503."
     );
     describe_counter!(
         WORKER_FAILURES,
@@ -140,6 +146,11 @@ pub fn currency(kind: &'static str, amount: &str) {
 /// One webhook delivery attempt.
 pub fn webhook(outcome: &'static str) {
     counter!(WEBHOOKS, "outcome" => outcome).increment(1);
+}
+
+/// A group-commit batch passed its deadline and was abandoned.
+pub fn batch_abandoned() {
+    counter!(BATCHES_ABANDONED).increment(1);
 }
 
 /// A background job failed on an item: `lot_expiry`, `activation`, `hold_expiry` or

@@ -6,17 +6,20 @@
 //!    or currency, or an amount with more places than the currency keeps, fails that request
 //!    only, and its key is released;
 //! 3. one read of every customer (a redemption never enrolls): an unknown one is 404;
-//! 4. one locking read of every balance, in account order; the accounts with lots due to expire
-//!    (usually none) are expired first, as the single path does, so no debit spends an expired
-//!    lot;
+//! 4. one locking read of every balance, in account order; the accounts with anything due
+//!    (usually none: lots to expire, holds past `expiresAt`, pending points past `maturesAt`)
+//!    are settled first, as the single path does (`crate::settle`), so no debit spends an
+//!    expired lot or misses released or matured points;
 //! 5. the debits decided in request order against what is left of each balance (`INSUFFICIENT_
-//!    BALANCE` fails that request only), then one read of the lots to spend, one update of the
+//!    BALANCE` fails that request only, answered once the batch commits, since it counted the
+//!    debits before it in the batch), then one read of the lots to spend, one update of the
 //!    lots, one of the balances, one insert of the entries, one of the redemptions, one of the
 //!    outbox rows, one update storing the outcomes; commit.
 //!
 //! Lock order is the single path's: keys, then balances (by account), then lots. Failures are
-//! handled as for allocations (`crate::allocate`): a batch that fails as a whole is decided
-//! request by request alone, except for an unreachable database or an unknown commit (503).
+//! handled by `group_commit::run_keyed`: a batch that fails as a whole (a lock held elsewhere
+//! past the batch's short lock wait, say) runs its undecided requests alone, except for an
+//! unreachable database or an unknown commit (503).
 //! One difference from running alone is visible in the books and nowhere else: due lots of an
 //! account whose redemption then fails stay expired when other redemptions of the batch commit
 //! (the expiry worker would have expired them anyway).
