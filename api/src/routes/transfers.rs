@@ -6,6 +6,7 @@
 //! at the same time wait for each other instead of deadlocking.
 
 use actix_web::{HttpResponse, web};
+use domain::customer::CustomerRef;
 use domain::idempotency::Operation;
 use persistence::customers;
 use persistence::ledger::{self, Account, Totals};
@@ -192,6 +193,10 @@ pub async fn create(
                         }
                     }
                     recipient
+                }
+                // A customer named by id is never enrolled: unknown, whatever the sender has.
+                None if matches!(to, CustomerRef::CustomerId(_)) => {
+                    return Err(ApiError::not_found("customer (to)"));
                 }
                 None => {
                     if !settle(&state, tx, &out, now).await? {
