@@ -163,10 +163,16 @@ async fn instances_killed_and_cut_under_random_writes_keep_every_key_exactly_onc
     let started = Instant::now();
     let summary = run(seed, ops).await;
     match summary {
-        Ok(summary) => eprintln!(
-            "randomized run: seed {seed} passed in {:.1} s: {summary}",
-            started.elapsed().as_secs_f64()
-        ),
+        Ok(summary) => {
+            eprintln!(
+                "randomized run: seed {seed} passed in {:.1} s: {summary}",
+                started.elapsed().as_secs_f64()
+            );
+            // The instances' logs are kept for a failure only.
+            for n in 0..INSTANCES {
+                let _ = std::fs::remove_file(instances::log_path(&format!("randomized-{seed}"), n));
+            }
+        }
         Err(report) => panic!(
             "randomized run with seed {seed} failed after {:.1} s:\n{report}\n{}",
             started.elapsed().as_secs_f64(),
