@@ -18,13 +18,6 @@ pub async fn accounts_with_due_work<C: ConnectionTrait>(
     accounts: &[Account],
     now: DateTime<Utc>,
 ) -> Result<Vec<Account>, PersistenceError> {
-    #[derive(Debug, FromQueryResult)]
-    struct Row {
-        org_id: i64,
-        customer_id: Uuid,
-        program_id: i64,
-        currency: String,
-    }
     if accounts.is_empty() {
         return Ok(Vec::new());
     }
@@ -32,7 +25,7 @@ pub async fn accounts_with_due_work<C: ConnectionTrait>(
     let (tuples, mut values) = account_tuples(&refs, 2);
     values.insert(0, now.into());
     let key = "(org_id, customer_id, program_id, currency)";
-    let rows = Row::find_by_statement(stmt(
+    Ok(Account::find_by_statement(stmt(
         conn,
         &format!(
             "SELECT DISTINCT org_id, customer_id, program_id, currency FROM ( \
@@ -49,16 +42,7 @@ pub async fn accounts_with_due_work<C: ConnectionTrait>(
         values,
     ))
     .all(conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| Account {
-            org_id: r.org_id,
-            customer_id: r.customer_id,
-            program_id: r.program_id,
-            currency: r.currency,
-        })
-        .collect())
+    .await?)
 }
 
 /// The holds and the pending allocations of `account` that are due at `now`: holds past

@@ -53,7 +53,7 @@ pub struct Totals {
 }
 
 /// Whose balance, in which program and currency.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, FromQueryResult)]
 pub struct Account {
     pub org_id: i64,
     pub customer_id: Uuid,
@@ -808,13 +808,6 @@ pub async fn due_accounts<C: ConnectionTrait>(
     limit: u64,
     skip: &[Account],
 ) -> Result<Vec<Account>, PersistenceError> {
-    #[derive(Debug, FromQueryResult)]
-    struct Row {
-        org_id: i64,
-        customer_id: Uuid,
-        program_id: i64,
-        currency: String,
-    }
     let refs: Vec<&Account> = skip.iter().collect();
     let (tuples, mut values) = account_tuples(&refs, 3);
     values.splice(
@@ -826,7 +819,7 @@ pub async fn due_accounts<C: ConnectionTrait>(
     } else {
         format!(" AND (org_id, customer_id, program_id, currency) NOT IN (VALUES {tuples})")
     };
-    let rows = Row::find_by_statement(stmt(
+    Ok(Account::find_by_statement(stmt(
         conn,
         &format!(
             "SELECT org_id, customer_id, program_id, currency FROM ledger_entries \
@@ -836,16 +829,7 @@ pub async fn due_accounts<C: ConnectionTrait>(
         values,
     ))
     .all(conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| Account {
-            org_id: r.org_id,
-            customer_id: r.customer_id,
-            program_id: r.program_id,
-            currency: r.currency,
-        })
-        .collect())
+    .await?)
 }
 
 /// How much of lot `lot_id` has expired (its `EXPIRE` entries), in minor units.

@@ -383,6 +383,24 @@ impl TestApp {
             .unwrap_or(0)
     }
 
+    /// Waits until a backend of the app's database waits on a lock (a request blocked on a
+    /// transaction the test holds open), for at most 20 s.
+    pub async fn until_a_backend_waits_on_a_lock(&self) {
+        for _ in 0..2000 {
+            let waiting = self
+                .scalar(
+                    "SELECT count(*)::bigint FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .await;
+            if waiting > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("nothing ever waited on the test's transaction");
+    }
+
     /// Row counts of every table a write can touch: equal before and after a refused request.
     pub async fn row_counts(&self) -> Vec<(String, i64)> {
         let mut out = Vec::new();
@@ -501,6 +519,14 @@ pub async fn create_reward(app: &TestApp, key: &str, program_id: i64, body: Valu
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     r.body["rewardId"].as_i64().expect("rewardId")
+}
+
+/// `"12.34"` (an amount of scale 2, as the API writes it) in minor units.
+pub fn minor_units(v: &Value) -> i64 {
+    let text = v.as_str().expect("a decimal string");
+    let (whole, frac) = text.split_once('.').unwrap_or((text, "0"));
+    let frac = format!("{frac:0<2}");
+    whole.parse::<i64>().expect("whole") * 100 + frac[..2].parse::<i64>().expect("fraction")
 }
 
 /// The Capillary allocation body of API.md, for this catalog.

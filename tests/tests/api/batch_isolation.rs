@@ -9,35 +9,12 @@ use persistence::Db;
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 use tests::{
-    Catalog, Spawn, StatusCode, TestApp, allocation_body, invariant_violations, setup_catalog,
+    Catalog, Spawn, StatusCode, TestApp, allocation_body, invariant_violations,
+    minor_units as minor, setup_catalog,
 };
 
 const ALLOCATE: &str = "/v1/currency/allocations";
 const REDEEM: &str = "/v1/currency/redemptions";
-
-/// `"12.34"` in minor units of scale 2.
-fn minor(v: &Value) -> i64 {
-    let text = v.as_str().unwrap_or_default();
-    let (whole, cents) = text.split_once('.').unwrap_or((text, "00"));
-    whole.parse::<i64>().unwrap_or(0) * 100 + cents.parse::<i64>().unwrap_or(0)
-}
-
-/// Waits until `n` backends of the test's database wait on a lock.
-async fn until_backends_wait(app: &TestApp, n: i64) {
-    for _ in 0..2000 {
-        let waiting = app
-            .scalar(
-                "SELECT count(*)::bigint FROM pg_stat_activity \
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            )
-            .await;
-        if waiting >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{n} requests never waited on the test's transaction");
-}
 
 /// An application whose requests wait `wait` for a lock held elsewhere.
 async fn spawn_waiting(wait: Duration) -> TestApp {
@@ -87,7 +64,7 @@ async fn a_refusal_that_counted_an_uncommitted_sibling_is_not_answered() {
     ];
     let first = app.post(REDEEM, &key, &first_body);
     let (first, pair) = tokio::join!(first, async {
-        until_backends_wait(&app, 1).await;
+        app.until_a_backend_waits_on_a_lock().await;
         join_all(pair_bodies.iter().map(|b| app.post(REDEEM, &key, b))).await
     });
     drop(other);
@@ -139,7 +116,7 @@ async fn a_balance_held_elsewhere_holds_up_only_the_request_that_needs_it() {
         .map(|i| allocation_body(&b, &format!("9198333{i:05}"), json!(100), &format!("b{i}")))
         .collect();
     let others = async {
-        until_backends_wait(&app, 1).await;
+        app.until_a_backend_waits_on_a_lock().await;
         let replies = tokio::time::timeout(
             Duration::from_secs(30),
             join_all(bodies.iter().map(|body| app.post(ALLOCATE, &key_b, body))),
@@ -192,7 +169,7 @@ async fn a_key_held_elsewhere_is_answered_409_and_costs_only_its_request() {
         .map(|i| allocation_body(&c, &format!("9198555{i:05}"), json!(100), &format!("q{i}")))
         .collect();
     let (held, replies) = tokio::join!(held, async {
-        until_backends_wait(&app, 1).await;
+        app.until_a_backend_waits_on_a_lock().await;
         join_all(bodies.iter().map(|body| app.post(ALLOCATE, &key, body))).await
     });
     drop(other);
@@ -233,7 +210,7 @@ async fn a_balance_created_under_a_batch_with_pending_points_is_shown_whole() {
         .expect("the other balance");
     let body = allocation_body(&c, mobile, json!(5000), "under");
     let (reply, ()) = tokio::join!(app.post(ALLOCATE, &key, &body), async {
-        until_backends_wait(&app, 1).await;
+        app.until_a_backend_waits_on_a_lock().await;
         Db::commit(other).await.expect("commit");
     });
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
@@ -280,7 +257,7 @@ async fn credits_of_one_batch_are_numbered_in_the_order_their_balances_chain() {
         .map(|i| allocation_body(&c, &mobiles[1 + i % 3], json!(10 + i), &format!("c{i}")))
         .collect();
     let (first, replies) = tokio::join!(first, async {
-        until_backends_wait(&app, 1).await;
+        app.until_a_backend_waits_on_a_lock().await;
         let sent = join_all(bodies.iter().map(|body| app.post(ALLOCATE, &key, body)));
         let release = async {
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -335,7 +312,7 @@ async fn a_key_past_the_retention_waits_without_holding_up_the_writer() {
         .map(|i| allocation_body(&c, &format!("9198777{i:05}"), json!(100), &format!("n{i}")))
         .collect();
     let (old, replies) = tokio::join!(app.post(ALLOCATE, &key, &old_body), async {
-        until_backends_wait(&app, 1).await;
+        app.until_a_backend_waits_on_a_lock().await;
         let replies = tokio::time::timeout(
             Duration::from_secs(30),
             join_all(bodies.iter().map(|b| app.post(ALLOCATE, &key, b))),

@@ -9,7 +9,7 @@ use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 use tests::{
     Catalog, Reply, Spawn, StatusCode, TestApp, allocation_body, invariant_violations,
-    setup_catalog,
+    minor_units as minor, setup_catalog,
 };
 
 const ALLOCATE: &str = "/v1/currency/allocations";
@@ -255,14 +255,6 @@ async fn storm(app: &TestApp) {
             .await;
         assert_eq!(stored, available, "entry {entry}");
     }
-}
-
-/// `"12.34"` in minor units of scale 2.
-fn minor(v: &Value) -> i64 {
-    let text = v.as_str().expect("a decimal string");
-    let (whole, frac) = text.split_once('.').unwrap_or((text, "0"));
-    let frac = format!("{frac:0<2}");
-    whole.parse::<i64>().expect("whole") * 100 + frac[..2].parse::<i64>().expect("fraction")
 }
 
 #[tokio::test]
@@ -791,24 +783,6 @@ async fn the_same_redemption_storm_with_two_overlapping_writers_gets_the_same_an
     redemption_storm(&app).await;
 }
 
-/// Waits until a backend of the test's database waits on a lock (a batch blocked on the test's
-/// open transaction).
-async fn until_a_backend_waits_on_a_lock(app: &TestApp) {
-    for _ in 0..1000 {
-        let waiting = app
-            .scalar(
-                "SELECT count(*)::bigint FROM pg_stat_activity \
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            )
-            .await;
-        if waiting > 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("no request ever waited on the test's transaction");
-}
-
 /// A key whose first use another transaction (another instance) has written but not committed
 /// yet: the batch is not told by its look-up, writes its effect, finds the key taken when it
 /// inserts its record, and rolls back; its retry answers what the committed record says (here
@@ -843,7 +817,7 @@ async fn a_key_first_used_by_a_transaction_in_flight_is_answered_from_it_not_dou
         .expect("the other first use");
     let body = allocation_body(&c, mobile, json!(5000), "raced");
     let (reply, ()) = tokio::join!(app.post(ALLOCATE, &key, &body), async {
-        until_a_backend_waits_on_a_lock(&app).await;
+        app.until_a_backend_waits_on_a_lock().await;
         persistence::Db::commit(other).await.expect("commit");
     });
     assert_eq!(
@@ -908,7 +882,7 @@ async fn a_balance_row_created_under_a_batch_is_counted_in_its_answer() {
         .expect("the other credit");
     let body = allocation_body(&c, mobile, json!(5000), "under");
     let (reply, ()) = tokio::join!(app.post(ALLOCATE, &key, &body), async {
-        until_a_backend_waits_on_a_lock(&app).await;
+        app.until_a_backend_waits_on_a_lock().await;
         persistence::Db::commit(other).await.expect("commit");
     });
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);

@@ -23,23 +23,6 @@ async fn other_connection(app: &TestApp) -> Db {
     .expect("connect")
 }
 
-/// Waits until a backend of the test's database waits on a lock.
-async fn until_a_backend_waits(app: &TestApp) {
-    for _ in 0..2000 {
-        let waiting = app
-            .scalar(
-                "SELECT count(*)::bigint FROM pg_stat_activity \
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            )
-            .await;
-        if waiting > 0 {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("nothing ever waited on the test's transaction");
-}
-
 /// Whether `sql` can take its locks at once (it runs with `lock_timeout` 100 ms, and is
 /// rolled back).
 async fn free(db: &Db, sql: &str) -> bool {
@@ -83,7 +66,7 @@ async fn the_activation_worker_takes_the_key_before_the_balance() {
     let checker = other_connection(&app).await;
     let now = clock.now_for_tests();
     let (activated, balance_free) = tokio::join!(api::workers::activate_all(&app.db, now), async {
-        until_a_backend_waits(&app).await;
+        app.until_a_backend_waits_on_a_lock().await;
         let free = free(&checker, "SELECT * FROM balances FOR UPDATE").await;
         drop(call);
         free
@@ -131,7 +114,7 @@ async fn a_transfer_to_a_new_customer_locks_the_sender_before_it_enrols() {
         "uniqueId": "t1"});
     let (reply, recipient_free) =
         tokio::join!(app.post("/v1/currency/transfers", &key, &transfer), async {
-            until_a_backend_waits(&app).await;
+            app.until_a_backend_waits_on_a_lock().await;
             let free = free(
                 &checker,
                 &format!(
