@@ -15,6 +15,7 @@ mod holds;
 mod issuance;
 mod ledger;
 mod lock_order;
+mod metric_labels;
 mod notices;
 mod ops;
 mod outage;
