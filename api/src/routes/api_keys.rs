@@ -108,8 +108,9 @@ pub async fn list(state: web::Data<AppState>, tenant: Tenant) -> Result<HttpResp
     )))
 }
 
-/// `DELETE /v1/api-keys/{keyId}`: the key stops working at once on this instance and within
-/// `LOYALTY_CACHE_TTL_MS` on every other. The organisation's last active key cannot be revoked.
+/// `DELETE /v1/api-keys/{keyId}`: the key stops working at once on this instance and within a
+/// second (`cache::KEY_TTL_MAX`) on every other. The organisation's last active key cannot be
+/// revoked.
 #[utoipa::path(delete, path = "/v1/api-keys/{keyId}", tag = "Organisation",
     operation_id = "api_keys_revoke", summary = "Revoke an API key",
     params(ApiKeyPath, KeyHeader),
@@ -143,11 +144,12 @@ pub async fn revoke(
             }),
         },
     )
-    .await;
-    // Whatever came of it, this instance looks every key up again.
-    state.caches.keys_changed();
+    .await?;
+    // Committed (now, or before: a replay): this instance refuses that key from now on. Other
+    // keys stay cached; a refusal changed nothing and forgets nothing.
+    state.caches.key_revoked(key_id);
     Ok(crate::idempotent::no_content(
         Operation::ApiKeyRevoke,
-        outcome?,
+        outcome,
     ))
 }

@@ -245,3 +245,81 @@ async fn keys_are_managed_from_the_command_line_too() {
     let (ok, _, err) = run(&["list", "--org", "999999"]);
     assert!(!ok && err.contains("no such organisation"), "{err}");
 }
+
+#[tokio::test]
+async fn a_refused_revocation_leaves_every_cached_key_alone() {
+    let app = TestApp::spawn().await;
+    // A key cached here and then revoked behind this instance's back (as another instance
+    // would) still gets in until its cached entry is dropped: that shows whether the entry is
+    // still there. Each attempt must finish within the key's second in the cache, or it proves
+    // nothing and is tried again with fresh organisations.
+    for attempt in 0..20 {
+        let started = std::time::Instant::now();
+        let (org_a, a) = app.create_org(&format!("Cached {attempt}")).await;
+        let (_, b) = app.create_org(&format!("Refused {attempt}")).await;
+        assert_eq!(app.get("/v1/programs", &a).await.status, StatusCode::OK);
+        assert_eq!(app.get("/v1/programs", &b).await.status, StatusCode::OK);
+        app.scalar(&format!(
+            "WITH r AS (UPDATE api_keys SET revoked_at = now() WHERE org_id = {org_a} \
+             RETURNING id) SELECT count(*)::bigint FROM r"
+        ))
+        .await;
+        // Another organisation's revocation that fails (no such key).
+        let refused = app.delete("/v1/api-keys/999999", &b, None).await;
+        assert_eq!(refused.status, StatusCode::NOT_FOUND, "{}", refused.text);
+        let after = app.get("/v1/programs", &a).await;
+        if started.elapsed() >= Duration::from_millis(900) {
+            continue;
+        }
+        assert_eq!(
+            after.status,
+            StatusCode::OK,
+            "a failed revocation by another organisation dropped this key's cached entry"
+        );
+        return;
+    }
+    panic!("no attempt finished within the cache's life");
+}
+
+#[tokio::test]
+async fn a_revoked_key_is_refused_everywhere_within_a_second_whatever_the_cache_ttl() {
+    let long = || Spawn {
+        settings: Box::new(|s| s.cache_ttl = Duration::from_secs(120)),
+        ..Spawn::default()
+    };
+    let app = TestApp::spawn_with(long()).await;
+    let other = TestApp::spawn_on(&app.database_url, long()).await;
+    let (_, first) = app.create_org("Bound").await;
+    let r = mint(&app, &first, "short-lived", None).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let secret = r.body["apiKey"].as_str().unwrap().to_owned();
+    let key_id = r.body["keyId"].as_str().unwrap().to_owned();
+    // Cached on the other instance.
+    assert_eq!(
+        other.get("/v1/programs", &secret).await.status,
+        StatusCode::OK
+    );
+    let revoked = app
+        .delete(&format!("/v1/api-keys/{key_id}"), &first, None)
+        .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT, "{}", revoked.text);
+    assert_eq!(
+        app.get("/v1/programs", &secret).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // The documented bound is one second; a generous wait only detects "never".
+    let mut status = StatusCode::OK;
+    for _ in 0..100 {
+        status = other.get("/v1/programs", &secret).await.status;
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the other instance still accepts the revoked key"
+    );
+    other.stop().await;
+}

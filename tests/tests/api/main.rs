@@ -2,6 +2,7 @@
 
 mod allocations;
 mod api_keys;
+mod authentication;
 mod batch_isolation;
 mod caps;
 mod catalog;
