@@ -335,11 +335,18 @@ async fn keys(
         }
         KeysCommand::List { org } => {
             known(org).await?;
-            for k in orgs::list_api_keys(db.conn(), org)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                println!("{}", show(&k, None));
+            let mut after = None;
+            loop {
+                let page = orgs::list_api_keys(db.conn(), org, after, 200)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                for k in &page.items {
+                    println!("{}", show(k, None));
+                }
+                match page.next_cursor {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
             }
         }
         KeysCommand::Revoke { org, key_id } => {

@@ -323,3 +323,65 @@ async fn a_revoked_key_is_refused_everywhere_within_a_second_whatever_the_cache_
     );
     other.stop().await;
 }
+
+#[tokio::test]
+async fn api_keys_are_listed_in_pages() {
+    let app = TestApp::spawn().await;
+    let (_, first) = app.create_org("Paged").await;
+    for i in 0..4 {
+        let r = mint(&app, &first, &format!("key {i}"), None).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/api-keys?limit=2&cursor={c}"),
+            None => "/v1/api-keys?limit=2".to_owned(),
+        };
+        let page = app.get(&path, &first).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        let items = page.body["items"].as_array().unwrap();
+        assert!(items.len() <= 2, "{}", page.text);
+        seen.extend(
+            items
+                .iter()
+                .map(|k| k["keyId"].as_str().unwrap().to_owned()),
+        );
+        pages += 1;
+        match page.body["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+        assert!(pages < 10, "the pages never end");
+    }
+    assert_eq!(pages, 3);
+    let distinct: std::collections::BTreeSet<_> = seen.iter().collect();
+    assert_eq!((seen.len(), distinct.len()), (5, 5), "{seen:?}");
+    // Oldest first, like the other lists.
+    let numbers: Vec<i64> = seen.iter().map(|s| s.parse().unwrap()).collect();
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+    // Without a limit: the default page holds them all here.
+    let all = app.get("/v1/api-keys", &first).await;
+    assert_eq!(all.body["items"].as_array().unwrap().len(), 5);
+    for bad in ["limit=0", "limit=201", "limit=x", "cursor=abc", "cursor=0"] {
+        let r = app.get(&format!("/v1/api-keys?{bad}"), &first).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
+    }
+    // The document says so.
+    let doc: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let params = doc["paths"]["/v1/api-keys"]["get"]["parameters"].to_string();
+    assert!(
+        params.contains("\"limit\"") && params.contains("\"cursor\""),
+        "{params}"
+    );
+}
