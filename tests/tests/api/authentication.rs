@@ -49,6 +49,13 @@ async fn an_unknown_key_is_refused_before_the_body_is_looked_at() {
         "{}",
         malformed.text
     );
+    // A query that would be 400 for a known key: 401 for an unknown one.
+    let query = app.get("/v1/api-keys?limit=0", &unknown).await;
+    assert_eq!(query.status, StatusCode::UNAUTHORIZED, "{}", query.text);
+    assert_eq!(
+        app.get("/v1/api-keys?limit=0", &key).await.status,
+        StatusCode::BAD_REQUEST
+    );
     // Nothing was written.
     assert_eq!(app.scalar("SELECT count(*)::bigint FROM programs").await, 0);
 }
