@@ -8,8 +8,15 @@
 //! bound everywhere; a change made on this instance is seen at once, because the code that makes
 //! it invalidates the entry after its commit. A load that started before an invalidation does
 //! not store what it read (a generation counter), so an invalidation is never undone by a slow
-//! reader. Only positive answers are kept: a key or a program that does not exist is looked up
-//! every time, so a new one works at once.
+//! reader. An entry's age is counted from before the read that loaded it, so the bound holds
+//! however long the read took.
+//!
+//! API keys are trusted for at most [`KEY_TTL_MAX`] (1 s) whatever `LOYALTY_CACHE_TTL_MS` says,
+//! so a key revoked anywhere is refused everywhere within a second. A presented key that named
+//! no active key is remembered as unknown for as long, by the digest of the whole key, so
+//! repeating a bad key costs no query while a newly minted key (whose secret no one can have
+//! presented before) works at once everywhere. Programs and strategies are kept only when
+//! found: one that does not exist is looked up every time, so a new one works at once.
 //!
 //! Each map is bounded (`capacity` entries; when full, expired entries are dropped, then all),
 //! and every read takes a shared lock only.
@@ -65,15 +72,28 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         if let Some(v) = self.get(&key) {
             return Ok(Some(v));
         }
-        let generation = self.generation.load(Ordering::Acquire);
+        // Taken before the read: the entry is as old as the oldest state it may show.
+        let (generation, started) = (self.generation.load(Ordering::Acquire), Instant::now());
         let loaded = load().await?;
         if let Some(v) = &loaded {
-            self.store(key, v.clone(), generation);
+            self.store_at(key, v.clone(), generation, started);
         }
         Ok(loaded)
     }
 
+    /// The generation to pass to [`Self::store_at`] for a load that starts now.
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    #[cfg(test)]
     fn store(&self, key: K, value: V, generation: u64) {
+        self.store_at(key, value, generation, Instant::now());
+    }
+
+    /// Keeps `value`, read from a state no older than `loaded_at`, unless an invalidation came
+    /// since `generation` was taken.
+    fn store_at(&self, key: K, value: V, generation: u64, loaded_at: Instant) {
         if self.ttl.is_zero() {
             return;
         }
@@ -89,15 +109,16 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
                 entries.clear();
             }
         }
-        entries.insert(key, (Instant::now(), value));
+        entries.insert(key, (loaded_at, value));
     }
 
-    /// Forgets every entry (after a change that cannot be named by key, like a revoked API key,
-    /// whose entries are keyed by the digest of a secret this instance may never have seen).
-    pub fn clear(&self) {
+    /// Forgets the entries whose value matches (after a change that cannot be named by key,
+    /// like a revoked API key, whose entry is keyed by the digest of a secret this instance may
+    /// never have seen), and makes loads already under way not store what they read.
+    pub fn invalidate_where(&self, matches: impl Fn(&V) -> bool) {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         self.generation.fetch_add(1, Ordering::AcqRel);
-        entries.clear();
+        entries.retain(|_, (_, v)| !matches(v));
     }
 
     /// Forgets `key` (after a change to it is committed), and makes loads already under way
@@ -109,10 +130,35 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     }
 }
 
+/// The longest an API key, found or not, is trusted in memory.
+pub const KEY_TTL_MAX: Duration = Duration::from_secs(1);
+
+/// The SHA-256 of a presented API key: what the key caches are keyed by.
+pub type KeyDigest = [u8; 32];
+
+pub fn key_digest(presented: &str) -> KeyDigest {
+    Sha256::digest(presented.as_bytes()).into()
+}
+
+/// What this instance knows of a presented key without asking the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CachedKey {
+    Active(KeyIdentity),
+    /// It named no active key a moment ago.
+    Unknown,
+    /// Not in memory: the database must be asked.
+    Missing,
+}
+
 /// The caches of one instance.
 pub struct Caches {
     /// SHA-256 of a presented API key → its organisation and id.
-    api_keys: TtlCache<[u8; 32], KeyIdentity>,
+    api_keys: TtlCache<KeyDigest, KeyIdentity>,
+    /// SHA-256 of presented keys that named no active key.
+    unknown_keys: TtlCache<KeyDigest, ()>,
+    /// SHA-256 of keys that authenticated on this instance in the last hour: still looked up
+    /// for a client address past its failed-authentication limit (see `auth`).
+    known_keys: TtlCache<KeyDigest, ()>,
     /// When this instance last recorded each key's `last_used_at`.
     key_uses: std::sync::Mutex<HashMap<i64, Instant>>,
     /// (organisation, program) → the program and its currencies.
@@ -126,7 +172,9 @@ pub struct Caches {
 impl Caches {
     pub fn new(ttl: Duration) -> Self {
         Self {
-            api_keys: TtlCache::new(ttl, 10_000),
+            api_keys: TtlCache::new(ttl.min(KEY_TTL_MAX), 10_000),
+            unknown_keys: TtlCache::new(ttl.min(KEY_TTL_MAX), 10_000),
+            known_keys: TtlCache::new(Duration::from_secs(3600), 100_000),
             key_uses: Default::default(),
             programs: TtlCache::new(ttl, 10_000),
             award_strategies: TtlCache::new(ttl, 10_000),
@@ -135,24 +183,50 @@ impl Caches {
         }
     }
 
-    /// The organisation of a presented API key (see `persistence::orgs::authenticate`).
-    pub async fn authenticate<C: ConnectionTrait>(
+    /// What memory says of a presented key.
+    pub fn cached_key(&self, digest: &KeyDigest) -> CachedKey {
+        if let Some(who) = self.api_keys.get(digest) {
+            CachedKey::Active(who)
+        } else if self.unknown_keys.get(digest).is_some() {
+            CachedKey::Unknown
+        } else {
+            CachedKey::Missing
+        }
+    }
+
+    /// Whether the key authenticated on this instance within the last hour.
+    pub fn is_known_key(&self, digest: &KeyDigest) -> bool {
+        self.known_keys.get(digest).is_some()
+    }
+
+    /// The organisation of a presented API key, read from the database (see
+    /// `persistence::orgs::authenticate`) and remembered either way.
+    pub async fn load_key<C: ConnectionTrait>(
         &self,
         conn: &C,
         presented: &str,
+        digest: KeyDigest,
     ) -> Result<Option<KeyIdentity>, PersistenceError> {
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        self.api_keys
-            .get_or_load(digest, async || {
-                persistence::orgs::authenticate(conn, presented).await
-            })
-            .await
+        let generations = (self.api_keys.generation(), self.unknown_keys.generation());
+        let started = Instant::now();
+        let found = persistence::orgs::authenticate(conn, presented).await?;
+        match found {
+            Some(who) => {
+                self.api_keys.store_at(digest, who, generations.0, started);
+                self.known_keys
+                    .store_at(digest, (), self.known_keys.generation(), started);
+            }
+            None => self
+                .unknown_keys
+                .store_at(digest, (), generations.1, started),
+        }
+        Ok(found)
     }
 
-    /// After a key of any organisation was revoked on this instance: every cached key is
-    /// looked up again (other instances see it within the TTL).
-    pub fn keys_changed(&self) {
-        self.api_keys.clear();
+    /// After key `key_id` was revoked on this instance (and committed): it is refused here at
+    /// once (other instances refuse it within [`KEY_TTL_MAX`]). Other keys stay cached.
+    pub fn key_revoked(&self, key_id: i64) {
+        self.api_keys.invalidate_where(|who| who.key_id == key_id);
     }
 
     /// Whether this instance should record that `key_id` was used now: the first time, then at

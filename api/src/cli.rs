@@ -103,7 +103,8 @@ struct ServeArgs {
     #[arg(long, env = "LOYALTY_GROUP_COMMIT_WRITERS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
     group_commit_writers: u16,
     /// How long API keys, programs, strategies and webhook subscriptions are trusted in
-    /// memory, in ms (0: not cached). Changes made on another instance are seen after this.
+    /// memory, in ms (0: not cached); API keys for at most 1000 whatever this says. Changes made
+    /// on another instance are seen after this.
     #[arg(long, env = "LOYALTY_CACHE_TTL_MS", default_value_t = 1000)]
     cache_ttl_ms: u64,
     /// How many days before a lot expires its `currency.expiring` notice is written (0: no
@@ -114,6 +115,15 @@ struct ServeArgs {
     /// that (0: no limit). Past it: 429 RATE_LIMITED with Retry-After.
     #[arg(long, env = "LOYALTY_RATE_LIMIT_PER_SECOND", default_value_t = 0)]
     rate_limit_per_second: u32,
+    /// Failed authentications each client address may make per minute on this instance; past
+    /// them, its requests with a key not already known here are 429 with Retry-After (0: no
+    /// limit).
+    #[arg(long, env = "LOYALTY_AUTH_FAILURES_PER_MINUTE", default_value_t = 60)]
+    auth_failures_per_minute: u32,
+    /// Take the client's address from the last X-Forwarded-For entry (only behind a proxy that
+    /// sets it; otherwise a client could choose its own address).
+    #[arg(long, env = "LOYALTY_TRUST_FORWARDED_FOR", value_parser = switch, num_args = 0..=1, default_value = "false", default_missing_value = "true")]
+    trust_forwarded_for: bool,
 }
 
 /// A switch: `1`/`0`, `true`/`false`, `yes`/`no`, `on`/`off`, in any case. Anything else is
@@ -163,7 +173,7 @@ enum KeysCommand {
         org: i64,
     },
     /// Revoke a key (not the organisation's last active one); running servers refuse it within
-    /// LOYALTY_CACHE_TTL_MS.
+    /// a second.
     Revoke {
         #[arg(long)]
         org: i64,
@@ -208,6 +218,8 @@ fn settings(db: &DbArgs, serve: &ServeArgs) -> Settings {
     s.cache_ttl = Duration::from_millis(serve.cache_ttl_ms);
     s.expiry_notice_days = serve.expiry_notice_days;
     s.rate_limit_per_second = serve.rate_limit_per_second;
+    s.auth_failures_per_minute = serve.auth_failures_per_minute;
+    s.trust_forwarded_for = serve.trust_forwarded_for;
     s
 }
 
@@ -323,11 +335,18 @@ async fn keys(
         }
         KeysCommand::List { org } => {
             known(org).await?;
-            for k in orgs::list_api_keys(db.conn(), org)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                println!("{}", show(&k, None));
+            let mut after = None;
+            loop {
+                let page = orgs::list_api_keys(db.conn(), org, after, 200)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                for k in &page.items {
+                    println!("{}", show(k, None));
+                }
+                match page.next_cursor {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
             }
         }
         KeysCommand::Revoke { org, key_id } => {

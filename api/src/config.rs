@@ -61,6 +61,12 @@ pub struct Settings {
     /// Requests per second each organisation may send to this instance (bursts of twice that);
     /// 0: no limit.
     pub rate_limit_per_second: u32,
+    /// Failed authentications each client address may make per minute on this instance before
+    /// its requests that need a key look-up are refused with 429; 0: no limit.
+    pub auth_failures_per_minute: u32,
+    /// Take the client's address from the last `X-Forwarded-For` entry (behind a proxy that
+    /// sets it) instead of the connection's peer.
+    pub trust_forwarded_for: bool,
 }
 
 impl Settings {
@@ -93,6 +99,8 @@ impl Settings {
             cache_ttl: Duration::from_secs(1),
             expiry_notice_days: 7,
             rate_limit_per_second: 0,
+            auth_failures_per_minute: 60,
+            trust_forwarded_for: false,
         }
     }
 }

@@ -72,6 +72,10 @@ pub enum ApiError {
     /// 429: the organisation sent more than its rate limit allows on this instance.
     #[error("rate limited")]
     RateLimited(crate::rate_limit::RateState),
+    /// 429: the client's address failed authentication too often; no key is looked up for it
+    /// until `retry_after_secs` have passed (keys known to this instance excepted).
+    #[error("failed authentications limited")]
+    AuthenticationsLimited { retry_after_secs: u64 },
     /// 503: the database is unreachable, or a commit's outcome is unknown. Always retryable.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -127,7 +131,7 @@ impl ApiError {
             ApiError::IdempotencyKeyInUse { .. } => "IDEMPOTENCY_KEY_IN_USE",
             ApiError::Unprocessable { code, .. } | ApiError::Conflict { code, .. } => code,
             ApiError::Unavailable(_) => "SERVICE_UNAVAILABLE",
-            ApiError::RateLimited(_) => "RATE_LIMITED",
+            ApiError::RateLimited(_) | ApiError::AuthenticationsLimited { .. } => "RATE_LIMITED",
             ApiError::Internal(_) => "INTERNAL_ERROR",
         }
     }
@@ -148,7 +152,9 @@ impl ApiError {
             ApiError::Unprocessable { .. } => "The request cannot be carried out",
             ApiError::Conflict { .. } => "The request conflicts with the current state",
             ApiError::Unavailable(_) => "Service unavailable",
-            ApiError::RateLimited(_) => "Too many requests",
+            ApiError::RateLimited(_) | ApiError::AuthenticationsLimited { .. } => {
+                "Too many requests"
+            }
             ApiError::Internal(_) => "Internal server error",
         }
     }
@@ -187,6 +193,9 @@ impl ApiError {
             ApiError::RateLimited(state) => format!(
                 "This organisation sent more requests than its rate limit allows; retry in {} s.",
                 state.reset_secs
+            ),
+            ApiError::AuthenticationsLimited { retry_after_secs } => format!(
+                "Too many failed authentications from this address; retry in {retry_after_secs} s."
             ),
             ApiError::Internal(_) => "An unexpected error occurred.".into(),
         }
@@ -231,7 +240,9 @@ impl ResponseError for ApiError {
                 StatusCode::CONFLICT
             }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited(_) | ApiError::AuthenticationsLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -253,7 +264,8 @@ impl ResponseError for ApiError {
         let retryable = match self {
             ApiError::Unavailable(_)
             | ApiError::IdempotencyKeyInUse { .. }
-            | ApiError::RateLimited(_) => true,
+            | ApiError::RateLimited(_)
+            | ApiError::AuthenticationsLimited { .. } => true,
             ApiError::Unprocessable { retryable, .. } => *retryable,
             _ => false,
         };
@@ -285,6 +297,9 @@ impl ResponseError for ApiError {
         }
         if let ApiError::RateLimited(state) = self {
             response.insert_header((header::RETRY_AFTER, state.reset_secs.to_string()));
+        }
+        if let ApiError::AuthenticationsLimited { retry_after_secs } = self {
+            response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
         }
         let mut response = response.body(body.to_string());
         if let ApiError::RateLimited(state) = self {

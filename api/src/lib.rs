@@ -3,13 +3,15 @@
 //! Layout:
 //! - [`cli`]: the `loyalty` binary's commands (`serve`, `migrate`, `orgs create`, `demo`).
 //! - [`startup`]: [`startup::Application`], built the same way by `serve` and by the tests.
-//! - [`extract`]: request extractors: the tenant from the API key, JSON bodies with limits and
+//! - [`auth`]: authentication of every request that needs a key, before anything else.
+//! - [`extract`]: request extractors: the tenant the key named, JSON bodies with limits and
 //!   precise errors, the `Idempotency-Key` header.
 //! - [`idempotent`]: the one mechanism every write goes through to be exactly-once.
 //! - [`routes`]: one module per resource.
 //! - [`error`]: problem+json answers.
 
 pub mod allocate;
+pub mod auth;
 pub mod cache;
 pub mod cli;
 pub mod clock;

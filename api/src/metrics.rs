@@ -3,7 +3,10 @@
 //! Recording is lock-free on the hot path (atomic counters and histogram buckets behind the
 //! exporter's sharded registry), so a metric never serialises requests. Labels are route
 //! patterns (`/v1/rewards/{rewardId}`), methods, statuses, operations, outcomes and codes: a
-//! small set, and no tenant data (no organisation, customer, currency code or key).
+//! small set, and no tenant data (no organisation, customer, currency code or key). Every
+//! value a client chooses is mapped onto a fixed set first: a path that matches no route is
+//! `unmatched`, a method outside RFC 9110's (and PATCH) is `other`, so no request can add a
+//! series.
 //!
 //! The recorder is process-wide (the `metrics` facade has one global recorder); several
 //! applications in one process (the tests) share it, and read differences.
@@ -116,9 +119,18 @@ pub fn install() {
     let _ = global();
 }
 
-/// One HTTP answer.
+/// The label of a request's method: one of the standard methods, else `other` (a client may
+/// send any token as a method).
+pub fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+    ];
+    KNOWN.into_iter().find(|m| *m == method).unwrap_or("other")
+}
+
+/// One HTTP answer. `route` is a route pattern or `unmatched`, never a raw path.
 pub fn http(method: &str, route: &str, status: u16, seconds: f64) {
-    histogram!(HTTP_DURATION, "method" => method.to_owned(), "route" => route.to_owned(), "status" => status.to_string())
+    histogram!(HTTP_DURATION, "method" => method_label(method), "route" => route.to_owned(), "status" => status.to_string())
         .record(seconds);
 }
 

@@ -351,7 +351,7 @@ impl IntoResponses for Authed {
             ("401", "UNAUTHORIZED: no API key, or one not recognised"),
             (
                 "429",
-                "RATE_LIMITED (retryable, Retry-After, RateLimit-*): past the organisation's rate limit on this instance (when LOYALTY_RATE_LIMIT_PER_SECOND is set)",
+                "RATE_LIMITED (retryable, Retry-After): past the organisation's rate limit on this instance (when LOYALTY_RATE_LIMIT_PER_SECOND is set; with RateLimit-*), or past the failed authentications the client's address may make a minute (LOYALTY_AUTH_FAILURES_PER_MINUTE)",
             ),
             (
                 "503",

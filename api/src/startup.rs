@@ -32,6 +32,8 @@ pub struct AppState {
     pub key_lookups: crate::group_commit::Queue<crate::idempotent::KeyLookup>,
     /// Per-organisation rate limits of this instance; `None` when off.
     pub rate_limiter: Option<crate::rate_limit::Limiter>,
+    /// Failed authentications per client address on this instance; `None` when unlimited.
+    pub auth_failures: Option<crate::auth::FailureLimit>,
     /// How many requests that a batch could not decide may run alone at once (half the
     /// pool): they wait here rather than for a connection.
     pub alone_runs: Arc<tokio::sync::Semaphore>,
@@ -110,6 +112,7 @@ impl Application {
             .max(1);
         let caches = crate::cache::Caches::new(settings.cache_ttl);
         let rate_limiter = crate::rate_limit::Limiter::new(settings.rate_limit_per_second);
+        let auth_failures = crate::auth::FailureLimit::new(settings.auth_failures_per_minute);
         let state = web::Data::from(Arc::new_cyclic(|state| AppState {
             db: db.clone(),
             clock,
@@ -135,6 +138,7 @@ impl Application {
             ),
             key_lookups: crate::group_commit::Queue::spawn(state.clone(), 256, 2, deadline),
             rate_limiter,
+            auth_failures,
             alone_runs: Arc::new(tokio::sync::Semaphore::new(alone_runs)),
         }));
         if let Some(interval) = state.settings.worker_interval {
@@ -157,6 +161,8 @@ impl Application {
                             .error_handler(|_, _| ApiError::not_found("resource").into()),
                     )
                     .configure(routes::configure)
+                    // Inside the observer, so a refused key is measured and logged too.
+                    .wrap(actix_web::middleware::from_fn(crate::auth::authenticate))
                     .wrap_fn(observe_request)
             })
             .listen(listener)

@@ -6,7 +6,8 @@ use sea_orm::{ConnectionTrait, FromQueryResult};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::{PersistenceError, stmt};
+use crate::catalog::page_fetch;
+use crate::{Page, PersistenceError, stmt};
 
 #[derive(Debug, Clone, FromQueryResult)]
 pub struct OrgRow {
@@ -101,19 +102,25 @@ pub async fn create_api_key<C: ConnectionTrait>(
     Ok(NewApiKey { key, row })
 }
 
-/// The organisation's keys, revoked ones included, oldest first.
+/// A page of the organisation's keys, revoked ones included, oldest first: at most `limit`
+/// after key id `after`.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn list_api_keys<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
-) -> Result<Vec<ApiKeyRow>, PersistenceError> {
-    Ok(ApiKeyRow::find_by_statement(stmt(
+    after: Option<i64>,
+    limit: u64,
+) -> Result<Page<ApiKeyRow>, PersistenceError> {
+    let rows = ApiKeyRow::find_by_statement(stmt(
         conn,
-        &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1 ORDER BY id"),
-        vec![org_id.into()],
+        &format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+        ),
+        vec![org_id.into(), after.unwrap_or(0).into(), page_fetch(limit)],
     ))
     .all(conn)
-    .await?)
+    .await?;
+    Ok(Page::from_rows(rows, limit, |k| k.id))
 }
 
 /// What came of a revocation.

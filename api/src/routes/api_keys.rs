@@ -8,10 +8,10 @@ use utoipa::ToSchema;
 
 use crate::dto::ts;
 use crate::error::ApiError;
-use crate::extract::{IdempotencyHeader, Json, Tenant, path_id};
+use crate::extract::{IdempotencyHeader, Json, PageQuery, Tenant, path_id};
 use crate::idempotent::{Effect, execute, respond};
 use crate::openapi::{
-    ApiKeyPath, KeyHeader, Missing, Read, Replayed, Write, name_schema, page, to_json,
+    ApiKeyPath, KeyHeader, Missing, PageParams, Read, Replayed, Write, name_schema, page, to_json,
 };
 use crate::startup::AppState;
 
@@ -98,18 +98,25 @@ pub async fn create(
 
 #[utoipa::path(get, path = "/v1/api-keys", tag = "Organisation", operation_id = "api_keys_list",
     summary = "The organisation's API keys, revoked ones included (never their secrets)",
-    responses((status = 200, description = "All of them, on one page", body = KeyPage), Read))]
+    params(PageParams),
+    responses((status = 200, description = "A page, oldest first", body = KeyPage), Read))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
-pub async fn list(state: web::Data<AppState>, tenant: Tenant) -> Result<HttpResponse, ApiError> {
-    let keys = orgs::list_api_keys(state.db.conn(), tenant.org_id).await?;
+pub async fn list(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let page = query.parse()?;
+    let keys = orgs::list_api_keys(state.db.conn(), tenant.org_id, page.cursor, page.limit).await?;
     Ok(HttpResponse::Ok().json(KeyPage::new(
-        keys.iter().map(|k| key_view(k, None)).collect(),
-        None,
+        keys.items.iter().map(|k| key_view(k, None)).collect(),
+        keys.next_cursor,
     )))
 }
 
-/// `DELETE /v1/api-keys/{keyId}`: the key stops working at once on this instance and within
-/// `LOYALTY_CACHE_TTL_MS` on every other. The organisation's last active key cannot be revoked.
+/// `DELETE /v1/api-keys/{keyId}`: the key stops working at once on this instance and within a
+/// second (`cache::KEY_TTL_MAX`) on every other. The organisation's last active key cannot be
+/// revoked.
 #[utoipa::path(delete, path = "/v1/api-keys/{keyId}", tag = "Organisation",
     operation_id = "api_keys_revoke", summary = "Revoke an API key",
     params(ApiKeyPath, KeyHeader),
@@ -143,11 +150,12 @@ pub async fn revoke(
             }),
         },
     )
-    .await;
-    // Whatever came of it, this instance looks every key up again.
-    state.caches.keys_changed();
+    .await?;
+    // Committed (now, or before: a replay): this instance refuses that key from now on. Other
+    // keys stay cached; a refusal changed nothing and forgets nothing.
+    state.caches.key_revoked(key_id);
     Ok(crate::idempotent::no_content(
         Operation::ApiKeyRevoke,
-        outcome?,
+        outcome,
     ))
 }

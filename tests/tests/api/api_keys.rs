@@ -245,3 +245,143 @@ async fn keys_are_managed_from_the_command_line_too() {
     let (ok, _, err) = run(&["list", "--org", "999999"]);
     assert!(!ok && err.contains("no such organisation"), "{err}");
 }
+
+#[tokio::test]
+async fn a_refused_revocation_leaves_every_cached_key_alone() {
+    let app = TestApp::spawn().await;
+    // A key cached here and then revoked behind this instance's back (as another instance
+    // would) still gets in until its cached entry is dropped: that shows whether the entry is
+    // still there. Each attempt must finish within the key's second in the cache, or it proves
+    // nothing and is tried again with fresh organisations.
+    for attempt in 0..20 {
+        let started = std::time::Instant::now();
+        let (org_a, a) = app.create_org(&format!("Cached {attempt}")).await;
+        let (_, b) = app.create_org(&format!("Refused {attempt}")).await;
+        assert_eq!(app.get("/v1/programs", &a).await.status, StatusCode::OK);
+        assert_eq!(app.get("/v1/programs", &b).await.status, StatusCode::OK);
+        app.scalar(&format!(
+            "WITH r AS (UPDATE api_keys SET revoked_at = now() WHERE org_id = {org_a} \
+             RETURNING id) SELECT count(*)::bigint FROM r"
+        ))
+        .await;
+        // Another organisation's revocation that fails (no such key).
+        let refused = app.delete("/v1/api-keys/999999", &b, None).await;
+        assert_eq!(refused.status, StatusCode::NOT_FOUND, "{}", refused.text);
+        let after = app.get("/v1/programs", &a).await;
+        if started.elapsed() >= Duration::from_millis(900) {
+            continue;
+        }
+        assert_eq!(
+            after.status,
+            StatusCode::OK,
+            "a failed revocation by another organisation dropped this key's cached entry"
+        );
+        return;
+    }
+    panic!("no attempt finished within the cache's life");
+}
+
+#[tokio::test]
+async fn a_revoked_key_is_refused_everywhere_within_a_second_whatever_the_cache_ttl() {
+    let long = || Spawn {
+        settings: Box::new(|s| s.cache_ttl = Duration::from_secs(120)),
+        ..Spawn::default()
+    };
+    let app = TestApp::spawn_with(long()).await;
+    let other = TestApp::spawn_on(&app.database_url, long()).await;
+    let (_, first) = app.create_org("Bound").await;
+    let r = mint(&app, &first, "short-lived", None).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let secret = r.body["apiKey"].as_str().unwrap().to_owned();
+    let key_id = r.body["keyId"].as_str().unwrap().to_owned();
+    // Cached on the other instance.
+    assert_eq!(
+        other.get("/v1/programs", &secret).await.status,
+        StatusCode::OK
+    );
+    let revoked = app
+        .delete(&format!("/v1/api-keys/{key_id}"), &first, None)
+        .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT, "{}", revoked.text);
+    assert_eq!(
+        app.get("/v1/programs", &secret).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // The documented bound is one second; a generous wait only detects "never".
+    let mut status = StatusCode::OK;
+    for _ in 0..100 {
+        status = other.get("/v1/programs", &secret).await.status;
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the other instance still accepts the revoked key"
+    );
+    other.stop().await;
+}
+
+#[tokio::test]
+async fn api_keys_are_listed_in_pages() {
+    let app = TestApp::spawn().await;
+    let (_, first) = app.create_org("Paged").await;
+    for i in 0..4 {
+        let r = mint(&app, &first, &format!("key {i}"), None).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/api-keys?limit=2&cursor={c}"),
+            None => "/v1/api-keys?limit=2".to_owned(),
+        };
+        let page = app.get(&path, &first).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        let items = page.body["items"].as_array().unwrap();
+        assert!(items.len() <= 2, "{}", page.text);
+        seen.extend(
+            items
+                .iter()
+                .map(|k| k["keyId"].as_str().unwrap().to_owned()),
+        );
+        pages += 1;
+        match page.body["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+        assert!(pages < 10, "the pages never end");
+    }
+    assert_eq!(pages, 3);
+    let distinct: std::collections::BTreeSet<_> = seen.iter().collect();
+    assert_eq!((seen.len(), distinct.len()), (5, 5), "{seen:?}");
+    // Oldest first, like the other lists.
+    let numbers: Vec<i64> = seen.iter().map(|s| s.parse().unwrap()).collect();
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+    // Without a limit: the default page holds them all here.
+    let all = app.get("/v1/api-keys", &first).await;
+    assert_eq!(all.body["items"].as_array().unwrap().len(), 5);
+    for bad in ["limit=0", "limit=201", "limit=x", "cursor=abc", "cursor=0"] {
+        let r = app.get(&format!("/v1/api-keys?{bad}"), &first).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
+    }
+    // The document says so.
+    let doc: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let params = doc["paths"]["/v1/api-keys"]["get"]["parameters"].to_string();
+    assert!(
+        params.contains("\"limit\"") && params.contains("\"cursor\""),
+        "{params}"
+    );
+}

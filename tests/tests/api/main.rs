@@ -2,6 +2,7 @@
 
 mod allocations;
 mod api_keys;
+mod authentication;
 mod batch_isolation;
 mod caps;
 mod catalog;
@@ -15,6 +16,7 @@ mod holds;
 mod issuance;
 mod ledger;
 mod lock_order;
+mod metric_labels;
 mod notices;
 mod ops;
 mod outage;
