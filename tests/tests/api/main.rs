@@ -29,5 +29,6 @@ mod sqlite;
 mod tenancy;
 mod transfers;
 mod validation;
+mod webhook_guard;
 mod webhooks;
 mod workers;
