@@ -42,6 +42,9 @@ pub struct WebhookSettings {
     pub retry_schedule: Vec<Duration>,
     /// How long one delivery may take.
     pub timeout: Duration,
+    /// The most endpoints an organisation may have, deleted ones aside
+    /// (`LOYALTY_WEBHOOK_MAX_ENDPOINTS`).
+    pub max_endpoints: u64,
 }
 
 impl Default for WebhookSettings {
@@ -53,6 +56,7 @@ impl Default for WebhookSettings {
                 .map(Duration::from_secs)
                 .collect(),
             timeout: Duration::from_secs(10),
+            max_endpoints: 100,
         }
     }
 }

@@ -26,6 +26,8 @@ pub struct EndpointRow {
     /// ENABLED or DISABLED.
     pub status: String,
     pub updated_at: Option<DateTime<Utc>>,
+    /// Its position within the organisation (1, 2, … in creation order): the list's cursor.
+    pub seq: i64,
 }
 
 impl EndpointRow {
@@ -39,13 +41,17 @@ impl EndpointRow {
     }
 }
 
-const ENDPOINT_COLUMNS: &str = "id, org_id, url, events, secret, created_at, status, updated_at";
+const ENDPOINT_COLUMNS: &str =
+    "id, org_id, url, events, secret, created_at, status, updated_at, seq";
 
 /// `events` as stored: `,a,b,` so that `LIKE '%,a,%'` finds a subscription.
 fn stored_events(events: &[String]) -> String {
     format!(",{},", events.join(","))
 }
 
+/// Creates an endpoint, unless the organisation already has `max` endpoints that are not
+/// deleted (`None` then). Creations in one organisation are serialised (an advisory lock on
+/// PostgreSQL, SQLite's single writer), so the count is exact and the new `seq` is free.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn create_endpoint<C: ConnectionTrait>(
     conn: &C,
@@ -54,12 +60,39 @@ pub async fn create_endpoint<C: ConnectionTrait>(
     events: &[String],
     secret: &str,
     now: DateTime<Utc>,
-) -> Result<EndpointRow, PersistenceError> {
-    EndpointRow::find_by_statement(stmt(
+    max: u64,
+) -> Result<Option<EndpointRow>, PersistenceError> {
+    if !crate::for_update(conn).is_empty() {
+        // Two keys: the first names this lock, the second the organisation (two organisations
+        // that share it only wait for each other's creations).
+        conn.execute_raw(stmt(
+            conn,
+            "SELECT pg_advisory_xact_lock(727274011, ($1 % 2147483647)::int)",
+            vec![org_id.into()],
+        ))
+        .await?;
+    }
+    #[derive(FromQueryResult)]
+    struct Count {
+        n: i64,
+        last: i64,
+    }
+    let count = Count::find_by_statement(stmt(
+        conn,
+        "SELECT count(*) FILTER (WHERE deleted_at IS NULL) AS n, COALESCE(max(seq), 0) AS last          FROM webhook_endpoints WHERE org_id = $1",
+        vec![org_id.into()],
+    ))
+    .one(conn)
+    .await?
+    .unwrap_or(Count { n: 0, last: 0 });
+    if u64::try_from(count.n).unwrap_or(0) >= max {
+        return Ok(None);
+    }
+    let row = EndpointRow::find_by_statement(stmt(
         conn,
         &format!(
-            "INSERT INTO webhook_endpoints (id, org_id, url, events, secret, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {ENDPOINT_COLUMNS}"
+            "INSERT INTO webhook_endpoints (id, org_id, url, events, secret, created_at, seq) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {ENDPOINT_COLUMNS}"
         ),
         vec![
             Uuid::now_v7().into(),
@@ -68,11 +101,13 @@ pub async fn create_endpoint<C: ConnectionTrait>(
             stored_events(events).into(),
             secret.into(),
             now.into(),
+            (count.last + 1).into(),
         ],
     ))
     .one(conn)
     .await?
-    .ok_or_else(|| PersistenceError::Other("insert returned no row".into()))
+    .ok_or_else(|| PersistenceError::Other("insert returned no row".into()))?;
+    Ok(Some(row))
 }
 
 /// The organisation's endpoint `id`, unless it was deleted.
@@ -165,13 +200,26 @@ pub async fn delete_endpoint<C: ConnectionTrait>(
     Ok(true)
 }
 
-/// The organisation's endpoints that are not deleted (enabled or not), oldest first.
+/// The organisation's endpoints that are not deleted (enabled or not), oldest first, `limit`
+/// at a time after the `after` cursor.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn list_endpoints<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
-) -> Result<Vec<EndpointRow>, PersistenceError> {
-    endpoints_where(conn, org_id, "").await
+    after: Option<i64>,
+    limit: u64,
+) -> Result<Page<EndpointRow>, PersistenceError> {
+    let rows = EndpointRow::find_by_statement(stmt(
+        conn,
+        &format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints \
+             WHERE org_id = $1 AND seq > $2 AND deleted_at IS NULL ORDER BY seq LIMIT $3"
+        ),
+        vec![org_id.into(), after.unwrap_or(0).into(), page_fetch(limit)],
+    ))
+    .all(conn)
+    .await?;
+    Ok(Page::from_rows(rows, limit, |r| r.seq))
 }
 
 /// The endpoints new events are recorded for: enabled and not deleted.
@@ -192,7 +240,7 @@ async fn endpoints_where<C: ConnectionTrait>(
         conn,
         &format!(
             "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints \
-             WHERE org_id = $1 AND deleted_at IS NULL{and} ORDER BY created_at, id"
+             WHERE org_id = $1 AND deleted_at IS NULL{and} ORDER BY seq"
         ),
         vec![org_id.into()],
     ))

@@ -29,6 +29,7 @@ mod sqlite;
 mod tenancy;
 mod transfers;
 mod validation;
+mod webhook_endpoints;
 mod webhook_guard;
 mod webhooks;
 mod workers;
