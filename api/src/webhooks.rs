@@ -326,7 +326,9 @@ async fn attempt(
     }
 }
 
-/// Delivers up to `batch` due events once each; returns how many were attempted.
+/// Delivers up to `batch` due events once each, each organisation with due events getting its
+/// share (see [`crate::webhook_rounds`]); each attempt is recorded as soon as it ends, and this
+/// returns when all have. Returns how many were attempted.
 pub async fn deliver_due(
     db: &Db,
     client: &reqwest::Client,
@@ -334,46 +336,62 @@ pub async fn deliver_due(
     now: DateTime<Utc>,
     batch: u64,
 ) -> Result<usize, PersistenceError> {
-    let lease = chrono::Duration::from_std(settings.timeout + Duration::from_secs(30))
-        .unwrap_or(chrono::Duration::seconds(60));
-    let lease_until = now.checked_add_signed(lease).unwrap_or(now);
-    let deliveries = webhooks::claim_due(db.conn(), now, lease_until, batch).await?;
-    let attempts = futures_util::future::join_all(
-        deliveries.iter().map(|d| attempt(client, settings, d, now)),
+    let batch = usize::try_from(batch).unwrap_or(usize::MAX);
+    let deliveries =
+        crate::webhook_rounds::claim_shares(db, settings, now, batch, |_| batch, &[]).await?;
+    futures_util::future::join_all(
+        deliveries
+            .iter()
+            .map(|d| deliver_one(db, client, settings, d, now)),
     )
     .await;
-    for (d, outcome) in deliveries.iter().zip(attempts) {
-        let result = match outcome {
-            Ok((code, body)) => {
-                crate::metrics::webhook("delivered");
-                AttemptResult::Delivered { code, body }
-            }
-            Err((code, body)) => {
-                let done = usize::try_from(d.event.attempts).unwrap_or(0);
-                let retry_at = settings
-                    .retry_schedule
-                    .get(done)
-                    .and_then(|wait| chrono::Duration::from_std(*wait).ok())
-                    .and_then(|wait| now.checked_add_signed(wait));
-                crate::metrics::webhook(if retry_at.is_some() {
-                    "retry_scheduled"
-                } else {
-                    "failed"
-                });
-                AttemptResult::Failed {
-                    code,
-                    body,
-                    retry_at,
-                }
-            }
-        };
-        // One event's failure to be recorded must not hold up the others; its lease runs out
-        // and it is attempted again.
-        if let Err(e) = webhooks::record_attempt(db.conn(), d.event.seq, &result, now).await {
-            tracing::warn!(error = %e, event = %d.event.id, "could not record a webhook attempt");
-        }
-    }
     Ok(deliveries.len())
+}
+
+/// How long a claimed event is leased to the worker that claimed it at `now`.
+pub(crate) fn lease_until(settings: &WebhookSettings, now: DateTime<Utc>) -> DateTime<Utc> {
+    let lease = chrono::Duration::from_std(settings.timeout + Duration::from_secs(30))
+        .unwrap_or(chrono::Duration::seconds(60));
+    now.checked_add_signed(lease).unwrap_or(now)
+}
+
+/// Sends one claimed event and records what came of it (delivered; the next attempt from the
+/// retry schedule; or `FAILED`).
+pub(crate) async fn deliver_one(
+    db: &Db,
+    client: &reqwest::Client,
+    settings: &WebhookSettings,
+    d: &Delivery,
+    now: DateTime<Utc>,
+) {
+    let result = match attempt(client, settings, d, now).await {
+        Ok((code, body)) => {
+            crate::metrics::webhook("delivered");
+            AttemptResult::Delivered { code, body }
+        }
+        Err((code, body)) => {
+            let done = usize::try_from(d.event.attempts).unwrap_or(0);
+            let retry_at = settings
+                .retry_schedule
+                .get(done)
+                .and_then(|wait| chrono::Duration::from_std(*wait).ok())
+                .and_then(|wait| now.checked_add_signed(wait));
+            crate::metrics::webhook(if retry_at.is_some() {
+                "retry_scheduled"
+            } else {
+                "failed"
+            });
+            AttemptResult::Failed {
+                code,
+                body,
+                retry_at,
+            }
+        }
+    };
+    // An event whose attempt cannot be recorded is attempted again when its lease runs out.
+    if let Err(e) = webhooks::record_attempt(db.conn(), d.event.seq, &result, now).await {
+        tracing::warn!(error = %e, event = %d.event.id, "could not record a webhook attempt");
+    }
 }
 
 /// Resolves names for deliveries and drops every private address, so the address that was

@@ -2,9 +2,9 @@
 //!
 //! Events are written by [`emit`] in the transaction of the effect they describe, so an effect
 //! never exists without its events nor an event without its effect. Delivery happens later,
-//! outside any transaction: [`claim_due`] leases due events (`FOR UPDATE SKIP LOCKED`, so
-//! several instances share the work), the caller sends them, and [`record_attempt`] stores what
-//! happened.
+//! outside any transaction: [`due_orgs`] names the organisations with due events, [`claim_due`]
+//! leases each one's share of them (`FOR UPDATE SKIP LOCKED`, so several instances share the
+//! work), the caller sends them, and [`record_attempt`] stores what happened.
 
 use std::collections::HashMap;
 
@@ -345,34 +345,79 @@ pub struct Delivery {
     pub secret: String,
 }
 
-/// Leases up to `limit` due events until `lease_until` (another worker will not take them
-/// before then) and returns them with their endpoints.
+/// The organisations with events due at `now`, the one whose oldest due event is oldest first,
+/// up to `limit` of them, leaving out `except` (those already delivering all they may).
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+pub async fn due_orgs<C: ConnectionTrait>(
+    conn: &C,
+    now: DateTime<Utc>,
+    except: &[i64],
+    limit: u64,
+) -> Result<Vec<i64>, PersistenceError> {
+    #[derive(FromQueryResult)]
+    struct Org {
+        org_id: i64,
+    }
+    let mut values: Vec<Value> = vec![now.into(), i64::try_from(limit).unwrap_or(i64::MAX).into()];
+    let except_sql = if except.is_empty() {
+        String::new()
+    } else {
+        let list = crate::in_list(values.len() + 1, except.len());
+        values.extend(except.iter().map(|o| Value::from(*o)));
+        format!(" AND org_id NOT IN ({list})")
+    };
+    Ok(Org::find_by_statement(stmt(
+        conn,
+        &format!(
+            "SELECT org_id FROM webhook_events WHERE status = 'DELIVERING' AND next_attempt_at <= $1\
+             {except_sql} AND endpoint_id IN (SELECT id FROM webhook_endpoints \
+                                 WHERE status = 'ENABLED' AND deleted_at IS NULL) \
+             GROUP BY org_id ORDER BY min(next_attempt_at), org_id LIMIT $2"
+        ),
+        values,
+    ))
+    .all(conn)
+    .await?
+    .into_iter()
+    .map(|o| o.org_id)
+    .collect())
+}
+
+/// Leases up to `limit` due events (of organisation `org` only, when given) until
+/// `lease_until` (another worker will not take them before then) and returns them with their
+/// endpoints.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn claim_due<C: ConnectionTrait>(
     conn: &C,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
     limit: u64,
+    org: Option<i64>,
 ) -> Result<Vec<Delivery>, PersistenceError> {
     let skip = if crate::for_update(conn).is_empty() {
         ""
     } else {
         " FOR UPDATE SKIP LOCKED"
     };
+    let of_org = if org.is_some() { " AND org_id = $4" } else { "" };
+    let mut values: Vec<Value> = vec![
+        now.into(),
+        lease_until.into(),
+        i64::try_from(limit).unwrap_or(i64::MAX).into(),
+    ];
+    if let Some(org) = org {
+        values.push(org.into());
+    }
     let events = EventRow::find_by_statement(stmt(
         conn,
         &format!(
             "UPDATE webhook_events SET next_attempt_at = $2 WHERE seq IN \
-             (SELECT seq FROM webhook_events WHERE status = 'DELIVERING' AND next_attempt_at <= $1 \
+             (SELECT seq FROM webhook_events WHERE status = 'DELIVERING' AND next_attempt_at <= $1{of_org} \
               AND endpoint_id IN (SELECT id FROM webhook_endpoints \
                                   WHERE status = 'ENABLED' AND deleted_at IS NULL) \
               ORDER BY next_attempt_at LIMIT $3{skip}) RETURNING {EVENT_COLUMNS}"
         ),
-        vec![
-            now.into(),
-            lease_until.into(),
-            i64::try_from(limit).unwrap_or(i64::MAX).into(),
-        ],
+        values,
     ))
     .all(conn)
     .await?;

@@ -30,6 +30,7 @@ mod tenancy;
 mod transfers;
 mod validation;
 mod webhook_endpoints;
+mod webhook_fairness;
 mod webhook_guard;
 mod webhooks;
 mod workers;

@@ -69,3 +69,55 @@ async fn endpoints_are_listed_in_pages_oldest_first() {
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{query}: {}", r.text);
     }
 }
+
+#[tokio::test]
+async fn an_organisation_has_at_most_the_configured_number_of_endpoints() {
+    let app = TestApp::spawn_with(tests::Spawn {
+        settings: Box::new(|s| s.webhooks.max_endpoints = 3),
+        ..tests::Spawn::default()
+    })
+    .await;
+    let (_, key) = app.create_org("Acme").await;
+    let (_, other) = app.create_org("Other").await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let r = create(&app, &key, n).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        ids.push(r.body["endpointId"].as_str().unwrap().to_owned());
+    }
+    let count = "SELECT count(*)::bigint FROM webhook_endpoints";
+    let before = app.scalar(count).await;
+    let refused = create(&app, &key, 3).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.text
+    );
+    assert_eq!(refused.code(), "ENDPOINT_LIMIT_REACHED");
+    assert_eq!(app.scalar(count).await, before, "nothing was created");
+    // Another organisation has its own limit.
+    assert_eq!(create(&app, &other, 0).await.status, StatusCode::CREATED);
+    // A deleted endpoint no longer counts; a disabled one does.
+    let disabled = app
+        .patch(
+            &format!("/v1/webhook-endpoints/{}", ids[0]),
+            &key,
+            &json!({"status": "DISABLED"}),
+        )
+        .await;
+    assert_eq!(disabled.status, StatusCode::OK, "{}", disabled.text);
+    assert_eq!(
+        create(&app, &key, 4).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let deleted = app
+        .delete(&format!("/v1/webhook-endpoints/{}", ids[1]), &key, None)
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{}", deleted.text);
+    assert_eq!(create(&app, &key, 5).await.status, StatusCode::CREATED);
+    assert_eq!(
+        create(&app, &key, 6).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+}
