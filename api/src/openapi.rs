@@ -674,6 +674,18 @@ impl Modify for Finish {
                     .insert(name.to_owned(), Schema::AllOf(all).into());
             }
         }
+        // A partial reversal (`amount`) is keyed by `reversalId` (OpenAPI 3.1 is JSON Schema
+        // 2020-12, which has `dependentRequired`; utoipa's model has no field for it, so it goes
+        // where utoipa writes unknown keywords as they are). The Idempotency-Key header stands in
+        // for `reversalId` too, which a schema of the body cannot say.
+        if let Some(RefOr::T(Schema::Object(body))) = components.schemas.get_mut("ReversalBody") {
+            body.extensions
+                .get_or_insert_with(Default::default)
+                .insert(
+                    "dependentRequired".to_owned(),
+                    json!({"amount": ["reversalId"]}),
+                );
+        }
         let request_id = utoipa::openapi::header::HeaderBuilder::new()
             .schema(Some(fragment(json!({"type": "string"}))))
             .description(Some(
