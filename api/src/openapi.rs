@@ -679,12 +679,10 @@ impl Modify for Finish {
         // where utoipa writes unknown keywords as they are). The Idempotency-Key header stands in
         // for `reversalId` too, which a schema of the body cannot say.
         if let Some(RefOr::T(Schema::Object(body))) = components.schemas.get_mut("ReversalBody") {
-            body.extensions
-                .get_or_insert_with(Default::default)
-                .insert(
-                    "dependentRequired".to_owned(),
-                    json!({"amount": ["reversalId"]}),
-                );
+            body.extensions.get_or_insert_with(Default::default).insert(
+                "dependentRequired".to_owned(),
+                json!({"amount": ["reversalId"]}),
+            );
         }
         let request_id = utoipa::openapi::header::HeaderBuilder::new()
             .schema(Some(fragment(json!({"type": "string"}))))

@@ -126,7 +126,8 @@ impl Rounds {
             let used: usize = map.values().sum();
             (busy, IN_FLIGHT.saturating_sub(used), map.clone())
         };
-        let room = |org: i64| IN_FLIGHT_PER_ORG.saturating_sub(counts.get(&org).copied().unwrap_or(0));
+        let room =
+            |org: i64| IN_FLIGHT_PER_ORG.saturating_sub(counts.get(&org).copied().unwrap_or(0));
         let deliveries = claim_shares(db, settings, now, free, room, &busy).await?;
         let started = deliveries.len();
         for d in deliveries {

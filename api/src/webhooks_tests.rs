@@ -173,7 +173,10 @@ async fn deliveries_ignore_proxies_from_the_environment() {
     // Allowing private addresses does not bring proxies back either: a receiver on loopback is
     // reached directly.
     let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let target = format!("http://127.0.0.1:{}/hook", receiver.local_addr().unwrap().port());
+    let target = format!(
+        "http://127.0.0.1:{}/hook",
+        receiver.local_addr().unwrap().port()
+    );
     let answer = tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (mut socket, _) = receiver.accept().await.unwrap();

@@ -399,7 +399,11 @@ pub async fn claim_due<C: ConnectionTrait>(
     } else {
         " FOR UPDATE SKIP LOCKED"
     };
-    let of_org = if org.is_some() { " AND org_id = $4" } else { "" };
+    let of_org = if org.is_some() {
+        " AND org_id = $4"
+    } else {
+        ""
+    };
     let mut values: Vec<Value> = vec![
         now.into(),
         lease_until.into(),

@@ -189,7 +189,11 @@ pub async fn list_endpoints(
     let result =
         webhooks::list_endpoints(state.db.conn(), tenant.org_id, page.cursor, page.limit).await?;
     Ok(HttpResponse::Ok().json(EndpointPage::new(
-        result.items.iter().map(|e| endpoint_view(e, false)).collect(),
+        result
+            .items
+            .iter()
+            .map(|e| endpoint_view(e, false))
+            .collect(),
         result.next_cursor,
     )))
 }

@@ -364,7 +364,11 @@ async fn integers_written_with_a_point_and_a_partial_reversal_s_key_follow_the_d
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{why}: {}", r.text);
         assert_eq!(r.body["errors"][0]["field"], "expiresInSeconds", "{why}");
     }
-    assert_eq!(app.row_counts().await, before, "a refused hold wrote something");
+    assert_eq!(
+        app.row_counts().await,
+        before,
+        "a refused hold wrote something"
+    );
 
     // The document states what the service does: `amount` requires `reversalId` (the
     // Idempotency-Key header stands in for it, which a schema cannot say).

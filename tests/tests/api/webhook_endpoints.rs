@@ -44,13 +44,24 @@ async fn endpoints_are_listed_in_pages_oldest_first() {
     assert_eq!(listed(&first), ids[..2], "{}", first.text);
     let cursor = first.body["nextCursor"].as_str().unwrap().to_owned();
     let second = app
-        .get(&format!("/v1/webhook-endpoints?limit=2&cursor={cursor}"), &key)
+        .get(
+            &format!("/v1/webhook-endpoints?limit=2&cursor={cursor}"),
+            &key,
+        )
         .await;
-    assert_eq!(listed(&second), [ids[3].clone(), ids[4].clone()], "{}", second.text);
+    assert_eq!(
+        listed(&second),
+        [ids[3].clone(), ids[4].clone()],
+        "{}",
+        second.text
+    );
     // A full last page may still name a cursor; the page after it is empty and ends.
     if let Some(cursor) = second.body["nextCursor"].as_str() {
         let third = app
-            .get(&format!("/v1/webhook-endpoints?limit=2&cursor={cursor}"), &key)
+            .get(
+                &format!("/v1/webhook-endpoints?limit=2&cursor={cursor}"),
+                &key,
+            )
             .await;
         assert!(listed(&third).is_empty(), "{}", third.text);
         assert!(third.body["nextCursor"].is_null());
@@ -120,4 +131,64 @@ async fn an_organisation_has_at_most_the_configured_number_of_endpoints() {
         create(&app, &key, 6).await.status,
         StatusCode::UNPROCESSABLE_ENTITY
     );
+}
+
+#[tokio::test]
+async fn endpoints_are_numbered_paged_and_limited_on_sqlite_too() {
+    let path = std::env::temp_dir().join(format!("loyalty-endpoints-{}.db", uuid::Uuid::now_v7()));
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    {
+        let app = TestApp::spawn_on(
+            &url,
+            tests::Spawn {
+                clock: None,
+                settings: Box::new(|s| {
+                    s.migrate = true;
+                    s.webhooks.max_endpoints = 2;
+                }),
+            },
+        )
+        .await;
+        let (_, key) = app.create_org("SQLite").await;
+        assert_eq!(create(&app, &key, 0).await.status, StatusCode::CREATED);
+        assert_eq!(create(&app, &key, 1).await.status, StatusCode::CREATED);
+        let refused = create(&app, &key, 2).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            refused.text
+        );
+        assert_eq!(refused.code(), "ENDPOINT_LIMIT_REACHED");
+        let first = app.get("/v1/webhook-endpoints?limit=1", &key).await;
+        assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+        assert_eq!(first.body["items"][0]["url"], "https://8.8.8.8/hooks/0");
+        let cursor = first.body["nextCursor"].as_str().unwrap().to_owned();
+        let second = app
+            .get(
+                &format!("/v1/webhook-endpoints?limit=1&cursor={cursor}"),
+                &key,
+            )
+            .await;
+        assert_eq!(second.body["items"][0]["url"], "https://8.8.8.8/hooks/1");
+        assert!(second.body["nextCursor"].is_null(), "{}", second.text);
+        // The delivery worker's statements run here too (nothing is due).
+        assert_eq!(
+            api::webhooks::deliver_due(
+                &app.db,
+                &api::webhooks::client(false),
+                &api::webhooks::WebhookSettings::default(),
+                chrono::Utc::now(),
+                50,
+            )
+            .await
+            .unwrap(),
+            0
+        );
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut p = path.clone().into_os_string();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
 }

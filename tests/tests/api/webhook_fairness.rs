@@ -36,7 +36,9 @@ async fn quick_receiver() -> String {
                 let mut got = Vec::new();
                 // Read the head and the body (Content-Length), then answer.
                 loop {
-                    let Ok(n) = socket.read(&mut buf).await else { return };
+                    let Ok(n) = socket.read(&mut buf).await else {
+                        return;
+                    };
                     if n == 0 {
                         return;
                     }
@@ -139,9 +141,7 @@ async fn a_slow_organisation_does_not_hold_up_another_organisations_deliveries()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let never_attempted = app
-        .scalar(&format!("{a_events} AND attempts = 0"))
-        .await;
+    let never_attempted = app.scalar(&format!("{a_events} AND attempts = 0")).await;
     assert!(
         never_attempted > 0,
         "B's event went out only after every one of A's ({} connections to A's receiver)",
