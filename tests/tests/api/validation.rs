@@ -370,7 +370,7 @@ async fn integers_written_with_a_point_and_a_partial_reversal_s_key_follow_the_d
         "a refused hold wrote something"
     );
 
-    // The document states what the service does: `amount` requires `reversalId` (the
+    // The document states what the service does: `amount` requires `reversalId`, a string (the
     // Idempotency-Key header stands in for it, which a schema cannot say).
     let doc: Value = app
         .client
@@ -387,15 +387,20 @@ async fn integers_written_with_a_point_and_a_partial_reversal_s_key_follow_the_d
         "{}",
         doc["components"]["schemas"]["ReversalBody"]
     );
-    let r = app
-        .post(
-            "/v1/currency/allocations/c-1/reversal",
-            &key,
-            &json!({"amount": "1"}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
-    assert_eq!(r.body["errors"][0]["field"], "reversalId");
+    assert_eq!(
+        doc["components"]["schemas"]["ReversalBody"]["dependentSchemas"]["amount"],
+        json!({"properties": {"reversalId": {"type": "string"}}}),
+    );
+    for body in [
+        json!({"amount": "1"}),
+        json!({"amount": "1", "reversalId": null}),
+    ] {
+        let r = app
+            .post("/v1/currency/allocations/c-1/reversal", &key, &body)
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.text);
+        assert_eq!(r.body["errors"][0]["field"], "reversalId", "{body}");
+    }
     let r = app
         .post(
             "/v1/currency/allocations/c-1/reversal",
