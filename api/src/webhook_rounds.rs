@@ -3,7 +3,8 @@
 //! A round names the organisations with due events (oldest due first) and leases each one its
 //! share of the round, so an organisation with thousands of due events does not take a whole
 //! round. The worker ([`Rounds`]) does not wait for a round's deliveries: each runs on its own
-//! and is recorded when it ends, and the next round starts on the next tick with the room left.
+//! and is recorded when it ends, and the next round starts on the next tick, or as soon as a
+//! delivery ends, with the room left.
 //! Deliveries in flight are bounded in all ([`IN_FLIGHT`]) and per organisation
 //! ([`IN_FLIGHT_PER_ORG`]), so an organisation whose receivers are slow holds at most its own
 //! part of the room while the others' events keep going out.
@@ -73,6 +74,9 @@ pub async fn claim_shares(
 #[derive(Default, Clone)]
 pub struct Rounds {
     in_flight: Arc<Mutex<HashMap<i64, usize>>>,
+    /// Signalled when a delivery ends, so that its room is used at once rather than at the
+    /// next tick (an organisation with a backlog and quick receivers keeps its part busy).
+    ended: Arc<tokio::sync::Notify>,
 }
 
 /// Counts one delivery in flight for as long as it lives (a delivery that panics or is dropped
@@ -91,6 +95,8 @@ impl Drop for InFlight {
                 map.remove(&self.org);
             }
         }
+        drop(map);
+        self.rounds.ended.notify_one();
     }
 }
 
@@ -100,6 +106,11 @@ impl Rounds {
         self.in_flight
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Returns once a delivery has ended since the last call (at once if one has).
+    pub async fn ended(&self) {
+        self.ended.notified().await;
     }
 
     /// How many deliveries are in flight now.
@@ -169,5 +180,19 @@ mod tests {
         drop(b);
         assert_eq!(rounds.in_flight(), 0);
         assert!(rounds.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_end_of_a_delivery_wakes_the_worker() {
+        let rounds = Rounds::default();
+        *rounds.lock().entry(7).or_insert(0) += 1;
+        drop(InFlight {
+            rounds: rounds.clone(),
+            org: 7,
+        });
+        // The end came before anyone waited: the next wait returns at once.
+        tokio::time::timeout(std::time::Duration::from_secs(5), rounds.ended())
+            .await
+            .expect("the worker is woken");
     }
 }

@@ -282,9 +282,10 @@ pub async fn purge_all(db: &Db, cutoff: DateTime<Utc>) -> Result<u64, Persistenc
     }
 }
 
-/// Delivers due webhook events every `interval` until the process ends: each tick starts rounds
-/// (each organisation with due events gets its share) while they find work and room, without
-/// waiting for their deliveries, so a slow receiver holds up no one else's events.
+/// Delivers due webhook events every `interval`, and whenever a delivery ends, until the process
+/// ends: each wake starts rounds (each organisation with due events gets its share) while they
+/// find work and room, without waiting for their deliveries, so a slow receiver holds up no one
+/// else's events.
 pub fn spawn_webhooks(state: Arc<AppState>, interval: Duration) {
     tokio::spawn(async move {
         let client = crate::webhooks::client(state.settings.webhooks.allow_private);
@@ -293,7 +294,11 @@ pub fn spawn_webhooks(state: Arc<AppState>, interval: Duration) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticker.tick().await;
+            // A tick, or the end of a delivery (its room is free again).
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = rounds.ended() => {}
+            }
             // Keep going while rounds find work and room, so a backlog drains quickly.
             loop {
                 match rounds
