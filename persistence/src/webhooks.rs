@@ -79,7 +79,8 @@ pub async fn create_endpoint<C: ConnectionTrait>(
     }
     let count = Count::find_by_statement(stmt(
         conn,
-        "SELECT count(*) FILTER (WHERE deleted_at IS NULL) AS n, COALESCE(max(seq), 0) AS last          FROM webhook_endpoints WHERE org_id = $1",
+        "SELECT count(*) FILTER (WHERE deleted_at IS NULL) AS n, COALESCE(max(seq), 0) AS last \
+         FROM webhook_endpoints WHERE org_id = $1",
         vec![org_id.into()],
     ))
     .one(conn)
