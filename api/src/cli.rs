@@ -93,6 +93,9 @@ struct ServeArgs {
     /// How long one webhook delivery may take, in ms.
     #[arg(long, env = "LOYALTY_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
     webhook_timeout_ms: u64,
+    /// The most webhook endpoints an organisation may have (deleted ones aside).
+    #[arg(long, env = "LOYALTY_WEBHOOK_MAX_ENDPOINTS", default_value_t = 100)]
+    webhook_max_endpoints: u64,
     /// HTTP worker threads (0: one per core).
     #[arg(long, env = "LOYALTY_WORKERS", default_value_t = 0)]
     workers: usize,
@@ -213,6 +216,7 @@ fn settings(db: &DbArgs, serve: &ServeArgs) -> Settings {
         s.webhooks.retry_schedule = schedule.0.clone();
     }
     s.webhooks.timeout = Duration::from_millis(serve.webhook_timeout_ms.max(1));
+    s.webhooks.max_endpoints = serve.webhook_max_endpoints.max(1);
     s.group_commit_max = serve.group_commit_max;
     s.group_commit_writers = usize::from(serve.group_commit_writers);
     s.cache_ttl = Duration::from_millis(serve.cache_ttl_ms);

@@ -31,5 +31,6 @@ pub mod routes;
 pub mod settle;
 pub mod startup;
 pub mod telemetry;
+pub mod webhook_rounds;
 pub mod webhooks;
 pub mod workers;

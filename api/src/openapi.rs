@@ -674,6 +674,22 @@ impl Modify for Finish {
                     .insert(name.to_owned(), Schema::AllOf(all).into());
             }
         }
+        // A partial reversal (`amount`) is keyed by `reversalId`, a string then (not null).
+        // OpenAPI 3.1 is JSON Schema 2020-12, which has `dependentRequired` and
+        // `dependentSchemas`; utoipa's model has no field for them, so they go where utoipa
+        // writes unknown keywords as they are. The Idempotency-Key header stands in for
+        // `reversalId` too, which a schema of the body cannot say.
+        if let Some(RefOr::T(Schema::Object(body))) = components.schemas.get_mut("ReversalBody") {
+            let rules = body.extensions.get_or_insert_with(Default::default);
+            rules.insert(
+                "dependentRequired".to_owned(),
+                json!({"amount": ["reversalId"]}),
+            );
+            rules.insert(
+                "dependentSchemas".to_owned(),
+                json!({"amount": {"properties": {"reversalId": {"type": "string"}}}}),
+            );
+        }
         let request_id = utoipa::openapi::header::HeaderBuilder::new()
             .schema(Some(fragment(json!({"type": "string"}))))
             .description(Some(

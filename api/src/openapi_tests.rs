@@ -24,6 +24,16 @@ fn the_document_builds_with_every_fragment_intact() {
             "{name} lost the rule Finish adds to it"
         );
     }
+    assert_eq!(
+        doc["components"]["schemas"]["ReversalBody"]["dependentRequired"],
+        json!({"amount": ["reversalId"]}),
+        "ReversalBody lost the rule Finish adds to it"
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["ReversalBody"]["dependentSchemas"]["amount"],
+        json!({"properties": {"reversalId": {"type": "string"}}}),
+        "ReversalBody lost the rule Finish adds to it"
+    );
     let lookup =
         serde_json::to_value(<crate::dto::LookupParams as PartialSchema>::schema()).unwrap();
     assert!(lookup.to_string().contains("entityType"), "{lookup}");

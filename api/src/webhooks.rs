@@ -1,7 +1,7 @@
 //! Outbound webhooks: events written to the outbox with their effect, delivered later with the
 //! Standard Webhooks headers, retried with back-off, refused for private addresses.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use base64::Engine;
@@ -42,6 +42,9 @@ pub struct WebhookSettings {
     pub retry_schedule: Vec<Duration>,
     /// How long one delivery may take.
     pub timeout: Duration,
+    /// The most endpoints an organisation may have, deleted ones aside
+    /// (`LOYALTY_WEBHOOK_MAX_ENDPOINTS`).
+    pub max_endpoints: u64,
 }
 
 impl Default for WebhookSettings {
@@ -53,6 +56,7 @@ impl Default for WebhookSettings {
                 .map(Duration::from_secs)
                 .collect(),
             timeout: Duration::from_secs(10),
+            max_endpoints: 100,
         }
     }
 }
@@ -92,35 +96,69 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &str) -> String {
     format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
 }
 
+/// Whether an address is not one a delivery may go to: loopback, private, link-local, shared,
+/// reserved, benchmarking, documentation, multicast, or an IPv6 form that carries or reaches an
+/// IPv4 address other than through an ordinary public route (IPv4-compatible, mapped and
+/// translated addresses, NAT64 and 6to4 prefixes, Teredo).
 fn is_private(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.octets()[0] == 0
-                || v4.octets()[0] >= 240
-                // 100.64.0.0/10, carrier-grade NAT.
-                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
-        }
-        IpAddr::V6(v6) => {
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                // 64:ff9b::/96, NAT64: the IPv4 address inside decides.
-                || (v6.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
-                    && is_private(IpAddr::V4(std::net::Ipv4Addr::from(
-                        (u32::from(v6.segments()[6]) << 16) | u32::from(v6.segments()[7]),
-                    ))))
-                // fc00::/7 unique local, fe80::/10 link-local.
-                || (v6.segments()[0] & 0xfe00) == 0xfc00
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
-                || v6.to_ipv4_mapped().is_some_and(|v4| is_private(IpAddr::V4(v4)))
-        }
+        IpAddr::V4(v4) => is_private_v4(v4),
+        IpAddr::V6(v6) => is_private_v6(v6),
     }
+}
+
+fn is_private_v4(v4: Ipv4Addr) -> bool {
+    let [a, b, c, _] = v4.octets();
+    v4.is_loopback()
+        || v4.is_private()
+        || v4.is_link_local()
+        || v4.is_unspecified()
+        || v4.is_broadcast()
+        || v4.is_multicast()
+        // 0.0.0.0/8 "this network", 240.0.0.0/4 reserved.
+        || a == 0
+        || a >= 240
+        // 100.64.0.0/10, carrier-grade NAT.
+        || (a == 100 && (b & 0xc0) == 64)
+        // 192.0.0.0/24, IETF protocol assignments.
+        || (a == 192 && b == 0 && c == 0)
+        // 198.18.0.0/15, benchmarking.
+        || (a == 198 && (b & 0xfe) == 18)
+        // 192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, documentation.
+        || (a == 192 && b == 0 && c == 2)
+        || (a == 198 && b == 51 && c == 100)
+        || (a == 203 && b == 0 && c == 113)
+        // 192.88.99.0/24, the former 6to4 relay anycast.
+        || (a == 192 && b == 88 && c == 99)
+}
+
+fn is_private_v6(v6: Ipv6Addr) -> bool {
+    let s = v6.segments();
+    let low_v4 = || Ipv4Addr::from((u32::from(s[6]) << 16) | u32::from(s[7]));
+    v6.is_loopback()
+        || v6.is_unspecified()
+        || v6.is_multicast()
+        // ::/96, IPv4-compatible (deprecated; `::a.b.c.d`), and :: and ::1 with them.
+        || s[..6] == [0; 6]
+        // ::ffff:0:0/96, IPv4-translated.
+        || s[..6] == [0, 0, 0, 0, 0xffff, 0]
+        // 64:ff9b::/96, NAT64: the IPv4 address inside decides.
+        || (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && is_private_v4(low_v4()))
+        // 64:ff9b:1::/48, NAT64 for local use.
+        || s[..3] == [0x64, 0xff9b, 1]
+        // 100::/64, discard only.
+        || s[..4] == [0x100, 0, 0, 0]
+        // 2001::/23, IETF protocol assignments (Teredo 2001::/32 among them).
+        || (s[0] == 0x2001 && s[1] < 0x200)
+        // 2001:db8::/32, documentation.
+        || (s[0] == 0x2001 && s[1] == 0xdb8)
+        // 2002::/16, 6to4: an IPv4 address reached through a relay.
+        || s[0] == 0x2002
+        // fc00::/7 unique local, fe80::/10 link-local, fec0::/10 site-local.
+        || (s[0] & 0xfe00) == 0xfc00
+        || (s[0] & 0xffc0) == 0xfe80
+        || (s[0] & 0xffc0) == 0xfec0
+        || v6.to_ipv4_mapped().is_some_and(is_private_v4)
 }
 
 /// Why a URL is refused, if it is: not http(s), or naming a loopback, private or link-local
@@ -140,7 +178,7 @@ pub async fn refuse_url(url: &str, allow_private: bool) -> Option<String> {
     if allow_private {
         return None;
     }
-    let private = "resolves to a loopback, private or link-local address".to_owned();
+    let private = "resolves to a loopback, private, link-local or reserved address".to_owned();
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = host.parse::<IpAddr>() {
         return is_private(ip).then_some(private);
@@ -288,7 +326,9 @@ async fn attempt(
     }
 }
 
-/// Delivers up to `batch` due events once each; returns how many were attempted.
+/// Delivers up to `batch` due events once each, each organisation with due events getting its
+/// share (see [`crate::webhook_rounds`]); each attempt is recorded as soon as it ends, and this
+/// returns when all have. Returns how many were attempted.
 pub async fn deliver_due(
     db: &Db,
     client: &reqwest::Client,
@@ -296,46 +336,62 @@ pub async fn deliver_due(
     now: DateTime<Utc>,
     batch: u64,
 ) -> Result<usize, PersistenceError> {
-    let lease = chrono::Duration::from_std(settings.timeout + Duration::from_secs(30))
-        .unwrap_or(chrono::Duration::seconds(60));
-    let lease_until = now.checked_add_signed(lease).unwrap_or(now);
-    let deliveries = webhooks::claim_due(db.conn(), now, lease_until, batch).await?;
-    let attempts = futures_util::future::join_all(
-        deliveries.iter().map(|d| attempt(client, settings, d, now)),
+    let batch = usize::try_from(batch).unwrap_or(usize::MAX);
+    let deliveries =
+        crate::webhook_rounds::claim_shares(db, settings, now, batch, |_| batch, &[]).await?;
+    futures_util::future::join_all(
+        deliveries
+            .iter()
+            .map(|d| deliver_one(db, client, settings, d, now)),
     )
     .await;
-    for (d, outcome) in deliveries.iter().zip(attempts) {
-        let result = match outcome {
-            Ok((code, body)) => {
-                crate::metrics::webhook("delivered");
-                AttemptResult::Delivered { code, body }
-            }
-            Err((code, body)) => {
-                let done = usize::try_from(d.event.attempts).unwrap_or(0);
-                let retry_at = settings
-                    .retry_schedule
-                    .get(done)
-                    .and_then(|wait| chrono::Duration::from_std(*wait).ok())
-                    .and_then(|wait| now.checked_add_signed(wait));
-                crate::metrics::webhook(if retry_at.is_some() {
-                    "retry_scheduled"
-                } else {
-                    "failed"
-                });
-                AttemptResult::Failed {
-                    code,
-                    body,
-                    retry_at,
-                }
-            }
-        };
-        // One event's failure to be recorded must not hold up the others; its lease runs out
-        // and it is attempted again.
-        if let Err(e) = webhooks::record_attempt(db.conn(), d.event.seq, &result, now).await {
-            tracing::warn!(error = %e, event = %d.event.id, "could not record a webhook attempt");
-        }
-    }
     Ok(deliveries.len())
+}
+
+/// How long a claimed event is leased to the worker that claimed it at `now`.
+pub(crate) fn lease_until(settings: &WebhookSettings, now: DateTime<Utc>) -> DateTime<Utc> {
+    let lease = chrono::Duration::from_std(settings.timeout + Duration::from_secs(30))
+        .unwrap_or(chrono::Duration::seconds(60));
+    now.checked_add_signed(lease).unwrap_or(now)
+}
+
+/// Sends one claimed event and records what came of it (delivered; the next attempt from the
+/// retry schedule; or `FAILED`).
+pub(crate) async fn deliver_one(
+    db: &Db,
+    client: &reqwest::Client,
+    settings: &WebhookSettings,
+    d: &Delivery,
+    now: DateTime<Utc>,
+) {
+    let result = match attempt(client, settings, d, now).await {
+        Ok((code, body)) => {
+            crate::metrics::webhook("delivered");
+            AttemptResult::Delivered { code, body }
+        }
+        Err((code, body)) => {
+            let done = usize::try_from(d.event.attempts).unwrap_or(0);
+            let retry_at = settings
+                .retry_schedule
+                .get(done)
+                .and_then(|wait| chrono::Duration::from_std(*wait).ok())
+                .and_then(|wait| now.checked_add_signed(wait));
+            crate::metrics::webhook(if retry_at.is_some() {
+                "retry_scheduled"
+            } else {
+                "failed"
+            });
+            AttemptResult::Failed {
+                code,
+                body,
+                retry_at,
+            }
+        }
+    };
+    // An event whose attempt cannot be recorded is attempted again when its lease runs out.
+    if let Err(e) = webhooks::record_attempt(db.conn(), d.event.seq, &result, now).await {
+        tracing::warn!(error = %e, event = %d.event.id, "could not record a webhook attempt");
+    }
 }
 
 /// Resolves names for deliveries and drops every private address, so the address that was
@@ -357,14 +413,20 @@ impl reqwest::dns::Resolve for PublicOnly {
     }
 }
 
-/// The HTTP client deliveries use: no redirects (a redirect could point inside), and unless
-/// private addresses are allowed, a resolver that only ever yields public ones.
+/// The HTTP client deliveries use: no redirects (a redirect could point inside), no proxy from
+/// the environment (`HTTPS_PROXY` and the like: a proxy would resolve the name itself, around
+/// the resolver), and unless private addresses are allowed, a resolver that only ever yields
+/// public ones.
 pub fn client(allow_private: bool) -> reqwest::Client {
-    let mut builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy();
     if !allow_private {
         builder = builder.dns_resolver(std::sync::Arc::new(PublicOnly));
     }
-    builder.build().unwrap_or_default()
+    // ok: building fails only when the TLS backend cannot start, once at start-up; a default
+    // client instead would deliver through proxies and to private addresses.
+    builder.build().expect("the webhook delivery client")
 }
 
 /// `currency.expired` events for the `EXPIRE` entries just written for `account`.

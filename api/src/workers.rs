@@ -282,27 +282,31 @@ pub async fn purge_all(db: &Db, cutoff: DateTime<Utc>) -> Result<u64, Persistenc
     }
 }
 
-/// Delivers due webhook events every `interval` until the process ends.
+/// Delivers due webhook events every `interval`, and whenever a delivery ends, until the process
+/// ends: each wake starts rounds (each organisation with due events gets its share) while they
+/// find work and room, without waiting for their deliveries, so a slow receiver holds up no one
+/// else's events.
 pub fn spawn_webhooks(state: Arc<AppState>, interval: Duration) {
     tokio::spawn(async move {
         let client = crate::webhooks::client(state.settings.webhooks.allow_private);
+        let settings = Arc::new(state.settings.webhooks.clone());
+        let rounds = crate::webhook_rounds::Rounds::default();
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticker.tick().await;
-            // Keep going while full batches come back, so a backlog drains quickly.
+            // A tick, or the end of a delivery (its room is free again).
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = rounds.ended() => {}
+            }
+            // Keep going while rounds find work and room, so a backlog drains quickly.
             loop {
-                match crate::webhooks::deliver_due(
-                    &state.db,
-                    &client,
-                    &state.settings.webhooks,
-                    state.now(),
-                    50,
-                )
-                .await
+                match rounds
+                    .start(&state.db, &client, &settings, state.now())
+                    .await
                 {
-                    Ok(50) => continue,
-                    Ok(_) => break,
+                    Ok(0) => break,
+                    Ok(_) => continue,
                     Err(e) => {
                         tracing::warn!(error = %e, "webhook delivery round failed; will retry");
                         break;

@@ -19,6 +19,7 @@ mod m20261123_000005_points_lifecycle;
 mod m20261123_000006_org_controls;
 mod m20261124_000007_issuance_counted_periods;
 mod m20261207_000008_expired_lots;
+mod m20261207_000011_endpoint_order;
 
 pub struct Migrator;
 
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000006_org_controls::Migration),
             Box::new(m20261124_000007_issuance_counted_periods::Migration),
             Box::new(m20261207_000008_expired_lots::Migration),
+            Box::new(m20261207_000011_endpoint_order::Migration),
         ]
     }
 }
@@ -48,6 +50,7 @@ const SOURCES: &[&str] = &[
     include_str!("m20261123_000006_org_controls.rs"),
     include_str!("m20261124_000007_issuance_counted_periods.rs"),
     include_str!("m20261207_000008_expired_lots.rs"),
+    include_str!("m20261207_000011_endpoint_order.rs"),
 ];
 
 /// Text that changes whenever a migration is added or edited; test harnesses use it to know

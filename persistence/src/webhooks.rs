@@ -2,9 +2,9 @@
 //!
 //! Events are written by [`emit`] in the transaction of the effect they describe, so an effect
 //! never exists without its events nor an event without its effect. Delivery happens later,
-//! outside any transaction: [`claim_due`] leases due events (`FOR UPDATE SKIP LOCKED`, so
-//! several instances share the work), the caller sends them, and [`record_attempt`] stores what
-//! happened.
+//! outside any transaction: [`due_orgs`] names the organisations with due events, [`claim_due`]
+//! leases each one's share of them (`FOR UPDATE SKIP LOCKED`, so several instances share the
+//! work), the caller sends them, and [`record_attempt`] stores what happened.
 
 use std::collections::HashMap;
 
@@ -26,6 +26,8 @@ pub struct EndpointRow {
     /// ENABLED or DISABLED.
     pub status: String,
     pub updated_at: Option<DateTime<Utc>>,
+    /// Its position within the organisation (1, 2, … in creation order): the list's cursor.
+    pub seq: i64,
 }
 
 impl EndpointRow {
@@ -39,13 +41,17 @@ impl EndpointRow {
     }
 }
 
-const ENDPOINT_COLUMNS: &str = "id, org_id, url, events, secret, created_at, status, updated_at";
+const ENDPOINT_COLUMNS: &str =
+    "id, org_id, url, events, secret, created_at, status, updated_at, seq";
 
 /// `events` as stored: `,a,b,` so that `LIKE '%,a,%'` finds a subscription.
 fn stored_events(events: &[String]) -> String {
     format!(",{},", events.join(","))
 }
 
+/// Creates an endpoint, unless the organisation already has `max` endpoints that are not
+/// deleted (`None` then). Creations in one organisation are serialised (an advisory lock on
+/// PostgreSQL, SQLite's single writer), so the count is exact and the new `seq` is free.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn create_endpoint<C: ConnectionTrait>(
     conn: &C,
@@ -54,12 +60,40 @@ pub async fn create_endpoint<C: ConnectionTrait>(
     events: &[String],
     secret: &str,
     now: DateTime<Utc>,
-) -> Result<EndpointRow, PersistenceError> {
-    EndpointRow::find_by_statement(stmt(
+    max: u64,
+) -> Result<Option<EndpointRow>, PersistenceError> {
+    if !crate::for_update(conn).is_empty() {
+        // Two keys: the first names this lock, the second the organisation (two organisations
+        // that share it only wait for each other's creations).
+        conn.execute_raw(stmt(
+            conn,
+            "SELECT pg_advisory_xact_lock(727274011, ($1 % 2147483647)::int)",
+            vec![org_id.into()],
+        ))
+        .await?;
+    }
+    #[derive(FromQueryResult)]
+    struct Count {
+        n: i64,
+        last: i64,
+    }
+    let count = Count::find_by_statement(stmt(
+        conn,
+        "SELECT count(*) FILTER (WHERE deleted_at IS NULL) AS n, COALESCE(max(seq), 0) AS last \
+         FROM webhook_endpoints WHERE org_id = $1",
+        vec![org_id.into()],
+    ))
+    .one(conn)
+    .await?
+    .unwrap_or(Count { n: 0, last: 0 });
+    if u64::try_from(count.n).unwrap_or(0) >= max {
+        return Ok(None);
+    }
+    let row = EndpointRow::find_by_statement(stmt(
         conn,
         &format!(
-            "INSERT INTO webhook_endpoints (id, org_id, url, events, secret, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {ENDPOINT_COLUMNS}"
+            "INSERT INTO webhook_endpoints (id, org_id, url, events, secret, created_at, seq) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {ENDPOINT_COLUMNS}"
         ),
         vec![
             Uuid::now_v7().into(),
@@ -68,11 +102,13 @@ pub async fn create_endpoint<C: ConnectionTrait>(
             stored_events(events).into(),
             secret.into(),
             now.into(),
+            (count.last + 1).into(),
         ],
     ))
     .one(conn)
     .await?
-    .ok_or_else(|| PersistenceError::Other("insert returned no row".into()))
+    .ok_or_else(|| PersistenceError::Other("insert returned no row".into()))?;
+    Ok(Some(row))
 }
 
 /// The organisation's endpoint `id`, unless it was deleted.
@@ -165,13 +201,26 @@ pub async fn delete_endpoint<C: ConnectionTrait>(
     Ok(true)
 }
 
-/// The organisation's endpoints that are not deleted (enabled or not), oldest first.
+/// The organisation's endpoints that are not deleted (enabled or not), oldest first, `limit`
+/// at a time after the `after` cursor.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn list_endpoints<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
-) -> Result<Vec<EndpointRow>, PersistenceError> {
-    endpoints_where(conn, org_id, "").await
+    after: Option<i64>,
+    limit: u64,
+) -> Result<Page<EndpointRow>, PersistenceError> {
+    let rows = EndpointRow::find_by_statement(stmt(
+        conn,
+        &format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints \
+             WHERE org_id = $1 AND seq > $2 AND deleted_at IS NULL ORDER BY seq LIMIT $3"
+        ),
+        vec![org_id.into(), after.unwrap_or(0).into(), page_fetch(limit)],
+    ))
+    .all(conn)
+    .await?;
+    Ok(Page::from_rows(rows, limit, |r| r.seq))
 }
 
 /// The endpoints new events are recorded for: enabled and not deleted.
@@ -192,7 +241,7 @@ async fn endpoints_where<C: ConnectionTrait>(
         conn,
         &format!(
             "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints \
-             WHERE org_id = $1 AND deleted_at IS NULL{and} ORDER BY created_at, id"
+             WHERE org_id = $1 AND deleted_at IS NULL{and} ORDER BY seq"
         ),
         vec![org_id.into()],
     ))
@@ -297,34 +346,83 @@ pub struct Delivery {
     pub secret: String,
 }
 
-/// Leases up to `limit` due events until `lease_until` (another worker will not take them
-/// before then) and returns them with their endpoints.
+/// The organisations with events due at `now`, the one whose oldest due event is oldest first,
+/// up to `limit` of them, leaving out `except` (those already delivering all they may).
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+pub async fn due_orgs<C: ConnectionTrait>(
+    conn: &C,
+    now: DateTime<Utc>,
+    except: &[i64],
+    limit: u64,
+) -> Result<Vec<i64>, PersistenceError> {
+    #[derive(FromQueryResult)]
+    struct Org {
+        org_id: i64,
+    }
+    let mut values: Vec<Value> = vec![now.into(), i64::try_from(limit).unwrap_or(i64::MAX).into()];
+    let except_sql = if except.is_empty() {
+        String::new()
+    } else {
+        let list = crate::in_list(values.len() + 1, except.len());
+        values.extend(except.iter().map(|o| Value::from(*o)));
+        format!(" AND org_id NOT IN ({list})")
+    };
+    Ok(Org::find_by_statement(stmt(
+        conn,
+        &format!(
+            "SELECT org_id FROM webhook_events WHERE status = 'DELIVERING' AND next_attempt_at <= $1\
+             {except_sql} AND endpoint_id IN (SELECT id FROM webhook_endpoints \
+                                 WHERE status = 'ENABLED' AND deleted_at IS NULL) \
+             GROUP BY org_id ORDER BY min(next_attempt_at), org_id LIMIT $2"
+        ),
+        values,
+    ))
+    .all(conn)
+    .await?
+    .into_iter()
+    .map(|o| o.org_id)
+    .collect())
+}
+
+/// Leases up to `limit` due events (of organisation `org` only, when given) until
+/// `lease_until` (another worker will not take them before then) and returns them with their
+/// endpoints.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn claim_due<C: ConnectionTrait>(
     conn: &C,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
     limit: u64,
+    org: Option<i64>,
 ) -> Result<Vec<Delivery>, PersistenceError> {
     let skip = if crate::for_update(conn).is_empty() {
         ""
     } else {
         " FOR UPDATE SKIP LOCKED"
     };
+    let of_org = if org.is_some() {
+        " AND org_id = $4"
+    } else {
+        ""
+    };
+    let mut values: Vec<Value> = vec![
+        now.into(),
+        lease_until.into(),
+        i64::try_from(limit).unwrap_or(i64::MAX).into(),
+    ];
+    if let Some(org) = org {
+        values.push(org.into());
+    }
     let events = EventRow::find_by_statement(stmt(
         conn,
         &format!(
             "UPDATE webhook_events SET next_attempt_at = $2 WHERE seq IN \
-             (SELECT seq FROM webhook_events WHERE status = 'DELIVERING' AND next_attempt_at <= $1 \
+             (SELECT seq FROM webhook_events WHERE status = 'DELIVERING' AND next_attempt_at <= $1{of_org} \
               AND endpoint_id IN (SELECT id FROM webhook_endpoints \
                                   WHERE status = 'ENABLED' AND deleted_at IS NULL) \
               ORDER BY next_attempt_at LIMIT $3{skip}) RETURNING {EVENT_COLUMNS}"
         ),
-        vec![
-            now.into(),
-            lease_until.into(),
-            i64::try_from(limit).unwrap_or(i64::MAX).into(),
-        ],
+        values,
     ))
     .all(conn)
     .await?;

@@ -18,7 +18,9 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::dto::{DecimalInput, FlexId, LookupParams, LooseString, amount, bounded_text, ts};
+use crate::dto::{
+    DecimalInput, FlexId, LookupParams, LooseString, WholeNumber, amount, bounded_text, ts,
+};
 use crate::error::ApiError;
 use crate::extract::{IdempotencyHeader, Json, OptionalJson, Tenant, required_key};
 use crate::idempotent::{Effect, execute, respond};
@@ -53,9 +55,10 @@ pub struct HoldBody {
     /// The idempotency key (or send the Idempotency-Key header; the same value if both).
     #[schema(schema_with = key_schema, required = true)]
     pub unique_id: Option<String>,
-    /// How long the hold lasts before it is released by itself (default 900, at most 604800).
-    #[schema(minimum = 1, maximum = 604800)]
-    pub expires_in_seconds: Option<i64>,
+    /// How long the hold lasts before it is released by itself (default 900, at most 604800);
+    /// a whole number, `900.0` included.
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 604800)]
+    pub expires_in_seconds: Option<WholeNumber>,
     #[schema(schema_with = text500_schema)]
     pub reason: Option<String>,
     #[schema(schema_with = mobile_schema)]
@@ -172,7 +175,9 @@ pub async fn create(
     let customer = crate::customer_of!(body).parse()?;
     let (program_id, currency, requested) =
         spend_fields(&body.program_id, &body.currency, &body.amount)?;
-    let seconds = body.expires_in_seconds.unwrap_or(DEFAULT_HOLD_SECONDS);
+    let seconds = body
+        .expires_in_seconds
+        .map_or(DEFAULT_HOLD_SECONDS, |WholeNumber(s)| s);
     if !(1..=MAX_HOLD_SECONDS).contains(&seconds) {
         return Err(ApiError::validation(
             "expiresInSeconds",

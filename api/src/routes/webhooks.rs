@@ -112,10 +112,12 @@ fn checked_events(given: &[String]) -> Result<Vec<String>, ApiError> {
     Ok(events.into_iter().collect())
 }
 
-/// `POST /v1/webhook-endpoints`: the secret is shown in this answer (and its replays) only.
+/// `POST /v1/webhook-endpoints`: the secret is shown in this answer (and its replays) only. An
+/// organisation has at most `LOYALTY_WEBHOOK_MAX_ENDPOINTS` endpoints (deleted ones aside);
+/// past that, 422 `ENDPOINT_LIMIT_REACHED`.
 #[utoipa::path(post, path = "/v1/webhook-endpoints", tag = "Webhooks",
     operation_id = "webhooks_create_endpoint",
-    summary = "Register a webhook endpoint (signed with Standard Webhooks headers)",
+    summary = "Register a webhook endpoint (signed with Standard Webhooks headers; 422 ENDPOINT_LIMIT_REACHED past the organisation's limit)",
     params(KeyHeader), request_body = CreateEndpoint,
     responses((status = 201, description = "Registered now, with its secret", body = EndpointView),
         Replayed<EndpointView>, Write))]
@@ -133,6 +135,7 @@ pub async fn create_endpoint(
         .with("events", Some(events.join(",")));
     let org_id = tenant.org_id;
     let now = state.now();
+    let max_endpoints = state.settings.webhooks.max_endpoints;
     let outcome = execute(
         &state,
         org_id,
@@ -140,8 +143,24 @@ pub async fn create_endpoint(
         key.0.as_ref(),
         &meaning,
         async |tx| {
-            let row =
-                webhooks::create_endpoint(tx, org_id, &url, &events, &new_secret(), now).await?;
+            let row = webhooks::create_endpoint(
+                tx,
+                org_id,
+                &url,
+                &events,
+                &new_secret(),
+                now,
+                max_endpoints,
+            )
+            .await?
+            .ok_or_else(|| ApiError::Unprocessable {
+                code: "ENDPOINT_LIMIT_REACHED",
+                detail: format!(
+                    "The organisation already has {max_endpoints} webhook endpoints, the most it \
+                     may have; delete one first."
+                ),
+                retryable: false,
+            })?;
             Ok(Effect::created(to_json(&endpoint_view(&row, true)), row.id))
         },
     )
@@ -158,17 +177,24 @@ pub async fn create_endpoint(
 
 #[utoipa::path(get, path = "/v1/webhook-endpoints", tag = "Webhooks",
     operation_id = "webhooks_list_endpoints",
-    summary = "List the organisation's webhook endpoints (without secrets)",
-    responses((status = 200, description = "All of them, on one page", body = EndpointPage), Read))]
+    summary = "List the organisation's webhook endpoints (without secrets)", params(PageParams),
+    responses((status = 200, description = "A page, oldest first", body = EndpointPage), Read))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]
 pub async fn list_endpoints(
     state: web::Data<AppState>,
     tenant: Tenant,
+    query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let rows = webhooks::list_endpoints(state.db.conn(), tenant.org_id).await?;
+    let page = query.parse()?;
+    let result =
+        webhooks::list_endpoints(state.db.conn(), tenant.org_id, page.cursor, page.limit).await?;
     Ok(HttpResponse::Ok().json(EndpointPage::new(
-        rows.iter().map(|e| endpoint_view(e, false)).collect(),
-        None,
+        result
+            .items
+            .iter()
+            .map(|e| endpoint_view(e, false))
+            .collect(),
+        result.next_cursor,
     )))
 }
 

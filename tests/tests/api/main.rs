@@ -31,5 +31,8 @@ mod sqlite;
 mod tenancy;
 mod transfers;
 mod validation;
+mod webhook_endpoints;
+mod webhook_fairness;
+mod webhook_guard;
 mod webhooks;
 mod workers;

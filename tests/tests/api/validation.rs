@@ -324,3 +324,89 @@ async fn the_decimal_and_number_grammar_matches_the_document() {
     let r = app.get(&format!("/v1/rewards/{id}"), &key).await;
     assert_eq!(r.body["stock"], 5);
 }
+
+/// Where JSON Schema and the service could disagree, they do not: a whole number written with a
+/// point is an integer, and a partial reversal's `amount` needs `reversalId` in the document as
+/// in the service.
+#[tokio::test]
+async fn integers_written_with_a_point_and_a_partial_reversal_s_key_follow_the_document() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.create_org("Contract").await;
+    let c = setup_catalog(&app, &key).await;
+    let allocated = app
+        .post(
+            "/v1/currency/allocations",
+            &key,
+            &allocation_body(&c, "919876543210", json!(1000), "c-1"),
+        )
+        .await;
+    assert_eq!(allocated.status, StatusCode::CREATED, "{}", allocated.text);
+
+    // `expiresInSeconds` is an integer; JSON Schema counts 279583.0 as one.
+    let hold = |expires: Value, unique: &str| {
+        json!({"programId": c.program_id, "currency": "POINTS", "amount": 1,
+               "mobile": "919876543210", "uniqueId": unique, "expiresInSeconds": expires})
+    };
+    let r = app
+        .post("/v1/currency/holds", &key, &hold(json!(279583.0), "h-1"))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let before = app.row_counts().await;
+    for (expires, why) in [
+        (json!(279583.5), "a fraction"),
+        (json!(0.0), "below 1"),
+        (json!(604801.0), "above the most"),
+        (json!("900"), "a string"),
+    ] {
+        let r = app
+            .post("/v1/currency/holds", &key, &hold(expires, "h-2"))
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{why}: {}", r.text);
+        assert_eq!(r.body["errors"][0]["field"], "expiresInSeconds", "{why}");
+    }
+    assert_eq!(
+        app.row_counts().await,
+        before,
+        "a refused hold wrote something"
+    );
+
+    // The document states what the service does: `amount` requires `reversalId`, a string (the
+    // Idempotency-Key header stands in for it, which a schema cannot say).
+    let doc: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        doc["components"]["schemas"]["ReversalBody"]["dependentRequired"],
+        json!({"amount": ["reversalId"]}),
+        "{}",
+        doc["components"]["schemas"]["ReversalBody"]
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["ReversalBody"]["dependentSchemas"]["amount"],
+        json!({"properties": {"reversalId": {"type": "string"}}}),
+    );
+    for body in [
+        json!({"amount": "1"}),
+        json!({"amount": "1", "reversalId": null}),
+    ] {
+        let r = app
+            .post("/v1/currency/allocations/c-1/reversal", &key, &body)
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.text);
+        assert_eq!(r.body["errors"][0]["field"], "reversalId", "{body}");
+    }
+    let r = app
+        .post(
+            "/v1/currency/allocations/c-1/reversal",
+            &key,
+            &json!({"amount": "1", "reversalId": "part-1"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+}

@@ -71,6 +71,7 @@ fn settings(schedule: &[u64]) -> api::webhooks::WebhookSettings {
         allow_private: true,
         retry_schedule: schedule.iter().map(|s| Duration::from_secs(*s)).collect(),
         timeout: Duration::from_secs(5),
+        ..Default::default()
     }
 }
 
