@@ -111,7 +111,13 @@ async fn a_balance_held_elsewhere_holds_up_only_the_request_that_needs_it() {
         .await
         .expect("hold the balance");
     let held_body = allocation_body(&a, "919822200001", json!(500), "held");
-    let held = app.post(ALLOCATE, &key_a, &held_body);
+    // Set once A's request is answered: B's must all be answered before.
+    let held_answered = std::sync::atomic::AtomicBool::new(false);
+    let held = async {
+        let reply = app.post(ALLOCATE, &key_a, &held_body).await;
+        held_answered.store(true, std::sync::atomic::Ordering::SeqCst);
+        reply
+    };
     let bodies: Vec<Value> = (0..20)
         .map(|i| allocation_body(&b, &format!("9198333{i:05}"), json!(100), &format!("b{i}")))
         .collect();
@@ -124,20 +130,19 @@ async fn a_balance_held_elsewhere_holds_up_only_the_request_that_needs_it() {
         .await
         .expect("organisation B's allocations waited for organisation A's lock");
         // A's request still waits: B's were not answered because it gave up.
-        let still_waiting = app
-            .scalar(
-                "SELECT count(*)::bigint FROM pg_stat_activity \
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            )
-            .await;
+        let a_answered_first = held_answered.load(std::sync::atomic::Ordering::SeqCst);
         Db::commit(other).await.expect("release");
-        (replies, still_waiting)
+        (replies, a_answered_first)
     };
-    let (held, (replies, still_waiting)) = tokio::join!(held, others);
+    let (held, (replies, a_answered_first)) = tokio::join!(held, others);
     for r in &replies {
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     }
-    assert!(still_waiting >= 1);
+    assert!(
+        !a_answered_first,
+        "A's request was answered before B's: {}",
+        held.text
+    );
     assert_eq!(held.status, StatusCode::CREATED, "{}", held.text);
     assert_eq!(
         app.scalar("SELECT count(*)::bigint FROM allocations").await,
