@@ -1,16 +1,16 @@
 //! A customer's data: everything held about them (export), and the erasure of their
-//! identifiers wherever they were copied (the customer row, stored idempotency requests and
-//! answers, recorded webhook payloads) while the ledger keeps balancing.
+//! identifiers from the customer row and from the stored records that concern them
+//! ([`erasure`](crate::erasure)) while the ledger keeps balancing.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, JsonValue};
+use sea_orm::{ConnectionTrait, FromQueryResult, JsonValue};
 use serde_json::Map;
 use uuid::Uuid;
 
+use crate::erasure::{self, Identity};
 use crate::{PersistenceError, for_update, stmt};
 
-/// The text an erased identifier is replaced with.
-pub const ERASED: &str = "[erased]";
+pub use crate::erasure::ERASED;
 
 /// The scale of a row's currency, for rows with `org_id`, `program_id` and `currency`.
 const SCALE: &str = "(SELECT pc.scale FROM program_currencies pc WHERE pc.org_id = t.org_id \
@@ -125,9 +125,9 @@ pub async fn export<C: ConnectionTrait>(
 pub struct Erased {
     /// Identifiers removed from the customer (mobile, email, externalId).
     pub identifiers: usize,
-    /// Idempotency records whose stored request or answer held one of them.
+    /// Idempotency records of the customer whose stored request or answer held one of them.
     pub idempotency_records: u64,
-    /// Webhook events whose payload held one of them.
+    /// Webhook events of the customer whose payload or recorded answer held one of them.
     pub webhook_events: u64,
 }
 
@@ -139,11 +139,17 @@ struct Identifiers {
 }
 
 /// Removes customer `customer_id`'s identifiers for good: from the customer row (which stays,
-/// with its ledger, marked `erased_at`), and, replaced by [`ERASED`], from every stored
-/// idempotency request and answer and every recorded webhook payload of the organisation. A
-/// record whose stored request changed no longer matches any request (its fingerprint is
-/// `erased`), so retrying its key is refused as a key reused rather than replayed. `None` when
-/// there is no such customer.
+/// with its ledger, marked `erased_at`), and, replaced by [`ERASED`], from the stored
+/// idempotency requests and answers and the recorded webhook events that concern this
+/// customer ([`erasure`](crate::erasure): found by reference, scrubbed whole value by whole
+/// value). A record that changed no longer matches any request (its fingerprint is `erased`),
+/// so retrying its key is refused as a key reused rather than replayed. `None` when there is
+/// no such customer.
+///
+/// The customer row is locked first (`FOR UPDATE`): every write that names a customer locks
+/// its row when it finds it (`FOR KEY SHARE`, [`customers::find`](crate::customers::find)),
+/// so a write in flight for this customer commits before the records are read here, and one
+/// that comes after finds the identifiers gone.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn erase<C: ConnectionTrait>(
     conn: &C,
@@ -164,10 +170,16 @@ pub async fn erase<C: ConnectionTrait>(
     else {
         return Ok(None);
     };
-    let identifiers: Vec<String> = [ids.mobile, ids.email, ids.external_id]
+    let who = Identity {
+        id: customer_id,
+        mobile: ids.mobile,
+        email: ids.email,
+        external_id: ids.external_id,
+    };
+    let identifiers = [&who.mobile, &who.email, &who.external_id]
         .into_iter()
         .flatten()
-        .collect();
+        .count();
     conn.execute_raw(stmt(
         conn,
         "UPDATE customers SET mobile = NULL, email = NULL, external_id = NULL, \
@@ -175,54 +187,14 @@ pub async fn erase<C: ConnectionTrait>(
         vec![org_id.into(), customer_id.into(), now.into()],
     ))
     .await?;
-    // Each identifier as written, and as JSON writes it inside a string (quotes and control
-    // characters escaped), longest first so that no part of one survives another's replacement.
-    let mut forms: Vec<String> = Vec::new();
-    for id in &identifiers {
-        forms.push(id.clone());
-        let escaped = serde_json::to_string(id).unwrap_or_default();
-        let inner = escaped.trim_matches('"').to_owned();
-        if inner != *id {
-            forms.push(inner);
-        }
-    }
-    forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
-    forms.dedup();
-    let (text, json) = match conn.get_database_backend() {
-        DbBackend::Postgres => ("::text", "::jsonb"),
-        _ => ("", ""),
-    };
     let mut erased = Erased {
-        identifiers: identifiers.len(),
+        identifiers,
         idempotency_records: 0,
         webhook_events: 0,
     };
-    for form in forms.iter().filter(|f| !f.is_empty()) {
-        let records = conn
-            .execute_raw(stmt(
-                conn,
-                &format!(
-                    "UPDATE idempotency_records SET \
-                     request_fields = replace(request_fields{text}, $2, $3){json}, \
-                     response = replace(response{text}, $2, $3){json}, \
-                     fingerprint = CASE WHEN replace(request_fields{text}, $2, $3) <> request_fields{text} \
-                                        THEN 'erased' ELSE fingerprint END \
-                     WHERE org_id = $1 AND (replace(request_fields{text}, $2, $3) <> request_fields{text} \
-                        OR replace(response{text}, $2, $3) <> response{text})"
-                ),
-                vec![org_id.into(), form.clone().into(), ERASED.into()],
-            ))
-            .await?;
-        erased.idempotency_records += records.rows_affected();
-        let events = conn
-            .execute_raw(stmt(
-                conn,
-                "UPDATE webhook_events SET body = replace(body, $2, $3) \
-                 WHERE org_id = $1 AND replace(body, $2, $3) <> body",
-                vec![org_id.into(), form.clone().into(), ERASED.into()],
-            ))
-            .await?;
-        erased.webhook_events += events.rows_affected();
+    if who.has_identifiers() {
+        erased.idempotency_records = erasure::scrub_records(conn, org_id, &who).await?;
+        erased.webhook_events = erasure::scrub_events(conn, org_id, &who).await?;
     }
     Ok(Some(erased))
 }

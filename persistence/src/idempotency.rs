@@ -355,7 +355,7 @@ pub async fn get_keys<C: ConnectionTrait>(
     let columns = "r.id, r.org_id, r.operation, r.key, r.fingerprint, r.request_fields, \
                    r.status_code, r.response, CAST(r.response AS TEXT) AS response_text, \
                    r.resource_id, r.created_at";
-    rows_of_keys(conn, keys, &columns).await
+    rows_of_keys(conn, keys, columns).await
 }
 
 /// What a replay needs of a committed record: the fingerprint to compare and the stored answer

@@ -201,7 +201,7 @@ pub async fn lookup(
         }
         Err(_) => return Err(ApiError::not_found("customer")),
     };
-    let row = customers::find(state.db.conn(), tenant.org_id, &customer)
+    let row = customers::lookup(state.db.conn(), tenant.org_id, &customer)
         .await?
         .ok_or_else(|| ApiError::not_found("customer"))?;
     Ok(HttpResponse::Ok().json(customer_view(&state, tenant.org_id, &row).await?))
@@ -214,7 +214,7 @@ pub(crate) async fn customer_by_path(
     raw: &str,
 ) -> Result<CustomerRow, ApiError> {
     let id = Uuid::parse_str(raw).map_err(|_| ApiError::not_found("customer"))?;
-    customers::find(state.db.conn(), org_id, &CustomerRef::CustomerId(id))
+    customers::lookup(state.db.conn(), org_id, &CustomerRef::CustomerId(id))
         .await?
         .ok_or_else(|| ApiError::not_found("customer"))
 }
