@@ -494,7 +494,7 @@ pub async fn expiring(
 }
 
 /// `GET /v1/customers/{customerId}/export`: everything held about the customer, as one JSON
-/// document (amounts in minor units with each row's `scale`).
+/// document (amounts in minor units with each row's `scale`), streamed a page of rows at a time.
 #[utoipa::path(get, path = "/v1/customers/{customerId}/export", tag = "Customers",
     operation_id = "customers_export",
     summary = "Everything held about a customer, as one JSON document",
@@ -508,11 +508,19 @@ pub async fn export(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = Uuid::parse_str(&path).map_err(|_| ApiError::not_found("customer"))?;
-    let mut doc = persistence::customer_data::export(state.db.conn(), tenant.org_id, id)
+    let customer = persistence::customer_data::export_customer(state.db.conn(), tenant.org_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("customer"))?;
-    doc["exportedAt"] = json!(ts(state.now()));
-    Ok(HttpResponse::Ok().json(doc))
+    let stream = crate::export::stream(
+        state.db.clone(),
+        tenant.org_id,
+        id,
+        customer,
+        ts(state.now()),
+    );
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .streaming(stream))
 }
 
 /// What an erasure did.
