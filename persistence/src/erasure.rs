@@ -6,9 +6,9 @@
 //! a reference to them: their id (the `customerId` of an answer or an event, the
 //! `from`/`to` of a transfer), or a stored request's name for them (`customerId:<id>`,
 //! `mobile:<m>`, `email:<e>`, `externalId:<x>`, the normalised form every write stores). The
-//! rows are read in pages by a textual pre-filter on those references (which only narrows the
-//! read: the decision is the exact comparison of whole values, made here) and locked as they
-//! are read, so a concurrent erasure of the other party of a transfer scrubs the row after this
+//! rows are read window by window of ids (each statement's work bounded), through a textual
+//! pre-filter on those references (which only narrows the read: the decision is the exact
+//! comparison of whole values, made here), and locked as they are read, so a concurrent erasure of the other party of a transfer scrubs the row after this
 //! one, never over it. Within a row, only whole string values that are an identifier of the
 //! customer (as stored, or as a client may have written it) or one of its references by
 //! identifier are replaced by [`ERASED`]; numbers, keys and longer strings stay as they are.
@@ -20,9 +20,6 @@ use crate::{PersistenceError, for_update, stmt};
 
 /// The text an erased identifier is replaced with.
 pub const ERASED: &str = "[erased]";
-
-/// Rows read (and locked) per statement.
-const PAGE: i64 = 500;
 
 /// A customer being erased: its id and the identifiers it had.
 #[derive(Debug, Clone)]
@@ -171,6 +168,34 @@ struct RecordText {
     response: Option<JsonValue>,
 }
 
+#[derive(Debug, FromQueryResult)]
+struct Bounds {
+    low: Option<i64>,
+    high: Option<i64>,
+}
+
+/// The windows `(after, up_to]` of `WINDOW` ids that cover `low..=high`.
+fn windows(bounds: &Bounds) -> impl Iterator<Item = (i64, i64)> {
+    let (low, high) = match (bounds.low, bounds.high) {
+        (Some(l), Some(h)) => (l.saturating_sub(1), h),
+        _ => (0, 0),
+    };
+    let mut after = low;
+    std::iter::from_fn(move || {
+        (after < high).then(|| {
+            let up_to = after.saturating_add(WINDOW).min(high);
+            let w = (after, up_to);
+            after = up_to;
+            w
+        })
+    })
+}
+
+/// Ids (of records, or sequence numbers of events) one statement looks at: the scan is done
+/// window by window, so that each statement's work is bounded whatever the size of the table
+/// and wherever the customer's rows are in it.
+const WINDOW: i64 = 20_000;
+
 /// Scrubs the stored requests and answers of the idempotency records of `org_id` that concern
 /// `who`; a record that changed gets the fingerprint `erased`, so that no request matches it
 /// again (its key is refused as reused, never replayed). Returns how many changed.
@@ -186,22 +211,31 @@ pub async fn scrub_records<C: ConnectionTrait>(
         &who.needles(),
         4,
     );
+    // The primary key's range: read from its index at once (there is no index of an
+    // organisation's records by id, and one would cost every write).
+    let bounds = Bounds::find_by_statement(stmt(
+        conn,
+        "SELECT min(id) AS low, max(id) AS high FROM idempotency_records",
+        vec![],
+    ))
+    .one(conn)
+    .await?
+    .unwrap_or(Bounds {
+        low: None,
+        high: None,
+    });
     let sql = format!(
         "SELECT id, request_fields, response FROM idempotency_records \
-         WHERE org_id = $1 AND id > $2 AND {filter} ORDER BY id LIMIT $3{}",
+         WHERE id > $2 AND id <= $3 AND org_id = $1 AND {filter} ORDER BY id{}",
         for_update(conn)
     );
     let mut changed = 0;
-    let mut after = 0_i64;
-    loop {
-        let mut values: Vec<Value> = vec![org_id.into(), after.into(), PAGE.into()];
+    for (after, up_to) in windows(&bounds) {
+        let mut values: Vec<Value> = vec![org_id.into(), after.into(), up_to.into()];
         values.extend(needles.iter().cloned());
         let rows = RecordText::find_by_statement(stmt(conn, &sql, values))
             .all(conn)
             .await?;
-        let Some(last) = rows.last() else { break };
-        after = last.id;
-        let full = i64::try_from(rows.len()).unwrap_or(0) == PAGE;
         let mut updates: Vec<(i64, JsonValue, Option<JsonValue>)> = Vec::new();
         for mut row in rows {
             let concerns = names(&row.request_fields, who)
@@ -217,27 +251,35 @@ pub async fn scrub_records<C: ConnectionTrait>(
         }
         changed += u64::try_from(updates.len()).unwrap_or(0);
         update_records(conn, &updates).await?;
-        if !full {
-            break;
-        }
     }
     Ok(changed)
 }
 
+/// Writes scrubbed records back, a few hundred per statement.
 async fn update_records<C: ConnectionTrait>(
     conn: &C,
     updates: &[(i64, JsonValue, Option<JsonValue>)],
 ) -> Result<(), PersistenceError> {
-    for (id, request, response) in updates {
+    for chunk in updates.chunks(500) {
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 3);
+        let mut tuples = Vec::with_capacity(chunk.len());
+        for (id, request, response) in chunk {
+            let n = values.len();
+            tuples.push(format!("(${}, ${}, ${})", n + 1, n + 2, n + 3));
+            values.push((*id).into());
+            values.push(request.clone().into());
+            values.push(response.clone().into());
+        }
         conn.execute_raw(stmt(
             conn,
-            "UPDATE idempotency_records SET request_fields = $2, response = $3, \
-             fingerprint = 'erased' WHERE id = $1",
-            vec![
-                (*id).into(),
-                request.clone().into(),
-                response.clone().into(),
-            ],
+            &format!(
+                "WITH v(id, request_fields, response) AS (VALUES {}) \
+                 UPDATE idempotency_records SET request_fields = v.request_fields, \
+                 response = v.response, fingerprint = 'erased' \
+                 FROM v WHERE idempotency_records.id = v.id",
+                tuples.join(", ")
+            ),
+            values,
         ))
         .await?;
     }
@@ -260,22 +302,30 @@ pub async fn scrub_events<C: ConnectionTrait>(
 ) -> Result<u64, PersistenceError> {
     let backend = conn.get_database_backend();
     let (filter, needles) = prefilter(backend, &["body"], &who.needles(), 4);
+    // The organisation's range of events, from its index (org_id, seq).
+    let bounds = Bounds::find_by_statement(stmt(
+        conn,
+        "SELECT min(seq) AS low, max(seq) AS high FROM webhook_events WHERE org_id = $1",
+        vec![org_id.into()],
+    ))
+    .one(conn)
+    .await?
+    .unwrap_or(Bounds {
+        low: None,
+        high: None,
+    });
     let sql = format!(
         "SELECT seq, body, last_response_body FROM webhook_events \
-         WHERE org_id = $1 AND seq > $2 AND {filter} ORDER BY seq LIMIT $3{}",
+         WHERE org_id = $1 AND seq > $2 AND seq <= $3 AND {filter} ORDER BY seq{}",
         for_update(conn)
     );
     let mut changed = 0;
-    let mut after = 0_i64;
-    loop {
-        let mut values: Vec<Value> = vec![org_id.into(), after.into(), PAGE.into()];
+    for (after, up_to) in windows(&bounds) {
+        let mut values: Vec<Value> = vec![org_id.into(), after.into(), up_to.into()];
         values.extend(needles.iter().cloned());
         let rows = EventText::find_by_statement(stmt(conn, &sql, values))
             .all(conn)
             .await?;
-        let Some(last) = rows.last() else { break };
-        after = last.seq;
-        let full = i64::try_from(rows.len()).unwrap_or(0) == PAGE;
         for row in rows {
             let Ok(mut body) = serde_json::from_str::<JsonValue>(&row.body) else {
                 continue;
@@ -299,9 +349,6 @@ pub async fn scrub_events<C: ConnectionTrait>(
                 vec![row.seq.into(), new_body.into(), answer.into()],
             ))
             .await?;
-        }
-        if !full {
-            break;
         }
     }
     Ok(changed)

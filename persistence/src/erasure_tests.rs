@@ -72,3 +72,37 @@ fn a_receivers_answer_is_scrubbed_as_json_or_replaced_as_text() {
     assert_eq!(scrub_answer("answered 200", &who), None);
     assert_eq!(scrub_answer(r#"{"ok": true}"#, &who), None);
 }
+
+#[test]
+fn the_windows_cover_the_range_once() {
+    use super::{Bounds, WINDOW, windows};
+    let w: Vec<_> = windows(&Bounds {
+        low: Some(5),
+        high: Some(5 + 2 * WINDOW),
+    })
+    .collect();
+    assert_eq!(
+        w,
+        vec![
+            (4, 4 + WINDOW),
+            (4 + WINDOW, 4 + 2 * WINDOW),
+            (4 + 2 * WINDOW, 5 + 2 * WINDOW)
+        ]
+    );
+    assert_eq!(
+        windows(&Bounds {
+            low: None,
+            high: None
+        })
+        .count(),
+        0
+    );
+    assert_eq!(
+        windows(&Bounds {
+            low: Some(1),
+            high: Some(1)
+        })
+        .collect::<Vec<_>>(),
+        vec![(0, 1)]
+    );
+}
