@@ -194,7 +194,7 @@ fn windows(bounds: &Bounds) -> impl Iterator<Item = (i64, i64)> {
 /// Ids (of records, or sequence numbers of events) one statement looks at: the scan is done
 /// window by window, so that each statement's work is bounded whatever the size of the table
 /// and wherever the customer's rows are in it.
-const WINDOW: i64 = 20_000;
+const WINDOW: i64 = 5_000;
 
 /// Scrubs the stored requests and answers of the idempotency records of `org_id` that concern
 /// `who`; a record that changed gets the fingerprint `erased`, so that no request matches it
