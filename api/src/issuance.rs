@@ -795,7 +795,7 @@ pub async fn dry_run(
 ) -> Result<IssueResult, ApiError> {
     let now = state.now();
     let conn = state.db.conn();
-    let customer = customers::find(conn, org_id, &req.customer).await?;
+    let customer = customers::lookup(conn, org_id, &req.customer).await?;
     if customer.is_none() && matches!(req.customer, CustomerRef::CustomerId(_)) {
         return Err(ApiError::not_found("customer"));
     }

@@ -19,6 +19,7 @@ pub mod config;
 pub mod demo;
 pub mod dto;
 pub mod error;
+pub mod export;
 pub mod extract;
 pub mod group_commit;
 pub mod idempotent;

@@ -302,7 +302,9 @@ pub struct Opened {
 }
 
 /// The opening statement of an allocation batch (PostgreSQL): in one round trip, for every
-/// request, whether its key was used, who its customer is, its balance (locked, in account
+/// request, whether its key was used, who its customer is (the row locked `FOR KEY SHARE`, as
+/// [`customers::find`](crate::customers::find) does, so that an erasure of the customer waits
+/// for the batch, or the batch for the erasure), its balance (locked, in account
 /// order, only for requests that will credit), and an id for its ledger entry. The key is
 /// not claimed: [`post_batch`] inserts it with its answer, and a concurrent first use of the
 /// same key shows there (see its documentation).
@@ -350,7 +352,7 @@ pub async fn open_batch<C: ConnectionTrait>(
     let customer = |col: &str| {
         format!(
             "LEFT JOIN LATERAL (SELECT c.id FROM customers c WHERE i.{col} IS NOT NULL \
-             AND c.org_id = i.org_id AND c.{col} = i.{col} LIMIT 1) c_{col} ON true"
+             AND c.org_id = i.org_id AND c.{col} = i.{col} LIMIT 1 FOR KEY SHARE) c_{col} ON true"
         )
     };
     let sql = format!(

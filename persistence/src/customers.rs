@@ -31,12 +31,47 @@ pub(crate) fn column(customer: &CustomerRef) -> &'static str {
     }
 }
 
-/// Finds a customer without enrolling one.
+/// What a write takes on the customer row it finds (PostgreSQL): `FOR KEY SHARE`, the lock an
+/// allocation's foreign key to its customer takes anyway, taken when the customer is found
+/// rather than when the rows are written. An erasure locks the row `FOR UPDATE` first, so a write
+/// that found the customer commits before the erasure reads what to scrub, and one that comes
+/// while it runs waits, then no longer finds the customer by an erased identifier. SQLite's
+/// single writer serialises them without it.
+fn key_share<C: ConnectionTrait>(conn: &C) -> &'static str {
+    if crate::for_update(conn).is_empty() {
+        ""
+    } else {
+        " FOR KEY SHARE"
+    }
+}
+
+/// Finds a customer without enrolling one, for a write: the row is locked `FOR KEY SHARE`
+/// until the caller's transaction ends, so that an erasure of the customer waits for the write
+/// or the write for the erasure. Reads use [`lookup`].
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn find<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
     customer: &CustomerRef,
+) -> Result<Option<CustomerRow>, PersistenceError> {
+    select_one(conn, org_id, customer, key_share(conn)).await
+}
+
+/// Finds a customer without enrolling one or locking anything (reads).
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+pub async fn lookup<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+    customer: &CustomerRef,
+) -> Result<Option<CustomerRow>, PersistenceError> {
+    select_one(conn, org_id, customer, "").await
+}
+
+async fn select_one<C: ConnectionTrait>(
+    conn: &C,
+    org_id: i64,
+    customer: &CustomerRef,
+    lock: &str,
 ) -> Result<Option<CustomerRow>, PersistenceError> {
     let value = match customer {
         CustomerRef::CustomerId(id) => sea_orm::Value::from(*id),
@@ -45,7 +80,7 @@ pub async fn find<C: ConnectionTrait>(
     Ok(CustomerRow::find_by_statement(stmt(
         conn,
         &format!(
-            "SELECT {COLUMNS} FROM customers WHERE org_id = $1 AND {} = $2",
+            "SELECT {COLUMNS} FROM customers WHERE org_id = $1 AND {} = $2{lock}",
             column(customer)
         ),
         vec![org_id.into(), value],
@@ -74,30 +109,37 @@ pub async fn find_or_enroll<C: ConnectionTrait>(
     customer: &CustomerRef,
     now: DateTime<Utc>,
 ) -> Result<Option<Enrolment>, PersistenceError> {
-    let existing = |row: Option<CustomerRow>| row.map(|row| Enrolment { row, new: false });
     if matches!(customer, CustomerRef::CustomerId(_)) {
-        return Ok(existing(find(conn, org_id, customer).await?));
+        let row = find(conn, org_id, customer).await?;
+        return Ok(row.map(|row| Enrolment { row, new: false }));
     }
     let col = column(customer);
-    let inserted = CustomerRow::find_by_statement(stmt(
-        conn,
-        &format!(
-            "INSERT INTO customers (id, org_id, {col}, created_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (org_id, {col}) DO NOTHING RETURNING {COLUMNS}"
-        ),
-        vec![
-            Uuid::now_v7().into(),
-            org_id.into(),
-            customer.value().into(),
-            now.into(),
-        ],
-    ))
-    .one(conn)
-    .await?;
-    match inserted {
-        Some(row) => Ok(Some(Enrolment { row, new: true })),
-        None => Ok(existing(find(conn, org_id, customer).await?)),
+    // Twice at most: the customer that made the insert conflict may be erased by the time it
+    // is found (its identifier is gone), and then the second insert enrols someone new.
+    for _ in 0..2 {
+        let inserted = CustomerRow::find_by_statement(stmt(
+            conn,
+            &format!(
+                "INSERT INTO customers (id, org_id, {col}, created_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (org_id, {col}) DO NOTHING RETURNING {COLUMNS}"
+            ),
+            vec![
+                Uuid::now_v7().into(),
+                org_id.into(),
+                customer.value().into(),
+                now.into(),
+            ],
+        ))
+        .one(conn)
+        .await?;
+        if let Some(row) = inserted {
+            return Ok(Some(Enrolment { row, new: true }));
+        }
+        if let Some(row) = find(conn, org_id, customer).await? {
+            return Ok(Some(Enrolment { row, new: false }));
+        }
     }
+    Ok(None)
 }
 
 /// [`find_or_enroll`] for many customers at once (group commit): one read of every customer
@@ -162,8 +204,8 @@ pub async fn find_or_enroll_many<C: ConnectionTrait>(
 /// An identifier as the database keeps it: (organisation, column, value).
 type Identifier = (i64, &'static str, String);
 
-/// [`find`] for many customers at once, in one statement; never enrolls. Unknown ones are
-/// absent from the answer.
+/// [`find`] for many customers at once, in one statement (locked likewise); never enrolls.
+/// Unknown ones are absent from the answer.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn find_many<C: ConnectionTrait>(
     conn: &C,
@@ -201,7 +243,8 @@ fn remember(found: &mut HashMap<Identifier, Enrolment>, customer: Enrolment) {
     }
 }
 
-/// Reads the customers of `wanted` not in `found` yet, into `found`.
+/// Reads the customers of `wanted` not in `found` yet, into `found`, locking them
+/// (`key_share`).
 async fn read_into<C: ConnectionTrait>(
     conn: &C,
     wanted: &BTreeSet<Identifier>,
@@ -234,8 +277,9 @@ async fn read_into<C: ConnectionTrait>(
         let rows = CustomerRow::find_by_statement(stmt(
             conn,
             &format!(
-                "SELECT {COLUMNS} FROM customers WHERE {}",
-                terms.join(" OR ")
+                "SELECT {COLUMNS} FROM customers WHERE {}{}",
+                terms.join(" OR "),
+                key_share(conn)
             ),
             values,
         ))

@@ -16,6 +16,7 @@ pub mod customer_data;
 pub mod customers;
 pub mod due;
 pub mod earn_caps;
+pub mod erasure;
 mod error;
 pub mod expiring;
 pub mod holds;

@@ -201,7 +201,7 @@ pub async fn lookup(
         }
         Err(_) => return Err(ApiError::not_found("customer")),
     };
-    let row = customers::find(state.db.conn(), tenant.org_id, &customer)
+    let row = customers::lookup(state.db.conn(), tenant.org_id, &customer)
         .await?
         .ok_or_else(|| ApiError::not_found("customer"))?;
     Ok(HttpResponse::Ok().json(customer_view(&state, tenant.org_id, &row).await?))
@@ -214,7 +214,7 @@ pub(crate) async fn customer_by_path(
     raw: &str,
 ) -> Result<CustomerRow, ApiError> {
     let id = Uuid::parse_str(raw).map_err(|_| ApiError::not_found("customer"))?;
-    customers::find(state.db.conn(), org_id, &CustomerRef::CustomerId(id))
+    customers::lookup(state.db.conn(), org_id, &CustomerRef::CustomerId(id))
         .await?
         .ok_or_else(|| ApiError::not_found("customer"))
 }
@@ -494,7 +494,7 @@ pub async fn expiring(
 }
 
 /// `GET /v1/customers/{customerId}/export`: everything held about the customer, as one JSON
-/// document (amounts in minor units with each row's `scale`).
+/// document (amounts in minor units with each row's `scale`), streamed a page of rows at a time.
 #[utoipa::path(get, path = "/v1/customers/{customerId}/export", tag = "Customers",
     operation_id = "customers_export",
     summary = "Everything held about a customer, as one JSON document",
@@ -508,11 +508,19 @@ pub async fn export(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = Uuid::parse_str(&path).map_err(|_| ApiError::not_found("customer"))?;
-    let mut doc = persistence::customer_data::export(state.db.conn(), tenant.org_id, id)
+    let customer = persistence::customer_data::export_customer(state.db.conn(), tenant.org_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("customer"))?;
-    doc["exportedAt"] = json!(ts(state.now()));
-    Ok(HttpResponse::Ok().json(doc))
+    let stream = crate::export::stream(
+        state.db.clone(),
+        tenant.org_id,
+        id,
+        customer,
+        ts(state.now()),
+    );
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .streaming(stream))
 }
 
 /// What an erasure did.

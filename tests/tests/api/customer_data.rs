@@ -196,3 +196,61 @@ async fn export_gathers_everything_and_erase_leaves_the_identifier_nowhere() {
         StatusCode::NOT_FOUND
     );
 }
+
+/// An export longer than a page is streamed whole: every ledger entry once, in order, in one
+/// valid document with every section.
+#[tokio::test]
+async fn a_long_history_is_exported_whole_page_after_page() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.create_org("Long").await;
+    let c = setup_catalog(&app, &key).await;
+    let first = app
+        .post(
+            "/v1/currency/allocations",
+            &key,
+            &tests::allocation_body(&c, "919877700001", json!(1000), "long-1"),
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+    let customer = first.body["customerId"].as_str().unwrap().to_owned();
+    // A history of 2,500 more entries (more than two pages), written directly.
+    app.db
+        .conn()
+        .execute_unprepared(&format!(
+            "INSERT INTO ledger_entries (org_id, customer_id, program_id, currency, kind, amount, \
+             balance_after, reference, created_at) \
+             SELECT org_id, customer_id, program_id, currency, 'DEBIT', 0, 0, 'bulk:' || g, now() \
+             FROM ledger_entries, generate_series(1, 2500) g WHERE customer_id = '{customer}'"
+        ))
+        .await
+        .unwrap();
+    let export = app
+        .get(&format!("/v1/customers/{customer}/export"), &key)
+        .await;
+    assert_eq!(export.status, StatusCode::OK, "{}", export.text);
+    let doc = &export.body;
+    assert_eq!(doc["customer"]["mobile"], "919877700001");
+    assert!(doc["exportedAt"].is_string());
+    let ids: Vec<i64> = doc["ledger"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["entry_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2501);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "entries out of order");
+    for section in [
+        "balances",
+        "allocations",
+        "redemptions",
+        "holds",
+        "transfers",
+        "issuances",
+        "vouchers",
+        "rewardHoldings",
+    ] {
+        assert!(doc[section].is_array(), "{section} missing");
+    }
+    assert_eq!(doc["allocations"].as_array().unwrap().len(), 1);
+    assert_eq!(doc["balances"][0]["scale"], 2);
+}

@@ -10,6 +10,7 @@ mod connection;
 mod crash;
 mod customer_data;
 mod due_work;
+mod erasure;
 mod group_commit;
 mod health;
 mod holds;
