@@ -490,6 +490,7 @@ async fn a_receivers_echo_of_the_customer_is_scrubbed_with_their_events() {
             allow_private: true,
             retry_schedule: vec![Duration::from_secs(5)],
             timeout: Duration::from_secs(5),
+            ..api::webhooks::WebhookSettings::default()
         },
         chrono::Utc::now(),
         50,
