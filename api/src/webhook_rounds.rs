@@ -193,6 +193,6 @@ mod tests {
         // The end came before anyone waited: the next wait returns at once.
         tokio::time::timeout(std::time::Duration::from_secs(5), rounds.ended())
             .await
-            .expect("the worker is woken");
+            .expect("the worker is woken"); // ok: a test
     }
 }

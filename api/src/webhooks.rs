@@ -426,7 +426,7 @@ pub fn client(allow_private: bool) -> reqwest::Client {
     }
     // ok: building fails only when the TLS backend cannot start, once at start-up; a default
     // client instead would deliver through proxies and to private addresses.
-    builder.build().expect("the webhook delivery client")
+    builder.build().expect("the webhook delivery client") // ok: see above
 }
 
 /// `currency.expired` events for the `EXPIRE` entries just written for `account`.
