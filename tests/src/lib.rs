@@ -211,6 +211,16 @@ pub struct Spawn {
     pub settings: Box<dyn FnOnce(&mut Settings)>,
 }
 
+impl Spawn {
+    /// The default options with `settings` applied to the application's settings.
+    pub fn settings(settings: impl FnOnce(&mut Settings) + 'static) -> Self {
+        Self {
+            settings: Box::new(settings),
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for Spawn {
     fn default() -> Self {
         Self {

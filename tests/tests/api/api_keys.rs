@@ -283,10 +283,7 @@ async fn a_refused_revocation_leaves_every_cached_key_alone() {
 
 #[tokio::test]
 async fn a_revoked_key_is_refused_everywhere_within_a_second_whatever_the_cache_ttl() {
-    let long = || Spawn {
-        settings: Box::new(|s| s.cache_ttl = Duration::from_secs(120)),
-        ..Spawn::default()
-    };
+    let long = || Spawn::settings(|s| s.cache_ttl = Duration::from_secs(120));
     let app = TestApp::spawn_with(long()).await;
     let other = TestApp::spawn_on(&app.database_url, long()).await;
     let (_, first) = app.create_org("Bound").await;

@@ -12,11 +12,7 @@ fn unknown_key(i: usize) -> String {
 
 #[tokio::test]
 async fn an_unknown_key_is_refused_before_the_body_is_looked_at() {
-    let app = TestApp::spawn_with(Spawn {
-        settings: Box::new(|s| s.max_body_bytes = 1000),
-        ..Spawn::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(Spawn::settings(|s| s.max_body_bytes = 1000)).await;
     let (_, key) = app.create_org("Body").await;
     let unknown = unknown_key(1);
     // Not JSON: 415 for a known key, 401 for an unknown one.
@@ -62,13 +58,10 @@ async fn an_unknown_key_is_refused_before_the_body_is_looked_at() {
 
 #[tokio::test]
 async fn failed_authentications_are_limited_per_client_address() {
-    let app = TestApp::spawn_with(Spawn {
-        settings: Box::new(|s| {
-            s.auth_failures_per_minute = 10;
-            s.trust_forwarded_for = true;
-        }),
-        ..Spawn::default()
-    })
+    let app = TestApp::spawn_with(Spawn::settings(|s| {
+        s.auth_failures_per_minute = 10;
+        s.trust_forwarded_for = true;
+    }))
     .await;
     let (_, good) = app.create_org("Good").await;
     let get_from = |key: String, address: &'static str| {
@@ -146,11 +139,7 @@ async fn failed_authentications_are_limited_per_client_address() {
 
 #[tokio::test]
 async fn a_forwarded_address_is_ignored_unless_trusted() {
-    let app = TestApp::spawn_with(Spawn {
-        settings: Box::new(|s| s.auth_failures_per_minute = 5),
-        ..Spawn::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(Spawn::settings(|s| s.auth_failures_per_minute = 5)).await;
     // Each request claims another address; untrusted, they are all the test's own address.
     let mut limited = 0;
     for i in 0..20 {

@@ -18,11 +18,7 @@ const REDEEM: &str = "/v1/currency/redemptions";
 
 /// An application whose requests wait `wait` for a lock held elsewhere.
 async fn spawn_waiting(wait: Duration) -> TestApp {
-    TestApp::spawn_with(Spawn {
-        settings: Box::new(move |s| s.idempotency_wait = wait),
-        ..Spawn::default()
-    })
-    .await
+    TestApp::spawn_with(Spawn::settings(move |s| s.idempotency_wait = wait)).await
 }
 
 async fn allocate(app: &TestApp, key: &str, c: &Catalog, mobile: &str, value: i64, id: &str) {

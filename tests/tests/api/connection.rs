@@ -47,14 +47,11 @@ impl Drop for Stopped {
 /// instead of hanging, and once the backends go on, its retry makes it exactly once.
 #[tokio::test]
 async fn a_backend_that_stops_answering_gives_503_not_a_hang() {
-    let app = TestApp::spawn_with(Spawn {
-        settings: Box::new(|s| {
-            s.idempotency_wait = Duration::from_secs(1);
-            s.write_deadline = Duration::from_secs(2);
-            s.db_statement_timeout = Duration::from_secs(1);
-        }),
-        ..Spawn::default()
-    })
+    let app = TestApp::spawn_with(Spawn::settings(|s| {
+        s.idempotency_wait = Duration::from_secs(1);
+        s.write_deadline = Duration::from_secs(2);
+        s.db_statement_timeout = Duration::from_secs(1);
+    }))
     .await;
     let (_, key) = app.create_org("A").await;
     let c = setup_catalog(&app, &key).await;

@@ -296,13 +296,10 @@ async fn until_backends_wait(app: &TestApp, n: i64) {
 
 /// Requests wait for locks held elsewhere far longer than the test holds them.
 async fn patient_app() -> TestApp {
-    TestApp::spawn_with(Spawn {
-        settings: Box::new(|s| {
-            s.idempotency_wait = Duration::from_secs(30);
-            s.batch_lock_wait = Duration::from_secs(30);
-        }),
-        ..Spawn::default()
-    })
+    TestApp::spawn_with(Spawn::settings(|s| {
+        s.idempotency_wait = Duration::from_secs(30);
+        s.batch_lock_wait = Duration::from_secs(30);
+    }))
     .await
 }
 
@@ -452,11 +449,7 @@ async fn echoing_receiver(emails: Arc<Mutex<HashMap<String, String>>>) -> String
 
 #[tokio::test]
 async fn a_receivers_echo_of_the_customer_is_scrubbed_with_their_events() {
-    let app = TestApp::spawn_with(Spawn {
-        settings: Box::new(|s| s.webhooks.allow_private = true),
-        ..Spawn::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(Spawn::settings(|s| s.webhooks.allow_private = true)).await;
     let (_, key) = app.create_org("Hooks").await;
     let c = setup_catalog(&app, &key).await;
     let emails = Arc::new(Mutex::new(HashMap::new()));

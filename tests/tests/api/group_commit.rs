@@ -270,21 +270,13 @@ async fn a_storm_of_mixed_requests_gets_what_each_would_get_alone() {
 
 #[tokio::test]
 async fn the_same_storm_without_group_commit_gets_the_same_answers() {
-    let app = TestApp::spawn_with(Spawn {
-        settings: Box::new(|s| s.group_commit_max = 0),
-        ..Spawn::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(Spawn::settings(|s| s.group_commit_max = 0)).await;
     storm(&app).await;
 }
 
 #[tokio::test]
 async fn the_same_storm_with_two_overlapping_writers_gets_the_same_answers() {
-    let app = TestApp::spawn_with(Spawn {
-        settings: Box::new(|s| s.group_commit_writers = 2),
-        ..Spawn::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(Spawn::settings(|s| s.group_commit_writers = 2)).await;
     storm(&app).await;
 }
 
@@ -448,11 +440,7 @@ async fn a_commit_cut_off_answers_503_to_its_batch_and_retries_are_exact() {
 /// organisation's empty list of endpoints; on the instance that created it, at once.
 #[tokio::test]
 async fn an_endpoint_created_on_another_instance_is_seen_within_the_cache_bound() {
-    let one = TestApp::spawn_with(Spawn {
-        settings: Box::new(|s| s.webhooks.allow_private = true),
-        ..Spawn::default()
-    })
-    .await;
+    let one = TestApp::spawn_with(Spawn::settings(|s| s.webhooks.allow_private = true)).await;
     let two = TestApp::spawn_on(&one.database_url, Spawn::default()).await;
     let (key, c) = catalog_for(&one).await;
     async fn allocate(app: &TestApp, key: &str, c: &Catalog, unique_id: &str) {
@@ -621,11 +609,7 @@ async fn a_storm_of_single_issuances_gets_what_each_would_get_alone() {
 
 #[tokio::test]
 async fn the_same_issuance_storm_without_group_commit_gets_the_same_answers() {
-    let app = TestApp::spawn_with(Spawn {
-        settings: Box::new(|s| s.group_commit_max = 0),
-        ..Spawn::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(Spawn::settings(|s| s.group_commit_max = 0)).await;
     issuance_storm(&app).await;
 }
 
@@ -765,21 +749,13 @@ async fn a_storm_of_redemptions_gets_what_each_would_get_alone() {
 
 #[tokio::test]
 async fn the_same_redemption_storm_without_group_commit_gets_the_same_answers() {
-    let app = TestApp::spawn_with(Spawn {
-        settings: Box::new(|s| s.group_commit_max = 0),
-        ..Spawn::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(Spawn::settings(|s| s.group_commit_max = 0)).await;
     redemption_storm(&app).await;
 }
 
 #[tokio::test]
 async fn the_same_redemption_storm_with_two_overlapping_writers_gets_the_same_answers() {
-    let app = TestApp::spawn_with(Spawn {
-        settings: Box::new(|s| s.group_commit_writers = 2),
-        ..Spawn::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(Spawn::settings(|s| s.group_commit_writers = 2)).await;
     redemption_storm(&app).await;
 }
 

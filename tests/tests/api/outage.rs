@@ -157,13 +157,10 @@ async fn the_database_stopped_and_started_gives_503_then_recovers() {
     let cluster = Cluster::new();
     let app = TestApp::spawn_on(
         &cluster.url(),
-        Spawn {
-            settings: Box::new(|s| {
-                s.migrate = true;
-                s.db_acquire_timeout = Duration::from_secs(1);
-            }),
-            ..Spawn::default()
-        },
+        Spawn::settings(|s| {
+            s.migrate = true;
+            s.db_acquire_timeout = Duration::from_secs(1);
+        }),
     )
     .await;
     let (_, key) = app.create_org("Outage").await;

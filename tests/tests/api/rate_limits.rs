@@ -5,11 +5,7 @@ use tests::{Spawn, StatusCode, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_organisations_flood_is_refused_while_another_is_served() {
-    let app = TestApp::spawn_with(Spawn {
-        settings: Box::new(|s| s.rate_limit_per_second = 5),
-        ..Spawn::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(Spawn::settings(|s| s.rate_limit_per_second = 5)).await;
     let (_, flooder) = app.create_org("Flood").await;
     let (_, quiet) = app.create_org("Quiet").await;
 

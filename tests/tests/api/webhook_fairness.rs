@@ -69,14 +69,11 @@ async fn quick_receiver() -> String {
 
 #[tokio::test]
 async fn a_slow_organisation_does_not_hold_up_another_organisations_deliveries() {
-    let app = TestApp::spawn_with(Spawn {
-        settings: Box::new(|s| {
-            s.webhooks.allow_private = true;
-            s.webhooks.timeout = Duration::from_secs(3);
-            s.webhook_interval = Some(Duration::from_millis(100));
-        }),
-        ..Spawn::default()
-    })
+    let app = TestApp::spawn_with(Spawn::settings(|s| {
+        s.webhooks.allow_private = true;
+        s.webhooks.timeout = Duration::from_secs(3);
+        s.webhook_interval = Some(Duration::from_millis(100));
+    }))
     .await;
     let (slow, accepted) = silent_receiver().await;
     let quick = quick_receiver().await;

@@ -76,11 +76,7 @@ fn settings(schedule: &[u64]) -> api::webhooks::WebhookSettings {
 }
 
 async fn app_allowing_private() -> TestApp {
-    TestApp::spawn_with(Spawn {
-        settings: Box::new(|s| s.webhooks.allow_private = true),
-        ..Spawn::default()
-    })
-    .await
+    TestApp::spawn_with(Spawn::settings(|s| s.webhooks.allow_private = true)).await
 }
 
 async fn deliver(app: &TestApp, schedule: &[u64], at: chrono::DateTime<Utc>) -> usize {
