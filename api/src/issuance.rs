@@ -468,6 +468,8 @@ async fn issue_segments_once(
 ) -> Result<Vec<Result<IssueResult, ApiError>>, Attempt> {
     let now = state.now();
     let tx = state.db.begin().await?;
+    // Customers first, then keys: a request whose customer is unknown claims nothing.
+    tx.order().keys_after_enrolments();
     let wanted: Vec<(i64, CustomerRef)> = segments
         .iter()
         .map(|s| (s.org_id, s.request.customer.clone()))

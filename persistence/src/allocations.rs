@@ -9,7 +9,7 @@ use sea_orm::{ConnectionTrait, FromQueryResult, Value};
 use uuid::Uuid;
 
 use crate::idempotency::{OrgKey, RECORD_COLUMNS, record_row};
-use crate::ledger::{self, AccountKey, Credit, Totals};
+use crate::ledger::{self, Account, AccountKey, Credit, Totals};
 use crate::{PersistenceError, stmt};
 
 #[derive(Debug, Clone, FromQueryResult)]
@@ -315,7 +315,7 @@ pub struct Opened {
 /// `nextval` after the sort), the order the caller computes each entry's `balance_after` in,
 /// so an account's entries listed by id chain whatever order the join produced.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
-pub async fn open_batch<C: ConnectionTrait>(
+pub async fn open_batch<C: ConnectionTrait + crate::lock_order::Locks>(
     conn: &C,
     operation: Operation,
     openings: &[Opening<'_>],
@@ -388,6 +388,7 @@ pub async fn open_batch<C: ConnectionTrait>(
         customer("external_id"),
     );
     let mut opened = vec![Opened::default(); openings.len()];
+    let mut locked: Vec<Account> = Vec::new();
     for row in conn
         .query_all_raw(stmt(conn, &sql, vec![json.into()]))
         .await?
@@ -411,6 +412,23 @@ pub async fn open_batch<C: ConnectionTrait>(
             },
             entry_id: row.try_get_by_index(6)?,
         };
+    }
+    // Every account the batch looked up for a credit counts as locked here, with or without a
+    // row (one created later by this batch is its own).
+    if let Some(order) = conn.lock_order() {
+        for (o, op) in opened.iter().zip(openings) {
+            if let (Some(customer_id), Some((program_id, currency)), false) =
+                (o.customer_id, op.account, o.existing)
+            {
+                locked.push(Account {
+                    org_id: op.org_id,
+                    customer_id,
+                    program_id,
+                    currency: currency.to_owned(),
+                });
+            }
+        }
+        order.balances(&locked, true)?;
     }
     Ok(opened)
 }
@@ -446,7 +464,7 @@ pub struct PostedBatch {
 /// of [`open_batch`] and the credits make (an account whose balance row another transaction
 /// created meanwhile).
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
-pub async fn post_batch<C: ConnectionTrait>(
+pub async fn post_batch<C: ConnectionTrait + crate::lock_order::Locks>(
     conn: &C,
     operation: Operation,
     postings: &[Posting<'_>],
@@ -454,6 +472,10 @@ pub async fn post_batch<C: ConnectionTrait>(
 ) -> Result<PostedBatch, PersistenceError> {
     if postings.is_empty() {
         return Ok(PostedBatch::default());
+    }
+    if let Some(order) = conn.lock_order() {
+        order.keys_after_balances();
+        order.balances(postings.iter().map(|p| &p.credit.account), true)?;
     }
     let mut keys: Vec<&Posting<'_>> = postings.iter().collect();
     keys.sort_by(|a, b| {

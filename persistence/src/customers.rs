@@ -7,6 +7,7 @@ use domain::customer::CustomerRef;
 use sea_orm::{ConnectionTrait, FromQueryResult};
 use uuid::Uuid;
 
+use crate::lock_order::Locks;
 use crate::{PersistenceError, stmt};
 
 #[derive(Debug, Clone, FromQueryResult)]
@@ -103,7 +104,7 @@ pub struct Enrolment {
 /// Race-free: the insert is `ON CONFLICT DO NOTHING` on the identifier's unique index, and a
 /// concurrent enrolment of the same identifier waits for the other transaction, then finds its row.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
-pub async fn find_or_enroll<C: ConnectionTrait>(
+pub async fn find_or_enroll<C: ConnectionTrait + Locks>(
     conn: &C,
     org_id: i64,
     customer: &CustomerRef,
@@ -133,6 +134,9 @@ pub async fn find_or_enroll<C: ConnectionTrait>(
         .one(conn)
         .await?;
         if let Some(row) = inserted {
+            if let Some(order) = conn.lock_order() {
+                order.enrolled(org_id, row.id);
+            }
             return Ok(Some(Enrolment { row, new: true }));
         }
         if let Some(row) = find(conn, org_id, customer).await? {
@@ -153,7 +157,7 @@ pub async fn find_or_enroll<C: ConnectionTrait>(
 /// order, so two batches enrolling the same new customers wait for each other in the same order
 /// and cannot deadlock.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
-pub async fn find_or_enroll_many<C: ConnectionTrait>(
+pub async fn find_or_enroll_many<C: ConnectionTrait + Locks>(
     conn: &C,
     wanted: &[(i64, CustomerRef)],
     now: DateTime<Utc>,
@@ -186,6 +190,9 @@ pub async fn find_or_enroll_many<C: ConnectionTrait>(
         let columns = "id, org_id, mobile, email, external_id, created_at";
         for row in crate::insert_rows(conn, "customers", columns, &tail, enrol).await? {
             let row = CustomerRow::from_query_result(&row, "")?;
+            if let Some(order) = conn.lock_order() {
+                order.enrolled(row.org_id, row.id);
+            }
             remember(&mut found, Enrolment { row, new: true });
         }
         // Those another transaction enrolled first: committed now, so a new read sees them.

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
 use sea_orm::{ConnectionTrait, FromQueryResult};
 
+use crate::lock_order::Locks;
 use crate::{Cell, PersistenceError, stmt};
 
 #[derive(Debug, Clone, FromQueryResult)]
@@ -60,7 +61,23 @@ pub enum Claim {
 /// A record created before `forget_before` (the retention) is forgotten: deleted here, and the
 /// key claimed afresh.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
-pub async fn claim<C: ConnectionTrait>(
+pub async fn claim<C: ConnectionTrait + Locks>(
+    conn: &C,
+    org_id: i64,
+    operation: Operation,
+    key: &IdempotencyKey,
+    meaning: &RequestMeaning,
+    now: DateTime<Utc>,
+    forget_before: Option<DateTime<Utc>>,
+) -> Result<Claim, PersistenceError> {
+    if let Some(order) = conn.lock_order() {
+        order.keys(true)?;
+    }
+    claim_unchecked(conn, org_id, operation, key, meaning, now, forget_before).await
+}
+
+/// [`claim`] without reporting to the lock order (for a claim that does not wait).
+async fn claim_unchecked<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
     operation: Operation,
@@ -117,15 +134,14 @@ pub async fn claim<C: ConnectionTrait>(
 /// deadlock.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn claim_at_once(
-    tx: &sea_orm::DatabaseTransaction,
+    tx: &crate::Tx,
     org_id: i64,
     operation: Operation,
     key: &IdempotencyKey,
     meaning: &RequestMeaning,
     now: DateTime<Utc>,
-) -> Result<Option<(sea_orm::DatabaseTransaction, i64)>, PersistenceError> {
-    use sea_orm::TransactionTrait;
-    let savepoint = tx.begin().await?;
+) -> Result<Option<(crate::Tx, i64)>, PersistenceError> {
+    let savepoint = tx.savepoint().await?;
     let postgres = tx.get_database_backend() == sea_orm::DbBackend::Postgres;
     let lock_wait: Option<String> = if postgres {
         let shown = savepoint
@@ -142,7 +158,8 @@ pub async fn claim_at_once(
     } else {
         None
     };
-    let record = match claim(&savepoint, org_id, operation, key, meaning, now, None).await {
+    let record = match claim_unchecked(&savepoint, org_id, operation, key, meaning, now, None).await
+    {
         Ok(Claim::Claimed { id }) => id,
         Ok(Claim::Existing(_)) | Err(PersistenceError::LockTimeout) => {
             savepoint.rollback().await?;
@@ -266,13 +283,16 @@ pub(crate) fn record_row(
 /// The keys must be distinct. Records older than `forget_before` (the retention) are forgotten
 /// and their keys claimed afresh.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
-pub async fn claim_keys<C: ConnectionTrait>(
+pub async fn claim_keys<C: ConnectionTrait + Locks>(
     conn: &C,
     operation: Operation,
     keys: &[OrgKey<'_>],
     now: DateTime<Utc>,
     forget_before: Option<DateTime<Utc>>,
 ) -> Result<HashMap<(i64, String), Claim>, PersistenceError> {
+    if let Some(order) = conn.lock_order() {
+        order.keys(true)?;
+    }
     let mut sorted: Vec<&OrgKey<'_>> = keys.iter().collect();
     sorted.sort_by(|a, b| (a.org_id, a.key.as_str()).cmp(&(b.org_id, b.key.as_str())));
     let mut claims: HashMap<(i64, String), Claim> = HashMap::with_capacity(keys.len());

@@ -11,6 +11,7 @@ use sea_orm::{ConnectionTrait, FromQueryResult, Value};
 use uuid::Uuid;
 
 use crate::catalog::page_fetch;
+use crate::lock_order::Locks;
 use crate::{Page, PersistenceError, stmt};
 
 /// The direction of a ledger entry.
@@ -81,7 +82,7 @@ pub struct EntryRow {
 /// adds) and one for the entry. Returns the entry and the balance after it.
 #[allow(clippy::too_many_arguments)]
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
-pub async fn credit<C: ConnectionTrait>(
+pub async fn credit<C: ConnectionTrait + Locks>(
     conn: &C,
     account: &Account,
     kind: EntryKind,
@@ -110,13 +111,16 @@ pub async fn credit<C: ConnectionTrait>(
 /// Adds to an account's available and pending amounts, creating its balance row if it has
 /// none. Returns the balance after.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
-pub async fn upsert_balance<C: ConnectionTrait>(
+pub async fn upsert_balance<C: ConnectionTrait + Locks>(
     conn: &C,
     account: &Account,
     available: i64,
     pending: i64,
     now: DateTime<Utc>,
 ) -> Result<Totals, PersistenceError> {
+    if let Some(order) = conn.lock_order() {
+        order.balances([account], true)?;
+    }
     Totals::find_by_statement(stmt(
         conn,
         "INSERT INTO balances (org_id, customer_id, program_id, currency, available, pending, held, updated_at) \
@@ -273,11 +277,14 @@ pub async fn entries_of<C: ConnectionTrait>(
 /// Every path that changes an existing balance takes this lock first, then the lots, then the
 /// hold or allocation it settles: one lock order for every write and every worker.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
-pub async fn lock_balance<C: ConnectionTrait>(
+pub async fn lock_balance<C: ConnectionTrait + Locks>(
     conn: &C,
     account: &Account,
     skip_locked: bool,
 ) -> Result<Option<Totals>, PersistenceError> {
+    if let Some(order) = conn.lock_order() {
+        order.balances([account], !skip_locked)?;
+    }
     let lock = match (crate::for_update(conn), skip_locked) {
         ("", _) => "",
         (_, true) => " FOR UPDATE SKIP LOCKED",
@@ -884,11 +891,14 @@ pub struct Posted {
 /// A sum past the largest `BIGINT` fails the statement ([`PersistenceError::OutOfRange`]), and
 /// with it the transaction: the caller decides which credit was at fault by applying them alone.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
-pub async fn credit_many<C: ConnectionTrait>(
+pub async fn credit_many<C: ConnectionTrait + Locks>(
     conn: &C,
     credits: &[Credit],
     now: DateTime<Utc>,
 ) -> Result<Vec<Posted>, PersistenceError> {
+    if let Some(order) = conn.lock_order() {
+        order.balances(credits.iter().map(|c| &c.account), true)?;
+    }
     use std::collections::HashMap;
     let key = |a: &Account| a.key();
     let rows = credit_sum_rows(&credit_sums(credits)?, now);
@@ -1046,10 +1056,13 @@ pub(crate) fn account_tuples(accounts: &[&Account], first: usize) -> (String, Ve
 /// [`lock_balance`] for many accounts at once, in account order (the order every batch takes
 /// them in): the available amount of each account that has a balance row.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
-pub async fn lock_balances<C: ConnectionTrait>(
+pub async fn lock_balances<C: ConnectionTrait + Locks>(
     conn: &C,
     accounts: &[Account],
 ) -> Result<std::collections::HashMap<AccountKey, Totals>, PersistenceError> {
+    if let Some(order) = conn.lock_order() {
+        order.balances(accounts, true)?;
+    }
     #[derive(Debug, FromQueryResult)]
     struct Row {
         org_id: i64,

@@ -23,26 +23,25 @@ pub mod holds;
 pub mod idempotency;
 pub mod issuances;
 pub mod ledger;
+pub mod lock_order;
 pub mod orgs;
 mod pool;
 pub mod redemptions;
 pub mod reward_periods;
 pub mod rewards;
 pub mod transfers;
+mod tx;
 pub mod webhooks;
 
 use std::time::Duration;
 
-use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, Statement, TransactionTrait,
-    Value,
-};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, Statement, TransactionTrait, Value};
 
 pub use error::PersistenceError;
 pub use pool::Pool;
-pub use sea_orm::DatabaseTransaction as Tx;
 /// What repository functions take: a pool or a transaction.
 pub use sea_orm::{ConnectionTrait, DbBackend};
+pub use tx::Tx;
 
 /// How the pool behaves; every wait has a bound.
 #[derive(Debug, Clone)]
@@ -241,17 +240,17 @@ impl Db {
     /// concurrent request's idempotency key gives up in bounded time. SQLite serialises writers
     /// through its single connection and needs no such setting. A `BEGIN` that meets a
     /// connection the server had closed is sent again on another (see [`Pool`]).
-    pub async fn begin(&self) -> Result<DatabaseTransaction, PersistenceError> {
+    pub async fn begin(&self) -> Result<Tx, PersistenceError> {
         self.begin_on(&self.conn).await
     }
 
     /// Starts a transaction for a group-commit batch: on PostgreSQL a connection of the
     /// batches' own pool, whose lock waits are `batch_lock_wait` (see [`DbOptions`]).
-    pub async fn begin_batch(&self) -> Result<DatabaseTransaction, PersistenceError> {
+    pub async fn begin_batch(&self) -> Result<Tx, PersistenceError> {
         self.begin_on(&self.batch).await
     }
 
-    async fn begin_on(&self, pool: &Pool) -> Result<DatabaseTransaction, PersistenceError> {
+    async fn begin_on(&self, pool: &Pool) -> Result<Tx, PersistenceError> {
         use std::sync::atomic::{AtomicI64, Ordering};
         /// Counts the wait out when it ends, also when the caller gives up (a dropped future).
         struct Waiting<'a>(&'a AtomicI64);
@@ -264,11 +263,11 @@ impl Db {
         let waiting = Waiting(&self.waiting);
         let tx = pool.retrying(|| pool.inner().begin()).await;
         drop(waiting);
-        Ok(tx?)
+        Ok(Tx::new(tx?))
     }
 
     /// Commits; a failure here leaves the outcome unknown, which callers must report as such.
-    pub async fn commit(tx: DatabaseTransaction) -> Result<(), PersistenceError> {
+    pub async fn commit(tx: Tx) -> Result<(), PersistenceError> {
         tx.commit().await.map_err(PersistenceError::commit)
     }
 
