@@ -122,10 +122,11 @@ impl LockOrder {
                 {
                     continue;
                 }
-                if let Some(later) = state.highest.filter(|l| *l > Level::Balances) {
-                    if self.enforce && waits {
-                        late = Some(later);
-                    }
+                if let Some(later) = state.highest.filter(|l| *l > Level::Balances)
+                    && self.enforce
+                    && waits
+                {
+                    late = Some(later);
                 }
                 state.balances.insert(key);
                 state.highest = state.highest.max(Some(Level::Balances));
