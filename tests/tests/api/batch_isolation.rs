@@ -329,3 +329,58 @@ async fn a_key_past_the_retention_waits_without_holding_up_the_writer() {
     assert_eq!(old.status, StatusCode::CREATED, "{}", old.text);
     assert!(invariant_violations(&app).await.is_empty());
 }
+
+/// The ledger ids of an allocation batch are drawn in request order whatever plan PostgreSQL
+/// picks for the batch's opening statement: here a merge join (hash and nested-loop joins
+/// discouraged in the transaction), which returns the requests sorted by account, not in the
+/// order they came in.
+#[tokio::test]
+async fn a_batch_draws_its_ledger_ids_in_request_order_whatever_the_plan() {
+    use domain::customer::CustomerRef;
+    use domain::idempotency::Operation;
+    use persistence::allocations::{Opening, open_batch};
+    let app = TestApp::spawn().await;
+    let (org_id, key) = app.create_org("A").await;
+    let c = setup_catalog(&app, &key).await;
+    let mut customers = Vec::new();
+    for i in 0..3 {
+        let r = app
+            .post(
+                ALLOCATE,
+                &key,
+                &allocation_body(&c, &format!("91987880000{i}"), json!(100), &format!("s{i}")),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let id = r.body["customerId"].as_str().expect("customerId");
+        customers.push(CustomerRef::CustomerId(id.parse().expect("uuid")));
+    }
+    // Requests that name the accounts in an order no sort by account gives.
+    customers.sort_by_key(|c| std::cmp::Reverse(format!("{c:?}")));
+    let keys: Vec<String> = (0..12).map(|i| format!("k{i}")).collect();
+    let openings: Vec<Opening> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| Opening {
+            org_id,
+            key: k,
+            customer: &customers[i % 3],
+            account: Some((c.program_id, "POINTS")),
+        })
+        .collect();
+    let tx = app.db.begin().await.expect("begin");
+    tx.execute_unprepared("SET LOCAL enable_hashjoin = off; SET LOCAL enable_nestloop = off")
+        .await
+        .expect("plan settings");
+    let opened = open_batch(&tx, Operation::CurrencyAllocation, &openings)
+        .await
+        .expect("open the batch");
+    let ids: Vec<i64> = opened
+        .iter()
+        .map(|o| o.entry_id.expect("an entry id"))
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "entry ids not in request order: {ids:?}"
+    );
+}
