@@ -10,6 +10,7 @@
 //! - [`routes`]: one module per resource.
 //! - [`error`]: problem+json answers.
 
+pub mod activation;
 pub mod allocate;
 pub mod auth;
 pub mod cache;

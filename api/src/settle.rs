@@ -48,7 +48,7 @@ pub(crate) async fn settle_locked(
         events.extend(crate::routes::holds::expire_locked(tx, account.org_id, id, now).await?);
     }
     for id in due.pending {
-        events.extend(crate::allocate::activate_in_passing(tx, account.org_id, id, now).await?);
+        events.extend(crate::activation::activate_in_passing(tx, account.org_id, id, now).await?);
     }
     Ok(events)
 }

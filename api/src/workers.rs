@@ -198,7 +198,7 @@ pub const ACTIVATION_BATCH: u64 = 200;
 /// many it activated.
 pub async fn activate_all(db: &Db, now: DateTime<Utc>) -> Result<usize, PersistenceError> {
     until_settled("activation", |skip: Vec<uuid::Uuid>| async move {
-        crate::allocate::activate_due(db, now, ACTIVATION_BATCH, &skip).await
+        crate::activation::activate_due(db, now, ACTIVATION_BATCH, &skip).await
     })
     .await
 }

@@ -722,7 +722,7 @@ pub async fn activate(
     let allocation = allocations::get_by_unique_id(state.db.conn(), org_id, unique.as_str())
         .await?
         .ok_or_else(|| ApiError::not_found("allocation"))?;
-    let key = crate::allocate::activation_key(&allocation)?;
+    let key = crate::activation::activation_key(&allocation)?;
     let now = state.now();
     let outcome = execute(
         &state,
@@ -741,7 +741,7 @@ pub async fn activate(
             let current = allocations::get(tx, org_id, allocation.id)
                 .await?
                 .ok_or_else(|| ApiError::not_found("allocation"))?;
-            let (row, after) = crate::allocate::activate_locked(tx, &current, now).await?;
+            let (row, after) = crate::activation::activate_locked(tx, &current, now).await?;
             let body = allocation_json(&row, after);
             let events = vec![event("currency.activated", body.clone(), now)];
             crate::webhooks::emit(&state.caches, tx, org_id, events, now).await?;
