@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::clock::{Clock, SystemClock};
 use crate::config::{DEFAULT_BIND, DEFAULT_DATABASE_URL, Settings};
+use crate::engine::clock::{Clock, SystemClock};
 use crate::startup::{Application, connect};
 use crate::telemetry::{LogFormat, Sink};
 
@@ -88,8 +88,8 @@ struct ServeArgs {
     #[arg(long, env = "LOYALTY_WEBHOOK_ALLOW_PRIVATE", value_parser = switch, num_args = 0..=1, default_value = "false", default_missing_value = "true")]
     webhook_allow_private: bool,
     /// Waits before each automatic webhook retry, e.g. `5s,30s,2m,10m,1h,6h,24h`.
-    #[arg(long, env = "LOYALTY_WEBHOOK_RETRY_SCHEDULE", value_parser = crate::webhooks::parse_schedule)]
-    webhook_retry_schedule: Option<crate::webhooks::Schedule>,
+    #[arg(long, env = "LOYALTY_WEBHOOK_RETRY_SCHEDULE", value_parser = crate::engine::webhooks::parse_schedule)]
+    webhook_retry_schedule: Option<crate::engine::webhooks::Schedule>,
     /// How long one webhook delivery may take, in ms.
     #[arg(long, env = "LOYALTY_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
     webhook_timeout_ms: u64,
@@ -309,9 +309,9 @@ async fn keys(
     let show = |k: &orgs::ApiKeyRow, secret: Option<&str>| {
         let mut v = serde_json::json!({
             "keyId": k.id.to_string(), "orgId": k.org_id, "name": k.name,
-            "prefix": format!("lk_{}", k.prefix), "createdAt": crate::dto::ts(k.created_at),
-            "lastUsedAt": k.last_used_at.map(crate::dto::ts),
-            "revokedAt": k.revoked_at.map(crate::dto::ts),
+            "prefix": format!("lk_{}", k.prefix), "createdAt": crate::http::dto::ts(k.created_at),
+            "lastUsedAt": k.last_used_at.map(crate::http::dto::ts),
+            "revokedAt": k.revoked_at.map(crate::http::dto::ts),
         });
         if let Some(secret) = secret {
             v["apiKey"] = secret.into();

@@ -42,7 +42,7 @@ pub struct Settings {
     /// How long a request waits for a database connection before answering 503.
     pub db_acquire_timeout: Duration,
     /// Webhook delivery: private addresses, retry schedule, timeout.
-    pub webhooks: crate::webhooks::WebhookSettings,
+    pub webhooks: crate::engine::webhooks::WebhookSettings,
     /// How often due webhook events are delivered; `None` delivers none (tests drive it).
     pub webhook_interval: Option<Duration>,
     /// The most concurrent writes committed together in one transaction (group commit); 0 or 1
@@ -92,7 +92,7 @@ impl Settings {
             idempotency_retention: None,
             worker_interval: Some(Duration::from_secs(60)),
             db_acquire_timeout: Duration::from_secs(5),
-            webhooks: crate::webhooks::WebhookSettings::default(),
+            webhooks: crate::engine::webhooks::WebhookSettings::default(),
             webhook_interval: Some(Duration::from_secs(1)),
             group_commit_max: 64,
             group_commit_writers: 1,

@@ -1,38 +1,24 @@
-//! The loyalty HTTP service.
+//! The loyalty HTTP service. See docs/DESIGN.md for the map; in short, the arrows go one way:
 //!
-//! Layout:
-//! - [`cli`]: the `loyalty` binary's commands (`serve`, `migrate`, `orgs create`, `demo`).
-//! - [`startup`]: [`startup::Application`], built the same way by `serve` and by the tests.
-//! - [`auth`]: authentication of every request that needs a key, before anything else.
-//! - [`extract`]: request extractors: the tenant the key named, JSON bodies with limits and
-//!   precise errors, the `Idempotency-Key` header.
-//! - [`idempotent`]: the one mechanism every write goes through to be exactly-once.
-//! - [`routes`]: one module per resource.
-//! - [`error`]: problem+json answers.
+//! - [`cli`], [`startup`], [`workers`]: the binary. They wire the layers below together, serve
+//!   HTTP and run the background loops.
+//! - [`http`]: the edge. The route table, extractors, request and response bodies, problem+json,
+//!   the OpenAPI document and the middleware. A handler parses, calls one use case, and shapes
+//!   its answer.
+//! - [`app`]: the use cases, and the one write pipeline every keyed write goes through
+//!   ([`app::write`]). Knows nothing of HTTP.
+//! - [`engine`]: the machinery the use cases call: group-commit queues, caches, the clock,
+//!   metrics, webhook delivery.
+//!
+//! Below them, the `persistence` crate (SQL, taking the caller's transaction) and `domain`
+//! (pure rules).
 
-pub mod activation;
-pub mod allocate;
-pub mod auth;
-pub mod cache;
+pub mod app;
 pub mod cli;
-pub mod clock;
 pub mod config;
 pub mod demo;
-pub mod dto;
-pub mod error;
-pub mod export;
-pub mod extract;
-pub mod group_commit;
-pub mod idempotent;
-pub mod issuance;
-pub mod metrics;
-pub mod openapi;
-pub mod rate_limit;
-pub mod redeem;
-pub mod routes;
-pub mod settle;
+pub mod engine;
+pub mod http;
 pub mod startup;
 pub mod telemetry;
-pub mod webhook_rounds;
-pub mod webhooks;
 pub mod workers;

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use persistence::ledger;
 use persistence::{Db, PersistenceError, expiring, idempotency};
 
-use crate::startup::AppState;
+use crate::app::AppState;
 
 /// Accounts looked at per expiry round.
 pub const EXPIRY_BATCH: u64 = 200;
@@ -51,14 +51,14 @@ async fn expire_account(
         return Ok(None);
     }
     let entries = ledger::expire_due(&tx, account, now).await?.entries;
-    let events = crate::webhooks::expired_events(account, &entries, now);
+    let events = crate::engine::webhooks::expired_events(account, &entries, now);
     persistence::webhooks::emit(&tx, account.org_id, &events, now).await?;
     Db::commit(tx).await?;
     for e in &entries {
         // Expiry entries are debits: negative amounts.
-        crate::metrics::currency(
+        crate::engine::metrics::currency(
             "expiry",
-            &crate::dto::amount(e.amount.saturating_abs(), e.scale),
+            &crate::http::dto::amount(e.amount.saturating_abs(), e.scale),
         );
     }
     Ok(Some(entries.len()))
@@ -111,7 +111,7 @@ impl<K: std::fmt::Debug> Round<K> {
     /// run's later rounds leave the item out; the next run tries it again.
     pub fn fail(&mut self, job: &'static str, item: K, error: &dyn std::fmt::Display) {
         tracing::warn!(job, ?item, error = %error, "a background job failed on an item; skipped until its next run");
-        crate::metrics::worker_failure(job);
+        crate::engine::metrics::worker_failure(job);
         self.failed.push(item);
     }
 }
@@ -186,7 +186,7 @@ pub const HOLD_BATCH: u64 = 200;
 /// nothing is left out of this job's reads.
 pub async fn expire_holds_all(db: &Db, now: DateTime<Utc>) -> Result<usize, PersistenceError> {
     until_settled("hold_expiry", |skip: Vec<uuid::Uuid>| async move {
-        crate::routes::holds::expire_due_holds(db, now, HOLD_BATCH, &skip).await
+        crate::http::holds::expire_due_holds(db, now, HOLD_BATCH, &skip).await
     })
     .await
 }
@@ -198,7 +198,7 @@ pub const ACTIVATION_BATCH: u64 = 200;
 /// many it activated.
 pub async fn activate_all(db: &Db, now: DateTime<Utc>) -> Result<usize, PersistenceError> {
     until_settled("activation", |skip: Vec<uuid::Uuid>| async move {
-        crate::activation::activate_due(db, now, ACTIVATION_BATCH, &skip).await
+        crate::app::activation::activate_due(db, now, ACTIVATION_BATCH, &skip).await
     })
     .await
 }
@@ -261,7 +261,7 @@ async fn notify_org(
     let lots = expiring::claim_notices(&tx, org_id, ids, now).await?;
     let events: Vec<_> = lots
         .iter()
-        .map(|lot| crate::webhooks::expiring_event(lot, now))
+        .map(|lot| crate::engine::webhooks::expiring_event(lot, now))
         .collect();
     persistence::webhooks::emit(&tx, org_id, &events, now).await?;
     Db::commit(tx).await?;
@@ -288,9 +288,9 @@ pub async fn purge_all(db: &Db, cutoff: DateTime<Utc>) -> Result<u64, Persistenc
 /// else's events.
 pub fn spawn_webhooks(state: Arc<AppState>, interval: Duration) {
     tokio::spawn(async move {
-        let client = crate::webhooks::client(state.settings.webhooks.allow_private);
+        let client = crate::engine::webhooks::client(state.settings.webhooks.allow_private);
         let settings = Arc::new(state.settings.webhooks.clone());
-        let rounds = crate::webhook_rounds::Rounds::default();
+        let rounds = crate::engine::webhook_rounds::Rounds::default();
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

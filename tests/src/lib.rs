@@ -9,9 +9,9 @@ pub mod instances;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use api::clock;
-use api::clock::{Clock, ManualClock, SystemClock};
 use api::config::Settings;
+pub use api::engine::clock;
+use api::engine::clock::{Clock, ManualClock, SystemClock};
 use api::startup::Application;
 use persistence::{Db, DbOptions};
 use sea_orm::{

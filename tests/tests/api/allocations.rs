@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 
-use api::clock::ManualClock;
+use api::engine::clock::ManualClock;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use tests::{Spawn, StatusCode, TestApp, allocation_body, setup_catalog};

@@ -286,7 +286,7 @@ async fn credits_of_one_batch_are_numbered_in_the_order_their_balances_chain() {
 /// allocations sent after it are answered, not queued behind it.
 #[tokio::test]
 async fn a_key_past_the_retention_waits_without_holding_up_the_writer() {
-    use api::clock::ManualClock;
+    use api::engine::clock::ManualClock;
     let start = chrono::DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z")
         .expect("time")
         .with_timezone(&chrono::Utc);

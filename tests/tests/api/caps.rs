@@ -1,7 +1,7 @@
 //! Earn caps on award strategies: what one customer earns per calendar period, race-proof, and
 //! room given back by reversals.
 
-use api::clock::ManualClock;
+use api::engine::clock::ManualClock;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 use tests::{Catalog, Spawn, StatusCode, TestApp, invariant_violations, setup_catalog};

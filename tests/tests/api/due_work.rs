@@ -2,7 +2,7 @@
 //! `maturesAt`) is done by whatever next takes the account's balance lock, not only by the
 //! workers, which skip busy accounts: an account cannot be starved by its own traffic.
 
-use api::clock::ManualClock;
+use api::engine::clock::ManualClock;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 use tests::{

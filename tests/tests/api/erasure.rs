@@ -476,14 +476,14 @@ async fn a_receivers_echo_of_the_customer_is_scrubbed_with_their_events() {
         emails.lock().unwrap().insert(id.clone(), email.to_owned());
         ids.insert(email, id);
     }
-    let delivered = api::webhooks::deliver_due(
+    let delivered = api::engine::webhooks::deliver_due(
         &app.db,
-        &api::webhooks::client(true),
-        &api::webhooks::WebhookSettings {
+        &api::engine::webhooks::client(true),
+        &api::engine::webhooks::WebhookSettings {
             allow_private: true,
             retry_schedule: vec![Duration::from_secs(5)],
             timeout: Duration::from_secs(5),
-            ..api::webhooks::WebhookSettings::default()
+            ..api::engine::webhooks::WebhookSettings::default()
         },
         chrono::Utc::now(),
         50,

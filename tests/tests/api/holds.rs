@@ -1,6 +1,6 @@
 //! Holds (two-phase redemption): create, capture, void, expiry, and their races.
 
-use api::clock::ManualClock;
+use api::engine::clock::ManualClock;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 use tests::{

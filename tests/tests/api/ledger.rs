@@ -1,4 +1,4 @@
-use api::clock::ManualClock;
+use api::engine::clock::ManualClock;
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};

@@ -3,7 +3,7 @@
 //! could each hold what the other waits for). The order (docs/DESIGN.md): idempotency keys,
 //! existing balances (by customer), customers enrolled, their new balances, lots.
 
-use api::clock::ManualClock;
+use api::engine::clock::ManualClock;
 use chrono::{DateTime, Duration, Utc};
 use persistence::{ConnectionTrait, Db, DbOptions};
 use serde_json::json;

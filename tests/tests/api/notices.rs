@@ -2,7 +2,7 @@
 //! instances), the customer's list of what expires soon, and the lifecycle's other events
 //! recorded with their effects.
 
-use api::clock::ManualClock;
+use api::engine::clock::ManualClock;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 use tests::{Catalog, Spawn, StatusCode, TestApp, invariant_violations, setup_catalog};

@@ -15,7 +15,7 @@ async fn the_openapi_document_lists_every_route_and_docs_render_it() {
     assert_eq!(doc["openapi"], "3.1.0");
     // Every route the app serves is in the document, and the document has nothing else.
     let mut served = std::collections::BTreeSet::new();
-    for (path, methods) in api::routes::TABLE {
+    for (path, methods) in api::http::TABLE {
         for method in *methods {
             assert!(
                 doc["paths"][*path][*method].is_object(),

@@ -1,6 +1,6 @@
 //! Pending points (`maturesAt`), activation by the worker or on request, and partial reversals.
 
-use api::clock::ManualClock;
+use api::engine::clock::ManualClock;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 use tests::{

@@ -3,7 +3,7 @@
 //! (whatever the reward's settings became since), reported by the dry run, and new each
 //! calendar period.
 
-use api::clock::ManualClock;
+use api::engine::clock::ManualClock;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 use tests::{Spawn, StatusCode, TestApp, create_reward, setup_catalog};

@@ -2,7 +2,7 @@
 //! captures and voids against hold expiry, redemptions and holds against lot expiry. Each
 //! contested thing has exactly one outcome, nothing answers 5xx, and nothing is lost or made.
 
-use api::clock::ManualClock;
+use api::engine::clock::ManualClock;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 use tests::{Catalog, Spawn, StatusCode, TestApp, invariant_violations, setup_catalog};

@@ -2,7 +2,7 @@
 //! allocation's own lot, so that when the lot expires only what is left of it expires, whether
 //! the hold is voided before or after the reversal, captured, or still held at the expiry.
 
-use api::clock::ManualClock;
+use api::engine::clock::ManualClock;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 use tests::{Spawn, StatusCode, TestApp, allocation_body, invariant_violations, setup_catalog};

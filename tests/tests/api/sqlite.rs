@@ -2,7 +2,7 @@
 //! pending points, holds, transfers, partial reversals, expiry notices, expiry) on a fresh
 //! SQLite file, with every replay and the ledger invariant checked in portable SQL.
 
-use api::clock::ManualClock;
+use api::engine::clock::ManualClock;
 use chrono::{DateTime, Duration, Utc};
 use persistence::ConnectionTrait;
 use sea_orm::{DbBackend, Statement};

@@ -174,10 +174,10 @@ async fn endpoints_are_numbered_paged_and_limited_on_sqlite_too() {
         assert!(second.body["nextCursor"].is_null(), "{}", second.text);
         // The delivery worker's statements run here too (nothing is due).
         assert_eq!(
-            api::webhooks::deliver_due(
+            api::engine::webhooks::deliver_due(
                 &app.db,
-                &api::webhooks::client(false),
-                &api::webhooks::WebhookSettings::default(),
+                &api::engine::webhooks::client(false),
+                &api::engine::webhooks::WebhookSettings::default(),
                 chrono::Utc::now(),
                 50,
             )

@@ -66,8 +66,8 @@ impl Receiver {
     }
 }
 
-fn settings(schedule: &[u64]) -> api::webhooks::WebhookSettings {
-    api::webhooks::WebhookSettings {
+fn settings(schedule: &[u64]) -> api::engine::webhooks::WebhookSettings {
+    api::engine::webhooks::WebhookSettings {
         allow_private: true,
         retry_schedule: schedule.iter().map(|s| Duration::from_secs(*s)).collect(),
         timeout: Duration::from_secs(5),
@@ -80,9 +80,9 @@ async fn app_allowing_private() -> TestApp {
 }
 
 async fn deliver(app: &TestApp, schedule: &[u64], at: chrono::DateTime<Utc>) -> usize {
-    api::webhooks::deliver_due(
+    api::engine::webhooks::deliver_due(
         &app.db,
-        &api::webhooks::client(true),
+        &api::engine::webhooks::client(true),
         &settings(schedule),
         at,
         50,

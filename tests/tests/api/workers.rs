@@ -2,7 +2,7 @@
 //! refused, or pending allocations whose activation is, and that come first in the order the
 //! job reads them in, do not keep the items behind them from being done.
 
-use api::clock::ManualClock;
+use api::engine::clock::ManualClock;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 use tests::{Catalog, Spawn, StatusCode, TestApp, allocation_body, setup_catalog};

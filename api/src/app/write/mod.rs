@@ -1,0 +1,384 @@
+//! The write pipeline: the one mechanism that makes a write exactly-once. Every keyed write goes
+//! through it, alone ([`execute`]) or group-committed with others (`write::batch`); no use case
+//! touches the idempotency store itself.
+//!
+//! One database transaction holds the claim on the key, the effect, and the stored outcome:
+//! 1. claim the key (`INSERT … ON CONFLICT DO NOTHING`); a concurrent holder makes us wait,
+//!    bounded by the lock wait, then 409;
+//! 2. the key was already used: same meaning → replay the stored outcome (202), another
+//!    meaning → 422 naming the fields that differ;
+//! 3. otherwise run the effect; a definite failure rolls everything back, the key included,
+//!    so a retry is evaluated afresh;
+//! 4. store the outcome on the record and commit. A commit whose outcome is unknown is a 503:
+//!    the retry finds the record if the commit happened, and performs the effect if not.
+
+use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
+use persistence::idempotency::{self, Claim, RecordRow, ReplayRow};
+use persistence::{Db, PersistenceError, Tx};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::app::AppError;
+use crate::engine::group_commit::{Batch, Job};
+
+pub mod batch;
+use crate::app::AppState;
+
+/// What kind of effect a write had, which decides its first answer: something created (201),
+/// updated (200) or removed (204).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Done {
+    Created,
+    Updated,
+    Removed,
+}
+
+impl Done {
+    /// The status code the key's record keeps for the first answer, as the idempotency-key
+    /// resource shows it.
+    pub fn recorded_status(self) -> u16 {
+        match self {
+            Done::Created => 201,
+            Done::Updated => 200,
+            Done::Removed => 204,
+        }
+    }
+}
+
+/// What an effect produced: the answer's body (without the idempotency fields, which are added
+/// on the way out), the id of what it created, and what kind of effect it was.
+#[derive(Debug)]
+pub struct Effect {
+    pub body: Value,
+    pub resource_id: Option<String>,
+    pub done: Done,
+    /// What a replay answers, when it must not repeat all of `body` (a secret shown once).
+    pub stored: Option<Value>,
+}
+
+impl Effect {
+    /// Something was created: 201.
+    pub fn created(body: Value, resource_id: impl ToString) -> Self {
+        Self {
+            body,
+            resource_id: Some(resource_id.to_string()),
+            done: Done::Created,
+            stored: None,
+        }
+    }
+
+    /// Replays answer `stored` instead of the body (which holds something shown once).
+    pub fn replayed_as(mut self, stored: Value) -> Self {
+        self.stored = Some(stored);
+        self
+    }
+
+    /// Another kind of effect than a creation (an update, a removal).
+    pub fn done(mut self, done: Done) -> Self {
+        self.done = done;
+        self
+    }
+}
+
+/// The answer to a write.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The effect happened now.
+    Created(Done, Value),
+    /// The same, with the body as the JSON text that was stored with the key (a
+    /// group-committed allocation serialises its answer once, for the key's record, the event
+    /// and the client).
+    CreatedText(Done, Stored),
+    /// An earlier request with the same key and meaning performed it; this is its outcome.
+    Replayed(Stored),
+}
+
+/// A stored outcome on its way back to a client: the JSON text of an object, as the store
+/// keeps it. The replay path reads it as text and answers it with the idempotency fields
+/// written in ([`Stored::with_flags`]), so a replay never parses or re-serialises the body.
+#[derive(Debug, Clone)]
+pub struct Stored(String);
+
+impl Stored {
+    pub fn from_value(value: &Value) -> Self {
+        Self(value.to_string())
+    }
+
+    /// The JSON text of an object, as `serde_json` wrote it.
+    pub fn from_text(text: String) -> Self {
+        Self(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The body of an answer: the stored object with `"idempotentReplayed"` and
+    /// `"idempotencyKey"` added, written into the text. A stored text that does not look like
+    /// a plain object without those fields (never written so) goes the long way, through a
+    /// parse, rather than being spliced blindly.
+    pub fn with_flags(
+        self,
+        replayed: bool,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<String, AppError> {
+        let key = key.map_or(Value::Null, |k| Value::String(k.to_string()));
+        let text = self.0.trim();
+        let spliceable = text.starts_with('{')
+            && text.ends_with('}')
+            && !text.contains("\"idempotentReplayed\"")
+            && !text.contains("\"idempotencyKey\"");
+        if !spliceable {
+            return match serde_json::from_str(text) {
+                Ok(Value::Object(mut map)) => {
+                    insert_flags(&mut map, replayed, key);
+                    Ok(Value::Object(map).to_string())
+                }
+                _ => Err(AppError::Internal(
+                    "a stored outcome is not a JSON object".into(),
+                )),
+            };
+        }
+        let inner = text[1..text.len() - 1].trim();
+        let key = key.to_string();
+        let mut body = String::with_capacity(text.len() + key.len() + 48);
+        body.push('{');
+        if !inner.is_empty() {
+            body.push_str(inner);
+            body.push(',');
+        }
+        body.push_str(if replayed {
+            "\"idempotentReplayed\":true,\"idempotencyKey\":"
+        } else {
+            "\"idempotentReplayed\":false,\"idempotencyKey\":"
+        });
+        body.push_str(&key);
+        body.push('}');
+        Ok(body)
+    }
+}
+
+/// The request the key was used for, compared with this one.
+pub fn replay_or_refuse(
+    record: &RecordRow,
+    operation: Operation,
+    key: &IdempotencyKey,
+    meaning: &RequestMeaning,
+) -> Result<Stored, AppError> {
+    if record.fingerprint != meaning.fingerprint(operation) {
+        return Err(AppError::IdempotencyKeyReused {
+            operation: operation.as_str(),
+            key: key.to_string(),
+            mismatched_fields: record.meaning().mismatched_fields(meaning),
+        });
+    }
+    // The text the database keeps, as the replay path answers it: every replay of a key is the
+    // same bytes, whichever path found the record.
+    record
+        .response_text
+        .clone()
+        .map(Stored::from_text)
+        .ok_or_else(|| {
+            AppError::Internal(format!("idempotency record {} has no outcome", record.id))
+        })
+}
+
+/// Maps an error of claiming a key: a lock wait that ran out means another request holds it.
+pub fn claim_error(err: PersistenceError, operation: Operation, key: &IdempotencyKey) -> AppError {
+    match err {
+        PersistenceError::LockTimeout => AppError::IdempotencyKeyInUse {
+            operation: operation.as_str(),
+            key: key.to_string(),
+        },
+        other => other.into(),
+    }
+}
+
+/// The replay path: one indexed read of the key, outside any transaction. A key used before
+/// (and not forgotten by the retention) is replayed or refused here; `None` means the request
+/// must run. Only committed records are seen, so a key whose first request is still running
+/// is `None` too: the claim then waits for it, as rule 5 says.
+///
+/// Concurrent look-ups share one query (a [`KeyLookup`] batch): under load a replay costs a
+/// fraction of a round trip.
+pub async fn replay_if_used(
+    state: &AppState,
+    org_id: i64,
+    operation: Operation,
+    key: &IdempotencyKey,
+    meaning: &RequestMeaning,
+) -> Result<Option<Outcome>, AppError> {
+    let lookup = KeyLookup {
+        org_id,
+        operation,
+        key: key.as_str().to_owned(),
+    };
+    let Some(record) = state.key_lookups.submit(lookup).await? else {
+        return Ok(None);
+    };
+    if state
+        .forget_before()
+        .is_some_and(|cutoff| record.created_at < cutoff)
+    {
+        return Ok(None);
+    }
+    if record.fingerprint != meaning.fingerprint(operation) {
+        // Another request used the key: read the whole record to name the fields that differ.
+        // Gone meanwhile (forgotten by the retention): the claim decides, as for a new key.
+        let Some(full) = idempotency::get(state.db.conn(), org_id, operation, key.as_str()).await?
+        else {
+            return Ok(None);
+        };
+        return replay_or_refuse(&full, operation, key, meaning)
+            .map(|v| Some(Outcome::Replayed(v)));
+    }
+    match &record.response {
+        Some(text) => Ok(Some(Outcome::Replayed(Stored(text.clone())))),
+        None => Err(AppError::Internal(format!(
+            "idempotency record {} has no outcome",
+            record.id
+        ))),
+    }
+}
+
+/// A look-up of one key's committed record, batched with the look-ups queued beside it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KeyLookup {
+    pub org_id: i64,
+    pub operation: Operation,
+    pub key: String,
+}
+
+impl Batch for KeyLookup {
+    type Context = AppState;
+    type Error = AppError;
+    type Answer = Option<Arc<ReplayRow>>;
+
+    async fn run(state: Arc<AppState>, jobs: Vec<Job<Self>>) -> Vec<Job<Self>> {
+        let mut seen = std::collections::HashSet::new();
+        let wanted: Vec<(i64, Operation, &str)> = jobs
+            .iter()
+            .filter(|j| seen.insert(&j.request))
+            .map(|j| {
+                (
+                    j.request.org_id,
+                    j.request.operation,
+                    j.request.key.as_str(),
+                )
+            })
+            .collect();
+        match idempotency::replay_keys(state.db.conn(), &wanted).await {
+            Ok(records) => {
+                let found: HashMap<KeyLookup, Arc<ReplayRow>> = records
+                    .into_iter()
+                    .filter_map(|r| {
+                        let operation = Operation::parse(&r.operation)?;
+                        let lookup = KeyLookup {
+                            org_id: r.org_id,
+                            operation,
+                            key: r.key.clone(),
+                        };
+                        Some((lookup, Arc::new(r)))
+                    })
+                    .collect();
+                for job in jobs {
+                    let record = found.get(&job.request).cloned();
+                    job.answer(Ok(record));
+                }
+            }
+            Err(e) => {
+                for job in jobs {
+                    job.answer(Err(AppError::from(copy_error(&e))));
+                }
+            }
+        }
+        Vec::new()
+    }
+}
+
+/// The same error for each request of a failed look-up batch.
+fn copy_error(e: &PersistenceError) -> PersistenceError {
+    if e.is_transient() {
+        PersistenceError::Unavailable(e.to_string())
+    } else {
+        PersistenceError::Other(e.to_string())
+    }
+}
+
+/// Runs `effect` exactly once per `(organisation, operation, key)`; without a key, just once.
+/// A key used before is answered by [`replay_if_used`] without opening a transaction.
+pub async fn execute<F>(
+    state: &AppState,
+    org_id: i64,
+    operation: Operation,
+    key: Option<&IdempotencyKey>,
+    meaning: &RequestMeaning,
+    effect: F,
+) -> Result<Outcome, AppError>
+where
+    F: AsyncFnOnce(&Tx) -> Result<Effect, AppError>,
+{
+    if let Some(key) = key
+        && let Some(replayed) = replay_if_used(state, org_id, operation, key, meaning).await?
+    {
+        return Ok(replayed);
+    }
+    let tx = state.db.begin().await?;
+    let claimed = match key {
+        None => None,
+        Some(key) => match idempotency::claim(
+            &tx,
+            org_id,
+            operation,
+            key,
+            meaning,
+            state.now(),
+            state.forget_before(),
+        )
+        .await
+        {
+            Ok(Claim::Claimed { id }) => Some(id),
+            Ok(Claim::Existing(record)) => {
+                drop(tx);
+                return replay_or_refuse(&record, operation, key, meaning).map(Outcome::Replayed);
+            }
+            Err(e) => return Err(claim_error(e, operation, key)),
+        },
+    };
+    // On error the transaction is dropped, which rolls it back: no effect, no key.
+    let done = effect(&tx).await?;
+    if let Some(id) = claimed {
+        idempotency::complete(
+            &tx,
+            id,
+            done.done.recorded_status(),
+            done.stored.as_ref().unwrap_or(&done.body),
+            done.resource_id.as_deref(),
+        )
+        .await?;
+    }
+    Db::commit(tx).await?;
+    Ok(Outcome::Created(done.done, done.body))
+}
+
+/// `body` with the idempotency fields every keyed write's answer carries.
+pub fn with_flags(mut body: Value, replayed: bool, key: Option<&IdempotencyKey>) -> Value {
+    if let Value::Object(map) = &mut body {
+        insert_flags(
+            map,
+            replayed,
+            key.map_or(Value::Null, |k| Value::String(k.to_string())),
+        );
+    }
+    body
+}
+
+/// The idempotency fields every keyed write's answer carries.
+fn insert_flags(map: &mut serde_json::Map<String, Value>, replayed: bool, key: Value) {
+    map.insert("idempotentReplayed".into(), Value::Bool(replayed));
+    map.insert("idempotencyKey".into(), key);
+}
+
+#[cfg(test)]
+mod tests;
