@@ -5,7 +5,9 @@
 //!
 //! Conventions kept by every table:
 //! - `org_id` is on every row, and every unique constraint and hot index starts with it, so that
-//!   `org_id` can become the distribution column of a distributed PostgreSQL.
+//!   `org_id` can become the distribution column of a distributed PostgreSQL. Not yet true of
+//!   the surrogate primary keys (`id` alone), the foreign keys on them, and `hold_lots`:
+//!   docs/SCALING.md lists them, and the `schema_rules` test fails on any new exception.
 //! - Amounts are integer minor units (`BIGINT`, `amount × 10^scale`): exact on PostgreSQL and SQLite.
 //! - Timestamps are `timestamptz` (UTC).
 

@@ -214,9 +214,27 @@ pub struct Spawn {
 impl Spawn {
     /// The default options with `settings` applied to the application's settings.
     pub fn settings(settings: impl FnOnce(&mut Settings) + 'static) -> Self {
+        Self::default().with_settings(settings)
+    }
+
+    /// The default options with the application's time given by `clock`.
+    pub fn clock(clock: ManualClock) -> Self {
         Self {
-            settings: Box::new(settings),
+            clock: Some(clock),
             ..Self::default()
+        }
+    }
+
+    /// These options with `settings` applied to the application's settings too (after any
+    /// given before).
+    pub fn with_settings(self, settings: impl FnOnce(&mut Settings) + 'static) -> Self {
+        let before = self.settings;
+        Self {
+            settings: Box::new(move |s| {
+                before(s);
+                settings(s);
+            }),
+            ..self
         }
     }
 }

@@ -14,11 +14,7 @@ async fn the_capillary_body_allocates_once_and_replays_after() {
             .unwrap()
             .with_timezone(&Utc),
     );
-    let app = TestApp::spawn_with(Spawn {
-        clock: Some(clock),
-        ..Spawn::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(Spawn::clock(clock)).await;
     let (org_id, key) = app.create_org("Marvel").await;
     let c = setup_catalog(&app, &key).await;
     let mut body = allocation_body(&c, MOBILE, json!(1000), "currency-issue-001");

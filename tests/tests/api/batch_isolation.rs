@@ -291,13 +291,10 @@ async fn a_key_past_the_retention_waits_without_holding_up_the_writer() {
         .expect("time")
         .with_timezone(&chrono::Utc);
     let clock = ManualClock::new(start);
-    let app = TestApp::spawn_with(Spawn {
-        clock: Some(clock.clone()),
-        settings: Box::new(|s| {
-            s.idempotency_retention = Some(Duration::from_secs(3600));
-            s.idempotency_wait = Duration::from_secs(60);
-        }),
-    })
+    let app = TestApp::spawn_with(Spawn::clock(clock.clone()).with_settings(|s| {
+        s.idempotency_retention = Some(Duration::from_secs(3600));
+        s.idempotency_wait = Duration::from_secs(60);
+    }))
     .await;
     let (_, key) = app.create_org("A").await;
     let c = setup_catalog(&app, &key).await;

@@ -17,11 +17,7 @@ fn start() -> DateTime<Utc> {
 
 async fn app_with_clock() -> (TestApp, ManualClock, String, Catalog) {
     let clock = ManualClock::new(start());
-    let app = TestApp::spawn_with(Spawn {
-        clock: Some(clock.clone()),
-        ..Spawn::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(Spawn::clock(clock.clone())).await;
     let (_, key) = app.create_org("Caps").await;
     let c = setup_catalog(&app, &key).await;
     (app, clock, key, c)

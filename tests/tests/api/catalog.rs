@@ -184,10 +184,9 @@ async fn concurrent_catalog_posts_with_one_key_create_one_program() {
 
 #[tokio::test]
 async fn a_key_held_longer_than_the_wait_answers_409_with_retry_after() {
-    let app = tests::TestApp::spawn_with(tests::Spawn {
-        settings: Box::new(|s| s.idempotency_wait = std::time::Duration::from_millis(300)),
-        ..tests::Spawn::default()
-    })
+    let app = tests::TestApp::spawn_with(tests::Spawn::settings(|s| {
+        s.idempotency_wait = std::time::Duration::from_millis(300)
+    }))
     .await;
     let (org, key) = app.create_org("Acme").await;
     // Another transaction holds the key and does not finish.

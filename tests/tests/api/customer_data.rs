@@ -45,11 +45,8 @@ async fn everywhere(app: &TestApp, needle: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn export_gathers_everything_and_erase_leaves_the_identifier_nowhere() {
-    let app = TestApp::spawn_with(tests::Spawn {
-        settings: Box::new(|s| s.webhooks.allow_private = true),
-        ..tests::Spawn::default()
-    })
-    .await;
+    let app =
+        TestApp::spawn_with(tests::Spawn::settings(|s| s.webhooks.allow_private = true)).await;
     let (_, key) = app.create_org("Data").await;
     let c = setup_catalog(&app, &key).await;
     let endpoint = app

@@ -74,15 +74,7 @@ async fn an_unknown_method_is_problem_json_405() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn several_instances_starting_at_once_migrate_an_empty_database_once() {
     let url = tests::empty_database().await;
-    let spawn = || {
-        tests::TestApp::spawn_on(
-            &url,
-            tests::Spawn {
-                settings: Box::new(|s| s.migrate = true),
-                ..tests::Spawn::default()
-            },
-        )
-    };
+    let spawn = || tests::TestApp::spawn_on(&url, tests::Spawn::settings(|s| s.migrate = true));
     let (a, b, c) = tokio::join!(spawn(), spawn(), spawn());
     assert_eq!(
         a.scalar("SELECT count(*)::bigint FROM seaql_migrations")

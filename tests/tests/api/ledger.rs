@@ -16,11 +16,7 @@ fn t0() -> DateTime<Utc> {
 
 async fn app_at_t0() -> (TestApp, ManualClock, String, Catalog) {
     let clock = ManualClock::new(t0());
-    let app = TestApp::spawn_with(Spawn {
-        clock: Some(clock.clone()),
-        ..Spawn::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(Spawn::clock(clock.clone())).await;
     let (_, key) = app.create_org("Marvel").await;
     let c = setup_catalog(&app, &key).await;
     (app, clock, key, c)
@@ -403,13 +399,11 @@ async fn a_redemption_expires_due_lots_before_spending() {
 #[tokio::test]
 async fn retention_forgets_old_keys() {
     let clock = ManualClock::new(t0());
-    let app = TestApp::spawn_with(Spawn {
-        clock: Some(clock.clone()),
-        settings: Box::new(|s| {
+    let app =
+        TestApp::spawn_with(Spawn::clock(clock.clone()).with_settings(|s| {
             s.idempotency_retention = Some(std::time::Duration::from_secs(3600))
-        }),
-    })
-    .await;
+        }))
+        .await;
     let (_, key) = app.create_org("Marvel").await;
     let c = setup_catalog(&app, &key).await;
     allocate(&app, &key, &c, c.expiry_id, 1000, "old").await;

@@ -42,11 +42,7 @@ async fn the_activation_worker_takes_the_key_before_the_balance() {
         .expect("time")
         .with_timezone(&Utc);
     let clock = ManualClock::new(start);
-    let app = TestApp::spawn_with(Spawn {
-        clock: Some(clock.clone()),
-        ..Spawn::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(Spawn::clock(clock.clone())).await;
     let (org_id, key) = app.create_org("A").await;
     let c = setup_catalog(&app, &key).await;
     let mut body = allocation_body(&c, "919800700001", json!(1000), "p1");

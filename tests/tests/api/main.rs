@@ -28,6 +28,7 @@ mod races;
 mod randomized;
 mod rate_limits;
 mod reversals;
+mod schema_rules;
 mod sqlite;
 mod tenancy;
 mod transfers;

@@ -19,10 +19,9 @@ fn start() -> DateTime<Utc> {
 /// 10-day expiry strategy besides the catalog's 365-day one.
 async fn app() -> (TestApp, ManualClock, String, Catalog, i64) {
     let clock = ManualClock::new(start());
-    let app = TestApp::spawn_with(Spawn {
-        clock: Some(clock.clone()),
-        settings: Box::new(|s| s.webhooks.allow_private = true),
-    })
+    let app = TestApp::spawn_with(
+        Spawn::clock(clock.clone()).with_settings(|s| s.webhooks.allow_private = true),
+    )
     .await;
     let (_, key) = app.create_org("Notices").await;
     let c = setup_catalog(&app, &key).await;

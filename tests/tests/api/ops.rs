@@ -70,10 +70,9 @@ fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
 
 #[tokio::test]
 async fn metrics_move_with_requests_and_show_no_tenant_data() {
-    let app = tests::TestApp::spawn_with(tests::Spawn {
-        settings: Box::new(|s| s.idempotency_wait = std::time::Duration::from_millis(300)),
-        ..tests::Spawn::default()
-    })
+    let app = tests::TestApp::spawn_with(tests::Spawn::settings(|s| {
+        s.idempotency_wait = std::time::Duration::from_millis(300)
+    }))
     .await;
     let (org, key) = app.create_org("Acme").await;
     let c = setup_catalog(&app, &key).await;

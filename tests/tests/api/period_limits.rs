@@ -16,11 +16,7 @@ async fn app() -> (TestApp, ManualClock, String, i64) {
             .unwrap()
             .with_timezone(&Utc),
     );
-    let app = TestApp::spawn_with(Spawn {
-        clock: Some(clock.clone()),
-        ..Spawn::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(Spawn::clock(clock.clone())).await;
     let (_, key) = app.create_org("Periods").await;
     let c = setup_catalog(&app, &key).await;
     (app, clock, key, c.program_id)

@@ -310,11 +310,7 @@ async fn random_lifecycle_sequences_keep_the_invariant() {
         .unwrap()
         .with_timezone(&Utc);
     let clock = ManualClock::new(start);
-    let app = TestApp::spawn_with(Spawn {
-        clock: Some(clock.clone()),
-        ..Spawn::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(Spawn::clock(clock.clone())).await;
     let (_, key) = app.create_org("Props").await;
     let c = setup_catalog(&app, &key).await;
     let mut expiries = [0i64; 3];

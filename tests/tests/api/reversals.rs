@@ -33,11 +33,7 @@ async fn held_by(holds: &[i64]) -> Held {
             .unwrap()
             .with_timezone(&Utc),
     );
-    let app = TestApp::spawn_with(Spawn {
-        clock: Some(clock.clone()),
-        ..Spawn::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(Spawn::clock(clock.clone())).await;
     let (_, key) = app.create_org("Reversals").await;
     let c = setup_catalog(&app, &key).await;
     let strategy = |body: Value| {

@@ -99,10 +99,7 @@ async fn the_points_lifecycle_runs_on_the_embedded_sqlite_default() {
     );
     let app = TestApp::spawn_on(
         &url,
-        Spawn {
-            clock: Some(clock.clone()),
-            settings: Box::new(|s| s.migrate = true),
-        },
+        Spawn::clock(clock.clone()).with_settings(|s| s.migrate = true),
     )
     .await;
     let (_, key) = app.create_org("SQLite").await;

@@ -83,11 +83,7 @@ async fn endpoints_are_listed_in_pages_oldest_first() {
 
 #[tokio::test]
 async fn an_organisation_has_at_most_the_configured_number_of_endpoints() {
-    let app = TestApp::spawn_with(tests::Spawn {
-        settings: Box::new(|s| s.webhooks.max_endpoints = 3),
-        ..tests::Spawn::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(tests::Spawn::settings(|s| s.webhooks.max_endpoints = 3)).await;
     let (_, key) = app.create_org("Acme").await;
     let (_, other) = app.create_org("Other").await;
     let mut ids = Vec::new();
@@ -140,13 +136,10 @@ async fn endpoints_are_numbered_paged_and_limited_on_sqlite_too() {
     {
         let app = TestApp::spawn_on(
             &url,
-            tests::Spawn {
-                clock: None,
-                settings: Box::new(|s| {
-                    s.migrate = true;
-                    s.webhooks.max_endpoints = 2;
-                }),
-            },
+            tests::Spawn::settings(|s| {
+                s.migrate = true;
+                s.webhooks.max_endpoints = 2;
+            }),
         )
         .await;
         let (_, key) = app.create_org("SQLite").await;

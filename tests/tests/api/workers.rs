@@ -15,11 +15,7 @@ async fn app_with_clock() -> (TestApp, ManualClock, String, Catalog) {
         .unwrap()
         .with_timezone(&Utc);
     let clock = ManualClock::new(start);
-    let app = TestApp::spawn_with(Spawn {
-        clock: Some(clock.clone()),
-        ..Spawn::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(Spawn::clock(clock.clone())).await;
     let (_, key) = app.create_org("Workers").await;
     let c = setup_catalog(&app, &key).await;
     (app, clock, key, c)
