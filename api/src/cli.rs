@@ -309,9 +309,9 @@ async fn keys(
     let show = |k: &orgs::ApiKeyRow, secret: Option<&str>| {
         let mut v = serde_json::json!({
             "keyId": k.id.to_string(), "orgId": k.org_id, "name": k.name,
-            "prefix": format!("lk_{}", k.prefix), "createdAt": crate::http::dto::ts(k.created_at),
-            "lastUsedAt": k.last_used_at.map(crate::http::dto::ts),
-            "revokedAt": k.revoked_at.map(crate::http::dto::ts),
+            "prefix": format!("lk_{}", k.prefix), "createdAt": crate::engine::format::ts(k.created_at),
+            "lastUsedAt": k.last_used_at.map(crate::engine::format::ts),
+            "revokedAt": k.revoked_at.map(crate::engine::format::ts),
         });
         if let Some(secret) = secret {
             v["apiKey"] = secret.into();

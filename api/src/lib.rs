@@ -22,3 +22,6 @@ pub mod http;
 pub mod startup;
 pub mod telemetry;
 pub mod workers;
+
+#[cfg(test)]
+mod layering_tests;

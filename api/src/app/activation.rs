@@ -17,7 +17,7 @@ use crate::app::AppError;
 use crate::engine::webhooks::event;
 use crate::http::allocations::allocation_json;
 use crate::http::programs::expiry_rule;
-use crate::workers::{Round, Step};
+use crate::engine::rounds::{Round, Step};
 
 /// Makes a pending allocation available: a `CREDIT` lot of what is left of it (reversals of a
 /// pending allocation lower it), dated by its expiry strategy from now, and `pending` lowered

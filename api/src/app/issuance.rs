@@ -261,7 +261,7 @@ fn draw(item: &IssueItem) -> (Uuid, Vec<String>, Value) {
     let vouchers: Vec<String> = (0..item.quantity)
         .map(|_| voucher_code(rng.random::<u64>()))
         .collect();
-    let stored = crate::http::openapi::to_json(&IssuedItem {
+    let stored = crate::engine::format::to_json(&IssuedItem {
         request_id: item.request_id.to_string(),
         reward_id: item.reward_id,
         quantity: item.quantity,
@@ -869,7 +869,7 @@ pub async fn dry_run(
     for (idx, decision) in candidates.iter().zip(decide(&asks, &states, now)) {
         let item = &req.items[*idx];
         outcomes[*idx] = Some(match decision {
-            Ok(()) => ItemOutcome::Issued(crate::http::openapi::to_json(&IssuedItem {
+            Ok(()) => ItemOutcome::Issued(crate::engine::format::to_json(&IssuedItem {
                 request_id: item.request_id.to_string(),
                 reward_id: item.reward_id,
                 quantity: item.quantity,

@@ -4,12 +4,23 @@
 
 pub mod activation;
 pub mod allocate;
+pub mod currency;
+pub mod customers;
+pub mod endpoints;
 pub mod error;
+pub mod expiry;
 pub mod export;
+pub mod holds;
 pub mod issuance;
+pub mod keys;
+pub mod notices;
+pub mod programs;
 pub mod redeem;
+pub mod reversal;
+pub mod rewards;
 pub mod settle;
 pub mod state;
+pub mod transfers;
 pub mod write;
 
 pub use error::AppError;

@@ -48,7 +48,7 @@ use crate::app::write::{Effect, Outcome, execute};
 use crate::engine::group_commit::{Batch, Job};
 use crate::engine::webhooks::event;
 use crate::http::allocations::insufficient;
-use crate::http::dto::{amount, ts};
+use crate::engine::format::{amount, ts};
 
 const OPERATION: Operation = Operation::CurrencyRedemption;
 
@@ -159,7 +159,7 @@ fn redemption_json(
     balance: ledger::Totals,
     now: DateTime<Utc>,
 ) -> Value {
-    crate::http::openapi::to_json(&RedemptionView {
+    crate::engine::format::to_json(&RedemptionView {
         redemption_id: n.id.to_string(),
         unique_id: n.unique_id.clone(),
         customer_id: n.customer_id.to_string(),

@@ -3,8 +3,10 @@
 
 pub mod cache;
 pub mod clock;
+pub mod format;
 pub mod group_commit;
 pub mod metrics;
 pub mod rate_limit;
+pub mod rounds;
 pub mod webhook_rounds;
 pub mod webhooks;

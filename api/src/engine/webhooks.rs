@@ -14,7 +14,7 @@ use rand::Rng;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::http::dto::ts;
+use crate::engine::format::ts;
 
 /// The event types an endpoint may subscribe to.
 pub const EVENT_TYPES: [&str; 13] = [
@@ -445,8 +445,8 @@ pub fn expired_events(
                     "customerId": account.customer_id.to_string(),
                     "programId": account.program_id,
                     "currency": account.currency,
-                    "amount": crate::http::dto::amount(e.amount, e.scale),
-                    "balanceAfter": crate::http::dto::amount(e.balance_after, e.scale),
+                    "amount": crate::engine::format::amount(e.amount, e.scale),
+                    "balanceAfter": crate::engine::format::amount(e.balance_after, e.scale),
                     "ledgerEntryId": e.id.to_string(),
                     "expiredAt": ts(e.created_at),
                 }),
@@ -473,8 +473,8 @@ pub fn expiring_event(
             "customerId": lot.customer_id.to_string(),
             "programId": lot.program_id,
             "currency": lot.currency,
-            "amount": crate::http::dto::amount(amount, lot.scale),
-            "held": crate::http::dto::amount(lot.held, lot.scale),
+            "amount": crate::engine::format::amount(amount, lot.scale),
+            "held": crate::engine::format::amount(lot.held, lot.scale),
             "lotId": lot.id.to_string(),
             "expiresAt": ts(lot.expires_at),
             "late": lot.expires_at <= now,

@@ -17,13 +17,11 @@ use crate::app::settle::settle;
 use crate::app::write::{Effect, Outcome, execute, replay_if_used};
 use crate::engine::webhooks::event;
 use crate::http::answer::respond;
-use crate::http::dto::{DecimalInput, FlexId, LookupParams, LooseString, amount, bounded_text, ts};
+use crate::http::dto::{DecimalInput, FlexId, LookupParams, LooseString, bounded_text};
+use crate::engine::format::{amount, ts};
 use crate::http::extract::{IdempotencyHeader, Json, Tenant, required_key};
-use crate::http::openapi::{
-    AllocationPath, KeyHeader, Missing, Read, Replayed, Write, currency_schema, customer_id_schema,
-    email_schema, external_id_schema, key_schema, mobile_schema, positive_decimal_schema,
-    text255_schema, text500_schema, to_json,
-};
+use crate::http::openapi::{AllocationPath, KeyHeader, Missing, Read, Replayed, Write, currency_schema, customer_id_schema, email_schema, external_id_schema, key_schema, mobile_schema, positive_decimal_schema, text255_schema, text500_schema};
+use crate::engine::format::to_json;
 
 /// Capillary's "issue reward currency": the award strategy turns `sourceValue` into an amount,
 /// the expiry strategy dates it, and the customer (enrolled if new) is credited once per
@@ -140,7 +138,7 @@ pub fn allocation_json(a: &AllocationRow, balance: ledger::Totals) -> Value {
 
 /// [`allocation_json`] as JSON text.
 pub fn allocation_text(a: &AllocationRow, balance: ledger::Totals) -> String {
-    crate::http::openapi::to_text(&allocation_view(a, balance))
+    crate::engine::format::to_text(&allocation_view(a, balance))
 }
 
 fn allocation_view(a: &AllocationRow, balance: ledger::Totals) -> AllocationView {

@@ -10,11 +10,10 @@ use crate::app::AppError;
 use crate::app::AppState;
 use crate::app::write::{Effect, execute};
 use crate::http::answer::respond;
-use crate::http::dto::ts;
+use crate::engine::format::ts;
 use crate::http::extract::{IdempotencyHeader, Json, PageQuery, Tenant, path_id};
-use crate::http::openapi::{
-    ApiKeyPath, KeyHeader, Missing, PageParams, Read, Replayed, Write, name_schema, page, to_json,
-};
+use crate::http::openapi::{ApiKeyPath, KeyHeader, Missing, PageParams, Read, Replayed, Write, name_schema, page};
+use crate::engine::format::to_json;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(as = ApiKeyInput, example = json!({"name": "checkout service"}))]

@@ -13,12 +13,10 @@ use crate::app::AppState;
 use crate::app::error::{AppError, FieldError};
 use crate::app::write::{Effect, execute};
 use crate::http::answer::respond;
-use crate::http::dto::{amount, ts};
+use crate::engine::format::{amount, ts};
 use crate::http::extract::{PageQuery, Tenant};
-use crate::http::openapi::{
-    CustomerPath, KeyHeader, Missing, PageParams, Read, Replayed, Write, email_schema,
-    external_id_schema, mobile_schema, page, pattern, query_param, to_json,
-};
+use crate::http::openapi::{CustomerPath, KeyHeader, Missing, PageParams, Read, Replayed, Write, email_schema, external_id_schema, mobile_schema, page, pattern, query_param};
+use crate::engine::format::to_json;
 use domain::idempotency::{Operation, RequestMeaning};
 
 /// A customer's identifiers, as enrolment answers them.

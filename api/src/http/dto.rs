@@ -1,7 +1,7 @@
 //! Shapes shared by request bodies: ids sent as numbers or strings, decimals sent as numbers
 //! or strings, and the ways a request names its customer.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use domain::Decimal;
 use domain::customer::CustomerRef;
 use serde::de::Error as _;
@@ -214,20 +214,6 @@ impl CustomerFields<'_> {
             )),
         }
     }
-}
-
-/// RFC 3339 in UTC, fractional seconds only when there are some.
-pub fn ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
-}
-
-/// An amount in minor units, shown at the currency's scale (`"100.00"`).
-pub fn amount(minor: i64, scale: i16) -> String {
-    // Scales are 0 to 6 by construction; try_new keeps a corrupt row from panicking.
-    u32::try_from(scale)
-        .ok()
-        .and_then(|s| Decimal::try_new(minor, s).ok())
-        .map_or_else(|| minor.to_string(), |d| d.to_string())
 }
 
 /// A free text field with a bound on its length.

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use crate::app::AppError;
 use crate::app::AppState;
-use crate::http::dto::ts;
+use crate::engine::format::ts;
 use crate::http::extract::Tenant;
 use crate::http::openapi::{KeyPath, Missing, Read};
 

@@ -559,25 +559,6 @@ path_params!(
     "key" => json!({"type": "string", "minLength": 1, "maxLength": 255, "pattern": pattern::KEY}),
 );
 
-/// A typed body as JSON (the form idempotency records and webhook payloads keep).
-pub fn to_json<T: Serialize>(value: &T) -> Value {
-    serde_json::to_value(value).unwrap_or_else(|e| {
-        // Only maps with non-string keys fail, and no body has one.
-        tracing::error!(error = %e, "a body could not be written as JSON");
-        Value::Null
-    })
-}
-
-/// A typed body as JSON text: an answer that is stored, sent and put in an event as it is,
-/// serialised once (see `idempotent::Outcome::CreatedText`).
-pub fn to_text<T: Serialize>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_else(|e| {
-        // Only maps with non-string keys fail, and no body has one.
-        tracing::error!(error = %e, "a body could not be written as JSON");
-        "null".to_owned()
-    })
-}
-
 /// A page of `$item`s: `{"items": [...], "nextCursor": "…"}`.
 macro_rules! page {
     ($name:ident, $item:ty) => {

@@ -14,9 +14,8 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::http::dto::{
-    FlexId, LookupParams, LooseString, Timestamp, WholeNumber, bounded_text, nullable, ts,
-};
+use crate::http::dto::{FlexId, LookupParams, LooseString, Timestamp, WholeNumber, bounded_text, nullable};
+use crate::engine::format::ts;
 use domain::period::Period;
 
 use crate::app::AppState;
@@ -29,12 +28,8 @@ use crate::http::answer::{json_with_flags, mark, respond};
 use crate::http::extract::{
     IdempotencyHeader, Json, OptionalJson, PageQuery, ReasonBody, Tenant, path_id,
 };
-use crate::http::openapi::{
-    CustomerPath, IssuancePath, KeyHeader, Missing, PageParams, ProgramPath, Read, Replayed,
-    RewardPath, Write, customer_id_schema, email_schema, external_id_schema, key_schema,
-    mobile_schema, name_schema, optional_name_schema, page, text255_schema, timestamp_schema,
-    to_json,
-};
+use crate::http::openapi::{CustomerPath, IssuancePath, KeyHeader, Missing, PageParams, ProgramPath, Read, Replayed, RewardPath, Write, customer_id_schema, email_schema, external_id_schema, key_schema, mobile_schema, name_schema, optional_name_schema, page, text255_schema, timestamp_schema};
+use crate::engine::format::to_json;
 
 /// The largest stock or limit a reward may have.
 const MAX_COUNT: i64 = 1_000_000_000_000;

@@ -15,12 +15,10 @@ use crate::app::AppState;
 use crate::app::write::{Effect, execute};
 use crate::engine::webhooks::{EVENT_TYPES, new_secret, refuse_url};
 use crate::http::answer::respond;
-use crate::http::dto::ts;
+use crate::engine::format::ts;
 use crate::http::extract::{IdempotencyHeader, Json, PageQuery, Tenant};
-use crate::http::openapi::{
-    EndpointPath, EventPath, KeyHeader, Missing, PageParams, Read, Replayed, Write, fragment, page,
-    to_json,
-};
+use crate::http::openapi::{EndpointPath, EventPath, KeyHeader, Missing, PageParams, Read, Replayed, Write, fragment, page};
+use crate::engine::format::to_json;
 
 /// Where to deliver which events.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -1,0 +1,1 @@
+//! Customers: enrolled, looked up, their ledger and expiring points, exported and erased.

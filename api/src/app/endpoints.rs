@@ -1,0 +1,1 @@
+//! Webhook endpoints and the events sent to them: registered, changed, removed, retried.

@@ -1,0 +1,1 @@
+//! Expiry of points whose date has passed, account by account.

@@ -1,0 +1,1 @@
+//! API keys: created (the secret shown once), listed and revoked.

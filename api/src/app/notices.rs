@@ -1,0 +1,1 @@
+//! Notices of points about to expire, sent once per lot.

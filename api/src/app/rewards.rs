@@ -1,0 +1,1 @@
+//! The reward catalog: rewards created and changed, issuances listed and cancelled.

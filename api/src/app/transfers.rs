@@ -1,0 +1,1 @@
+//! Transfers of points between two customers, keeping their expiry dates.
