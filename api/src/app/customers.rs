@@ -419,8 +419,7 @@ pub async fn erase(
     raw: &str,
 ) -> Result<(Outcome, IdempotencyKey), AppError> {
     let id = id_of(raw)?;
-    let key =
-        IdempotencyKey::parse(&id.to_string()).map_err(|e| AppError::Internal(e.message))?;
+    let key = IdempotencyKey::parse(&id.to_string()).map_err(|e| AppError::Internal(e.message))?;
     let now = state.now();
     let outcome = execute(
         state,

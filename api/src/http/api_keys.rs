@@ -10,7 +10,9 @@ use crate::app::AppState;
 use crate::app::keys as use_case;
 use crate::http::answer::{no_content, respond};
 use crate::http::extract::{IdempotencyHeader, Json, PageQuery, Tenant, path_id};
-use crate::http::openapi::{ApiKeyPath, KeyHeader, Missing, PageParams, Read, Replayed, Write, name_schema, page};
+use crate::http::openapi::{
+    ApiKeyPath, KeyHeader, Missing, PageParams, Read, Replayed, Write, name_schema, page,
+};
 
 pub use crate::app::keys::KeyView;
 

@@ -121,11 +121,7 @@ async fn check(state: &AppState, req: &ServiceRequest) -> Result<Tenant, HttpErr
 
 /// A recognised key: its use is recorded (at most once a minute), and the organisation's rate
 /// limit counted.
-fn admitted(
-    state: &AppState,
-    req: &ServiceRequest,
-    who: KeyIdentity,
-) -> Result<Tenant, HttpError> {
+fn admitted(state: &AppState, req: &ServiceRequest, who: KeyIdentity) -> Result<Tenant, HttpError> {
     tracing::debug!(org_id = who.org_id, key_id = who.key_id, "authenticated");
     crate::app::keys::record_use(state, who.key_id);
     if let Some(limiter) = &state.rate_limiter {

@@ -11,14 +11,17 @@ use crate::app::AppState;
 use crate::app::customers::{self as use_case, LedgerFilter, WITHIN_PATTERN};
 use crate::http::answer::respond;
 use crate::http::extract::{PageQuery, Tenant};
-use crate::http::openapi::{CustomerPath, KeyHeader, Missing, PageParams, Read, Replayed, Write, email_schema, external_id_schema, mobile_schema, page, pattern, query_param};
+use crate::http::openapi::{
+    CustomerPath, KeyHeader, Missing, PageParams, Read, Replayed, Write, email_schema,
+    external_id_schema, mobile_schema, page, pattern, query_param,
+};
 use domain::idempotency::Operation;
 
+/// The customer a `{customerId}` path names, for the handlers of other resources under it.
+pub(crate) use crate::app::customers::by_path as customer_by_path;
 pub use crate::app::customers::{
     AccountBalance, CustomerView, CustomerWithBalances, ErasureView, ExpiringLotView, LedgerEntry,
 };
-/// The customer a `{customerId}` path names, for the handlers of other resources under it.
-pub(crate) use crate::app::customers::by_path as customer_by_path;
 
 page!(LedgerPage, LedgerEntry);
 

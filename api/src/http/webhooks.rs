@@ -12,7 +12,9 @@ use crate::app::endpoints::{self as use_case, EndpointChange};
 use crate::engine::webhooks::EVENT_TYPES;
 use crate::http::answer::{no_content, respond};
 use crate::http::extract::{IdempotencyHeader, Json, PageQuery, Tenant};
-use crate::http::openapi::{EndpointPath, EventPath, KeyHeader, Missing, PageParams, Read, Replayed, Write, fragment, page};
+use crate::http::openapi::{
+    EndpointPath, EventPath, KeyHeader, Missing, PageParams, Read, Replayed, Write, fragment, page,
+};
 
 pub use crate::app::endpoints::{EndpointView, EventView};
 
@@ -54,9 +56,14 @@ pub async fn create_endpoint(
     key: IdempotencyHeader,
     Json(body): Json<CreateEndpoint>,
 ) -> Result<HttpResponse, AppError> {
-    let outcome =
-        use_case::create_endpoint(&state, tenant.org_id, key.0.as_ref(), &body.url, &body.events)
-            .await?;
+    let outcome = use_case::create_endpoint(
+        &state,
+        tenant.org_id,
+        key.0.as_ref(),
+        &body.url,
+        &body.events,
+    )
+    .await?;
     Ok(respond(
         Operation::WebhookEndpointCreate,
         outcome,
