@@ -53,10 +53,11 @@ fn sources() -> Vec<(String, PathBuf)> {
                 parts.pop();
             }
             // Test files (`*_tests.rs`, `tests.rs`) belong to the module they test.
-            if let Some(last) = parts.last_mut() {
-                if last.ends_with("_tests") || last == "tests" {
-                    return None;
-                }
+            if parts
+                .last()
+                .is_some_and(|last| last.ends_with("_tests") || last == "tests")
+            {
+                return None;
             }
             if parts == ["lib"] {
                 return None;
@@ -69,8 +70,7 @@ fn sources() -> Vec<(String, PathBuf)> {
 /// The code of a file without comments and string literals, which may name anything.
 fn code_of(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    let mut lines = text.lines().peekable();
-    while let Some(line) = lines.next() {
+    for line in text.lines() {
         let trimmed = line.trim_start();
         if trimmed.starts_with("#[cfg(test)]") {
             // A test module declared at the end of the file: the rest is tests.
@@ -92,7 +92,11 @@ fn code_of(text: &str) -> String {
             } else {
                 kept.push(c);
             }
-            previous = if previous == '\\' && c == '\\' { ' ' } else { c };
+            previous = if previous == '\\' && c == '\\' {
+                ' '
+            } else {
+                c
+            };
         }
         out.push_str(&kept);
         out.push('\n');
@@ -124,8 +128,7 @@ fn references(code: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
 /// The paths a `use` tree starting at `text` names: `a::{b, c::d}` → `a::b`, `a::c::d`.
 fn expand(text: &str) -> Vec<String> {
     let mut prefix = String::new();
-    let mut chars = text.char_indices();
-    while let Some((i, c)) = chars.next() {
+    for (i, c) in text.char_indices() {
         match c {
             c if c.is_alphanumeric() || c == '_' || c == ':' => prefix.push(c),
             '{' => {
@@ -158,10 +161,7 @@ fn expand(text: &str) -> Vec<String> {
                     }
                 }
                 out.extend(expand(inner[start..].trim()));
-                return out
-                    .into_iter()
-                    .map(|p| format!("{prefix}{p}"))
-                    .collect();
+                return out.into_iter().map(|p| format!("{prefix}{p}")).collect();
             }
             _ => break,
         }
@@ -213,7 +213,11 @@ fn arrows_point_down_the_layers() {
             }
         }
     }
-    assert!(upward.is_empty(), "arrows pointing up:\n{}", upward.join("\n"));
+    assert!(
+        upward.is_empty(),
+        "arrows pointing up:\n{}",
+        upward.join("\n")
+    );
 }
 
 #[test]
@@ -301,11 +305,19 @@ fn files_stay_short() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut long = Vec::new();
     for (_, path) in sources() {
-        let name = path.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
+        let name = path
+            .strip_prefix(&root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         let lines = std::fs::read_to_string(&path).unwrap().lines().count();
         if lines > 600 && !LONGER.iter().any(|(file, _)| *file == name) {
             long.push(format!("{name}: {lines} lines"));
         }
     }
-    assert!(long.is_empty(), "files over 600 lines:\n{}", long.join("\n"));
+    assert!(
+        long.is_empty(),
+        "files over 600 lines:\n{}",
+        long.join("\n")
+    );
 }

@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use persistence::ledger;
 use persistence::{Db, PersistenceError, idempotency};
 
-pub use crate::app::notices::notify_expiring_all;
 use crate::app::AppState;
+pub use crate::app::notices::notify_expiring_all;
 use crate::engine::rounds::until_settled;
 
 /// Records deleted per purge statement.

@@ -14,10 +14,10 @@ use persistence::{Db, PersistenceError};
 use uuid::Uuid;
 
 use crate::app::AppError;
+use crate::engine::rounds::{Round, Step};
 use crate::engine::webhooks::event;
 use crate::http::allocations::allocation_json;
 use crate::http::programs::expiry_rule;
-use crate::engine::rounds::{Round, Step};
 
 /// Makes a pending allocation available: a `CREDIT` lot of what is left of it (reversals of a
 /// pending allocation lower it), dated by its expiry strategy from now, and `pending` lowered

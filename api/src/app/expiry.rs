@@ -53,4 +53,3 @@ async fn expire_account(
     }
     Ok(Some(entries.len()))
 }
-

@@ -70,4 +70,3 @@ async fn notify_org(
     Db::commit(tx).await?;
     Ok(lots.len())
 }
-

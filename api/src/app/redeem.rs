@@ -45,10 +45,10 @@ use crate::app::AppState;
 use crate::app::settle::settle;
 use crate::app::write::batch::{KeyedWrite, Slot, claim_and_prepare, run_keyed};
 use crate::app::write::{Effect, Outcome, execute};
+use crate::engine::format::{amount, ts};
 use crate::engine::group_commit::{Batch, Job};
 use crate::engine::webhooks::event;
 use crate::http::allocations::insufficient;
-use crate::engine::format::{amount, ts};
 
 const OPERATION: Operation = Operation::CurrencyRedemption;
 

@@ -38,4 +38,3 @@ pub fn to_text<T: Serialize>(value: &T) -> String {
         "null".to_owned()
     })
 }
-

@@ -55,7 +55,6 @@ impl<K: std::fmt::Debug> Round<K> {
     }
 }
 
-
 /// Rounds in a row that may find only busy items before a run leaves them to the next run.
 const BUSY_ROUNDS: u32 = 50;
 
@@ -109,4 +108,3 @@ where
         }
     }
 }
-

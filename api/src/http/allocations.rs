@@ -15,13 +15,17 @@ use crate::app::allocate::{AllocationRequest, allocate_alone};
 use crate::app::redeem::{RedemptionRequest, redeem_alone};
 use crate::app::settle::settle;
 use crate::app::write::{Effect, Outcome, execute, replay_if_used};
+use crate::engine::format::to_json;
+use crate::engine::format::{amount, ts};
 use crate::engine::webhooks::event;
 use crate::http::answer::respond;
 use crate::http::dto::{DecimalInput, FlexId, LookupParams, LooseString, bounded_text};
-use crate::engine::format::{amount, ts};
 use crate::http::extract::{IdempotencyHeader, Json, Tenant, required_key};
-use crate::http::openapi::{AllocationPath, KeyHeader, Missing, Read, Replayed, Write, currency_schema, customer_id_schema, email_schema, external_id_schema, key_schema, mobile_schema, positive_decimal_schema, text255_schema, text500_schema};
-use crate::engine::format::to_json;
+use crate::http::openapi::{
+    AllocationPath, KeyHeader, Missing, Read, Replayed, Write, currency_schema, customer_id_schema,
+    email_schema, external_id_schema, key_schema, mobile_schema, positive_decimal_schema,
+    text255_schema, text500_schema,
+};
 
 /// Capillary's "issue reward currency": the award strategy turns `sourceValue` into an amount,
 /// the expiry strategy dates it, and the customer (enrolled if new) is credited once per

@@ -22,15 +22,20 @@ use crate::app::AppError;
 use crate::app::AppState;
 use crate::app::settle::settle;
 use crate::app::write::{Effect, execute};
+use crate::engine::format::to_json;
+use crate::engine::format::{amount, ts};
+use crate::engine::rounds::{Round, Step};
 use crate::engine::webhooks::event;
 use crate::http::allocations::{Balance, insufficient, spend_fields, spend_meaning};
 use crate::http::answer::respond;
-use crate::http::dto::{DecimalInput, FlexId, LookupParams, LooseString, WholeNumber, bounded_text};
-use crate::engine::format::{amount, ts};
+use crate::http::dto::{
+    DecimalInput, FlexId, LookupParams, LooseString, WholeNumber, bounded_text,
+};
 use crate::http::extract::{IdempotencyHeader, Json, OptionalJson, Tenant, required_key};
-use crate::http::openapi::{HoldPath, Missing, Read, Replayed, Write, currency_schema, customer_id_schema, email_schema, external_id_schema, key_schema, mobile_schema, positive_decimal_schema, text500_schema};
-use crate::engine::format::to_json;
-use crate::engine::rounds::{Round, Step};
+use crate::http::openapi::{
+    HoldPath, Missing, Read, Replayed, Write, currency_schema, customer_id_schema, email_schema,
+    external_id_schema, key_schema, mobile_schema, positive_decimal_schema, text500_schema,
+};
 
 /// How long a hold lasts unless told otherwise, and the longest it may last.
 pub const DEFAULT_HOLD_SECONDS: i64 = 900;

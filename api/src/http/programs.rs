@@ -18,12 +18,15 @@ use validator::Validate;
 use crate::app::AppState;
 use crate::app::error::{AppError, FieldError};
 use crate::app::write::{Effect, execute};
+use crate::engine::format::to_json;
+use crate::engine::format::ts;
 use crate::http::answer::respond;
 use crate::http::dto::{DecimalInput, WholeNumber, validate};
-use crate::engine::format::ts;
 use crate::http::extract::{IdempotencyHeader, Json, PageQuery, Tenant, path_id};
-use crate::http::openapi::{KeyHeader, Missing, PageParams, ProgramPath, Read, Replayed, Write, currency_schema, name_schema, optional_decimal_schema, page};
-use crate::engine::format::to_json;
+use crate::http::openapi::{
+    KeyHeader, Missing, PageParams, ProgramPath, Read, Replayed, Write, currency_schema,
+    name_schema, optional_decimal_schema, page,
+};
 
 /// A program and the currencies it keeps balances in.
 #[derive(Debug, Deserialize, Serialize, Validate, ToSchema)]

@@ -19,14 +19,17 @@ use crate::app::AppError;
 use crate::app::AppState;
 use crate::app::settle::settle;
 use crate::app::write::{Effect, execute};
+use crate::engine::format::to_json;
+use crate::engine::format::{amount, ts};
 use crate::engine::webhooks::event;
 use crate::http::allocations::{Balance, insufficient, spend_fields, spend_meaning};
 use crate::http::answer::respond;
 use crate::http::dto::{DecimalInput, FlexId, LookupParams, LooseString, bounded_text};
-use crate::engine::format::{amount, ts};
 use crate::http::extract::{IdempotencyHeader, Json, Tenant, required_key};
-use crate::http::openapi::{Missing, Replayed, Write, currency_schema, customer_id_schema, email_schema, external_id_schema, key_schema, mobile_schema, positive_decimal_schema, text500_schema};
-use crate::engine::format::to_json;
+use crate::http::openapi::{
+    Missing, Replayed, Write, currency_schema, customer_id_schema, email_schema,
+    external_id_schema, key_schema, mobile_schema, positive_decimal_schema, text500_schema,
+};
 
 /// One way of naming a customer: exactly one of the fields.
 #[derive(Debug, Deserialize, ToSchema)]
