@@ -523,8 +523,9 @@ pub async fn post_batch<C: ConnectionTrait + crate::lock_order::Locks>(
             ledger::CREDIT_SUM_COLUMNS,
             2,
             &format!(
-                "{} RETURNING org_id, customer_id, program_id, currency, available, pending, held",
-                ledger::CREDIT_SUM_TAIL
+                "{} RETURNING {}",
+                ledger::CREDIT_SUM_TAIL,
+                ledger::ACCOUNT_TOTALS
             )
         ),
         crate::json_insert("ledger_entries", &entry_columns, 3, "RETURNING 1"),
