@@ -182,14 +182,8 @@ pub async fn due_pending<C: ConnectionTrait>(
     limit: u64,
     skip: &[Uuid],
 ) -> Result<Vec<AllocationRow>, PersistenceError> {
-    let not_skipped = if skip.is_empty() {
-        String::new()
-    } else {
-        let places: Vec<String> = (0..skip.len()).map(|i| format!("${}", i + 3)).collect();
-        format!(" AND a.id NOT IN ({})", places.join(", "))
-    };
-    let mut values: Vec<Value> = vec![now.into(), i64::try_from(limit).unwrap_or(i64::MAX).into()];
-    values.extend(skip.iter().map(|id| Value::from(*id)));
+    let mut values: Vec<Value> = vec![now.into(), crate::limit_value(limit)];
+    let not_skipped = crate::and_not_in("a.id", skip, &mut values);
     Ok(AllocationRow::find_by_statement(stmt(
         conn,
         &format!(
@@ -529,8 +523,9 @@ pub async fn post_batch<C: ConnectionTrait + crate::lock_order::Locks>(
             ledger::CREDIT_SUM_COLUMNS,
             2,
             &format!(
-                "{} RETURNING org_id, customer_id, program_id, currency, available, pending, held",
-                ledger::CREDIT_SUM_TAIL
+                "{} RETURNING {}",
+                ledger::CREDIT_SUM_TAIL,
+                ledger::ACCOUNT_TOTALS
             )
         ),
         crate::json_insert("ledger_entries", &entry_columns, 3, "RETURNING 1"),
@@ -540,19 +535,8 @@ pub async fn post_batch<C: ConnectionTrait + crate::lock_order::Locks>(
     for row in conn.query_all_raw(stmt(conn, &sql, values)).await? {
         let keys: i64 = row.try_get_by_index(7)?;
         posted.keys_inserted = usize::try_from(keys).unwrap_or(0);
-        posted.balances.insert(
-            (
-                row.try_get_by_index(0)?,
-                row.try_get_by_index(1)?,
-                row.try_get_by_index(2)?,
-                row.try_get_by_index(3)?,
-            ),
-            Totals {
-                available: row.try_get_by_index(4)?,
-                pending: row.try_get_by_index(5)?,
-                held: row.try_get_by_index(6)?,
-            },
-        );
+        let (account, balance) = ledger::AccountTotals::of_row(&row)?;
+        posted.balances.insert(account, balance);
     }
     Ok(posted)
 }

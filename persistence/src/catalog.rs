@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, FromQueryResult, Value};
 
-use crate::{Page, PersistenceError, stmt};
+use crate::{Keyset, Page, PersistenceError, in_list, one_by_id, page, stmt};
 
 #[derive(Debug, Clone, FromQueryResult)]
 pub struct ProgramRow {
@@ -13,6 +13,8 @@ pub struct ProgramRow {
     pub name: String,
     pub created_at: DateTime<Utc>,
 }
+
+const PROGRAM_COLUMNS: &str = "id, org_id, name, created_at";
 
 #[derive(Debug, Clone, FromQueryResult)]
 pub struct CurrencyRow {
@@ -38,32 +40,34 @@ pub async fn create_program<C: ConnectionTrait>(
 ) -> Result<Program, PersistenceError> {
     let row = ProgramRow::find_by_statement(stmt(
         conn,
-        "INSERT INTO programs (org_id, name, created_at) VALUES ($1, $2, $3) \
-         RETURNING id, org_id, name, created_at",
+        &format!(
+            "INSERT INTO programs (org_id, name, created_at) VALUES ($1, $2, $3) \
+             RETURNING {PROGRAM_COLUMNS}"
+        ),
         vec![org_id.into(), name.into(), now.into()],
     ))
     .one(conn)
     .await?
     .ok_or_else(|| PersistenceError::Other("insert returned no row".into()))?;
-    let mut sql =
-        String::from("INSERT INTO program_currencies (org_id, program_id, code, scale) VALUES ");
-    let mut values: Vec<Value> = Vec::with_capacity(currencies.len() * 4);
-    for (i, (code, scale)) in currencies.iter().enumerate() {
-        let n = i * 4;
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        sql.push_str(&format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4));
-        values.extend([
-            org_id.into(),
-            row.id.into(),
-            code.clone().into(),
-            (*scale).into(),
-        ]);
-    }
-    if !currencies.is_empty() {
-        conn.execute_raw(stmt(conn, &sql, values)).await?;
-    }
+    let rows = currencies
+        .iter()
+        .map(|(code, scale)| {
+            vec![
+                org_id.into(),
+                row.id.into(),
+                code.clone().into(),
+                (*scale).into(),
+            ]
+        })
+        .collect();
+    crate::insert_rows(
+        conn,
+        "program_currencies",
+        "org_id, program_id, code, scale",
+        "",
+        rows,
+    )
+    .await?;
     let currencies = currencies
         .iter()
         .map(|(code, scale)| CurrencyRow {
@@ -83,13 +87,10 @@ async fn currencies_of<C: ConnectionTrait>(
     if program_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let placeholders: Vec<String> = (0..program_ids.len())
-        .map(|i| format!("${}", i + 2))
-        .collect();
     let sql = format!(
         "SELECT program_id, code, scale FROM program_currencies \
          WHERE org_id = $1 AND program_id IN ({}) ORDER BY program_id, code",
-        placeholders.join(", ")
+        in_list(2, program_ids.len())
     );
     let mut values: Vec<Value> = vec![org_id.into()];
     values.extend(program_ids.iter().map(|id| Value::from(*id)));
@@ -104,13 +105,8 @@ pub async fn get_program<C: ConnectionTrait>(
     org_id: i64,
     program_id: i64,
 ) -> Result<Option<Program>, PersistenceError> {
-    let Some(row) = ProgramRow::find_by_statement(stmt(
-        conn,
-        "SELECT id, org_id, name, created_at FROM programs WHERE org_id = $1 AND id = $2",
-        vec![org_id.into(), program_id.into()],
-    ))
-    .one(conn)
-    .await?
+    let Some(row) =
+        one_by_id::<ProgramRow, _>(conn, PROGRAM_COLUMNS, "programs", org_id, program_id).await?
     else {
         return Ok(None);
     };
@@ -126,15 +122,16 @@ pub async fn list_programs<C: ConnectionTrait>(
     after: Option<i64>,
     limit: u64,
 ) -> Result<Page<Program>, PersistenceError> {
-    let rows = ProgramRow::find_by_statement(stmt(
+    let page = page(
         conn,
-        "SELECT id, org_id, name, created_at FROM programs \
-         WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-        vec![org_id.into(), after.unwrap_or(0).into(), page_fetch(limit)],
-    ))
-    .all(conn)
+        &format!("SELECT {PROGRAM_COLUMNS} FROM programs WHERE org_id = $1"),
+        vec![org_id.into()],
+        "id",
+        Keyset::After(after),
+        limit,
+        |r: &ProgramRow| r.id,
+    )
     .await?;
-    let page = Page::from_rows(rows, limit, |r| r.id);
     let ids: Vec<i64> = page.items.iter().map(|r| r.id).collect();
     let mut currencies = currencies_of(conn, org_id, &ids).await?;
     let items = page
@@ -154,13 +151,6 @@ pub async fn list_programs<C: ConnectionTrait>(
         items,
         next_cursor: page.next_cursor,
     })
-}
-
-/// `limit + 1`, so that a page knows whether another follows.
-pub(crate) fn page_fetch(limit: u64) -> Value {
-    i64::try_from(limit.saturating_add(1))
-        .unwrap_or(i64::MAX)
-        .into()
 }
 
 /// The scale of `currency` in `program_id`, or `None` when the program has no such currency.
@@ -257,13 +247,7 @@ pub async fn get_award_strategy<C: ConnectionTrait>(
     org_id: i64,
     id: i64,
 ) -> Result<Option<AwardStrategyRow>, PersistenceError> {
-    Ok(AwardStrategyRow::find_by_statement(stmt(
-        conn,
-        &format!("SELECT {AWARD_COLUMNS} FROM award_strategies WHERE org_id = $1 AND id = $2"),
-        vec![org_id.into(), id.into()],
-    ))
-    .one(conn)
-    .await?)
+    one_by_id(conn, AWARD_COLUMNS, "award_strategies", org_id, id).await
 }
 
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
@@ -274,22 +258,17 @@ pub async fn list_award_strategies<C: ConnectionTrait>(
     after: Option<i64>,
     limit: u64,
 ) -> Result<Page<AwardStrategyRow>, PersistenceError> {
-    let rows = AwardStrategyRow::find_by_statement(stmt(
+    of_program(
         conn,
-        &format!(
-            "SELECT {AWARD_COLUMNS} FROM award_strategies \
-             WHERE org_id = $1 AND program_id = $2 AND id > $3 ORDER BY id LIMIT $4"
-        ),
-        vec![
-            org_id.into(),
-            program_id.into(),
-            after.unwrap_or(0).into(),
-            page_fetch(limit),
-        ],
-    ))
-    .all(conn)
-    .await?;
-    Ok(Page::from_rows(rows, limit, |r| r.id))
+        AWARD_COLUMNS,
+        "award_strategies",
+        org_id,
+        program_id,
+        after,
+        limit,
+        |r: &AwardStrategyRow| r.id,
+    )
+    .await
 }
 
 #[derive(Debug, Clone, FromQueryResult)]
@@ -345,13 +324,7 @@ pub async fn get_expiry_strategy<C: ConnectionTrait>(
     org_id: i64,
     id: i64,
 ) -> Result<Option<ExpiryStrategyRow>, PersistenceError> {
-    Ok(ExpiryStrategyRow::find_by_statement(stmt(
-        conn,
-        &format!("SELECT {EXPIRY_COLUMNS} FROM expiry_strategies WHERE org_id = $1 AND id = $2"),
-        vec![org_id.into(), id.into()],
-    ))
-    .one(conn)
-    .await?)
+    one_by_id(conn, EXPIRY_COLUMNS, "expiry_strategies", org_id, id).await
 }
 
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
@@ -362,20 +335,40 @@ pub async fn list_expiry_strategies<C: ConnectionTrait>(
     after: Option<i64>,
     limit: u64,
 ) -> Result<Page<ExpiryStrategyRow>, PersistenceError> {
-    let rows = ExpiryStrategyRow::find_by_statement(stmt(
+    of_program(
         conn,
-        &format!(
-            "SELECT {EXPIRY_COLUMNS} FROM expiry_strategies \
-             WHERE org_id = $1 AND program_id = $2 AND id > $3 ORDER BY id LIMIT $4"
-        ),
-        vec![
-            org_id.into(),
-            program_id.into(),
-            after.unwrap_or(0).into(),
-            page_fetch(limit),
-        ],
-    ))
-    .all(conn)
-    .await?;
-    Ok(Page::from_rows(rows, limit, |r| r.id))
+        EXPIRY_COLUMNS,
+        "expiry_strategies",
+        org_id,
+        program_id,
+        after,
+        limit,
+        |r: &ExpiryStrategyRow| r.id,
+    )
+    .await
+}
+
+/// A page of the rows of `table` that belong to program `program_id` (strategies, rewards),
+/// as `columns`, in creation (id) order after the `after` cursor; `id` gives a row's id.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn of_program<R: FromQueryResult, C: ConnectionTrait>(
+    conn: &C,
+    columns: &str,
+    table: &str,
+    org_id: i64,
+    program_id: i64,
+    after: Option<i64>,
+    limit: u64,
+    id: impl Fn(&R) -> i64,
+) -> Result<Page<R>, PersistenceError> {
+    page(
+        conn,
+        &format!("SELECT {columns} FROM {table} WHERE org_id = $1 AND program_id = $2"),
+        vec![org_id.into(), program_id.into()],
+        "id",
+        Keyset::After(after),
+        limit,
+        id,
+    )
+    .await
 }

@@ -39,11 +39,7 @@ pub(crate) fn column(customer: &CustomerRef) -> &'static str {
 /// while it runs waits, then no longer finds the customer by an erased identifier. SQLite's
 /// single writer serialises them without it.
 fn key_share<C: ConnectionTrait>(conn: &C) -> &'static str {
-    if crate::for_update(conn).is_empty() {
-        ""
-    } else {
-        " FOR KEY SHARE"
-    }
+    crate::row_lock(conn, " FOR KEY SHARE")
 }
 
 /// Finds a customer without enrolling one, for a write: the row is locked `FOR KEY SHARE`
@@ -162,11 +158,7 @@ pub async fn find_or_enroll_many<C: ConnectionTrait + Locks>(
     wanted: &[(i64, CustomerRef)],
     now: DateTime<Utc>,
 ) -> Result<HashMap<(i64, CustomerRef), Enrolment>, PersistenceError> {
-    // Distinct, in a fixed order: (organisation, column, value).
-    let distinct: BTreeSet<Identifier> = wanted
-        .iter()
-        .map(|(org, c)| (*org, column(c), c.value()))
-        .collect();
+    let distinct = distinct(wanted);
     let mut found: HashMap<Identifier, Enrolment> = HashMap::new();
     read_into(conn, &distinct, &mut found).await?;
     let enrol: Vec<Vec<sea_orm::Value>> = distinct
@@ -198,18 +190,37 @@ pub async fn find_or_enroll_many<C: ConnectionTrait + Locks>(
         // Those another transaction enrolled first: committed now, so a new read sees them.
         read_into(conn, &distinct, &mut found).await?;
     }
-    Ok(wanted
-        .iter()
-        .filter_map(|(org, c)| {
-            found
-                .get(&(*org, column(c), c.value()))
-                .map(|row| ((*org, c.clone()), row.clone()))
-        })
-        .collect())
+    Ok(as_asked(wanted, &found, Enrolment::clone))
 }
 
 /// An identifier as the database keeps it: (organisation, column, value).
 type Identifier = (i64, &'static str, String);
+
+/// The identifier `customer` names in organisation `org_id`.
+fn identifier(org_id: i64, customer: &CustomerRef) -> Identifier {
+    (org_id, column(customer), customer.value())
+}
+
+/// The identifiers of `wanted`, each once, in a fixed order.
+fn distinct(wanted: &[(i64, CustomerRef)]) -> BTreeSet<Identifier> {
+    wanted.iter().map(|(org, c)| identifier(*org, c)).collect()
+}
+
+/// What was `found` of `wanted`, keyed as asked (`pick` takes what the caller answers with).
+fn as_asked<T>(
+    wanted: &[(i64, CustomerRef)],
+    found: &HashMap<Identifier, Enrolment>,
+    pick: impl Fn(&Enrolment) -> T,
+) -> HashMap<(i64, CustomerRef), T> {
+    wanted
+        .iter()
+        .filter_map(|(org, c)| {
+            found
+                .get(&identifier(*org, c))
+                .map(|e| ((*org, c.clone()), pick(e)))
+        })
+        .collect()
+}
 
 /// [`find`] for many customers at once, in one statement (locked likewise); never enrolls.
 /// Unknown ones are absent from the answer.
@@ -218,20 +229,9 @@ pub async fn find_many<C: ConnectionTrait>(
     conn: &C,
     wanted: &[(i64, CustomerRef)],
 ) -> Result<HashMap<(i64, CustomerRef), CustomerRow>, PersistenceError> {
-    let distinct: BTreeSet<Identifier> = wanted
-        .iter()
-        .map(|(org, c)| (*org, column(c), c.value()))
-        .collect();
     let mut found: HashMap<Identifier, Enrolment> = HashMap::new();
-    read_into(conn, &distinct, &mut found).await?;
-    Ok(wanted
-        .iter()
-        .filter_map(|(org, c)| {
-            found
-                .get(&(*org, column(c), c.value()))
-                .map(|e| ((*org, c.clone()), e.row.clone()))
-        })
-        .collect())
+    read_into(conn, &distinct(wanted), &mut found).await?;
+    Ok(as_asked(wanted, &found, |e| e.row.clone()))
 }
 
 /// Files a customer under each of its identifiers.

@@ -21,8 +21,7 @@ pub async fn accounts_with_due_work<C: ConnectionTrait>(
     if accounts.is_empty() {
         return Ok(Vec::new());
     }
-    let refs: Vec<&Account> = accounts.iter().collect();
-    let (tuples, mut values) = account_tuples(&refs, 2);
+    let (tuples, mut values) = account_tuples(accounts, 2);
     values.insert(0, now.into());
     let key = "(org_id, customer_id, program_id, currency)";
     Ok(Account::find_by_statement(stmt(
@@ -76,13 +75,7 @@ pub async fn items_of<C: ConnectionTrait>(
            AND customer_id = $2 AND program_id = $3 AND currency = $4 AND status = 'PENDING' \
            AND matures_at <= $5 \
          ORDER BY due, id",
-        vec![
-            account.org_id.into(),
-            account.customer_id.into(),
-            account.program_id.into(),
-            account.currency.clone().into(),
-            now.into(),
-        ],
+        account.values([now.into()]),
     ))
     .all(conn)
     .await?;

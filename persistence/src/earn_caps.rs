@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, FromQueryResult};
+use sea_orm::{ConnectionTrait, FromQueryResult, Value};
 use uuid::Uuid;
 
 use crate::{PersistenceError, stmt};
@@ -21,6 +21,31 @@ pub struct CapScope {
     pub org_id: i64,
     pub award_strategy_id: i64,
     pub customer_id: Uuid,
+}
+
+/// The counter of a [`CapScope`] in one period, as [`CapScope::counter_values`] binds it.
+const COUNTER: &str = "org_id = $1 AND award_strategy_id = $2 AND customer_id = $3 \
+     AND period = $4 AND period_start = $5";
+
+impl CapScope {
+    /// The values that name the scope's counter of `period` from `start` ([`COUNTER`]), then
+    /// `rest`.
+    fn counter_values(
+        &self,
+        period: &str,
+        start: DateTime<Utc>,
+        rest: impl IntoIterator<Item = Value>,
+    ) -> Vec<Value> {
+        let mut values: Vec<Value> = vec![
+            self.org_id.into(),
+            self.award_strategy_id.into(),
+            self.customer_id.into(),
+            period.into(),
+            start.into(),
+        ];
+        values.extend(rest);
+        values
+    }
 }
 
 /// One cap as it applies now: its period's name, when the period started, and its max in
@@ -69,7 +94,7 @@ pub async fn take<C: ConnectionTrait>(
         "INSERT INTO earn_cap_counters (org_id, award_strategy_id, customer_id, period, \
          period_start, awarded) VALUES ",
     );
-    let mut values: Vec<sea_orm::Value> = vec![
+    let mut values: Vec<Value> = vec![
         scope.org_id.into(),
         scope.award_strategy_id.into(),
         scope.customer_id.into(),
@@ -112,18 +137,11 @@ pub async fn take<C: ConnectionTrait>(
         let raised = conn
             .execute_raw(stmt(
                 conn,
-                "UPDATE earn_cap_counters SET awarded = awarded + $6 \
-                 WHERE org_id = $1 AND award_strategy_id = $2 AND customer_id = $3 \
-                   AND period = $4 AND period_start = $5 AND awarded + $6 <= $7",
-                vec![
-                    scope.org_id.into(),
-                    scope.award_strategy_id.into(),
-                    scope.customer_id.into(),
-                    (*period).into(),
-                    (*start).into(),
-                    granted.into(),
-                    (*max).into(),
-                ],
+                &format!(
+                    "UPDATE earn_cap_counters SET awarded = awarded + $6 \
+                     WHERE {COUNTER} AND awarded + $6 <= $7"
+                ),
+                scope.counter_values(period, *start, [granted.into(), (*max).into()]),
             ))
             .await?;
         if raised.rows_affected() != 1 {
@@ -151,18 +169,11 @@ pub async fn give_back<C: ConnectionTrait>(
     for (period, start) in counters(windows).keys() {
         conn.execute_raw(stmt(
             conn,
-            "UPDATE earn_cap_counters \
-             SET awarded = CASE WHEN awarded > $6 THEN awarded - $6 ELSE 0 END \
-             WHERE org_id = $1 AND award_strategy_id = $2 AND customer_id = $3 \
-               AND period = $4 AND period_start = $5",
-            vec![
-                scope.org_id.into(),
-                scope.award_strategy_id.into(),
-                scope.customer_id.into(),
-                (*period).into(),
-                (*start).into(),
-                amount.into(),
-            ],
+            &format!(
+                "UPDATE earn_cap_counters \
+                 SET awarded = CASE WHEN awarded > $6 THEN awarded - $6 ELSE 0 END WHERE {COUNTER}"
+            ),
+            scope.counter_values(period, *start, [amount.into()]),
         ))
         .await?;
     }

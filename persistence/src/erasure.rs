@@ -13,7 +13,7 @@
 //! customer (as stored, or as a client may have written it) or one of its references by
 //! identifier are replaced by [`ERASED`]; numbers, keys and longer strings stay as they are.
 
-use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, JsonValue, Value};
+use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, JsonValue, Statement, Value};
 use uuid::Uuid;
 
 use crate::{PersistenceError, for_update, stmt};
@@ -168,14 +168,27 @@ struct RecordText {
     response: Option<JsonValue>,
 }
 
-#[derive(Debug, FromQueryResult)]
+#[derive(Debug, Default, FromQueryResult)]
 struct Bounds {
     low: Option<i64>,
     high: Option<i64>,
 }
 
+/// The windows `(after, up_to]` of `WINDOW` ids that cover the ids from `low` to `high`, as
+/// `bounds` reads them (none when it reads none).
+async fn windows_of<C: ConnectionTrait>(
+    conn: &C,
+    bounds: Statement,
+) -> Result<impl Iterator<Item = (i64, i64)>, PersistenceError> {
+    let bounds = Bounds::find_by_statement(bounds)
+        .one(conn)
+        .await?
+        .unwrap_or_default();
+    Ok(windows(&bounds))
+}
+
 /// The windows `(after, up_to]` of `WINDOW` ids that cover `low..=high`.
-fn windows(bounds: &Bounds) -> impl Iterator<Item = (i64, i64)> {
+fn windows(bounds: &Bounds) -> impl Iterator<Item = (i64, i64)> + use<> {
     let (low, high) = match (bounds.low, bounds.high) {
         (Some(l), Some(h)) => (l.saturating_sub(1), h),
         _ => (0, 0),
@@ -196,6 +209,14 @@ fn windows(bounds: &Bounds) -> impl Iterator<Item = (i64, i64)> {
 /// and wherever the customer's rows are in it.
 const WINDOW: i64 = 5_000;
 
+/// The values of a windowed read of organisation `org_id`: `$1` the organisation, `$2` and `$3`
+/// the window, then the pre-filter's needles.
+fn window_values(org_id: i64, (after, up_to): (i64, i64), needles: &[Value]) -> Vec<Value> {
+    let mut values: Vec<Value> = vec![org_id.into(), after.into(), up_to.into()];
+    values.extend(needles.iter().cloned());
+    values
+}
+
 /// Scrubs the stored requests and answers of the idempotency records of `org_id` that concern
 /// `who`; a record that changed gets the fingerprint `erased`, so that no request matches it
 /// again (its key is refused as reused, never replayed). Returns how many changed.
@@ -213,26 +234,19 @@ pub async fn scrub_records<C: ConnectionTrait>(
     );
     // The primary key's range: read from its index at once (there is no index of an
     // organisation's records by id, and one would cost every write).
-    let bounds = Bounds::find_by_statement(stmt(
+    let bounds = stmt(
         conn,
         "SELECT min(id) AS low, max(id) AS high FROM idempotency_records",
         vec![],
-    ))
-    .one(conn)
-    .await?
-    .unwrap_or(Bounds {
-        low: None,
-        high: None,
-    });
+    );
     let sql = format!(
         "SELECT id, request_fields, response FROM idempotency_records \
          WHERE id > $2 AND id <= $3 AND org_id = $1 AND {filter} ORDER BY id{}",
         for_update(conn)
     );
     let mut changed = 0;
-    for (after, up_to) in windows(&bounds) {
-        let mut values: Vec<Value> = vec![org_id.into(), after.into(), up_to.into()];
-        values.extend(needles.iter().cloned());
+    for window in windows_of(conn, bounds).await? {
+        let values = window_values(org_id, window, &needles);
         let rows = RecordText::find_by_statement(stmt(conn, &sql, values))
             .all(conn)
             .await?;
@@ -261,23 +275,23 @@ async fn update_records<C: ConnectionTrait>(
     updates: &[(i64, JsonValue, Option<JsonValue>)],
 ) -> Result<(), PersistenceError> {
     for chunk in updates.chunks(500) {
-        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 3);
-        let mut tuples = Vec::with_capacity(chunk.len());
-        for (id, request, response) in chunk {
-            let n = values.len();
-            tuples.push(format!("(${}, ${}, ${})", n + 1, n + 2, n + 3));
-            values.push((*id).into());
-            values.push(request.clone().into());
-            values.push(response.clone().into());
-        }
+        let (tuples, values) = crate::values_rows(
+            1,
+            chunk.iter().map(|(id, request, response)| {
+                vec![
+                    (*id).into(),
+                    request.clone().into(),
+                    response.clone().into(),
+                ]
+            }),
+        );
         conn.execute_raw(stmt(
             conn,
             &format!(
-                "WITH v(id, request_fields, response) AS (VALUES {}) \
+                "WITH v(id, request_fields, response) AS (VALUES {tuples}) \
                  UPDATE idempotency_records SET request_fields = v.request_fields, \
                  response = v.response, fingerprint = 'erased' \
-                 FROM v WHERE idempotency_records.id = v.id",
-                tuples.join(", ")
+                 FROM v WHERE idempotency_records.id = v.id"
             ),
             values,
         ))
@@ -303,26 +317,19 @@ pub async fn scrub_events<C: ConnectionTrait>(
     let backend = conn.get_database_backend();
     let (filter, needles) = prefilter(backend, &["body"], &who.needles(), 4);
     // The organisation's range of events, from its index (org_id, seq).
-    let bounds = Bounds::find_by_statement(stmt(
+    let bounds = stmt(
         conn,
         "SELECT min(seq) AS low, max(seq) AS high FROM webhook_events WHERE org_id = $1",
         vec![org_id.into()],
-    ))
-    .one(conn)
-    .await?
-    .unwrap_or(Bounds {
-        low: None,
-        high: None,
-    });
+    );
     let sql = format!(
         "SELECT seq, body, last_response_body FROM webhook_events \
          WHERE org_id = $1 AND seq > $2 AND seq <= $3 AND {filter} ORDER BY seq{}",
         for_update(conn)
     );
     let mut changed = 0;
-    for (after, up_to) in windows(&bounds) {
-        let mut values: Vec<Value> = vec![org_id.into(), after.into(), up_to.into()];
-        values.extend(needles.iter().cloned());
+    for window in windows_of(conn, bounds).await? {
+        let values = window_values(org_id, window, &needles);
         let rows = EventText::find_by_statement(stmt(conn, &sql, values))
             .all(conn)
             .await?;

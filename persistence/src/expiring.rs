@@ -5,8 +5,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, FromQueryResult};
 use uuid::Uuid;
 
-use crate::catalog::page_fetch;
-use crate::{Page, PersistenceError, stmt};
+use crate::{Page, PersistenceError, in_list, limit_value, page_fetch, stmt};
 
 /// A lot with something left that expires soon (or that expired with something left).
 #[derive(Debug, Clone, FromQueryResult)]
@@ -72,7 +71,7 @@ pub async fn notices_due<C: ConnectionTrait>(
             horizon.into(),
             after_expiry.into(),
             after_id.into(),
-            i64::try_from(limit).unwrap_or(i64::MAX).into(),
+            limit_value(limit),
         ],
     ))
     .all(conn)
@@ -94,19 +93,14 @@ pub async fn claim_notices<C: ConnectionTrait>(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let skip = if crate::for_update(conn).is_empty() {
-        ""
-    } else {
-        " FOR UPDATE SKIP LOCKED"
-    };
-    let places: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 3)).collect();
+    let skip = crate::row_lock(conn, " FOR UPDATE SKIP LOCKED");
     let sql = format!(
         "UPDATE ledger_entries SET notified_at = $1 \
          WHERE notified_at IS NULL AND id IN ( \
            SELECT id FROM ledger_entries \
            WHERE org_id = $2 AND id IN ({}) AND {OWED}{skip}) \
          RETURNING {COLUMNS}",
-        places.join(", ")
+        in_list(3, ids.len())
     );
     let mut values: Vec<sea_orm::Value> = vec![now.into(), org_id.into()];
     values.extend(ids.iter().map(|id| sea_orm::Value::from(*id)));

@@ -306,14 +306,8 @@ pub async fn due<C: ConnectionTrait>(
     limit: u64,
     skip: &[Uuid],
 ) -> Result<Vec<HoldRow>, PersistenceError> {
-    let not_skipped = if skip.is_empty() {
-        String::new()
-    } else {
-        let places: Vec<String> = (0..skip.len()).map(|i| format!("${}", i + 3)).collect();
-        format!(" AND h.id NOT IN ({})", places.join(", "))
-    };
-    let mut values: Vec<Value> = vec![now.into(), i64::try_from(limit).unwrap_or(i64::MAX).into()];
-    values.extend(skip.iter().map(|id| Value::from(*id)));
+    let mut values: Vec<Value> = vec![now.into(), crate::limit_value(limit)];
+    let not_skipped = crate::and_not_in("h.id", skip, &mut values);
     Ok(HoldRow::find_by_statement(stmt(
         conn,
         &format!(

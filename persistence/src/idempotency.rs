@@ -439,16 +439,12 @@ async fn rows_of_keys<R: FromQueryResult, C: ConnectionTrait>(
 
 /// The `VALUES` rows `($1, $2, $3), …` of `keys` and their parameters.
 fn key_values(keys: &[(i64, Operation, &str)]) -> (String, Vec<sea_orm::Value>) {
-    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(keys.len() * 3);
-    let mut rows = Vec::with_capacity(keys.len());
-    for (org_id, operation, key) in keys {
-        let n = values.len();
-        rows.push(format!("(${}, ${}, ${})", n + 1, n + 2, n + 3));
-        values.push((*org_id).into());
-        values.push(operation.as_str().into());
-        values.push((*key).into());
-    }
-    (rows.join(", "), values)
+    crate::values_rows(
+        1,
+        keys.iter().map(|(org_id, operation, key)| {
+            vec![(*org_id).into(), operation.as_str().into(), (*key).into()]
+        }),
+    )
 }
 
 /// Stores the outcomes of many claimed records: `(record id, response, resource id)`.
@@ -459,23 +455,23 @@ pub async fn complete_many<C: ConnectionTrait>(
     outcomes: &[(i64, serde_json::Value, Option<String>)],
 ) -> Result<(), PersistenceError> {
     for chunk in outcomes.chunks(5_000) {
-        let mut values: Vec<sea_orm::Value> =
-            vec![i16::try_from(status_code).unwrap_or(i16::MAX).into()];
-        let mut tuples = Vec::with_capacity(chunk.len());
-        for (id, response, resource) in chunk {
-            let n = values.len();
-            tuples.push(format!("(${}, ${}, ${})", n + 1, n + 2, n + 3));
-            values.push((*id).into());
-            values.push(response.clone().into());
-            values.push(resource.clone().into());
-        }
+        let (tuples, mut values) = crate::values_rows(
+            2,
+            chunk.iter().map(|(id, response, resource)| {
+                vec![
+                    (*id).into(),
+                    response.clone().into(),
+                    resource.clone().into(),
+                ]
+            }),
+        );
+        values.insert(0, i16::try_from(status_code).unwrap_or(i16::MAX).into());
         conn.execute_raw(stmt(
             conn,
             &format!(
-                "WITH v(id, response, resource_id) AS (VALUES {}) \
+                "WITH v(id, response, resource_id) AS (VALUES {tuples}) \
                  UPDATE idempotency_records SET status_code = $1, response = v.response, \
-                 resource_id = v.resource_id FROM v WHERE idempotency_records.id = v.id",
-                tuples.join(", ")
+                 resource_id = v.resource_id FROM v WHERE idempotency_records.id = v.id"
             ),
             values,
         ))
@@ -524,11 +520,7 @@ pub async fn purge_before<C: ConnectionTrait>(
     cutoff: DateTime<Utc>,
     batch: u64,
 ) -> Result<u64, PersistenceError> {
-    let skip = if crate::for_update(conn).is_empty() {
-        ""
-    } else {
-        " FOR UPDATE SKIP LOCKED"
-    };
+    let skip = crate::row_lock(conn, " FOR UPDATE SKIP LOCKED");
     let result = conn
         .execute_raw(stmt(
             conn,
@@ -536,7 +528,7 @@ pub async fn purge_before<C: ConnectionTrait>(
                 "DELETE FROM idempotency_records WHERE id IN \
                  (SELECT id FROM idempotency_records WHERE created_at < $1 ORDER BY created_at LIMIT $2{skip})"
             ),
-            vec![cutoff.into(), i64::try_from(batch).unwrap_or(i64::MAX).into()],
+            vec![cutoff.into(), crate::limit_value(batch)],
         ))
         .await?;
     Ok(result.rows_affected())

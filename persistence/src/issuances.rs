@@ -6,7 +6,10 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, FromQueryResult, Value};
 use uuid::Uuid;
 
-use crate::{PersistenceError, for_update, in_list, insert_rows, stmt};
+use crate::{
+    Keyset, Page, PersistenceError, for_update, in_list, insert_rows, one_by_id, page, stmt,
+    values_rows,
+};
 
 /// A customer's holding of a reward: (organisation, customer, reward).
 pub type HoldingKey = (i64, Uuid, i64);
@@ -59,20 +62,18 @@ pub async fn holdings<C: ConnectionTrait>(
     if keys.is_empty() {
         return Ok(HashMap::new());
     }
-    let mut values: Vec<Value> = Vec::with_capacity(keys.len() * 3);
-    let mut triples = Vec::with_capacity(keys.len());
-    for (org, customer, reward) in keys {
-        let n = values.len();
-        triples.push(format!("(${}, ${}, ${})", n + 1, n + 2, n + 3));
-        values.extend([(*org).into(), (*customer).into(), (*reward).into()]);
-    }
+    let (triples, values) = values_rows(
+        1,
+        keys.iter().map(|(org, customer, reward)| {
+            vec![(*org).into(), (*customer).into(), (*reward).into()]
+        }),
+    );
     let rows = Holding::find_by_statement(stmt(
         conn,
         &format!(
             "SELECT org_id, customer_id, reward_id, held FROM customer_reward_counts \
-             WHERE (org_id, customer_id, reward_id) IN (VALUES {}) \
+             WHERE (org_id, customer_id, reward_id) IN (VALUES {triples}) \
              ORDER BY org_id, customer_id, reward_id{}",
-            triples.join(", "),
             if lock { for_update(conn) } else { "" }
         ),
         values,
@@ -96,37 +97,30 @@ pub async fn hold_many<C: ConnectionTrait>(
     if holds.is_empty() {
         return Ok(0);
     }
-    let mut values: Vec<Value> = Vec::with_capacity(holds.len() * 5);
-    let mut rows = Vec::with_capacity(holds.len());
-    for ((org, customer, reward), quantity, limit) in holds {
-        let n = values.len();
-        rows.push(format!(
-            "(${}, ${}, ${}, ${}, ${})",
-            n + 1,
-            n + 2,
-            n + 3,
-            n + 4,
-            n + 5
-        ));
-        values.extend([
-            (*org).into(),
-            (*customer).into(),
-            (*reward).into(),
-            (*quantity).into(),
-            (*limit).into(),
-        ]);
-    }
+    let (rows, values) = values_rows(
+        1,
+        holds
+            .iter()
+            .map(|((org, customer, reward), quantity, limit)| {
+                vec![
+                    (*org).into(),
+                    (*customer).into(),
+                    (*reward).into(),
+                    (*quantity).into(),
+                    (*limit).into(),
+                ]
+            }),
+    );
     let result = conn
         .execute_raw(stmt(
             conn,
             &format!(
-                "WITH v(org_id, customer_id, reward_id, quantity, lim) AS (VALUES {}) \
+                "WITH v(org_id, customer_id, reward_id, quantity, lim) AS (VALUES {rows}) \
                  UPDATE customer_reward_counts SET held = held + v.quantity FROM v \
                  WHERE customer_reward_counts.org_id = v.org_id \
                  AND customer_reward_counts.customer_id = v.customer_id \
                  AND customer_reward_counts.reward_id = v.reward_id \
-                 AND (v.lim IS NULL OR customer_reward_counts.held + v.quantity <= v.lim)",
-                rows.join(", ")
+                 AND (v.lim IS NULL OR customer_reward_counts.held + v.quantity <= v.lim)"
             ),
             values,
         ))
@@ -298,14 +292,11 @@ pub async fn get<C: ConnectionTrait>(
     org_id: i64,
     id: Uuid,
 ) -> Result<Option<Issuance>, PersistenceError> {
-    let rows = IssuanceRow::find_by_statement(stmt(
-        conn,
-        &format!("SELECT {COLUMNS} FROM issuances WHERE org_id = $1 AND id = $2"),
-        vec![org_id.into(), id.into()],
-    ))
-    .all(conn)
-    .await?;
-    Ok(with_vouchers(conn, org_id, rows).await?.into_iter().next())
+    let row: Option<IssuanceRow> = one_by_id(conn, COLUMNS, "issuances", org_id, id).await?;
+    Ok(with_vouchers(conn, org_id, row.into_iter().collect())
+        .await?
+        .into_iter()
+        .next())
 }
 
 /// Marks an issuance cancelled if it is still issued; `None` if it was not (already cancelled,
@@ -337,24 +328,18 @@ pub async fn list_for_customer<C: ConnectionTrait>(
     customer_id: Uuid,
     before: Option<i64>,
     limit: u64,
-) -> Result<crate::Page<Issuance>, PersistenceError> {
-    let rows = IssuanceRow::find_by_statement(stmt(
+) -> Result<Page<Issuance>, PersistenceError> {
+    let page = page(
         conn,
-        &format!(
-            "SELECT {COLUMNS} FROM issuances WHERE org_id = $1 AND customer_id = $2 AND seq < $3 \
-             ORDER BY seq DESC LIMIT $4"
-        ),
-        vec![
-            org_id.into(),
-            customer_id.into(),
-            before.unwrap_or(i64::MAX).into(),
-            crate::catalog::page_fetch(limit),
-        ],
-    ))
-    .all(conn)
+        &format!("SELECT {COLUMNS} FROM issuances WHERE org_id = $1 AND customer_id = $2"),
+        vec![org_id.into(), customer_id.into()],
+        "seq",
+        Keyset::Before(before),
+        limit,
+        |r: &IssuanceRow| r.seq,
+    )
     .await?;
-    let page = crate::Page::from_rows(rows, limit, |r| r.seq);
-    Ok(crate::Page {
+    Ok(Page {
         items: with_vouchers(conn, org_id, page.items).await?,
         next_cursor: page.next_cursor,
     })

@@ -10,9 +10,8 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, FromQueryResult, Value};
 use uuid::Uuid;
 
-use crate::catalog::page_fetch;
 use crate::lock_order::Locks;
-use crate::{Page, PersistenceError, stmt};
+use crate::{Keyset, Page, PersistenceError, stmt, values_rows};
 
 /// The direction of a ledger entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,15 +128,7 @@ pub async fn upsert_balance<C: ConnectionTrait + Locks>(
          DO UPDATE SET available = balances.available + excluded.available, \
          pending = balances.pending + excluded.pending, updated_at = excluded.updated_at \
          RETURNING available, pending, held",
-        vec![
-            account.org_id.into(),
-            account.customer_id.into(),
-            account.program_id.into(),
-            account.currency.clone().into(),
-            available.into(),
-            pending.into(),
-            now.into(),
-        ],
+        account.values([available.into(), pending.into(), now.into()]),
     ))
     .one(conn)
     .await?
@@ -163,11 +154,7 @@ async fn insert_entry<C: ConnectionTrait>(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
          RETURNING id, program_id, currency, kind, amount, balance_after, reference, expires_at, created_at, \
          (SELECT scale FROM program_currencies pc WHERE pc.org_id = $1 AND pc.program_id = $3 AND pc.code = $4) AS scale",
-        vec![
-            account.org_id.into(),
-            account.customer_id.into(),
-            account.program_id.into(),
-            account.currency.clone().into(),
+        account.values([
             kind.as_str().into(),
             amount_minor.into(),
             balance_after.into(),
@@ -175,7 +162,7 @@ async fn insert_entry<C: ConnectionTrait>(
             remaining.into(),
             expires_at.into(),
             now.into(),
-        ],
+        ]),
     ))
     .one(conn)
     .await?
@@ -192,12 +179,7 @@ pub async fn totals<C: ConnectionTrait>(
         conn,
         "SELECT available, pending, held FROM balances \
          WHERE org_id = $1 AND customer_id = $2 AND program_id = $3 AND currency = $4",
-        vec![
-            account.org_id.into(),
-            account.customer_id.into(),
-            account.program_id.into(),
-            account.currency.clone().into(),
-        ],
+        account.values([]),
     ))
     .one(conn)
     .await?
@@ -247,13 +229,9 @@ pub async fn entries_of<C: ConnectionTrait>(
         "SELECT e.id, e.program_id, e.currency, e.kind, e.amount, e.balance_after, e.reference, \
          e.expires_at, e.created_at, pc.scale FROM ledger_entries e \
          JOIN program_currencies pc ON pc.org_id = e.org_id AND pc.program_id = e.program_id AND pc.code = e.currency \
-         WHERE e.org_id = $1 AND e.customer_id = $2 AND e.id < $3",
+         WHERE e.org_id = $1 AND e.customer_id = $2",
     );
-    let mut values: Vec<Value> = vec![
-        org_id.into(),
-        customer_id.into(),
-        before.unwrap_or(i64::MAX).into(),
-    ];
+    let mut values: Vec<Value> = vec![org_id.into(), customer_id.into()];
     if let Some(p) = program_id {
         values.push(p.into());
         sql.push_str(&format!(" AND e.program_id = ${}", values.len()));
@@ -262,12 +240,16 @@ pub async fn entries_of<C: ConnectionTrait>(
         values.push(c.into());
         sql.push_str(&format!(" AND e.currency = ${}", values.len()));
     }
-    values.push(page_fetch(limit));
-    sql.push_str(&format!(" ORDER BY e.id DESC LIMIT ${}", values.len()));
-    let rows = EntryRow::find_by_statement(stmt(conn, &sql, values))
-        .all(conn)
-        .await?;
-    Ok(Page::from_rows(rows, limit, |r| r.id))
+    crate::page(
+        conn,
+        &sql,
+        values,
+        "e.id",
+        Keyset::Before(before),
+        limit,
+        |r: &EntryRow| r.id,
+    )
+    .await
 }
 
 /// Locks the account's balance row for the rest of the transaction (PostgreSQL) and returns
@@ -285,23 +267,21 @@ pub async fn lock_balance<C: ConnectionTrait + Locks>(
     if let Some(order) = conn.lock_order() {
         order.balances([account], !skip_locked)?;
     }
-    let lock = match (crate::for_update(conn), skip_locked) {
-        ("", _) => "",
-        (_, true) => " FOR UPDATE SKIP LOCKED",
-        (_, false) => " FOR UPDATE",
-    };
+    let lock = crate::row_lock(
+        conn,
+        if skip_locked {
+            " FOR UPDATE SKIP LOCKED"
+        } else {
+            " FOR UPDATE"
+        },
+    );
     Ok(Totals::find_by_statement(stmt(
         conn,
         &format!(
             "SELECT available, pending, held FROM balances \
              WHERE org_id = $1 AND customer_id = $2 AND program_id = $3 AND currency = $4{lock}"
         ),
-        vec![
-            account.org_id.into(),
-            account.customer_id.into(),
-            account.program_id.into(),
-            account.currency.clone().into(),
-        ],
+        account.values([]),
     ))
     .one(conn)
     .await?)
@@ -323,16 +303,12 @@ pub async fn move_balance<C: ConnectionTrait>(
          WHERE org_id = $1 AND customer_id = $2 AND program_id = $3 AND currency = $4 \
          AND available + $5 >= 0 AND pending + $6 >= 0 AND held + $7 >= 0 \
          RETURNING available, pending, held",
-        vec![
-            account.org_id.into(),
-            account.customer_id.into(),
-            account.program_id.into(),
-            account.currency.clone().into(),
+        account.values([
             by.available.into(),
             by.pending.into(),
             by.held.into(),
             now.into(),
-        ],
+        ]),
     ))
     .one(conn)
     .await?)
@@ -379,13 +355,7 @@ pub async fn expire_due<C: ConnectionTrait>(
              AND remaining > 0 AND expires_at <= $5 ORDER BY expires_at, id{}",
             crate::for_update(conn)
         ),
-        vec![
-            account.org_id.into(),
-            account.customer_id.into(),
-            account.program_id.into(),
-            account.currency.clone().into(),
-            now.into(),
-        ],
+        account.values([now.into()]),
     ))
     .all(conn)
     .await?;
@@ -465,13 +435,7 @@ async fn pick_lots<C: ConnectionTrait>(
              ORDER BY CASE WHEN expires_at IS NULL THEN 1 ELSE 0 END, expires_at, id{}",
             crate::for_update(conn)
         ),
-        vec![
-            account.org_id.into(),
-            account.customer_id.into(),
-            account.program_id.into(),
-            account.currency.clone().into(),
-            now.into(),
-        ],
+        account.values([now.into()]),
     ))
     .all(conn)
     .await?;
@@ -604,18 +568,11 @@ async fn take_own_lot<C: ConnectionTrait>(
         conn,
         &format!(
             "SELECT remaining, held, expires_at FROM ledger_entries \
-             WHERE id = $1 AND org_id = $2 AND customer_id = $3 AND program_id = $4 \
-             AND currency = $5 AND remaining > 0 AND (expires_at IS NULL OR expires_at > $6){}",
+             WHERE org_id = $1 AND customer_id = $2 AND program_id = $3 AND currency = $4 \
+             AND id = $5 AND remaining > 0 AND (expires_at IS NULL OR expires_at > $6){}",
             crate::for_update(conn)
         ),
-        vec![
-            lot_id.into(),
-            account.org_id.into(),
-            account.customer_id.into(),
-            account.program_id.into(),
-            account.currency.clone().into(),
-            now.into(),
-        ],
+        account.values([lot_id.into(), now.into()]),
     ))
     .one(conn)
     .await?
@@ -815,12 +772,8 @@ pub async fn due_accounts<C: ConnectionTrait>(
     limit: u64,
     skip: &[Account],
 ) -> Result<Vec<Account>, PersistenceError> {
-    let refs: Vec<&Account> = skip.iter().collect();
-    let (tuples, mut values) = account_tuples(&refs, 3);
-    values.splice(
-        0..0,
-        [now.into(), i64::try_from(limit).unwrap_or(i64::MAX).into()],
-    );
+    let (tuples, mut values) = account_tuples(skip, 3);
+    values.splice(0..0, [now.into(), crate::limit_value(limit)]);
     let not_skipped = if skip.is_empty() {
         String::new()
     } else {
@@ -900,36 +853,22 @@ pub async fn credit_many<C: ConnectionTrait + Locks>(
         order.balances(credits.iter().map(|c| &c.account), true)?;
     }
     use std::collections::HashMap;
-    let key = |a: &Account| a.key();
     let rows = credit_sum_rows(&credit_sums(credits)?, now);
-    let mut after: HashMap<AccountKey, Totals> = HashMap::with_capacity(rows.len());
-    for row in crate::insert_rows(
+    let mut after: HashMap<AccountKey, Totals> = crate::insert_rows(
         conn,
         "balances",
         CREDIT_SUM_COLUMNS,
-        &format!("{CREDIT_SUM_TAIL} RETURNING org_id, customer_id, program_id, currency, available, pending, held"),
+        &format!("{CREDIT_SUM_TAIL} RETURNING {ACCOUNT_TOTALS}"),
         rows,
     )
     .await?
-    {
-        after.insert(
-            (
-                row.try_get_by_index(0)?,
-                row.try_get_by_index(1)?,
-                row.try_get_by_index(2)?,
-                row.try_get_by_index(3)?,
-            ),
-            Totals {
-                available: row.try_get_by_index(4)?,
-                pending: row.try_get_by_index(5)?,
-                held: row.try_get_by_index(6)?,
-            },
-        );
-    }
+    .iter()
+    .map(AccountTotals::of_row)
+    .collect::<Result<_, _>>()?;
     // Walk the credits backwards from each account's final balance.
     let mut balance_after = vec![Totals::default(); credits.len()];
     for (i, c) in credits.iter().enumerate().rev() {
-        let running = after.get_mut(&key(&c.account)).ok_or_else(|| {
+        let running = after.get_mut(&c.account.key()).ok_or_else(|| {
             PersistenceError::Other("balance upsert returned no row for an account".into())
         })?;
         balance_after[i] = *running;
@@ -945,17 +884,8 @@ pub async fn credit_many<C: ConnectionTrait + Locks>(
         .iter()
         .zip(balance_after)
         .map(|(c, balance_after)| {
-            let entry_id = ids
-                .get(&(c.account.org_id, c.reference.clone()))
-                .copied()
-                .ok_or_else(|| {
-                    PersistenceError::Other(format!(
-                        "no ledger entry came back for {}",
-                        c.reference
-                    ))
-                })?;
             Ok(Posted {
-                entry_id,
+                entry_id: entry_id(&ids, c.account.org_id, &c.reference)?,
                 after: balance_after,
             })
         })
@@ -988,16 +918,7 @@ pub(crate) fn credit_sum_rows(
     now: DateTime<Utc>,
 ) -> Vec<Vec<Value>> {
     sums.iter()
-        .map(|((org, customer, program, currency), sum)| {
-            vec![
-                (*org).into(),
-                (*customer).into(),
-                (*program).into(),
-                currency.clone().into(),
-                (*sum).into(),
-                now.into(),
-            ]
-        })
+        .map(|(key, sum)| Account::from(key).values([(*sum).into(), now.into()]))
         .collect()
 }
 
@@ -1007,11 +928,7 @@ pub(crate) const CREDIT_ENTRY_COLUMNS: &str = "org_id, customer_id, program_id, 
 
 /// The ledger entry of a credit (a lot of the whole amount), leaving `balance_after`.
 pub(crate) fn credit_entry_row(c: &Credit, balance_after: i64, now: DateTime<Utc>) -> Vec<Value> {
-    vec![
-        c.account.org_id.into(),
-        c.account.customer_id.into(),
-        c.account.program_id.into(),
-        c.account.currency.clone().into(),
+    c.account.values([
         EntryKind::Credit.as_str().into(),
         c.amount.into(),
         balance_after.into(),
@@ -1019,7 +936,7 @@ pub(crate) fn credit_entry_row(c: &Credit, balance_after: i64, now: DateTime<Utc
         c.amount.into(),
         c.expires_at.into(),
         now.into(),
-    ]
+    ])
 }
 
 /// An account as a sortable key: (organisation, customer, program, currency).
@@ -1034,23 +951,95 @@ impl Account {
             self.currency.clone(),
         )
     }
+
+    /// The values that bind the account, `org_id, customer_id, program_id, currency` (the
+    /// order every statement here names them in, as `$1` to `$4` where it names one account),
+    /// followed by `rest`.
+    pub(crate) fn values(&self, rest: impl IntoIterator<Item = Value>) -> Vec<Value> {
+        let mut values: Vec<Value> = vec![
+            self.org_id.into(),
+            self.customer_id.into(),
+            self.program_id.into(),
+            self.currency.clone().into(),
+        ];
+        values.extend(rest);
+        values
+    }
+}
+
+impl From<&AccountKey> for Account {
+    fn from((org_id, customer_id, program_id, currency): &AccountKey) -> Self {
+        Self {
+            org_id: *org_id,
+            customer_id: *customer_id,
+            program_id: *program_id,
+            currency: currency.clone(),
+        }
+    }
+}
+
+/// An account with its balance, as statements that read or write many balances return them
+/// ([`ACCOUNT_TOTALS`]).
+#[derive(Debug, FromQueryResult)]
+pub(crate) struct AccountTotals {
+    org_id: i64,
+    customer_id: Uuid,
+    program_id: i64,
+    currency: String,
+    available: i64,
+    pending: i64,
+    held: i64,
+}
+
+/// The columns of [`AccountTotals`].
+pub(crate) const ACCOUNT_TOTALS: &str =
+    "org_id, customer_id, program_id, currency, available, pending, held";
+
+impl AccountTotals {
+    /// The account's key and balance of a row that has the columns of [`ACCOUNT_TOTALS`].
+    pub(crate) fn of_row(
+        row: &sea_orm::QueryResult,
+    ) -> Result<(AccountKey, Totals), PersistenceError> {
+        Ok(Self::from_query_result(row, "")?.into_pair())
+    }
+
+    fn into_pair(self) -> (AccountKey, Totals) {
+        (
+            (
+                self.org_id,
+                self.customer_id,
+                self.program_id,
+                self.currency,
+            ),
+            Totals {
+                available: self.available,
+                pending: self.pending,
+                held: self.held,
+            },
+        )
+    }
 }
 
 /// `(a, b, c, d), …` placeholders and values for accounts, numbered after `first - 1`.
-pub(crate) fn account_tuples(accounts: &[&Account], first: usize) -> (String, Vec<Value>) {
-    let mut values: Vec<Value> = Vec::with_capacity(accounts.len() * 4);
-    let mut tuples = Vec::with_capacity(accounts.len());
-    for a in accounts {
-        let n = first + values.len();
-        tuples.push(format!("(${n}, ${}, ${}, ${})", n + 1, n + 2, n + 3));
-        values.extend([
-            a.org_id.into(),
-            a.customer_id.into(),
-            a.program_id.into(),
-            a.currency.clone().into(),
-        ]);
-    }
-    (tuples.join(", "), values)
+pub(crate) fn account_tuples<'a>(
+    accounts: impl IntoIterator<Item = &'a Account>,
+    first: usize,
+) -> (String, Vec<Value>) {
+    values_rows(first, accounts.into_iter().map(|a| a.values([])))
+}
+
+/// The id of the entry a batch inserted for `reference` of organisation `org_id` (see
+/// [`insert_entries`]).
+fn entry_id(
+    ids: &std::collections::HashMap<(i64, String), i64>,
+    org_id: i64,
+    reference: &str,
+) -> Result<i64, PersistenceError> {
+    ids.get(&(org_id, reference.to_owned()))
+        .copied()
+        .ok_or_else(|| {
+            PersistenceError::Other(format!("no ledger entry came back for {reference}"))
+        })
 }
 
 /// [`lock_balance`] for many accounts at once, in account order (the order every batch takes
@@ -1063,27 +1052,17 @@ pub async fn lock_balances<C: ConnectionTrait + Locks>(
     if let Some(order) = conn.lock_order() {
         order.balances(accounts, true)?;
     }
-    #[derive(Debug, FromQueryResult)]
-    struct Row {
-        org_id: i64,
-        customer_id: Uuid,
-        program_id: i64,
-        currency: String,
-        available: i64,
-        pending: i64,
-        held: i64,
-    }
     if accounts.is_empty() {
         return Ok(Default::default());
     }
     let mut sorted: Vec<&Account> = accounts.iter().collect();
     sorted.sort_by_key(|a| a.key());
     sorted.dedup_by_key(|a| a.key());
-    let (tuples, values) = account_tuples(&sorted, 1);
-    let rows = Row::find_by_statement(stmt(
+    let (tuples, values) = account_tuples(sorted, 1);
+    let rows = AccountTotals::find_by_statement(stmt(
         conn,
         &format!(
-            "SELECT org_id, customer_id, program_id, currency, available, pending, held FROM balances \
+            "SELECT {ACCOUNT_TOTALS} FROM balances \
              WHERE (org_id, customer_id, program_id, currency) IN (VALUES {tuples}) \
              ORDER BY org_id, customer_id, program_id, currency{}",
             crate::for_update(conn)
@@ -1092,19 +1071,7 @@ pub async fn lock_balances<C: ConnectionTrait + Locks>(
     ))
     .all(conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            (
-                (r.org_id, r.customer_id, r.program_id, r.currency),
-                Totals {
-                    available: r.available,
-                    pending: r.pending,
-                    held: r.held,
-                },
-            )
-        })
-        .collect())
+    Ok(rows.into_iter().map(AccountTotals::into_pair).collect())
 }
 
 /// Inserts ledger entries of a batch (rows in the column order below) and returns each one's
@@ -1184,17 +1151,8 @@ pub async fn debit_many<C: ConnectionTrait>(
     if totals.is_empty() {
         return Ok(vec![None; debits.len()]);
     }
-    let accounts: Vec<Account> = totals
-        .keys()
-        .map(|(org_id, customer_id, program_id, currency)| Account {
-            org_id: *org_id,
-            customer_id: *customer_id,
-            program_id: *program_id,
-            currency: currency.clone(),
-        })
-        .collect();
-    let refs: Vec<&Account> = accounts.iter().collect();
-    let (tuples, mut values) = account_tuples(&refs, 2);
+    let accounts: Vec<Account> = totals.keys().map(Account::from).collect();
+    let (tuples, mut values) = account_tuples(&accounts, 2);
     values.insert(0, now.into());
     let lots = LotRow::find_by_statement(stmt(
         conn,
@@ -1228,20 +1186,19 @@ pub async fn debit_many<C: ConnectionTrait>(
             key.1, key.2, key.3
         )));
     }
-    let mut values: Vec<Value> = Vec::with_capacity(takes.len() * 2);
-    let mut pairs = Vec::with_capacity(takes.len());
-    for (id, take) in &takes {
-        pairs.push(format!("(${}, ${})", values.len() + 1, values.len() + 2));
-        values.extend([(*id).into(), (*take).into()]);
-    }
+    let (pairs, values) = values_rows(
+        1,
+        takes
+            .iter()
+            .map(|(id, take)| vec![(*id).into(), (*take).into()]),
+    );
     let spent = conn
         .execute_raw(stmt(
             conn,
             &format!(
-                "WITH v(id, take) AS (VALUES {}) UPDATE ledger_entries \
+                "WITH v(id, take) AS (VALUES {pairs}) UPDATE ledger_entries \
                  SET remaining = remaining - v.take FROM v \
-                 WHERE ledger_entries.id = v.id AND ledger_entries.remaining - ledger_entries.held >= v.take",
-                pairs.join(", ")
+                 WHERE ledger_entries.id = v.id AND ledger_entries.remaining - ledger_entries.held >= v.take"
             ),
             values,
         ))
@@ -1251,36 +1208,23 @@ pub async fn debit_many<C: ConnectionTrait>(
             "a lot changed under its lock".into(),
         ));
     }
-    let mut values: Vec<Value> = vec![now.into()];
-    let mut rows = Vec::with_capacity(totals.len());
-    for ((org, customer, program, currency), amount) in &totals {
-        let n = values.len();
-        rows.push(format!(
-            "(${}, ${}, ${}, ${}, ${})",
-            n + 1,
-            n + 2,
-            n + 3,
-            n + 4,
-            n + 5
-        ));
-        values.extend([
-            (*org).into(),
-            (*customer).into(),
-            (*program).into(),
-            currency.clone().into(),
-            (*amount).into(),
-        ]);
-    }
+    let (rows, mut values) = values_rows(
+        2,
+        accounts
+            .iter()
+            .zip(totals.values())
+            .map(|(account, amount)| account.values([(*amount).into()])),
+    );
+    values.insert(0, now.into());
     let lowered = conn
         .execute_raw(stmt(
             conn,
             &format!(
-                "WITH v(org_id, customer_id, program_id, currency, amount) AS (VALUES {}) \
+                "WITH v(org_id, customer_id, program_id, currency, amount) AS (VALUES {rows}) \
                  UPDATE balances SET available = available - v.amount, updated_at = $1 FROM v \
                  WHERE balances.org_id = v.org_id AND balances.customer_id = v.customer_id \
                  AND balances.program_id = v.program_id AND balances.currency = v.currency \
-                 AND balances.available >= v.amount",
-                rows.join(", ")
+                 AND balances.available >= v.amount"
             ),
             values,
         ))
@@ -1295,11 +1239,7 @@ pub async fn debit_many<C: ConnectionTrait>(
         .zip(&balance_after)
         .filter_map(|(d, after)| {
             let after = (*after)?;
-            Some(vec![
-                d.account.org_id.into(),
-                d.account.customer_id.into(),
-                d.account.program_id.into(),
-                d.account.currency.clone().into(),
+            Some(d.account.values([
                 EntryKind::Debit.as_str().into(),
                 d.amount.into(),
                 after.available.into(),
@@ -1307,7 +1247,7 @@ pub async fn debit_many<C: ConnectionTrait>(
                 Value::BigInt(None),
                 Value::ChronoDateTimeUtc(None),
                 now.into(),
-            ])
+            ]))
         })
         .collect();
     let ids = insert_entries(conn, entries).await?;
@@ -1318,17 +1258,8 @@ pub async fn debit_many<C: ConnectionTrait>(
             let Some(balance_after) = after else {
                 return Ok(None);
             };
-            let entry_id = ids
-                .get(&(d.account.org_id, d.reference.clone()))
-                .copied()
-                .ok_or_else(|| {
-                    PersistenceError::Other(format!(
-                        "no ledger entry came back for {}",
-                        d.reference
-                    ))
-                })?;
             Ok(Some(Posted {
-                entry_id,
+                entry_id: entry_id(&ids, d.account.org_id, &d.reference)?,
                 after: balance_after,
             }))
         })

@@ -26,6 +26,7 @@ pub mod ledger;
 pub mod lock_order;
 pub mod orgs;
 mod pool;
+mod query;
 pub mod redemptions;
 pub mod reward_periods;
 pub mod rewards;
@@ -39,6 +40,8 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, Statement, Transacti
 
 pub use error::PersistenceError;
 pub use pool::Pool;
+pub use query::Page;
+pub(crate) use query::{Keyset, one_by_id, page, page_fetch};
 /// What repository functions take: a pool or a transaction.
 pub use sea_orm::{ConnectionTrait, DbBackend};
 pub use tx::Tx;
@@ -501,37 +504,60 @@ pub(crate) fn in_list(first: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// ` AND column NOT IN ($n, …)`, binding `skip` after the statement's other `values`, or
+/// nothing at all when `skip` is empty (an empty `NOT IN ()` is not SQL): how a worker passes
+/// over the rows it has already taken in this round.
+pub(crate) fn and_not_in<T: Clone + Into<Value>>(
+    column: &str,
+    skip: &[T],
+    values: &mut Vec<Value>,
+) -> String {
+    if skip.is_empty() {
+        return String::new();
+    }
+    let list = in_list(values.len() + 1, skip.len());
+    values.extend(skip.iter().cloned().map(Into::into));
+    format!(" AND {column} NOT IN ({list})")
+}
+
+/// `($first, $first+1, …), (…), …`: `rows` as the rows of a `VALUES` list, their placeholders
+/// numbered from `first` on, and the values they bind in the same order.
+pub(crate) fn values_rows(
+    first: usize,
+    rows: impl IntoIterator<Item = Vec<Value>>,
+) -> (String, Vec<Value>) {
+    let mut text = String::new();
+    let mut values = Vec::new();
+    for row in rows {
+        if !text.is_empty() {
+            text.push_str(", ");
+        }
+        text.push('(');
+        text.push_str(&in_list(first + values.len(), row.len()));
+        text.push(')');
+        values.extend(row);
+    }
+    (text, values)
+}
+
+/// A `LIMIT` as the value that binds it: a `BIGINT`, where a larger one is as good as none.
+pub(crate) fn limit_value(limit: u64) -> Value {
+    i64::try_from(limit).unwrap_or(i64::MAX).into()
+}
+
 /// `FOR UPDATE` where the backend has row locks (PostgreSQL); SQLite's single writer
 /// serialises transactions without it.
 pub(crate) fn for_update<C: ConnectionTrait>(conn: &C) -> &'static str {
+    row_lock(conn, " FOR UPDATE")
+}
+
+/// `lock`, a row-locking clause (` FOR UPDATE SKIP LOCKED`, ` FOR KEY SHARE`), where the
+/// backend has row locks, and nothing on SQLite, as for [`for_update`].
+pub(crate) fn row_lock<C: ConnectionTrait>(conn: &C, lock: &'static str) -> &'static str {
     if conn.get_database_backend() == DbBackend::Postgres {
-        " FOR UPDATE"
+        lock
     } else {
         ""
-    }
-}
-
-/// A keyset page: the rows and the cursor of the next page, if there is one.
-#[derive(Debug, Clone)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next_cursor: Option<i64>,
-}
-
-impl<T> Page<T> {
-    /// Builds a page from `limit + 1` rows fetched in order; `key` gives a row's cursor.
-    pub(crate) fn from_rows(mut rows: Vec<T>, limit: u64, key: impl Fn(&T) -> i64) -> Self {
-        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-        let next_cursor = if rows.len() > limit {
-            rows.truncate(limit);
-            rows.last().map(key)
-        } else {
-            None
-        };
-        Self {
-            items: rows,
-            next_cursor,
-        }
     }
 }
 

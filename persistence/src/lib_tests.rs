@@ -1,4 +1,5 @@
-//! Unit tests of the batch-insert helpers: the JSON text `insert_rows` sends PostgreSQL.
+//! Unit tests of the batch-insert helpers (the JSON text `insert_rows` sends PostgreSQL) and of
+//! the placeholder lists statements are built with.
 
 use super::*;
 use serde_json::json;
@@ -82,4 +83,44 @@ fn json_text_goes_into_the_rows_as_it_is_and_binds_as_its_value() {
         Value::Json(Some(Box::new(serde_json::from_str(stored).unwrap())))
     );
     assert!(Cell::JsonText("{not json".into()).into_value().is_err());
+}
+
+#[test]
+fn values_rows_number_their_placeholders_on_from_the_first() {
+    let (text, values) = values_rows(
+        3,
+        [
+            vec![Value::BigInt(Some(1)), Value::String(Some("a".into()))],
+            vec![Value::BigInt(Some(2)), Value::String(Some("b".into()))],
+        ],
+    );
+    assert_eq!(text, "($3, $4), ($5, $6)");
+    assert_eq!(
+        values,
+        vec![
+            Value::BigInt(Some(1)),
+            Value::String(Some("a".into())),
+            Value::BigInt(Some(2)),
+            Value::String(Some("b".into())),
+        ]
+    );
+    assert_eq!(
+        values_rows(1, Vec::<Vec<Value>>::new()),
+        (String::new(), vec![])
+    );
+}
+
+#[test]
+fn a_skip_list_binds_after_the_other_values_and_an_empty_one_is_no_sql() {
+    let mut values: Vec<Value> = vec![Value::BigInt(Some(0)), Value::BigInt(Some(10))];
+    assert_eq!(and_not_in::<i64>("h.id", &[], &mut values), "");
+    assert_eq!(values.len(), 2);
+    assert_eq!(
+        and_not_in("h.id", &[7i64, 8], &mut values),
+        " AND h.id NOT IN ($3, $4)"
+    );
+    assert_eq!(
+        &values[2..],
+        &[Value::BigInt(Some(7)), Value::BigInt(Some(8))]
+    );
 }

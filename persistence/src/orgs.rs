@@ -6,8 +6,7 @@ use sea_orm::{ConnectionTrait, FromQueryResult};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::catalog::page_fetch;
-use crate::{Page, PersistenceError, stmt};
+use crate::{Keyset, Page, PersistenceError, page, stmt};
 
 #[derive(Debug, Clone, FromQueryResult)]
 pub struct OrgRow {
@@ -111,16 +110,16 @@ pub async fn list_api_keys<C: ConnectionTrait>(
     after: Option<i64>,
     limit: u64,
 ) -> Result<Page<ApiKeyRow>, PersistenceError> {
-    let rows = ApiKeyRow::find_by_statement(stmt(
+    page(
         conn,
-        &format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3"
-        ),
-        vec![org_id.into(), after.unwrap_or(0).into(), page_fetch(limit)],
-    ))
-    .all(conn)
-    .await?;
-    Ok(Page::from_rows(rows, limit, |k| k.id))
+        &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1"),
+        vec![org_id.into()],
+        "id",
+        Keyset::After(after),
+        limit,
+        |k: &ApiKeyRow| k.id,
+    )
+    .await
 }
 
 /// What came of a revocation.

@@ -18,6 +18,25 @@ use crate::{PersistenceError, stmt};
 /// One counter: `(organisation, reward, customer or nil for everyone, period, period start)`.
 pub type CounterKey = (i64, i64, Uuid, &'static str, DateTime<Utc>);
 
+/// The counter of a key, as [`key_values`] binds it.
+const COUNTER: &str = "org_id = $1 AND reward_id = $2 AND customer_id = $3 AND period = $4 \
+     AND period_start = $5";
+
+/// The values of `key` in the order of its columns (`org_id, reward_id, customer_id, period,
+/// period_start`, as [`COUNTER`] names them), then `rest`.
+fn key_values(key: &CounterKey, rest: impl IntoIterator<Item = Value>) -> Vec<Value> {
+    let (org, reward, customer, period, start) = *key;
+    let mut values: Vec<Value> = vec![
+        org.into(),
+        reward.into(),
+        customer.into(),
+        period.into(),
+        start.into(),
+    ];
+    values.extend(rest);
+    values
+}
+
 #[derive(Debug, FromQueryResult)]
 struct CounterRow {
     org_id: i64,
@@ -42,45 +61,27 @@ pub async fn counters<C: ConnectionTrait>(
     if keys.is_empty() {
         return Ok(HashMap::new());
     }
-    let mut values: Vec<Value> = Vec::with_capacity(keys.len() * 5);
-    let mut rows = Vec::with_capacity(keys.len());
-    for (org, reward, customer, period, start) in &keys {
-        let n = values.len();
-        rows.push(format!(
-            "${}, ${}, ${}, ${}, ${}",
-            n + 1,
-            n + 2,
-            n + 3,
-            n + 4,
-            n + 5
-        ));
-        values.extend([
-            (*org).into(),
-            (*reward).into(),
-            (*customer).into(),
-            (*period).into(),
-            (*start).into(),
-        ]);
-    }
-    let sql = if lock {
-        let inserted: Vec<String> = rows.iter().map(|r| format!("({r}, 0)")).collect();
-        format!(
+    let (sql, values) = if lock {
+        // Each new counter's `issued` starts at zero.
+        let (rows, values) =
+            crate::values_rows(1, keys.iter().map(|k| key_values(k, [0i64.into()])));
+        let sql = format!(
             "INSERT INTO reward_period_counters (org_id, reward_id, customer_id, period, \
-             period_start, issued) VALUES {} \
+             period_start, issued) VALUES {rows} \
              ON CONFLICT (org_id, reward_id, customer_id, period, period_start) \
              DO UPDATE SET issued = reward_period_counters.issued \
-             RETURNING org_id, reward_id, customer_id, period, period_start, issued",
-            inserted.join(", ")
-        )
+             RETURNING org_id, reward_id, customer_id, period, period_start, issued"
+        );
+        (sql, values)
     } else {
         // A dry run writes nothing: missing counters read as zero.
-        let wanted: Vec<String> = rows.iter().map(|r| format!("({r})")).collect();
-        format!(
+        let (rows, values) = crate::values_rows(1, keys.iter().map(|k| key_values(k, [])));
+        let sql = format!(
             "SELECT org_id, reward_id, customer_id, period, period_start, issued \
              FROM reward_period_counters \
-             WHERE (org_id, reward_id, customer_id, period, period_start) IN (VALUES {})",
-            wanted.join(", ")
-        )
+             WHERE (org_id, reward_id, customer_id, period, period_start) IN (VALUES {rows})"
+        );
+        (sql, values)
     };
     let found = CounterRow::find_by_statement(stmt(conn, &sql, values))
         .all(conn)
@@ -114,22 +115,15 @@ pub async fn raise_many<C: ConnectionTrait>(
     raises: &[(CounterKey, i64, Option<i64>)],
 ) -> Result<u64, PersistenceError> {
     let mut raised = 0;
-    for ((org, reward, customer, period, start), quantity, limit) in raises {
+    for (key, quantity, limit) in raises {
         let result = conn
             .execute_raw(stmt(
                 conn,
-                "UPDATE reward_period_counters SET issued = issued + $6 \
-                 WHERE org_id = $1 AND reward_id = $2 AND customer_id = $3 AND period = $4 \
-                   AND period_start = $5 AND ($7 IS NULL OR issued + $6 <= $7)",
-                vec![
-                    (*org).into(),
-                    (*reward).into(),
-                    (*customer).into(),
-                    (*period).into(),
-                    (*start).into(),
-                    (*quantity).into(),
-                    (*limit).into(),
-                ],
+                &format!(
+                    "UPDATE reward_period_counters SET issued = issued + $6 \
+                     WHERE {COUNTER} AND ($7 IS NULL OR issued + $6 <= $7)"
+                ),
+                key_values(key, [(*quantity).into(), (*limit).into()]),
             ))
             .await?;
         raised += result.rows_affected();
@@ -145,21 +139,13 @@ pub async fn lower<C: ConnectionTrait>(
     key: CounterKey,
     quantity: i64,
 ) -> Result<(), PersistenceError> {
-    let (org, reward, customer, period, start) = key;
     conn.execute_raw(stmt(
         conn,
-        "UPDATE reward_period_counters \
-         SET issued = CASE WHEN issued > $6 THEN issued - $6 ELSE 0 END \
-         WHERE org_id = $1 AND reward_id = $2 AND customer_id = $3 AND period = $4 \
-           AND period_start = $5",
-        vec![
-            org.into(),
-            reward.into(),
-            customer.into(),
-            period.into(),
-            start.into(),
-            quantity.into(),
-        ],
+        &format!(
+            "UPDATE reward_period_counters \
+             SET issued = CASE WHEN issued > $6 THEN issued - $6 ELSE 0 END WHERE {COUNTER}"
+        ),
+        key_values(&key, [quantity.into()]),
     ))
     .await?;
     Ok(())

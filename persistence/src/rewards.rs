@@ -3,8 +3,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, FromQueryResult, Value};
 
-use crate::catalog::page_fetch;
-use crate::{Page, PersistenceError, for_update, in_list, stmt};
+use crate::{Page, PersistenceError, for_update, in_list, one_by_id, stmt, values_rows};
 
 #[derive(Debug, Clone, FromQueryResult)]
 pub struct RewardRow {
@@ -86,13 +85,7 @@ pub async fn get<C: ConnectionTrait>(
     org_id: i64,
     id: i64,
 ) -> Result<Option<RewardRow>, PersistenceError> {
-    Ok(RewardRow::find_by_statement(stmt(
-        conn,
-        &format!("SELECT {COLUMNS} FROM rewards WHERE org_id = $1 AND id = $2"),
-        vec![org_id.into(), id.into()],
-    ))
-    .one(conn)
-    .await?)
+    one_by_id(conn, COLUMNS, "rewards", org_id, id).await
 }
 
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
@@ -103,22 +96,17 @@ pub async fn list<C: ConnectionTrait>(
     after: Option<i64>,
     limit: u64,
 ) -> Result<Page<RewardRow>, PersistenceError> {
-    let rows = RewardRow::find_by_statement(stmt(
+    crate::catalog::of_program(
         conn,
-        &format!(
-            "SELECT {COLUMNS} FROM rewards WHERE org_id = $1 AND program_id = $2 AND id > $3 \
-             ORDER BY id LIMIT $4"
-        ),
-        vec![
-            org_id.into(),
-            program_id.into(),
-            after.unwrap_or(0).into(),
-            page_fetch(limit),
-        ],
-    ))
-    .all(conn)
-    .await?;
-    Ok(Page::from_rows(rows, limit, |r| r.id))
+        COLUMNS,
+        "rewards",
+        org_id,
+        program_id,
+        after,
+        limit,
+        |r: &RewardRow| r.id,
+    )
+    .await
 }
 
 /// How a PATCH changes stock.
@@ -222,18 +210,15 @@ pub async fn lock_across<C: ConnectionTrait>(
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    let mut values: Vec<Value> = Vec::with_capacity(keys.len() * 2);
-    let mut pairs = Vec::with_capacity(keys.len());
-    for (org_id, id) in keys {
-        pairs.push(format!("(${}, ${})", values.len() + 1, values.len() + 2));
-        values.push((*org_id).into());
-        values.push((*id).into());
-    }
+    let (pairs, values) = values_rows(
+        1,
+        keys.iter()
+            .map(|(org_id, id)| vec![(*org_id).into(), (*id).into()]),
+    );
     Ok(RewardRow::find_by_statement(stmt(
         conn,
         &format!(
-            "SELECT {COLUMNS} FROM rewards WHERE (org_id, id) IN (VALUES {}) ORDER BY org_id, id{}",
-            pairs.join(", "),
+            "SELECT {COLUMNS} FROM rewards WHERE (org_id, id) IN (VALUES {pairs}) ORDER BY org_id, id{}",
             for_update(conn)
         ),
         values,
@@ -280,22 +265,21 @@ pub async fn take_stock_many<C: ConnectionTrait>(
     if takes.is_empty() {
         return Ok(0);
     }
-    let mut values: Vec<Value> = vec![now.into()];
-    let mut rows = Vec::with_capacity(takes.len());
-    for (org_id, id, quantity) in takes {
-        let n = values.len();
-        rows.push(format!("(${}, ${}, ${})", n + 1, n + 2, n + 3));
-        values.extend([(*org_id).into(), (*id).into(), (*quantity).into()]);
-    }
+    let (rows, mut values) = values_rows(
+        2,
+        takes
+            .iter()
+            .map(|(org_id, id, quantity)| vec![(*org_id).into(), (*id).into(), (*quantity).into()]),
+    );
+    values.insert(0, now.into());
     let result = conn
         .execute_raw(stmt(
             conn,
             &format!(
-                "WITH v(org_id, id, quantity) AS (VALUES {}) \
+                "WITH v(org_id, id, quantity) AS (VALUES {rows}) \
                  UPDATE rewards SET stock = stock - v.quantity, issued = issued + v.quantity, \
                  updated_at = $1 FROM v WHERE rewards.org_id = v.org_id AND rewards.id = v.id \
-                 AND (rewards.stock IS NULL OR rewards.stock >= v.quantity)",
-                rows.join(", ")
+                 AND (rewards.stock IS NULL OR rewards.stock >= v.quantity)"
             ),
             values,
         ))

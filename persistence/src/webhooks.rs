@@ -12,8 +12,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, FromQueryResult, Value};
 use uuid::Uuid;
 
-use crate::catalog::page_fetch;
-use crate::{Page, PersistenceError, insert_rows, stmt};
+use crate::{Keyset, Page, PersistenceError, insert_rows, limit_value, one_by_id, page, stmt};
 
 #[derive(Debug, Clone, FromQueryResult)]
 pub struct EndpointRow {
@@ -210,17 +209,19 @@ pub async fn list_endpoints<C: ConnectionTrait>(
     after: Option<i64>,
     limit: u64,
 ) -> Result<Page<EndpointRow>, PersistenceError> {
-    let rows = EndpointRow::find_by_statement(stmt(
+    page(
         conn,
         &format!(
             "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints \
-             WHERE org_id = $1 AND seq > $2 AND deleted_at IS NULL ORDER BY seq LIMIT $3"
+             WHERE org_id = $1 AND deleted_at IS NULL"
         ),
-        vec![org_id.into(), after.unwrap_or(0).into(), page_fetch(limit)],
-    ))
-    .all(conn)
-    .await?;
-    Ok(Page::from_rows(rows, limit, |r| r.seq))
+        vec![org_id.into()],
+        "seq",
+        Keyset::After(after),
+        limit,
+        |r: &EndpointRow| r.seq,
+    )
+    .await
 }
 
 /// The endpoints new events are recorded for: enabled and not deleted.
@@ -359,14 +360,8 @@ pub async fn due_orgs<C: ConnectionTrait>(
     struct Org {
         org_id: i64,
     }
-    let mut values: Vec<Value> = vec![now.into(), i64::try_from(limit).unwrap_or(i64::MAX).into()];
-    let except_sql = if except.is_empty() {
-        String::new()
-    } else {
-        let list = crate::in_list(values.len() + 1, except.len());
-        values.extend(except.iter().map(|o| Value::from(*o)));
-        format!(" AND org_id NOT IN ({list})")
-    };
+    let mut values: Vec<Value> = vec![now.into(), limit_value(limit)];
+    let except_sql = crate::and_not_in("org_id", except, &mut values);
     Ok(Org::find_by_statement(stmt(
         conn,
         &format!(
@@ -395,21 +390,13 @@ pub async fn claim_due<C: ConnectionTrait>(
     limit: u64,
     org: Option<i64>,
 ) -> Result<Vec<Delivery>, PersistenceError> {
-    let skip = if crate::for_update(conn).is_empty() {
-        ""
-    } else {
-        " FOR UPDATE SKIP LOCKED"
-    };
+    let skip = crate::row_lock(conn, " FOR UPDATE SKIP LOCKED");
     let of_org = if org.is_some() {
         " AND org_id = $4"
     } else {
         ""
     };
-    let mut values: Vec<Value> = vec![
-        now.into(),
-        lease_until.into(),
-        i64::try_from(limit).unwrap_or(i64::MAX).into(),
-    ];
+    let mut values: Vec<Value> = vec![now.into(), lease_until.into(), limit_value(limit)];
     if let Some(org) = org {
         values.push(org.into());
     }
@@ -515,13 +502,7 @@ pub async fn get_event<C: ConnectionTrait>(
     org_id: i64,
     id: Uuid,
 ) -> Result<Option<EventRow>, PersistenceError> {
-    Ok(EventRow::find_by_statement(stmt(
-        conn,
-        &format!("SELECT {EVENT_COLUMNS} FROM webhook_events WHERE org_id = $1 AND id = $2"),
-        vec![org_id.into(), id.into()],
-    ))
-    .one(conn)
-    .await?)
+    one_by_id(conn, EVENT_COLUMNS, "webhook_events", org_id, id).await
 }
 
 /// The organisation's events, newest first, optionally of one status.
@@ -533,19 +514,22 @@ pub async fn list_events<C: ConnectionTrait>(
     before: Option<i64>,
     limit: u64,
 ) -> Result<Page<EventRow>, PersistenceError> {
-    let mut values: Vec<Value> = vec![org_id.into(), before.unwrap_or(i64::MAX).into()];
-    let mut sql =
-        format!("SELECT {EVENT_COLUMNS} FROM webhook_events WHERE org_id = $1 AND seq < $2");
+    let mut values: Vec<Value> = vec![org_id.into()];
+    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM webhook_events WHERE org_id = $1");
     if let Some(s) = status {
         values.push(s.into());
-        sql.push_str(&format!(" AND status = ${}", values.len()));
+        sql.push_str(" AND status = $2");
     }
-    values.push(page_fetch(limit));
-    sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${}", values.len()));
-    let rows = EventRow::find_by_statement(stmt(conn, &sql, values))
-        .all(conn)
-        .await?;
-    Ok(Page::from_rows(rows, limit, |r| r.seq))
+    page(
+        conn,
+        &sql,
+        values,
+        "seq",
+        Keyset::Before(before),
+        limit,
+        |r: &EventRow| r.seq,
+    )
+    .await
 }
 
 /// A manual retry: a new event row with the original's endpoint, body and idempotency token.
