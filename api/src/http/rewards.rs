@@ -14,8 +14,10 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::http::dto::{FlexId, LookupParams, LooseString, Timestamp, WholeNumber, bounded_text, nullable};
 use crate::engine::format::ts;
+use crate::http::dto::{
+    FlexId, LookupParams, LooseString, Timestamp, WholeNumber, bounded_text, nullable,
+};
 use domain::period::Period;
 
 use crate::app::AppState;
@@ -24,12 +26,16 @@ use crate::app::issuance::{
     IssueItem, IssueRequest, IssueResult, ItemOutcome, ItemResult, dry_run, issue, item_result,
 };
 use crate::app::write::{Effect, execute};
+use crate::engine::format::to_json;
 use crate::http::answer::{json_with_flags, mark, respond};
 use crate::http::extract::{
     IdempotencyHeader, Json, OptionalJson, PageQuery, ReasonBody, Tenant, path_id,
 };
-use crate::http::openapi::{CustomerPath, IssuancePath, KeyHeader, Missing, PageParams, ProgramPath, Read, Replayed, RewardPath, Write, customer_id_schema, email_schema, external_id_schema, key_schema, mobile_schema, name_schema, optional_name_schema, page, text255_schema, timestamp_schema};
-use crate::engine::format::to_json;
+use crate::http::openapi::{
+    CustomerPath, IssuancePath, KeyHeader, Missing, PageParams, ProgramPath, Read, Replayed,
+    RewardPath, Write, customer_id_schema, email_schema, external_id_schema, key_schema,
+    mobile_schema, name_schema, optional_name_schema, page, text255_schema, timestamp_schema,
+};
 
 /// The largest stock or limit a reward may have.
 const MAX_COUNT: i64 = 1_000_000_000_000;
