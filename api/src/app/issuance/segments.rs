@@ -1,27 +1,14 @@
-//! Reward issuance: every item of a request is exactly-once by its own `requestId`, issued all
-//! or nothing on its own, and all items of a request are committed in one transaction.
-//!
-//! The path of a request, set-based so that a 1000-item request costs a handful of statements:
-//! 1. draw each item's issuance id and voucher codes, then claim every item's key in one
-//!    `INSERT … ON CONFLICT DO NOTHING` (key order) that stores the item's answer if issued
-//!    with it, so a key's record is written once;
-//! 2. items whose key was used: replay (same meaning) or fail `IDEMPOTENCY_KEY_REUSED`;
-//! 3. lock the rewards of the claimed items and the customer's holdings (id order), decide every
-//!    item in request order with `domain::issuance::decide`;
-//! 4. apply one conditional `UPDATE` per reward for stock and one per reward for the holding
-//!    (the conditions stay in the SQL, behind the decision), insert issuances and vouchers with
-//!    multi-row statements, and forget the keys of failed items (answers and all), so they are
-//!    not consumed; a request that issues nothing rolls back;
-//! 5. commit.
+//! The transaction of issuance: one or more requests (segments) issued together, keys claimed,
+//! items decided and effects written with a handful of set-based statements (the steps of the
+//! module documentation of [`super`]).
 
 use std::collections::{BTreeMap, HashMap};
 
 use domain::customer::CustomerRef;
-use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
-use domain::issuance::{ItemAsk, ItemFailure, RewardState, RewardStatus, decide, voucher_code};
-use domain::period::Period;
-use persistence::idempotency::{self, Claim, KnownOutcome, OrgKey, RecordRow};
-use persistence::issuances::{self, HoldingKey, IssuanceRow, NewIssuance};
+use domain::idempotency::{Operation, RequestMeaning};
+use domain::issuance::{ItemAsk, RewardState, decide, voucher_code};
+use persistence::idempotency::{self, Claim, KnownOutcome, OrgKey};
+use persistence::issuances::{self, HoldingKey, NewIssuance};
 use persistence::reward_periods::{self, CounterKey};
 use persistence::rewards::{self, RewardRow};
 use persistence::{Db, PersistenceError, customers};
@@ -29,228 +16,14 @@ use rand::Rng;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use std::sync::Arc;
-
+use super::periods::{period_keys, reward_state};
+use super::{
+    IssueItem, IssueRequest, IssueResult, IssuedItem, ItemOutcome, every_item_decided,
+    item_meaning, replay_or_mismatch,
+};
 use crate::app::AppError;
 use crate::app::AppState;
 use crate::app::write::claim_error;
-use crate::engine::group_commit::{Batch, Job};
-
-/// One item to issue.
-#[derive(Debug, Clone)]
-pub struct IssueItem {
-    pub request_id: IdempotencyKey,
-    pub reward_id: i64,
-    pub quantity: i64,
-}
-
-/// A checked issuance request.
-#[derive(Debug, Clone)]
-pub struct IssueRequest {
-    pub customer: CustomerRef,
-    pub brand: Option<String>,
-    pub transaction_number: Option<String>,
-    pub items: Vec<IssueItem>,
-}
-
-/// What became of one item.
-#[derive(Debug, Clone)]
-pub enum ItemOutcome {
-    /// Issued by this request; the item's result fields.
-    Issued(Value),
-    /// Issued by an earlier request with the same `requestId`; its result fields.
-    Replayed(Value),
-    Failed {
-        failure: ItemFailure,
-        mismatched_fields: Vec<String>,
-    },
-}
-
-/// The outcome of a request: the customer (if known) and one outcome per item, in order.
-#[derive(Debug, Clone)]
-pub struct IssueResult {
-    pub customer_id: Option<Uuid>,
-    pub outcomes: Vec<ItemOutcome>,
-}
-
-fn item_meaning(customer: &CustomerRef, item: &IssueItem) -> RequestMeaning {
-    RequestMeaning::new()
-        .with("customer", Some(customer))
-        .with("rewardId", Some(item.reward_id))
-        .with("quantity", Some(item.quantity))
-}
-
-/// What an issued item's idempotency record keeps (and a replay answers).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct IssuedItem {
-    pub request_id: String,
-    pub reward_id: i64,
-    pub quantity: i64,
-    /// Null in a dry run.
-    pub issuance_id: Option<String>,
-    pub vouchers: Vec<String>,
-}
-
-/// One item's result as clients see it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schema(example = json!({
-    "requestId": "order-1001-1", "rewardId": 1, "quantity": 1, "status": "ISSUED",
-    "issuanceId": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c04", "vouchers": ["K7QX-94MD-2HTW"],
-    "idempotentReplayed": false
-}))]
-pub struct ItemResult {
-    pub request_id: String,
-    pub reward_id: i64,
-    pub quantity: i64,
-    /// ISSUED, REPLAYED (issued by an earlier request with this requestId) or FAILED.
-    pub status: String,
-    /// ISSUED and REPLAYED: the issuance (null in a dry run).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub issuance_id: Option<String>,
-    /// ISSUED and REPLAYED: one voucher code per unit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vouchers: Option<Vec<String>>,
-    /// FAILED: why.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<ItemError>,
-    pub idempotent_replayed: bool,
-}
-
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ItemError {
-    /// OUT_OF_STOCK, LIMIT_EXCEEDED, REWARD_NOT_FOUND, REWARD_INACTIVE, REWARD_NOT_YET_VALID,
-    /// REWARD_EXPIRED, IDEMPOTENCY_KEY_REUSED, …
-    pub code: String,
-    pub message: String,
-    pub retryable: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mismatched_fields: Option<Vec<String>>,
-}
-
-/// One item's result as clients see it.
-pub fn item_result(item: &IssueItem, outcome: &ItemOutcome) -> Result<ItemResult, AppError> {
-    let issued = |stored: &Value, status: &str, replayed: bool| {
-        let stored = <IssuedItem as serde::Deserialize>::deserialize(stored).map_err(|e| {
-            AppError::Internal(format!("a stored issuance answer is malformed: {e}"))
-        })?;
-        Ok(ItemResult {
-            request_id: stored.request_id,
-            reward_id: stored.reward_id,
-            quantity: stored.quantity,
-            status: status.to_owned(),
-            issuance_id: stored.issuance_id,
-            vouchers: Some(stored.vouchers),
-            error: None,
-            idempotent_replayed: replayed,
-        })
-    };
-    match outcome {
-        ItemOutcome::Issued(v) => issued(v, "ISSUED", false),
-        ItemOutcome::Replayed(v) => issued(v, "REPLAYED", true),
-        ItemOutcome::Failed {
-            failure,
-            mismatched_fields,
-        } => Ok(ItemResult {
-            request_id: item.request_id.to_string(),
-            reward_id: item.reward_id,
-            quantity: item.quantity,
-            status: "FAILED".to_owned(),
-            issuance_id: None,
-            vouchers: None,
-            error: Some(ItemError {
-                code: failure.code().to_owned(),
-                message: failure.message().to_owned(),
-                retryable: failure.retryable(),
-                mismatched_fields: (!mismatched_fields.is_empty())
-                    .then(|| mismatched_fields.clone()),
-            }),
-            idempotent_replayed: false,
-        }),
-    }
-}
-
-fn replay_or_mismatch(record: &RecordRow, meaning: &RequestMeaning) -> ItemOutcome {
-    if record.fingerprint == meaning.fingerprint(Operation::RewardIssuance)
-        && let Some(response) = &record.response
-    {
-        ItemOutcome::Replayed(response.clone())
-    } else {
-        ItemOutcome::Failed {
-            failure: ItemFailure::IdempotencyKeyReused,
-            mismatched_fields: record.meaning().mismatched_fields(meaning),
-        }
-    }
-}
-
-/// The decision's view of a reward for one customer: `held` is the lifetime holding; the
-/// period counters (see [`period_keys`]) replace it when the limit is per period.
-fn reward_state(
-    row: &RewardRow,
-    held: i64,
-    customer: Uuid,
-    counts: &HashMap<CounterKey, i64>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> RewardState {
-    let (mine, everyone) = period_keys(row, customer, now);
-    let count = |k: Option<CounterKey>| k.and_then(|k| counts.get(&k).copied()).unwrap_or(0);
-    RewardState {
-        // An unknown status in the database is treated as not issuable.
-        status: RewardStatus::parse(&row.status).unwrap_or(RewardStatus::Paused),
-        valid_from: row.valid_from,
-        valid_until: row.valid_until,
-        stock: row.stock,
-        per_customer_limit: row.per_customer_limit,
-        held: if mine.is_some() { count(mine) } else { held },
-        period_limit: row.period_limit.filter(|_| everyone.is_some()),
-        period_issued: count(everyone),
-    }
-}
-
-/// The period counters an issuance of `row` to `customer` at `at` counts in: the customer's,
-/// when the per-customer limit is per calendar period, and everyone's, when the reward has a
-/// period limit. A counter counts from when its period is set, whatever the limit.
-pub fn period_keys(
-    row: &RewardRow,
-    customer: Uuid,
-    at: chrono::DateTime<chrono::Utc>,
-) -> (Option<CounterKey>, Option<CounterKey>) {
-    let period = |raw: &str| raw.parse::<Period>().ok();
-    let mine = period(&row.per_customer_limit_period)
-        .filter(|p| *p != Period::Lifetime)
-        .map(|p| (row.org_id, row.id, customer, p.as_str(), p.start(at)));
-    let everyone = row
-        .period_limit_period
-        .as_deref()
-        .and_then(period)
-        .map(|p| (row.org_id, row.id, Uuid::nil(), p.as_str(), p.start(at)));
-    (mine, everyone)
-}
-
-/// The period counters issuance `row` was counted in when it was made (see [`period_keys`]):
-/// those its recorded periods name, in their periods at its `created_at`. A cancellation gives
-/// its units back to these, whatever the reward's settings have become since.
-pub fn counted_keys(row: &IssuanceRow) -> Vec<CounterKey> {
-    let key = |raw: Option<&str>, customer: Uuid| {
-        let period = raw?.parse::<Period>().ok()?;
-        Some((
-            row.org_id,
-            row.reward_id,
-            customer,
-            period.as_str(),
-            period.start(row.created_at),
-        ))
-    };
-    [
-        key(row.customer_limit_period.as_deref(), row.customer_id),
-        key(row.period_limit_period.as_deref(), Uuid::nil()),
-    ]
-    .into_iter()
-    .flatten()
-    .collect()
-}
 
 /// What an item gets if it is issued, drawn before its key is claimed, so that the claim stores
 /// the outcome with the key in one write (see [`OrgKey::outcome`]): the issuance id, the
@@ -275,123 +48,6 @@ fn draw(item: &IssueItem) -> (Uuid, Vec<String>, Value) {
 /// answer as text).
 type Drawn = (Uuid, Vec<String>, Value);
 
-/// Every item has an outcome by construction; a missing one is a bug, reported as such.
-fn every_item_decided(outcomes: Vec<Option<ItemOutcome>>) -> Result<Vec<ItemOutcome>, AppError> {
-    outcomes
-        .into_iter()
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| AppError::Internal("an item was left without an outcome".into()))
-}
-
-/// Issues the items of `req` (see the module documentation), in a transaction of its own.
-pub async fn issue(
-    state: &AppState,
-    org_id: i64,
-    req: &IssueRequest,
-) -> Result<IssueResult, AppError> {
-    let segment = Segment {
-        org_id,
-        request: req,
-    };
-    let mut results = issue_segments(state, std::slice::from_ref(&segment))
-        .await
-        .map_err(|e| e.into_api(req))?;
-    results
-        .pop()
-        .ok_or_else(|| AppError::Internal("no result for the request".into()))?
-}
-
-/// The most items one group-committed batch of issuance requests carries; a larger request
-/// runs in a batch of its own.
-pub const BATCH_ITEMS_MAX: usize = 1_000;
-
-/// An issuance request (single or bulk) waiting to be group-committed with others.
-#[derive(Debug)]
-pub struct IssueJob {
-    pub org_id: i64,
-    pub request: IssueRequest,
-}
-
-impl Batch for IssueJob {
-    type Context = AppState;
-    type Error = AppError;
-    type Answer = IssueResult;
-
-    async fn run(state: Arc<AppState>, jobs: Vec<Job<Self>>) -> Vec<Job<Self>> {
-        // A request sharing a key with an earlier one of the batch waits for the next batch
-        // (then it replays), as a concurrent duplicate would; so does one that would take the
-        // batch past BATCH_ITEMS_MAX items.
-        let mut seen: std::collections::HashSet<(i64, String)> = std::collections::HashSet::new();
-        let (mut batch, mut carried) = (Vec::new(), Vec::new());
-        let mut items = 0;
-        for job in jobs {
-            let keys: Vec<(i64, String)> = job
-                .request
-                .request
-                .items
-                .iter()
-                .map(|i| (job.request.org_id, i.request_id.as_str().to_owned()))
-                .collect();
-            let fits = batch.is_empty() || items + keys.len() <= BATCH_ITEMS_MAX;
-            if fits && keys.iter().all(|k| !seen.contains(k)) {
-                items += keys.len();
-                seen.extend(keys);
-                batch.push(job);
-            } else {
-                carried.push(job);
-            }
-        }
-        let segments: Vec<Segment> = batch
-            .iter()
-            .map(|j| Segment {
-                org_id: j.request.org_id,
-                request: &j.request.request,
-            })
-            .collect();
-        let mut conflicts = 0;
-        let outcome = loop {
-            match issue_segments(&state, &segments).await {
-                Err(Attempt::Db(PersistenceError::Conflict(_))) if conflicts < 2 => conflicts += 1,
-                other => break other,
-            }
-        };
-        let answers: Vec<Result<IssueResult, AppError>> = match outcome {
-            Ok(results) => results,
-            // Alone, the request would have got this very answer.
-            Err(e) if batch.len() == 1 => vec![Err(e.into_api(&batch[0].request.request))],
-            Err(Attempt::Db(e)) if e.is_transient() => {
-                tracing::warn!(error = %e, size = batch.len(), "group commit of issuances failed");
-                let message = e.to_string();
-                batch
-                    .iter()
-                    .map(|_| {
-                        Err(AppError::from(match &e {
-                            PersistenceError::CommitUnknown(_) => {
-                                PersistenceError::CommitUnknown(message.clone())
-                            }
-                            _ => PersistenceError::Unavailable(message.clone()),
-                        }))
-                    })
-                    .collect()
-            }
-            Err(e) => {
-                // Not to be pinned on one request from here: let each find out alone.
-                tracing::info!(error = ?e, size = batch.len(), "group commit: issuing each request alone");
-                futures_util::future::join_all(
-                    batch
-                        .iter()
-                        .map(|j| issue(&state, j.request.org_id, &j.request.request)),
-                )
-                .await
-            }
-        };
-        for (job, answer) in batch.into_iter().zip(answers) {
-            job.answer(answer);
-        }
-        carried
-    }
-}
-
 /// One request's part of a transaction: its organisation and what it asks.
 #[derive(Debug, Clone, Copy)]
 pub struct Segment<'a> {
@@ -414,7 +70,7 @@ pub enum Attempt {
 
 impl Attempt {
     /// The answer to `req` when it ran alone and its transaction did not commit.
-    fn into_api(self, req: &IssueRequest) -> AppError {
+    pub(super) fn into_api(self, req: &IssueRequest) -> AppError {
         match self {
             Attempt::KeyInUse => claim_error(
                 PersistenceError::LockTimeout,
@@ -551,7 +207,11 @@ async fn issue_segments_once(
             match claims.remove(&(seg.org_id, item.request_id.as_str().to_owned())) {
                 Some(Claim::Claimed { id }) => claimed.push((s, idx, id)),
                 Some(Claim::Existing(record)) => {
-                    outcomes[s][idx] = Some(replay_or_mismatch(&record, &meanings[s][idx]))
+                    outcomes[s][idx] = Some(replay_or_mismatch(
+                        &record,
+                        &item.request_id,
+                        &meanings[s][idx],
+                    ))
                 }
                 None => return Err(AppError::Internal("a claimed key is missing".into()).into()),
             }
@@ -789,101 +449,4 @@ async fn issue_segments_once(
             r.ok_or_else(|| Attempt::Api(AppError::Internal("a request got no result".into())))
         })
         .collect()
-}
-
-/// What each item would get, without writing anything.
-pub async fn dry_run(
-    state: &AppState,
-    org_id: i64,
-    req: &IssueRequest,
-) -> Result<IssueResult, AppError> {
-    let now = state.now();
-    let conn = state.db.conn();
-    let customer = customers::lookup(conn, org_id, &req.customer).await?;
-    if customer.is_none() && matches!(req.customer, CustomerRef::CustomerId(_)) {
-        return Err(AppError::not_found("customer"));
-    }
-    let keys: Vec<&str> = req.items.iter().map(|i| i.request_id.as_str()).collect();
-    let forget_before = state.forget_before();
-    let mut existing: HashMap<String, RecordRow> =
-        idempotency::get_many(conn, org_id, Operation::RewardIssuance, &keys)
-            .await?
-            .into_iter()
-            // A key past the retention is forgotten: the real request would treat it as new.
-            .filter(|r| forget_before.is_none_or(|cutoff| r.created_at >= cutoff))
-            .map(|r| (r.key.clone(), r))
-            .collect();
-    let mut outcomes: Vec<Option<ItemOutcome>> = vec![None; req.items.len()];
-    let mut candidates = Vec::new();
-    for (idx, item) in req.items.iter().enumerate() {
-        match existing.remove(item.request_id.as_str()) {
-            Some(record) => {
-                outcomes[idx] = Some(replay_or_mismatch(
-                    &record,
-                    &item_meaning(&req.customer, item),
-                ))
-            }
-            None => candidates.push(idx),
-        }
-    }
-    let mut reward_ids: Vec<i64> = candidates.iter().map(|i| req.items[*i].reward_id).collect();
-    reward_ids.sort_unstable();
-    reward_ids.dedup();
-    let rows = rewards::read_many(conn, org_id, &reward_ids, false).await?;
-    let held = match &customer {
-        Some(c) => {
-            let keys: Vec<HoldingKey> = reward_ids.iter().map(|r| (org_id, c.id, *r)).collect();
-            issuances::holdings(conn, &keys, false)
-                .await?
-                .into_iter()
-                .map(|((_, _, reward), held)| (reward, held))
-                .collect()
-        }
-        None => HashMap::new(),
-    };
-    // Someone not enrolled yet has issued nothing in any period: a fresh id has no counters.
-    let who = customer.as_ref().map_or_else(Uuid::now_v7, |c| c.id);
-    let counter_keys: Vec<CounterKey> = rows
-        .iter()
-        .flat_map(|r| {
-            let (mine, everyone) = period_keys(r, who, now);
-            [mine, everyone]
-        })
-        .flatten()
-        .collect();
-    let counts = reward_periods::counters(conn, &counter_keys, false).await?;
-    let states: HashMap<i64, RewardState> = rows
-        .iter()
-        .map(|r| {
-            let holding = held.get(&r.id).copied().unwrap_or(0);
-            (r.id, reward_state(r, holding, who, &counts, now))
-        })
-        .collect();
-    let asks: Vec<ItemAsk> = candidates
-        .iter()
-        .map(|i| ItemAsk {
-            reward_id: req.items[*i].reward_id,
-            quantity: req.items[*i].quantity,
-        })
-        .collect();
-    for (idx, decision) in candidates.iter().zip(decide(&asks, &states, now)) {
-        let item = &req.items[*idx];
-        outcomes[*idx] = Some(match decision {
-            Ok(()) => ItemOutcome::Issued(crate::engine::format::to_json(&IssuedItem {
-                request_id: item.request_id.to_string(),
-                reward_id: item.reward_id,
-                quantity: item.quantity,
-                issuance_id: None,
-                vouchers: Vec::new(),
-            })),
-            Err(failure) => ItemOutcome::Failed {
-                failure,
-                mismatched_fields: Vec::new(),
-            },
-        });
-    }
-    Ok(IssueResult {
-        customer_id: customer.map(|c| c.id),
-        outcomes: every_item_decided(outcomes)?,
-    })
 }
