@@ -3,6 +3,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
+use domain::customer::CustomerRef;
 use domain::idempotency::Operation;
 use serde::Deserialize;
 use serde_json::json;
@@ -11,7 +12,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::app::error::AppError;
-use crate::app::issuance::{IssueRequest, RequestedItem, check_items};
+use crate::app::issuance::{IssueItem, IssueRequest, RequestedItem, check_items};
 use crate::app::rewards::{RewardAsk, RewardChanges};
 use crate::engine::format::to_json;
 use crate::http::answer::{json_with_flags, mark, respond};
@@ -296,6 +297,21 @@ fn requested(items: &[BulkItem]) -> Vec<RequestedItem> {
         .collect()
 }
 
+/// The request of a bulk or single issuance, its texts checked after its items.
+fn issue_request(
+    customer: CustomerRef,
+    brand: Option<&str>,
+    transaction_number: Option<&str>,
+    items: Vec<IssueItem>,
+) -> Result<IssueRequest, AppError> {
+    Ok(IssueRequest {
+        customer,
+        brand: bounded_text("brand", brand, 255)?,
+        transaction_number: bounded_text("transactionNumber", transaction_number, 255)?,
+        items,
+    })
+}
+
 /// `POST /v1/rewards/issue/bulk`: 200 for any well-formed request, a result per item.
 #[utoipa::path(post, path = "/v1/rewards/issue/bulk", tag = "Issuance",
     operation_id = "rewards_issue_bulk",
@@ -317,16 +333,12 @@ pub async fn issue_bulk(
         state.settings.bulk_max_items,
         "rewards",
     )?;
-    let req = IssueRequest {
+    let req = issue_request(
         customer,
-        brand: bounded_text("brand", body.brand.as_deref(), 255)?,
-        transaction_number: bounded_text(
-            "transactionNumber",
-            body.transaction_number.as_deref(),
-            255,
-        )?,
+        body.brand.as_deref(),
+        body.transaction_number.as_deref(),
         items,
-    };
+    )?;
     let result = crate::app::issuance::bulk(&state, tenant.org_id, &req, dry).await?;
     Ok(HttpResponse::Ok().json(result))
 }
@@ -384,16 +396,12 @@ pub async fn issue_single(
         request_id: body.request_id,
     };
     let items = check_items(std::slice::from_ref(&item), 1, "")?;
-    let req = IssueRequest {
+    let req = issue_request(
         customer,
-        brand: bounded_text("brand", body.brand.as_deref(), 255)?,
-        transaction_number: bounded_text(
-            "transactionNumber",
-            body.transaction_number.as_deref(),
-            255,
-        )?,
+        body.brand.as_deref(),
+        body.transaction_number.as_deref(),
         items,
-    };
+    )?;
     let answer = crate::app::issuance::single(&state, tenant.org_id, &req, dry).await?;
     let (status, outcome) = match (answer.replayed, dry) {
         (true, _) => (StatusCode::ACCEPTED, "replayed"),

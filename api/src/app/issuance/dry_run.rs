@@ -13,8 +13,7 @@ use uuid::Uuid;
 
 use super::periods::{period_keys, reward_state};
 use super::{
-    IssueRequest, IssueResult, IssuedItem, ItemOutcome, every_item_decided, item_meaning,
-    replay_or_mismatch,
+    IssueRequest, IssueResult, ItemOutcome, every_item_decided, item_meaning, replay_or_mismatch,
 };
 use crate::app::AppError;
 use crate::app::AppState;
@@ -88,23 +87,11 @@ pub async fn dry_run(
             (r.id, reward_state(r, holding, who, &counts, now))
         })
         .collect();
-    let asks: Vec<ItemAsk> = candidates
-        .iter()
-        .map(|i| ItemAsk {
-            reward_id: req.items[*i].reward_id,
-            quantity: req.items[*i].quantity,
-        })
-        .collect();
+    let asks: Vec<ItemAsk> = candidates.iter().map(|i| req.items[*i].ask()).collect();
     for (idx, decision) in candidates.iter().zip(decide(&asks, &states, now)) {
         let item = &req.items[*idx];
         outcomes[*idx] = Some(match decision {
-            Ok(()) => ItemOutcome::Issued(crate::engine::format::to_json(&IssuedItem {
-                request_id: item.request_id.to_string(),
-                reward_id: item.reward_id,
-                quantity: item.quantity,
-                issuance_id: None,
-                vouchers: Vec::new(),
-            })),
+            Ok(()) => ItemOutcome::Issued(item.issued(None, Vec::new())),
             Err(failure) => ItemOutcome::Failed {
                 failure,
                 mismatched_fields: Vec::new(),

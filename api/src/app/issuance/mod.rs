@@ -28,7 +28,7 @@
 
 use domain::customer::CustomerRef;
 use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
-use domain::issuance::ItemFailure;
+use domain::issuance::{ItemAsk, ItemFailure};
 use persistence::idempotency::RecordRow;
 use serde_json::Value;
 use uuid::Uuid;
@@ -59,6 +59,28 @@ pub struct IssueItem {
     pub request_id: IdempotencyKey,
     pub reward_id: i64,
     pub quantity: i64,
+}
+
+impl IssueItem {
+    /// The item as the decision sees it.
+    fn ask(&self) -> ItemAsk {
+        ItemAsk {
+            reward_id: self.reward_id,
+            quantity: self.quantity,
+        }
+    }
+
+    /// The answer the item gets if it is issued ([`IssuedItem`]): with its issuance and codes,
+    /// or, in a dry run, none of them.
+    fn issued(&self, issuance: Option<Uuid>, vouchers: Vec<String>) -> Value {
+        crate::engine::format::to_json(&IssuedItem {
+            request_id: self.request_id.to_string(),
+            reward_id: self.reward_id,
+            quantity: self.quantity,
+            issuance_id: issuance.map(|id| id.to_string()),
+            vouchers,
+        })
+    }
 }
 
 /// A checked issuance request.

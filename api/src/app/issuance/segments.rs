@@ -18,8 +18,8 @@ use uuid::Uuid;
 
 use super::periods::{period_keys, reward_state};
 use super::{
-    IssueItem, IssueRequest, IssueResult, IssuedItem, ItemOutcome, every_item_decided,
-    item_meaning, replay_or_mismatch,
+    IssueItem, IssueRequest, IssueResult, ItemOutcome, every_item_decided, item_meaning,
+    replay_or_mismatch,
 };
 use crate::app::AppError;
 use crate::app::AppState;
@@ -34,13 +34,7 @@ fn draw(item: &IssueItem) -> (Uuid, Vec<String>, Value) {
     let vouchers: Vec<String> = (0..item.quantity)
         .map(|_| voucher_code(rng.random::<u64>()))
         .collect();
-    let stored = crate::engine::format::to_json(&IssuedItem {
-        request_id: item.request_id.to_string(),
-        reward_id: item.reward_id,
-        quantity: item.quantity,
-        issuance_id: Some(id.to_string()),
-        vouchers: vouchers.clone(),
-    });
+    let stored = item.issued(Some(id), vouchers.clone());
     (id, vouchers, stored)
 }
 
@@ -294,10 +288,7 @@ async fn issue_segments_once(
                 .collect();
             let asks: Vec<ItemAsk> = mine
                 .iter()
-                .map(|(idx, _)| ItemAsk {
-                    reward_id: seg.request.items[*idx].reward_id,
-                    quantity: seg.request.items[*idx].quantity,
-                })
+                .map(|(idx, _)| seg.request.items[*idx].ask())
                 .collect();
             for ((idx, record_id), decision) in mine.iter().zip(decide(&asks, &states, now)) {
                 let item = &seg.request.items[*idx];
