@@ -22,7 +22,7 @@
 //!    not consumed, as a failed effect rolls its key back in the pipeline;
 //! 4. commit, or roll back a request that issues nothing.
 //!
-//! The files: [`segments`] (the transaction), [`batch`] (group commit), [`dry_run`] (the same
+//! The files: [`segments`] (the transaction), [`batch`] (group commit), [`mod@dry_run`] (the same
 //! decision without writing), [`periods`] (the period counters), [`answer`] (the answers),
 //! [`request`] (the checks of a request's items).
 
@@ -112,7 +112,7 @@ pub struct IssueResult {
     pub outcomes: Vec<ItemOutcome>,
 }
 
-pub(crate) fn item_meaning(customer: &CustomerRef, item: &IssueItem) -> RequestMeaning {
+fn item_meaning(customer: &CustomerRef, item: &IssueItem) -> RequestMeaning {
     RequestMeaning::new()
         .with("customer", Some(customer))
         .with("rewardId", Some(item.reward_id))

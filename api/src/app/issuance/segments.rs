@@ -109,7 +109,7 @@ pub async fn issue_segments(
     }
 }
 
-/// The steps of the module documentation, for every segment at once: customers, keys (in
+/// The steps of the documentation of [`super`], for every segment at once: customers, keys (in
 /// `(organisation, key)` order), rewards (in `(organisation, id)` order) and holdings (in
 /// `(organisation, customer, reward)` order) are each read or written with one statement for
 /// all segments. Segments are decided in order, item by item, sharing each reward's stock, so
