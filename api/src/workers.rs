@@ -11,118 +11,19 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use persistence::ledger;
-use persistence::{Db, PersistenceError, expiring, idempotency};
+use persistence::{Db, PersistenceError, idempotency};
 
+pub use crate::app::notices::notify_expiring_all;
 use crate::app::AppState;
-use crate::engine::rounds::Round;
+use crate::engine::rounds::until_settled;
 
-/// Accounts looked at per expiry round.
-pub const EXPIRY_BATCH: u64 = 200;
 /// Records deleted per purge statement.
 pub const PURGE_BATCH: u64 = 1_000;
-
-/// Expires every lot due at `now` in up to `EXPIRY_BATCH` accounts, leaving out the accounts
-/// of `skip` (those that failed earlier in the run); returns the lots expired.
-pub async fn expire_once(
-    db: &Db,
-    now: DateTime<Utc>,
-    skip: &[ledger::Account],
-) -> Result<Round<ledger::Account>, PersistenceError> {
-    let mut round = Round::default();
-    for account in ledger::due_accounts(db.conn(), now, EXPIRY_BATCH, skip).await? {
-        match expire_account(db, &account, now).await {
-            Ok(Some(n)) => round.done += n,
-            Ok(None) => round.busy += 1,
-            // One account that cannot be expired must not stop the others.
-            Err(e) => round.fail("lot_expiry", account, &e),
-        }
-    }
-    Ok(round)
-}
-
-/// Expires one account's due lots in its own transaction; `None` when another holds the
-/// account.
-async fn expire_account(
-    db: &Db,
-    account: &ledger::Account,
-    now: DateTime<Utc>,
-) -> Result<Option<usize>, PersistenceError> {
-    let tx = db.begin().await?;
-    if ledger::lock_balance(&tx, account, true).await?.is_none() {
-        return Ok(None);
-    }
-    let entries = ledger::expire_due(&tx, account, now).await?.entries;
-    let events = crate::engine::webhooks::expired_events(account, &entries, now);
-    persistence::webhooks::emit(&tx, account.org_id, &events, now).await?;
-    Db::commit(tx).await?;
-    for e in &entries {
-        // Expiry entries are debits: negative amounts.
-        crate::engine::metrics::currency(
-            "expiry",
-            &crate::engine::format::amount(e.amount.saturating_abs(), e.scale),
-        );
-    }
-    Ok(Some(entries.len()))
-}
-
-/// Rounds in a row that may find only busy items before a run leaves them to the next run.
-const BUSY_ROUNDS: u32 = 50;
-
-/// Failed items a run leaves out of its reads at most; past that, the run ends (its reads would
-/// grow too long) and the next run starts over.
-const MAX_FAILED: usize = 1_000;
-
-/// Runs `round` until a round finds nothing due. A round that found only items held by
-/// another transaction is not the end: two instances skipping each other's locked balances
-/// could otherwise both stop with an item still due (each holding the lock for an item the
-/// other had already settled when the other came to it). Such rounds are retried after a
-/// short pause, up to `BUSY_ROUNDS` in a row; an item busy for longer waits for the next run.
-/// Each round is given the items that failed in the run so far, to leave out of its read:
-/// items that fail every time, read first, would otherwise fill every round and keep the job
-/// from the items behind them.
-async fn until_settled<K, F, Fut>(
-    job: &'static str,
-    mut round: F,
-) -> Result<usize, PersistenceError>
-where
-    K: Clone,
-    F: FnMut(Vec<K>) -> Fut,
-    Fut: Future<Output = Result<Round<K>, PersistenceError>>,
-{
-    let (mut total, mut busy_rounds) = (0, 0);
-    let mut failed: Vec<K> = Vec::new();
-    loop {
-        let r = round(failed.clone()).await?;
-        total += r.done;
-        let moved_on = r.done > 0 || !r.failed.is_empty();
-        failed.extend(r.failed);
-        if !moved_on && r.busy == 0 {
-            return Ok(total);
-        }
-        if failed.len() >= MAX_FAILED {
-            tracing::warn!(
-                job,
-                failed = failed.len(),
-                "a background job failed on too many items; the rest waits for its next run"
-            );
-            return Ok(total);
-        }
-        if moved_on {
-            busy_rounds = 0;
-        } else {
-            busy_rounds += 1;
-            if busy_rounds > BUSY_ROUNDS {
-                return Ok(total);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    }
-}
 
 /// Expires until nothing is due at `now` (or an error); returns the lots expired.
 pub async fn expire_all(db: &Db, now: DateTime<Utc>) -> Result<usize, PersistenceError> {
     until_settled("lot_expiry", |skip: Vec<ledger::Account>| async move {
-        expire_once(db, now, &skip).await
+        crate::app::expiry::expire_once(db, now, &skip).await
     })
     .await
 }
@@ -150,71 +51,6 @@ pub async fn activate_all(db: &Db, now: DateTime<Utc>) -> Result<usize, Persiste
         crate::app::activation::activate_due(db, now, ACTIVATION_BATCH, &skip).await
     })
     .await
-}
-
-/// Lots read per notice round.
-pub const NOTICE_BATCH: u64 = 200;
-
-/// Writes the `currency.expiring` notice of every lot that expires within `days` of `now` and
-/// has none yet, once per lot: lots ahead of `now` by up to `days`, and lots that expired up to
-/// `days` before `now` without one (created, or moved into the window, after the previous
-/// round and expired before this one), whether the expiry emptied them already or not. Each
-/// organisation's notices of a round are written in their own transaction, so one whose
-/// notices fail (logged, counted, and left out for the rest of the run) holds back no other;
-/// its lots stay unnoticed for the next run. Returns how many it wrote. Safe on any number of
-/// instances (see `expiring::claim_notices`).
-pub async fn notify_expiring_all(
-    db: &Db,
-    now: DateTime<Utc>,
-    days: u32,
-) -> Result<usize, PersistenceError> {
-    if days == 0 {
-        return Ok(0);
-    }
-    let window = chrono::Duration::days(i64::from(days));
-    let (from, horizon) = (now - window, now + window);
-    // The organisations are the items: `done` counts notices, `failed` the organisations.
-    let mut run: Round<i64> = Round::default();
-    let mut after = None;
-    loop {
-        let due = expiring::notices_due(db.conn(), from, horizon, after, NOTICE_BATCH).await?;
-        let Some(last) = due.last() else {
-            return Ok(run.done);
-        };
-        after = Some((last.expires_at, last.id));
-        let mut by_org: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
-        for lot in due.iter().filter(|l| !run.failed.contains(&l.org_id)) {
-            by_org.entry(lot.org_id).or_default().push(lot.id);
-        }
-        for (org_id, ids) in by_org {
-            match notify_org(db, org_id, &ids, now).await {
-                Ok(n) => run.done += n,
-                Err(e) => run.fail("expiry_notice", org_id, &e),
-            }
-        }
-        if (due.len() as u64) < NOTICE_BATCH {
-            return Ok(run.done);
-        }
-    }
-}
-
-/// Writes the notices of the lots `ids` of one organisation that still owe theirs, in one
-/// transaction; returns how many.
-async fn notify_org(
-    db: &Db,
-    org_id: i64,
-    ids: &[i64],
-    now: DateTime<Utc>,
-) -> Result<usize, PersistenceError> {
-    let tx = db.begin().await?;
-    let lots = expiring::claim_notices(&tx, org_id, ids, now).await?;
-    let events: Vec<_> = lots
-        .iter()
-        .map(|lot| crate::engine::webhooks::expiring_event(lot, now))
-        .collect();
-    persistence::webhooks::emit(&tx, org_id, &events, now).await?;
-    Db::commit(tx).await?;
-    Ok(lots.len())
 }
 
 /// Forgets every idempotency record created before `cutoff`, batch by batch.

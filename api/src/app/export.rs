@@ -1,14 +1,15 @@
 //! A customer's export as a stream: the document is written a page of rows at a time, each
 //! page read by one short statement (`persistence::customer_data::export_page`), so an export
 //! of any size holds no statement, lock or connection while the client reads, and no more than
-//! a page in memory.
+//! a page in memory. The chunks are plain text; the edge turns them into the answer's body.
 
-use actix_web::web::Bytes;
 use futures_util::Stream;
 use persistence::Db;
 use persistence::customer_data::{EXPORT_SECTIONS, ExportCursor, export_page};
 use serde_json::Value as JsonValue;
 use uuid::Uuid;
+
+use crate::app::AppError;
 
 /// Rows per page (and per chunk of the answer).
 const PAGE: u32 = 1000;
@@ -37,7 +38,7 @@ pub fn stream(
     customer_id: Uuid,
     customer: JsonValue,
     exported_at: String,
-) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
+) -> impl Stream<Item = Result<String, AppError>> {
     let state = Export {
         db,
         org_id,
@@ -54,11 +55,11 @@ pub fn stream(
     };
     futures_util::stream::unfold(state, |mut st| async move {
         if let Some(head) = st.head.take() {
-            return Some((Ok(Bytes::from(head)), st));
+            return Some((Ok(head), st));
         }
         let Some(name) = EXPORT_SECTIONS.get(st.section) else {
             let tail = st.tail.take()?;
-            return Some((Ok(Bytes::from(tail)), st));
+            return Some((Ok(tail), st));
         };
         let mut out = String::new();
         if !st.opened {
@@ -90,16 +91,13 @@ pub fn stream(
                     st.rows = false;
                 }
                 st.after = next;
-                Some((Ok(Bytes::from(out)), st))
+                Some((Ok(out), st))
             }
             Err(e) => {
                 tracing::error!(error = %e, section = name, "customer export failed");
                 st.section = EXPORT_SECTIONS.len();
                 st.tail = None;
-                Some((
-                    Err(actix_web::error::ErrorInternalServerError("export failed")),
-                    st,
-                ))
+                Some((Err(AppError::Internal("export failed".into())), st))
             }
         }
     })

@@ -21,6 +21,7 @@ use actix_web::{HttpMessage as _, ResponseError as _, web};
 
 use crate::app::AppError;
 use crate::app::AppState;
+use crate::app::keys::KeyIdentity;
 use crate::engine::cache::{CachedKey, key_digest};
 use crate::http::extract::Tenant;
 use crate::http::problem::HttpError;
@@ -120,21 +121,9 @@ async fn check(state: &AppState, req: &ServiceRequest) -> Result<Tenant, HttpErr
 
 /// A recognised key: its use is recorded (at most once a minute), and the organisation's rate
 /// limit counted.
-fn admitted(
-    state: &AppState,
-    req: &ServiceRequest,
-    who: persistence::orgs::KeyIdentity,
-) -> Result<Tenant, HttpError> {
+fn admitted(state: &AppState, req: &ServiceRequest, who: KeyIdentity) -> Result<Tenant, HttpError> {
     tracing::debug!(org_id = who.org_id, key_id = who.key_id, "authenticated");
-    if state.caches.key_use_due(who.key_id) {
-        // Off the request's path: a lost update only makes lastUsedAt older.
-        let (db, now) = (state.db.clone(), state.now());
-        tokio::spawn(async move {
-            if let Err(e) = persistence::orgs::touch_api_key(db.conn(), who.key_id, now).await {
-                tracing::debug!(error = %e, "could not record an API key's use");
-            }
-        });
-    }
+    crate::app::keys::record_use(state, who.key_id);
     if let Some(limiter) = &state.rate_limiter {
         // Counted after authentication: an unknown key spends no organisation's budget.
         let rate = limiter.check(who.org_id).map_err(HttpError::RateLimited)?;

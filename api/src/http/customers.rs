@@ -1,122 +1,29 @@
 //! Customers: lookup with balances, and the ledger.
 
 use actix_web::{HttpResponse, web};
-use domain::customer::CustomerRef;
-use persistence::customers::{self, CustomerRow};
-use persistence::ledger;
-use serde::{Deserialize, Serialize};
+use futures_util::TryStreamExt as _;
+use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
-use uuid::Uuid;
 
+use crate::app::AppError;
 use crate::app::AppState;
-use crate::app::error::{AppError, FieldError};
-use crate::app::write::{Effect, execute};
+use crate::app::customers::{self as use_case, LedgerFilter, WITHIN_PATTERN};
 use crate::http::answer::respond;
-use crate::engine::format::{amount, ts};
 use crate::http::extract::{PageQuery, Tenant};
-use crate::http::openapi::{CustomerPath, KeyHeader, Missing, PageParams, Read, Replayed, Write, email_schema, external_id_schema, mobile_schema, page, pattern, query_param};
-use crate::engine::format::to_json;
-use domain::idempotency::{Operation, RequestMeaning};
+use crate::http::openapi::{
+    CustomerPath, KeyHeader, Missing, PageParams, Read, Replayed, Write, email_schema,
+    external_id_schema, mobile_schema, page, pattern, query_param,
+};
+use domain::idempotency::Operation;
 
-/// A customer's identifiers, as enrolment answers them.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schema(as = Customer, example = json!({
-    "customerId": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c02", "mobile": "919999999999",
-    "email": null, "externalId": null, "createdAt": "2026-01-01T00:00:00Z"
-}))]
-pub struct CustomerView {
-    pub customer_id: String,
-    /// Digits only.
-    pub mobile: Option<String>,
-    /// Lower case.
-    pub email: Option<String>,
-    pub external_id: Option<String>,
-    pub created_at: String,
-}
-
-/// A customer with a balance per program and currency.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schema(example = json!({
-    "customerId": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c02", "mobile": "919999999999",
-    "email": null, "externalId": null, "createdAt": "2026-01-01T00:00:00Z",
-    "balances": [{"programId": 1, "currency": "POINTS", "available": "100.00", "pending": "0.00", "held": "0.00"}]
-}))]
-pub struct CustomerWithBalances {
-    pub customer_id: String,
-    pub mobile: Option<String>,
-    pub email: Option<String>,
-    pub external_id: Option<String>,
-    pub created_at: String,
-    pub balances: Vec<AccountBalance>,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AccountBalance {
-    pub program_id: i64,
-    pub currency: String,
-    /// Spendable now; decimal strings at the currency's scale.
-    pub available: String,
-    /// Allocated with a future `maturesAt`, not yet spendable.
-    pub pending: String,
-    /// Reserved by holds until they are captured, voided or expire.
-    pub held: String,
-}
-
-/// One change of a balance.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schema(example = json!({
-    "entryId": "1", "programId": 1, "currency": "POINTS", "kind": "CREDIT",
-    "amount": "100.00", "balanceAfter": "100.00", "reference": "allocation:order-1001",
-    "expiresAt": "2027-01-01T00:00:00Z", "createdAt": "2026-01-01T00:00:00Z"
-}))]
-pub struct LedgerEntry {
-    pub entry_id: String,
-    pub program_id: i64,
-    pub currency: String,
-    /// CREDIT, DEBIT, EXPIRE, REVERSAL, TRANSFER_IN, TRANSFER_OUT, HOLD (available to
-    /// held) or RELEASE (held back to available).
-    #[schema(pattern = "^(CREDIT|DEBIT|EXPIRE|REVERSAL|TRANSFER_IN|TRANSFER_OUT|HOLD|RELEASE)$")]
-    pub kind: String,
-    /// Always positive; `kind` gives the direction.
-    pub amount: String,
-    /// The available balance after the entry.
-    pub balance_after: String,
-    pub reference: Option<String>,
-    pub expires_at: Option<String>,
-    pub created_at: String,
-}
+/// The customer a `{customerId}` path names, for the handlers of other resources under it.
+pub(crate) use crate::app::customers::by_path as customer_by_path;
+pub use crate::app::customers::{
+    AccountBalance, CustomerView, CustomerWithBalances, ErasureView, ExpiringLotView, LedgerEntry,
+};
 
 page!(LedgerPage, LedgerEntry);
-
-async fn customer_view(
-    state: &AppState,
-    org_id: i64,
-    c: &CustomerRow,
-) -> Result<CustomerWithBalances, AppError> {
-    let balances = ledger::balances_of(state.db.conn(), org_id, c.id).await?;
-    Ok(CustomerWithBalances {
-        customer_id: c.id.to_string(),
-        mobile: c.mobile.clone(),
-        email: c.email.clone(),
-        external_id: c.external_id.clone(),
-        created_at: ts(c.created_at),
-        balances: balances
-            .iter()
-            .map(|b| AccountBalance {
-                program_id: b.program_id,
-                currency: b.currency.clone(),
-                available: amount(b.available, b.scale),
-                pending: amount(b.pending, b.scale),
-                held: amount(b.held, b.scale),
-            })
-            .collect(),
-    })
-}
 
 /// `identifierType` and `identifierValue`.
 pub struct LookupParamsQuery;
@@ -185,37 +92,14 @@ pub async fn lookup(
     tenant: Tenant,
     query: web::Query<LookupQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let (Some(kind), Some(value)) = (&query.identifier_type, &query.identifier_value) else {
-        return Err(AppError::Validation(vec![
-            FieldError::new("identifierType", "is required"),
-            FieldError::new("identifierValue", "is required"),
-        ]));
-    };
-    // An unknown identifierType is a malformed request; a value that no customer can have (a
-    // "mobile" with letters) is a search that finds nobody.
-    let customer = match CustomerRef::parse(kind, value) {
-        Ok(customer) => customer,
-        Err(("identifierType", e)) => {
-            return Err(AppError::validation("identifierType", e.message));
-        }
-        Err(_) => return Err(AppError::not_found("customer")),
-    };
-    let row = customers::lookup(state.db.conn(), tenant.org_id, &customer)
-        .await?
-        .ok_or_else(|| AppError::not_found("customer"))?;
-    Ok(HttpResponse::Ok().json(customer_view(&state, tenant.org_id, &row).await?))
-}
-
-/// The customer a `{customerId}` path names, in this organisation; 404 when it names none.
-pub(crate) async fn customer_by_path(
-    state: &AppState,
-    org_id: i64,
-    raw: &str,
-) -> Result<CustomerRow, AppError> {
-    let id = Uuid::parse_str(raw).map_err(|_| AppError::not_found("customer"))?;
-    customers::lookup(state.db.conn(), org_id, &CustomerRef::CustomerId(id))
-        .await?
-        .ok_or_else(|| AppError::not_found("customer"))
+    let customer = use_case::lookup(
+        &state,
+        tenant.org_id,
+        query.identifier_type.as_deref(),
+        query.identifier_value.as_deref(),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(customer))
 }
 
 #[utoipa::path(get, path = "/v1/customers/{customerId}", tag = "Customers",
@@ -227,8 +111,8 @@ pub async fn get(
     tenant: Tenant,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let row = customer_by_path(&state, tenant.org_id, &path).await?;
-    Ok(HttpResponse::Ok().json(customer_view(&state, tenant.org_id, &row).await?))
+    let customer = use_case::get(&state, tenant.org_id, &path).await?;
+    Ok(HttpResponse::Ok().json(customer))
 }
 
 #[derive(Debug, Deserialize)]
@@ -253,43 +137,14 @@ pub async fn ledger(
     query: web::Query<LedgerQuery>,
 ) -> Result<HttpResponse, AppError> {
     let page = query.page.parse()?;
-    let program_id = match query.program_id.as_deref().filter(|p| !p.is_empty()) {
-        None => None,
-        // Written as ids are given: digits, no sign, no leading zero.
-        Some(p) => Some(
-            p.parse::<i64>()
-                .ok()
-                .filter(|n| *n > 0 && !p.starts_with(['0', '+']))
-                .ok_or_else(|| AppError::validation("programId", "must be a program id"))?,
-        ),
+    let filter = LedgerFilter {
+        program_id: query.program_id.as_deref(),
+        currency: query.currency.as_deref(),
+        cursor: page.cursor,
+        limit: page.limit,
     };
-    let customer = customer_by_path(&state, tenant.org_id, &path).await?;
-    let result = ledger::entries_of(
-        state.db.conn(),
-        tenant.org_id,
-        customer.id,
-        program_id,
-        query.currency.as_deref().filter(|c| !c.is_empty()),
-        page.cursor,
-        page.limit,
-    )
-    .await?;
-    let items = result
-        .items
-        .iter()
-        .map(|e| LedgerEntry {
-            entry_id: e.id.to_string(),
-            program_id: e.program_id,
-            currency: e.currency.clone(),
-            kind: e.kind.clone(),
-            amount: amount(e.amount, e.scale),
-            balance_after: amount(e.balance_after, e.scale),
-            reference: e.reference.clone(),
-            expires_at: e.expires_at.map(ts),
-            created_at: ts(e.created_at),
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(LedgerPage::new(items, result.next_cursor)))
+    let entries = use_case::ledger(&state, tenant.org_id, &path, filter).await?;
+    Ok(HttpResponse::Ok().json(LedgerPage::new(entries.items, entries.next_cursor)))
 }
 
 /// A customer is enrolled by exactly one of mobile, email or externalId.
@@ -330,68 +185,8 @@ pub async fn create(
     crate::http::extract::Json(body): crate::http::extract::Json<CreateCustomer>,
 ) -> Result<HttpResponse, AppError> {
     let customer = crate::customer_of!(body).parse()?;
-    if matches!(customer, CustomerRef::CustomerId(_)) {
-        return Err(AppError::validation(
-            "customerId",
-            "a customer is enrolled by mobile, email or externalId",
-        ));
-    }
-    let org_id = tenant.org_id;
-    let now = state.now();
-    let meaning = domain::idempotency::RequestMeaning::new().with("customer", Some(&customer));
-    let outcome = crate::app::write::execute(
-        &state,
-        org_id,
-        domain::idempotency::Operation::CustomerCreate,
-        key.0.as_ref(),
-        &meaning,
-        async |tx| {
-            let enrolment = customers::find_or_enroll(tx, org_id, &customer, now)
-                .await?
-                .ok_or_else(|| AppError::Internal("enrolment returned no customer".into()))?;
-            let row = enrolment.row;
-            let body = to_json(&CustomerView {
-                customer_id: row.id.to_string(),
-                mobile: row.mobile.clone(),
-                email: row.email.clone(),
-                external_id: row.external_id.clone(),
-                created_at: ts(row.created_at),
-            });
-            let effect = crate::app::write::Effect::created(body, row.id);
-            Ok(if !enrolment.new {
-                effect.done(crate::app::write::Done::Updated)
-            } else {
-                effect
-            })
-        },
-    )
-    .await?;
-    Ok(crate::http::answer::respond(
-        domain::idempotency::Operation::CustomerCreate,
-        outcome,
-        key.0.as_ref(),
-    ))
-}
-
-/// A lot that expires soon: what is left of it and when it goes.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schema(example = json!({
-    "lotId": "7", "programId": 1, "currency": "POINTS", "amount": "40.00", "held": "0.00",
-    "expiresAt": "2026-12-01T00:00:00Z", "notifiedAt": null
-}))]
-pub struct ExpiringLotView {
-    /// The ledger entry that credited the lot.
-    pub lot_id: String,
-    pub program_id: i64,
-    pub currency: String,
-    /// What is left of the lot, held parts included (they expire with it).
-    pub amount: String,
-    /// The part of `amount` that holds reserve.
-    pub held: String,
-    pub expires_at: String,
-    /// When the `currency.expiring` notice of the lot was written; null before.
-    pub notified_at: Option<String>,
+    let outcome = use_case::create(&state, tenant.org_id, key.0.as_ref(), customer).await?;
+    Ok(respond(Operation::CustomerCreate, outcome, key.0.as_ref()))
 }
 
 page!(ExpiringPage, ExpiringLotView);
@@ -411,34 +206,6 @@ impl utoipa::IntoParams for ExpiringParams {
         params.extend(<PageParams as utoipa::IntoParams>::into_params(f));
         params
     }
-}
-
-const WITHIN_PATTERN: &str = "^[1-9][0-9]{0,3}[dh]$";
-
-/// `30d`, `12h`: a window of 1 to 9999 days or hours.
-fn parse_within(raw: Option<&str>) -> Result<chrono::Duration, AppError> {
-    let Some(raw) = raw else {
-        return Ok(chrono::Duration::days(30));
-    };
-    let invalid = || AppError::validation("within", "must be days or hours, like 30d or 12h");
-    let (digits, hours) = match (raw.strip_suffix('d'), raw.strip_suffix('h')) {
-        (Some(d), _) => (d, false),
-        (None, Some(h)) => (h, true),
-        (None, None) => return Err(invalid()),
-    };
-    if digits.is_empty()
-        || digits.len() > 4
-        || digits.starts_with('0')
-        || !digits.bytes().all(|b| b.is_ascii_digit())
-    {
-        return Err(invalid());
-    }
-    let n: i64 = digits.parse().map_err(|_| invalid())?;
-    Ok(if hours {
-        chrono::Duration::hours(n)
-    } else {
-        chrono::Duration::days(n)
-    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -463,33 +230,16 @@ pub async fn expiring(
     query: web::Query<ExpiringQuery>,
 ) -> Result<HttpResponse, AppError> {
     let page = query.page.parse()?;
-    let within = parse_within(query.within.as_deref())?;
-    let customer = customer_by_path(&state, tenant.org_id, &path).await?;
-    let now = state.now();
-    let result = persistence::expiring::of_customer(
-        state.db.conn(),
+    let lots = use_case::expiring(
+        &state,
         tenant.org_id,
-        customer.id,
-        now,
-        now + within,
+        &path,
+        query.within.as_deref(),
         page.cursor,
         page.limit,
     )
     .await?;
-    let items = result
-        .items
-        .iter()
-        .map(|l| ExpiringLotView {
-            lot_id: l.id.to_string(),
-            program_id: l.program_id,
-            currency: l.currency.clone(),
-            amount: amount(l.remaining, l.scale),
-            held: amount(l.held, l.scale),
-            expires_at: ts(l.expires_at),
-            notified_at: l.notified_at.map(ts),
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(ExpiringPage::new(items, result.next_cursor)))
+    Ok(HttpResponse::Ok().json(ExpiringPage::new(lots.items, lots.next_cursor)))
 }
 
 /// `GET /v1/customers/{customerId}/export`: everything held about the customer, as one JSON
@@ -506,38 +256,14 @@ pub async fn export(
     tenant: Tenant,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let id = Uuid::parse_str(&path).map_err(|_| AppError::not_found("customer"))?;
-    let customer = persistence::customer_data::export_customer(state.db.conn(), tenant.org_id, id)
-        .await?
-        .ok_or_else(|| AppError::not_found("customer"))?;
-    let stream = crate::app::export::stream(
-        state.db.clone(),
-        tenant.org_id,
-        id,
-        customer,
-        ts(state.now()),
-    );
+    let document = use_case::export(&state, tenant.org_id, &path).await?;
+    // A failure while reading cuts the answer short (it was logged where it happened).
+    let body = document
+        .map_ok(web::Bytes::from)
+        .map_err(|_| actix_web::error::ErrorInternalServerError("export failed"));
     Ok(HttpResponse::Ok()
         .content_type("application/json")
-        .streaming(stream))
-}
-
-/// What an erasure did.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schema(as = Erasure, example = json!({
-    "customerId": "0190f5f2-5b7e-7c4e-9a59-2f4f1e8b1c02", "erasedAt": "2026-01-01T00:00:00Z",
-    "identifiersErased": 2, "idempotencyRecordsScrubbed": 3, "webhookEventsScrubbed": 0
-}))]
-pub struct ErasureView {
-    pub customer_id: String,
-    pub erased_at: String,
-    /// Mobile, email and externalId removed (those the customer had).
-    pub identifiers_erased: usize,
-    /// Stored idempotency requests and answers that held an identifier.
-    pub idempotency_records_scrubbed: u64,
-    /// Recorded webhook payloads that held an identifier.
-    pub webhook_events_scrubbed: u64,
+        .streaming(body))
 }
 
 /// `POST /v1/customers/{customerId}/erase`: the customer's identifiers are removed for good;
@@ -554,31 +280,6 @@ pub async fn erase(
     tenant: Tenant,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let id = Uuid::parse_str(&path).map_err(|_| AppError::not_found("customer"))?;
-    let key = domain::idempotency::IdempotencyKey::parse(&id.to_string())
-        .map_err(|e| AppError::Internal(e.message))?;
-    let org_id = tenant.org_id;
-    let now = state.now();
-    let outcome = execute(
-        &state,
-        org_id,
-        Operation::CustomerErase,
-        Some(&key),
-        &RequestMeaning::new().with("customerId", Some(id)),
-        async |tx| {
-            let done = persistence::customer_data::erase(tx, org_id, id, now)
-                .await?
-                .ok_or_else(|| AppError::not_found("customer"))?;
-            let body = to_json(&ErasureView {
-                customer_id: id.to_string(),
-                erased_at: ts(now),
-                identifiers_erased: done.identifiers,
-                idempotency_records_scrubbed: done.idempotency_records,
-                webhook_events_scrubbed: done.webhook_events,
-            });
-            Ok(Effect::created(body, id))
-        },
-    )
-    .await?;
+    let (outcome, key) = use_case::erase(&state, tenant.org_id, &path).await?;
     Ok(respond(Operation::CustomerErase, outcome, Some(&key)))
 }

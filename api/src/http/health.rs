@@ -31,13 +31,11 @@ pub async fn healthz() -> HttpResponse {
     responses((status = 200, description = "Ready", body = Health),
         (status = 503, description = "The database does not answer (Retry-After)", body = Health)))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    match state.db.ping().await {
-        Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            HttpResponse::ServiceUnavailable()
-                .insert_header(("Retry-After", "1"))
-                .json(json!({"status": "unavailable", "database": "unreachable"}))
-        }
+    if crate::app::keys::readiness::database_answers(&state).await {
+        HttpResponse::Ok().json(json!({"status": "ready"}))
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "1"))
+            .json(json!({"status": "unavailable", "database": "unreachable"}))
     }
 }

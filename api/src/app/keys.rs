@@ -1,1 +1,0 @@
-//! API keys: created (the secret shown once), listed and revoked.
