@@ -4,7 +4,6 @@
 
 use chrono::{DateTime, Utc};
 use domain::catalog::parse_name;
-use domain::customer::CustomerRef;
 use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
 use domain::issuance::RewardStatus;
 use domain::period::Period;
@@ -451,22 +450,15 @@ pub async fn cancel(
     Ok((outcome, key))
 }
 
-/// A page of the issuances of customer `customer` (`None`: the path named none), newest first.
+/// A page of the issuances of the customer a `{customerId}` path names, newest first.
 pub async fn customer_rewards(
     state: &AppState,
     org_id: i64,
-    customer: Option<Uuid>,
+    customer: &str,
     cursor: Option<i64>,
     limit: u64,
 ) -> Result<Page<IssuanceView>, AppError> {
-    let customer = match customer {
-        Some(id) => {
-            persistence::customers::lookup(state.db.conn(), org_id, &CustomerRef::CustomerId(id))
-                .await?
-        }
-        None => None,
-    }
-    .ok_or_else(|| AppError::not_found("customer"))?;
+    let customer = crate::app::customers::by_path(state, org_id, customer).await?;
     let page =
         issuances::list_for_customer(state.db.conn(), org_id, customer.id, cursor, limit).await?;
     Ok(Page {

@@ -464,7 +464,7 @@ pub async fn customer_rewards(
     let result = crate::app::rewards::customer_rewards(
         &state,
         tenant.org_id,
-        Uuid::parse_str(&path).ok(),
+        &path,
         page.cursor,
         page.limit,
     )
