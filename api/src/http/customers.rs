@@ -18,7 +18,6 @@ use crate::http::openapi::{
 use domain::idempotency::Operation;
 
 /// The customer a `{customerId}` path names, for the handlers of other resources under it.
-pub(crate) use crate::app::customers::by_path as customer_by_path;
 pub use crate::app::customers::{
     AccountBalance, CustomerView, CustomerWithBalances, ErasureView, ExpiringLotView, LedgerEntry,
 };
