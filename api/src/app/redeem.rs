@@ -17,7 +17,7 @@
 //!    outbox rows, one update storing the outcomes; commit.
 //!
 //! Lock order is the single path's: keys, then balances (by account), then lots. Failures are
-//! handled by `group_commit::run_keyed`: a batch that fails as a whole (a lock held elsewhere
+//! handled by `write::batch::run_keyed`: a batch that fails as a whole (a lock held elsewhere
 //! past the batch's short lock wait, say) runs its undecided requests alone, except for an
 //! unreachable database or an unknown commit (503).
 //! One difference from running alone is visible in the books and nowhere else: due lots of an
