@@ -124,6 +124,7 @@ fn hold_json(h: &HoldRow, balance: Totals) -> Value {
     to_json(&hold_view(h, balance))
 }
 
+/// The refusal to settle a hold another settlement ended first.
 fn not_active(h: &HoldRow) -> AppError {
     AppError::Conflict {
         code: "HOLD_NOT_ACTIVE",

@@ -68,6 +68,7 @@ pub fn allocation_text(a: &AllocationRow, balance: ledger::Totals) -> String {
     crate::engine::format::to_text(&allocation_view(a, balance))
 }
 
+/// The allocation as the API shows it, with the balance to show with it, as a view.
 pub fn allocation_view(a: &AllocationRow, balance: ledger::Totals) -> AllocationView {
     AllocationView {
         allocation_id: a.id.to_string(),
