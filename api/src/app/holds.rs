@@ -173,12 +173,7 @@ pub async fn create(state: &AppState, r: HoldRequest) -> Result<Outcome, AppErro
                 reason: reason.clone(),
                 expires_at: now + chrono::Duration::seconds(seconds),
             };
-            let account = ledger::Account {
-                org_id,
-                customer_id: customer.id,
-                program_id,
-                currency: currency.clone(),
-            };
+            let account = crate::app::currency::account(org_id, customer.id, program_id, &currency);
             if !settle(state, tx, &account, now).await? {
                 return Err(insufficient());
             }

@@ -134,12 +134,7 @@ fn reference(r: &RedemptionRequest) -> String {
 }
 
 fn account(r: &RedemptionRequest, customer_id: Uuid) -> Account {
-    Account {
-        org_id: r.org_id,
-        customer_id,
-        program_id: r.program_id,
-        currency: r.currency.clone(),
-    }
+    crate::app::currency::account(r.org_id, customer_id, r.program_id, &r.currency)
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]

@@ -9,7 +9,7 @@ use domain::Decimal;
 use domain::customer::CustomerRef;
 use domain::idempotency::{IdempotencyKey, Operation};
 use persistence::customers;
-use persistence::ledger::{self, Account, Totals};
+use persistence::ledger::{self, Totals};
 use persistence::transfers::{self, NewTransfer};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -108,11 +108,8 @@ pub async fn transfer(state: &AppState, r: TransferRequest) -> Result<Outcome, A
             let sender = customers::find(tx, org_id, &from)
                 .await?
                 .ok_or_else(|| AppError::not_found("customer (from)"))?;
-            let account = |customer_id: Uuid| Account {
-                org_id,
-                customer_id,
-                program_id,
-                currency: currency.clone(),
+            let account = |customer_id: Uuid| {
+                crate::app::currency::account(org_id, customer_id, program_id, &currency)
             };
             let out = account(sender.id);
             // The lock order every path takes: existing balances (in customer order), then

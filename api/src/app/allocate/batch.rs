@@ -7,14 +7,14 @@ use chrono::{DateTime, Utc};
 use domain::customer::CustomerRef;
 use domain::idempotency::{IdempotencyKey, RequestMeaning};
 use persistence::allocations::{self, NewAllocation};
-use persistence::ledger::{self, Account, Credit};
+use persistence::ledger::{self, Credit};
 use persistence::webhooks::NewEvent;
 use persistence::{ConnectionTrait, Db, PersistenceError, customers};
 use uuid::Uuid;
 
 use super::{
-    AllocationRequest, OPERATION, Prepared, allocate_alone, allocation_json, allocation_row,
-    allocation_text, new_allocation, prepare, reference,
+    AllocationRequest, OPERATION, Prepared, account, allocate_alone, allocation_json,
+    allocation_row, allocation_text, new_allocation, prepare, reference,
 };
 use crate::app::AppError;
 use crate::app::AppState;
@@ -110,12 +110,7 @@ async fn run_batch(
     let credits: Vec<Credit> = ready
         .iter()
         .map(|(i, _, p, customer_id)| Credit {
-            account: Account {
-                org_id: requests[*i].org_id,
-                customer_id: *customer_id,
-                program_id: requests[*i].program_id,
-                currency: p.currency.clone(),
-            },
+            account: account(requests[*i], *customer_id, &p.currency),
             amount: p.minor,
             expires_at: p.expires_at,
             reference: reference(requests[*i]),
@@ -267,12 +262,7 @@ async fn run_batch_pg(
         let entry_id = opened[i]
             .entry_id
             .ok_or_else(|| PersistenceError::Other("no ledger entry id was drawn".into()))?;
-        let account = Account {
-            org_id: r.org_id,
-            customer_id,
-            program_id: r.program_id,
-            currency: p.currency.clone(),
-        };
+        let account = account(r, customer_id, &p.currency);
         let balance = balances
             .entry(account.key())
             .or_insert(opened[i].balance.unwrap_or_default());

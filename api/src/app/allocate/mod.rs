@@ -163,12 +163,12 @@ pub async fn get(
 
 /// The account an allocation credits.
 pub fn account_of(a: &AllocationRow) -> Account {
-    Account {
-        org_id: a.org_id,
-        customer_id: a.customer_id,
-        program_id: a.program_id,
-        currency: a.currency.clone(),
-    }
+    crate::app::currency::account(a.org_id, a.customer_id, a.program_id, &a.currency)
+}
+
+/// The account a request credits, once its customer and currency are known.
+fn account(r: &AllocationRequest, customer_id: Uuid, currency: &str) -> Account {
+    crate::app::currency::account(r.org_id, customer_id, r.program_id, currency)
 }
 
 /// What the catalog says of a request: the currency, the amount and the expiry, and the earn
@@ -391,12 +391,7 @@ pub async fn allocate_alone(state: &AppState, r: &AllocationRequest) -> Result<O
                 .await?
                 .ok_or_else(|| AppError::not_found("customer"))?
                 .row;
-            let account = Account {
-                org_id: r.org_id,
-                customer_id: customer.id,
-                program_id: r.program_id,
-                currency: p.currency.clone(),
-            };
+            let account = account(r, customer.id, &p.currency);
             let p = apply_caps(tx, r, p, &account, now).await?;
             let (credit, balance) = if r.is_pending(now) {
                 // Promised, not spendable: counted in `pending` only, no lot, no entry.
