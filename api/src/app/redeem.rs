@@ -41,8 +41,8 @@ use crate::app::AppError;
 use crate::app::AppState;
 use crate::app::currency::{Balance, insufficient, spend_meaning};
 use crate::app::settle::settle;
-use crate::app::write::batch::{KeyedWrite, Slot, claim_and_prepare, store_and_release};
-use crate::app::write::{Done, Effect, Outcome, execute, replay_if_used};
+use crate::app::write::batch::{KeyedWrite, Slot, claim_and_prepare, store_and_release, submit};
+use crate::app::write::{Done, Effect, Outcome, execute};
 use crate::engine::format::{amount, ts};
 use crate::engine::webhooks::event;
 
@@ -93,21 +93,10 @@ impl RedemptionRequest {
 /// path; otherwise the request joins the next group-committed batch, or runs alone when group
 /// commit is off.
 pub async fn redeem(state: &AppState, request: RedemptionRequest) -> Result<Outcome, AppError> {
-    if let Some(replayed) = replay_if_used(
-        state,
-        request.org_id,
-        OPERATION,
-        &request.key,
-        &request.meaning,
-    )
-    .await?
-    {
-        return Ok(replayed);
-    }
-    if state.settings.group_commit_max > 1 {
-        return state.redemptions.submit(request).await;
-    }
-    redeem_alone(state, &request).await
+    submit(state, OPERATION, &state.redemptions, request, async |_| {
+        Ok(true)
+    })
+    .await
 }
 
 /// The currency's scale and the amount in minor units, from the (cached) program. The outer

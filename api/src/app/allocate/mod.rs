@@ -37,7 +37,8 @@ use uuid::Uuid;
 
 use crate::app::AppError;
 use crate::app::AppState;
-use crate::app::write::{Effect, Outcome, execute, replay_if_used};
+use crate::app::write::batch::submit;
+use crate::app::write::{Effect, Outcome, execute};
 use crate::engine::format::ts;
 use crate::engine::webhooks::event;
 use crate::http::programs::{award_rule, earn_caps, expiry_rule};
@@ -133,19 +134,10 @@ pub fn allocation_key(raw: &str) -> Result<IdempotencyKey, AppError> {
 /// writes other rows than a batch does (pending allocations, those under earn caps) or group
 /// commit is off.
 pub async fn allocate(state: &AppState, request: AllocationRequest) -> Result<Outcome, AppError> {
-    let org_id = request.org_id;
-    if let Some(replayed) =
-        replay_if_used(state, org_id, OPERATION, &request.key, &request.meaning).await?
-    {
-        return Ok(replayed);
-    }
-    if state.settings.group_commit_max > 1
-        && !request.is_pending(state.now())
-        && !has_caps(state, org_id, request.award_strategy_id).await?
-    {
-        return state.allocations.submit(request).await;
-    }
-    allocate_alone(state, &request).await
+    submit(state, OPERATION, &state.allocations, request, async |r| {
+        Ok(!r.is_pending(state.now()) && !has_caps(state, r.org_id, r.award_strategy_id).await?)
+    })
+    .await
 }
 
 /// The allocation made with `unique_id`, with the current balance of its account.

@@ -37,6 +37,28 @@ pub trait KeyedWrite: Sized + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Outcome, AppError>> + Send + 'a;
 }
 
+/// A single keyed write that may be group-committed, as each of them runs: a key used before
+/// is replayed (or refused) from the replay path, without a transaction; otherwise the request
+/// joins the next batch of `queue` when group commit is on and `batched` allows it (a request
+/// that writes other rows than a batch does runs alone), or runs alone.
+pub async fn submit<R: KeyedWrite>(
+    state: &AppState,
+    operation: domain::idempotency::Operation,
+    queue: &crate::engine::group_commit::Queue<R>,
+    request: R,
+    batched: impl AsyncFnOnce(&R) -> Result<bool, AppError>,
+) -> Result<Outcome, AppError> {
+    let (org_id, key) = request.scope();
+    let replayed = super::replay_if_used(state, org_id, operation, &key, request.meaning()).await?;
+    if let Some(replayed) = replayed {
+        return Ok(replayed);
+    }
+    if state.settings.group_commit_max > 1 && batched(&request).await? {
+        return queue.submit(request).await;
+    }
+    R::alone(state, &request).await
+}
+
 /// Every keyed write runs in batches by [`run_keyed`].
 impl<R: KeyedWrite> Batch for R {
     type Context = AppState;
