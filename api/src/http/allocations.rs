@@ -1,4 +1,7 @@
-//! Currency allocation (Capillary "Issue Reward Currency"), exactly once per `uniqueId`.
+//! Currency allocation (Capillary "Issue Reward Currency"), exactly once per `uniqueId`, and
+//! what follows an allocation: its reading, reversal and activation, and redemption. The use
+//! cases are `crate::app::{allocate, redeem, reversal, activation}`; this module parses and
+//! answers.
 
 use actix_web::{HttpResponse, web};
 use domain::idempotency::{IdempotencyKey, Operation};
