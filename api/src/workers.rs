@@ -36,7 +36,7 @@ pub const HOLD_BATCH: u64 = 200;
 /// nothing is left out of this job's reads.
 pub async fn expire_holds_all(db: &Db, now: DateTime<Utc>) -> Result<usize, PersistenceError> {
     until_settled("hold_expiry", |skip: Vec<uuid::Uuid>| async move {
-        crate::http::holds::expire_due_holds(db, now, HOLD_BATCH, &skip).await
+        crate::app::holds::expire_due_holds(db, now, HOLD_BATCH, &skip).await
     })
     .await
 }

@@ -1,23 +1,60 @@
 //! Activation of pending allocations: points promised with a `maturesAt` become available,
 //! once, whether by `POST …/activate`, by the worker when `maturesAt` passes, or in passing by
-//! whatever next takes the account's balance lock (`crate::app::settle`). Every way claims the same
-//! idempotency key (the allocation's id, operation `allocation-activation`) before it changes
-//! anything, so one activates and the others replay or find nothing left to do.
+//! whatever next takes the account's balance lock (`crate::app::settle`). Every way goes through
+//! the write pipeline with the same idempotency key (the allocation's id, operation
+//! `allocation-activation`), claimed before it changes anything, so one activates and the others
+//! replay or find nothing left to do.
 
 use chrono::{DateTime, Utc};
 use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
 use persistence::allocations::{self, AllocationRow};
-use persistence::idempotency;
-use persistence::ledger::{self, Account};
+use persistence::ledger;
 use persistence::webhooks::NewEvent;
 use persistence::{Db, PersistenceError};
 use uuid::Uuid;
 
-use crate::app::AppError;
+use crate::app::allocate::{account_of, allocation_json};
+use crate::app::programs::expiry_rule;
+use crate::app::settle::settle;
+use crate::app::write::{self, Effect, Outcome, execute};
+use crate::app::{AppError, AppState};
 use crate::engine::rounds::{Round, Step};
 use crate::engine::webhooks::event;
-use crate::http::allocations::allocation_json;
-use crate::http::programs::expiry_rule;
+
+const OPERATION: Operation = Operation::AllocationActivation;
+
+/// Activates the pending allocation made with `unique` now, once: the call and the worker
+/// activate it once between them (whichever comes first), and a later call replays.
+pub async fn activate(
+    state: &AppState,
+    org_id: i64,
+    unique: &IdempotencyKey,
+) -> Result<Outcome, AppError> {
+    let allocation = allocations::get_by_unique_id(state.db.conn(), org_id, unique.as_str())
+        .await?
+        .ok_or_else(|| AppError::not_found("allocation"))?;
+    let key = activation_key(&allocation)?;
+    let now = state.now();
+    execute(
+        state,
+        org_id,
+        OPERATION,
+        Some(&key),
+        &RequestMeaning::new(),
+        async |tx| {
+            settle(state, tx, &account_of(&allocation), now).await?;
+            let current = allocations::get(tx, org_id, allocation.id)
+                .await?
+                .ok_or_else(|| AppError::not_found("allocation"))?;
+            let (row, after) = activate_locked(tx, &current, now).await?;
+            let body = allocation_json(&row, after);
+            let events = vec![event("currency.activated", body.clone(), now)];
+            crate::engine::webhooks::emit(&state.caches, tx, org_id, events, now).await?;
+            Ok(Effect::created(body, row.id))
+        },
+    )
+    .await
+}
 
 /// Makes a pending allocation available: a `CREDIT` lot of what is left of it (reversals of a
 /// pending allocation lower it), dated by its expiry strategy from now, and `pending` lowered
@@ -40,12 +77,7 @@ pub async fn activate_locked(
             AppError::Internal(format!("allocation {} lost its expiry strategy", a.id))
         })?;
     let expires_at = expiry_rule(&expiry)?.expires_at(now);
-    let account = Account {
-        org_id: a.org_id,
-        customer_id: a.customer_id,
-        program_id: a.program_id,
-        currency: a.currency.clone(),
-    };
+    let account = account_of(a);
     let left = a.amount - a.reversed_amount;
     let reference = format!("allocation:{}", a.unique_id);
     let (entry, _) = ledger::credit(
@@ -85,7 +117,7 @@ pub async fn activate_locked(
 /// caller holds (see `crate::app::settle`): if it is still pending and has matured at `now`, it is
 /// activated and recorded under its activation key exactly as the worker would, and its
 /// `currency.activated` event returned. The key is claimed without waiting
-/// (`idempotency::claim_at_once`): a call activating the same allocation holds the key and
+/// ([`write::at_once`]): a call activating the same allocation holds the key and
 /// waits for this very balance lock, so waiting for it here would be a deadlock; it is left to
 /// that call, which activates once this transaction ends. `None` when there is nothing to do.
 pub async fn activate_in_passing(
@@ -101,24 +133,21 @@ pub async fn activate_in_passing(
         return Ok(None);
     }
     let key = activation_key(&a)?;
-    let Some((savepoint, record)) = idempotency::claim_at_once(
+    let activated = write::at_once(
         tx,
         org_id,
-        Operation::AllocationActivation,
+        OPERATION,
         &key,
         &RequestMeaning::new(),
         now,
+        async |savepoint| {
+            let (row, after) = activate_locked(savepoint, &a, now).await?;
+            Ok(Effect::created(allocation_json(&row, after), row.id))
+        },
     )
-    .await?
-    else {
-        // Activated already, or being activated by a call in flight.
-        return Ok(None);
-    };
-    let (row, after) = activate_locked(&savepoint, &a, now).await?;
-    let body = allocation_json(&row, after);
-    idempotency::complete(&savepoint, record, 201, &body, Some(&row.id.to_string())).await?;
-    savepoint.commit().await.map_err(PersistenceError::from)?;
-    Ok(Some(event("currency.activated", body, now)))
+    .await?;
+    // `None`: activated already, or being activated by a call in flight.
+    Ok(activated.map(|body| event("currency.activated", body, now)))
 }
 
 /// The key an activation is recorded under: the allocation itself, so that the endpoint and
@@ -139,62 +168,43 @@ pub async fn activate_due(
     limit: u64,
     skip: &[Uuid],
 ) -> Result<Round<Uuid>, PersistenceError> {
-    let mut round = Round::default();
-    for a in allocations::due_pending(db.conn(), now, limit, skip).await? {
-        match activate_one(db, &a, now).await {
-            Ok(step) => round.add(step),
-            Err(e) => round.fail("activation", a.id, &e),
-        }
-    }
-    Ok(round)
+    let due = allocations::due_pending(db.conn(), now, limit, skip).await?;
+    let one = |a: AllocationRow| async move { activate_one(db, &a, now).await };
+    Ok(crate::app::currency::round("activation", due, |a| a.id, one).await)
 }
 
 async fn activate_one(db: &Db, a: &AllocationRow, now: DateTime<Utc>) -> Result<Step, AppError> {
-    let tx = db.begin().await?;
     // The lock order of `POST …/activate` (and of every keyed write): the key, then the
     // balance. Taken the other way round, a call and the worker could each hold what the
     // other waits for.
     let key = activation_key(a)?;
-    let meaning = RequestMeaning::new();
-    let record = match idempotency::claim(
-        &tx,
+    write::in_round(
+        db,
         a.org_id,
-        Operation::AllocationActivation,
+        OPERATION,
         &key,
-        &meaning,
+        &RequestMeaning::new(),
         now,
-        None,
+        async |tx| {
+            // Busy elsewhere: rolling back releases the claim, and the next round looks again.
+            if ledger::lock_balance(tx, &account_of(a), true)
+                .await?
+                .is_none()
+            {
+                return Ok(Err(Step::Busy));
+            }
+            let Some(current) = allocations::get(tx, a.org_id, a.id).await? else {
+                return Ok(Err(Step::Settled));
+            };
+            if !current.is_pending() || current.matures_at.is_some_and(|t| t > now) {
+                return Ok(Err(Step::Settled));
+            }
+            let (row, after) = activate_locked(tx, &current, now).await?;
+            let body = allocation_json(&row, after);
+            let events = vec![event("currency.activated", body.clone(), now)];
+            persistence::webhooks::emit(tx, a.org_id, &events, now).await?;
+            Ok(Ok(Effect::created(body, row.id)))
+        },
     )
     .await
-    {
-        Ok(idempotency::Claim::Claimed { id }) => id,
-        // Activated by a request, or by another instance's worker.
-        Ok(idempotency::Claim::Existing(_)) => return Ok(Step::Settled),
-        // Being activated by a transaction still in flight: looked at again next round.
-        Err(PersistenceError::LockTimeout) => return Ok(Step::Busy),
-        Err(e) => return Err(e.into()),
-    };
-    let account = Account {
-        org_id: a.org_id,
-        customer_id: a.customer_id,
-        program_id: a.program_id,
-        currency: a.currency.clone(),
-    };
-    // Busy elsewhere: rolling back releases the claim, and the next round looks again.
-    if ledger::lock_balance(&tx, &account, true).await?.is_none() {
-        return Ok(Step::Busy);
-    }
-    let Some(current) = allocations::get(&tx, a.org_id, a.id).await? else {
-        return Ok(Step::Settled);
-    };
-    if !current.is_pending() || current.matures_at.is_some_and(|t| t > now) {
-        return Ok(Step::Settled);
-    }
-    let (row, after) = activate_locked(&tx, &current, now).await?;
-    let body = allocation_json(&row, after);
-    let events = vec![event("currency.activated", body.clone(), now)];
-    persistence::webhooks::emit(&tx, a.org_id, &events, now).await?;
-    idempotency::complete(&tx, record, 201, &body, Some(&row.id.to_string())).await?;
-    Db::commit(tx).await?;
-    Ok(Step::Done)
 }

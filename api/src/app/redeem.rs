@@ -17,7 +17,7 @@
 //!    outbox rows, one update storing the outcomes; commit.
 //!
 //! Lock order is the single path's: keys, then balances (by account), then lots. Failures are
-//! handled by `group_commit::run_keyed`: a batch that fails as a whole (a lock held elsewhere
+//! handled by `write::batch::run_keyed`: a batch that fails as a whole (a lock held elsewhere
 //! past the batch's short lock wait, say) runs its undecided requests alone, except for an
 //! unreachable database or an unknown commit (503).
 //! One difference from running alone is visible in the books and nowhere else: due lots of an
@@ -25,14 +25,11 @@
 //! (the expiry worker would have expired them anyway).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use domain::Decimal;
 use domain::customer::CustomerRef;
 use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
-use domain::money::Scale;
-use persistence::idempotency;
 use persistence::ledger::{self, Account, Debit};
 use persistence::redemptions::{self, NewRedemption};
 use persistence::webhooks::NewEvent;
@@ -42,13 +39,12 @@ use uuid::Uuid;
 
 use crate::app::AppError;
 use crate::app::AppState;
+use crate::app::currency::{Balance, insufficient, spend_meaning};
 use crate::app::settle::settle;
-use crate::app::write::batch::{KeyedWrite, Slot, claim_and_prepare, run_keyed};
-use crate::app::write::{Effect, Outcome, execute};
+use crate::app::write::batch::{KeyedWrite, Slot, claim_and_prepare, store_and_release, submit};
+use crate::app::write::{Done, Effect, Outcome, execute};
 use crate::engine::format::{amount, ts};
-use crate::engine::group_commit::{Batch, Job};
 use crate::engine::webhooks::event;
-use crate::http::allocations::insufficient;
 
 const OPERATION: Operation = Operation::CurrencyRedemption;
 
@@ -66,6 +62,43 @@ pub struct RedemptionRequest {
     pub reason: Option<String>,
 }
 
+impl RedemptionRequest {
+    /// The request, with the meaning its key is compared on.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        org_id: i64,
+        key: IdempotencyKey,
+        customer: CustomerRef,
+        program_id: i64,
+        currency: String,
+        amount: Decimal,
+        reason: Option<String>,
+    ) -> Self {
+        let meaning =
+            spend_meaning(program_id, &currency, amount).with("customer", Some(&customer));
+        Self {
+            org_id,
+            key,
+            meaning,
+            customer,
+            program_id,
+            currency,
+            amount,
+            reason,
+        }
+    }
+}
+
+/// Redeems, exactly once per key: a key used before is replayed (or refused) from the replay
+/// path; otherwise the request joins the next group-committed batch, or runs alone when group
+/// commit is off.
+pub async fn redeem(state: &AppState, request: RedemptionRequest) -> Result<Outcome, AppError> {
+    submit(state, OPERATION, &state.redemptions, request, async |_| {
+        Ok(true)
+    })
+    .await
+}
+
 /// The currency's scale and the amount in minor units, from the (cached) program. The outer
 /// error is the database's; the inner one is this request's definite refusal.
 async fn prepare<C: ConnectionTrait>(
@@ -73,7 +106,7 @@ async fn prepare<C: ConnectionTrait>(
     conn: &C,
     r: &RedemptionRequest,
 ) -> Result<Result<(i16, i64), AppError>, PersistenceError> {
-    in_minor_units(
+    crate::app::currency::in_minor_units(
         state,
         conn,
         r.org_id,
@@ -85,50 +118,12 @@ async fn prepare<C: ConnectionTrait>(
     .await
 }
 
-/// `amount` of the program's `currency` in minor units, with the currency's scale: 404 for an
-/// unknown program, 400 for a currency it does not have, 422 for more decimals than it keeps.
-/// The outer error is the database's; the inner one is the request's definite refusal.
-pub async fn in_minor_units<C: ConnectionTrait>(
-    state: &AppState,
-    conn: &C,
-    org_id: i64,
-    program_id: i64,
-    currency: &str,
-    amount: Decimal,
-    field: &str,
-) -> Result<Result<(i16, i64), AppError>, PersistenceError> {
-    let Some(program) = state.caches.program(conn, org_id, program_id).await? else {
-        return Ok(Err(AppError::not_found("program")));
-    };
-    let Some(cur) = program.currencies.iter().find(|c| c.code == currency) else {
-        return Ok(Err(AppError::unknown_currency("currency", currency)));
-    };
-    let scale = match Scale::new(i64::from(cur.scale)) {
-        Ok(scale) => scale,
-        Err(_) => {
-            return Ok(Err(AppError::Internal(format!(
-                "currency {} has a bad scale",
-                cur.code
-            ))));
-        }
-    };
-    Ok(scale
-        .to_minor(amount)
-        .map(|minor| (cur.scale, minor))
-        .map_err(|e| AppError::not_representable(field, &e.message)))
-}
-
 fn reference(r: &RedemptionRequest) -> String {
     format!("redemption:{}", r.key)
 }
 
 fn account(r: &RedemptionRequest, customer_id: Uuid) -> Account {
-    Account {
-        org_id: r.org_id,
-        customer_id,
-        program_id: r.program_id,
-        currency: r.currency.clone(),
-    }
+    crate::app::currency::account(r.org_id, customer_id, r.program_id, &r.currency)
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -149,7 +144,7 @@ pub struct RedemptionView {
     pub reason: Option<String>,
     pub ledger_entry_id: String,
     pub created_at: String,
-    pub balance: crate::http::allocations::Balance,
+    pub balance: Balance,
 }
 
 /// The redemption as the API shows it.
@@ -169,7 +164,7 @@ fn redemption_json(
         reason: n.reason.clone(),
         ledger_entry_id: n.ledger_entry_id.to_string(),
         created_at: ts(now),
-        balance: crate::http::allocations::Balance::of(balance, scale),
+        balance: Balance::of(balance, scale),
     })
 }
 
@@ -231,16 +226,6 @@ pub async fn redeem_alone(state: &AppState, r: &RedemptionRequest) -> Result<Out
         },
     )
     .await
-}
-
-impl Batch for RedemptionRequest {
-    type Context = AppState;
-    type Error = AppError;
-    type Answer = Outcome;
-
-    async fn run(state: Arc<AppState>, jobs: Vec<Job<Self>>) -> Vec<Job<Self>> {
-        run_keyed(state, jobs).await
-    }
 }
 
 impl KeyedWrite for RedemptionRequest {
@@ -374,14 +359,13 @@ async fn run_batch(
         .iter()
         .map(|(_, record, body, id)| (*record, body.clone(), Some(id.to_string())))
         .collect();
-    idempotency::complete_many(&tx, 201, &stored).await?;
-    idempotency::release_many(&tx, &released).await?;
+    store_and_release(&tx, &stored, &released).await?;
     Db::commit(tx).await?;
     for i in short {
         answers[i] = Some(Err(insufficient()));
     }
     for (i, _, body, _) in outcomes {
-        answers[i] = Some(Ok(Outcome::Created(crate::app::write::Done::Created, body)));
+        answers[i] = Some(Ok(Outcome::Created(Done::Created, body)));
     }
     Ok(())
 }

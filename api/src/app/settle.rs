@@ -45,7 +45,7 @@ pub(crate) async fn settle_locked(
     let mut events = crate::engine::webhooks::expired_events(account, &expired.entries, now);
     let due = persistence::due::items_of(tx, account, now).await?;
     for id in due.holds {
-        events.extend(crate::http::holds::expire_locked(tx, account.org_id, id, now).await?);
+        events.extend(crate::app::holds::expire_locked(tx, account.org_id, id, now).await?);
     }
     for id in due.pending {
         events.extend(

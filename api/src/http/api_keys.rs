@@ -14,7 +14,7 @@ use crate::http::openapi::{
     ApiKeyPath, KeyHeader, Missing, PageParams, Read, Replayed, Write, name_schema, page,
 };
 
-pub use crate::app::keys::KeyView;
+use crate::app::keys::KeyView;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(as = ApiKeyInput, example = json!({"name": "checkout service"}))]

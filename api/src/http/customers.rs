@@ -18,8 +18,8 @@ use crate::http::openapi::{
 use domain::idempotency::Operation;
 
 /// The customer a `{customerId}` path names, for the handlers of other resources under it.
-pub use crate::app::customers::{
-    AccountBalance, CustomerView, CustomerWithBalances, ErasureView, ExpiringLotView, LedgerEntry,
+use crate::app::customers::{
+    CustomerView, CustomerWithBalances, ErasureView, ExpiringLotView, LedgerEntry,
 };
 
 page!(LedgerPage, LedgerEntry);

@@ -7,7 +7,7 @@ use crate::app::AppState;
 use crate::http::extract::Tenant;
 use crate::http::openapi::{KeyPath, Missing, Read};
 
-pub use crate::app::keys::idempotency::KeyRecord;
+use crate::app::keys::idempotency::KeyRecord;
 
 #[utoipa::path(get, path = "/v1/idempotency-keys/{operation}/{key}", tag = "Idempotency",
     operation_id = "idempotency_keys_get", summary = "What became of an idempotency key",

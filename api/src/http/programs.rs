@@ -17,10 +17,7 @@ use crate::http::openapi::{
     name_schema, optional_decimal_schema, page,
 };
 
-pub use crate::app::programs::{
-    AwardStrategyView, CurrencyView, EarnCapView, ExpiryStrategyView, ProgramView, award_rule,
-    earn_caps, expiry_rule,
-};
+use crate::app::programs::{AwardStrategyView, ExpiryStrategyView, ProgramView};
 
 /// A program and the currencies it keeps balances in.
 #[derive(Debug, Deserialize, Serialize, Validate, ToSchema)]

@@ -28,8 +28,8 @@ use crate::http::openapi::{
     mobile_schema, name_schema, optional_name_schema, page, text255_schema, timestamp_schema,
 };
 
-pub use crate::app::issuance::{BulkResult, ItemResult, SingleResult, Summary};
-pub use crate::app::rewards::{IssuanceView, RewardView};
+use crate::app::issuance::{BulkResult, SingleResult};
+use crate::app::rewards::{IssuanceView, RewardView};
 
 page!(RewardPage, RewardView);
 page!(IssuancePage, IssuanceView);

@@ -16,7 +16,7 @@ use crate::http::openapi::{
     EndpointPath, EventPath, KeyHeader, Missing, PageParams, Read, Replayed, Write, fragment, page,
 };
 
-pub use crate::app::endpoints::{EndpointView, EventView};
+use crate::app::endpoints::{EndpointView, EventView};
 
 /// Where to deliver which events.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -37,6 +37,39 @@ pub trait KeyedWrite: Sized + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Outcome, AppError>> + Send + 'a;
 }
 
+/// A single keyed write that may be group-committed, as each of them runs: a key used before
+/// is replayed (or refused) from the replay path, without a transaction; otherwise the request
+/// joins the next batch of `queue` when group commit is on and `batched` allows it (a request
+/// that writes other rows than a batch does runs alone), or runs alone.
+pub async fn submit<R: KeyedWrite>(
+    state: &AppState,
+    operation: domain::idempotency::Operation,
+    queue: &crate::engine::group_commit::Queue<R>,
+    request: R,
+    batched: impl AsyncFnOnce(&R) -> Result<bool, AppError>,
+) -> Result<Outcome, AppError> {
+    let (org_id, key) = request.scope();
+    let replayed = super::replay_if_used(state, org_id, operation, &key, request.meaning()).await?;
+    if let Some(replayed) = replayed {
+        return Ok(replayed);
+    }
+    if state.settings.group_commit_max > 1 && batched(&request).await? {
+        return queue.submit(request).await;
+    }
+    R::alone(state, &request).await
+}
+
+/// Every keyed write runs in batches by [`run_keyed`].
+impl<R: KeyedWrite> Batch for R {
+    type Context = AppState;
+    type Error = AppError;
+    type Answer = Outcome;
+
+    async fn run(state: Arc<AppState>, jobs: Vec<Job<Self>>) -> Vec<Job<Self>> {
+        run_keyed(state, jobs).await
+    }
+}
+
 /// The opening of a keyed batch, in `tx`: claims every request's key of `operation` at once;
 /// answers the requests whose key was used before (replayed or refused) and those `prepare`
 /// refuses (whose records are returned, to be released); returns the claimed requests
@@ -94,6 +127,44 @@ where
         }
     }
     Ok((work, released))
+}
+
+/// The records a batch inserts its keys with (the allocation batch on PostgreSQL writes each
+/// key once, with its answer).
+pub use persistence::idempotency::{KnownOutcome, OrgKey};
+
+/// The close of a keyed batch, in its transaction before the commit: each created request's
+/// answer stored on its key record (`(record, answer, resource id)`, 201), and the keys of the
+/// requests refused after their claim released.
+pub async fn store_and_release(
+    tx: &persistence::Tx,
+    stored: &[(i64, serde_json::Value, Option<String>)],
+    released: &[i64],
+) -> Result<(), persistence::PersistenceError> {
+    use persistence::idempotency;
+    idempotency::complete_many(tx, 201, stored).await?;
+    idempotency::release_many(tx, released).await
+}
+
+/// The records of keys of `operation` a batch found used, by organisation and key, each
+/// answered by [`super::replay_or_refuse`] unless the retention forgets it (`forget_before`).
+pub async fn used_records(
+    tx: &persistence::Tx,
+    operation: domain::idempotency::Operation,
+    used: &[(i64, &str)],
+) -> Result<
+    std::collections::HashMap<(i64, String), persistence::idempotency::RecordRow>,
+    persistence::PersistenceError,
+> {
+    let wanted: Vec<(i64, domain::idempotency::Operation, &str)> = used
+        .iter()
+        .map(|(org_id, key)| (*org_id, operation, *key))
+        .collect();
+    Ok(persistence::idempotency::get_keys(tx, &wanted)
+        .await?
+        .into_iter()
+        .map(|r| ((r.org_id, r.key.clone()), r))
+        .collect())
 }
 
 /// The course of a batch of keyed writes: a key already in the batch waits for the next one

@@ -349,17 +349,88 @@ where
     // On error the transaction is dropped, which rolls it back: no effect, no key.
     let done = effect(&tx).await?;
     if let Some(id) = claimed {
-        idempotency::complete(
-            &tx,
-            id,
-            done.done.recorded_status(),
-            done.stored.as_ref().unwrap_or(&done.body),
-            done.resource_id.as_deref(),
-        )
-        .await?;
+        complete(&tx, id, &done).await?;
     }
     Db::commit(tx).await?;
     Ok(Outcome::Created(done.done, done.body))
+}
+
+/// A keyed write in a transaction that already holds a lock the key's holder may be waiting
+/// for (an account's balance lock, taken by [`crate::app::settle`]): the key is claimed without
+/// waiting, in a savepoint of `tx`, and `effect` runs in that savepoint, which keeps its
+/// stored answer with it. `None` when the key was used before or is held by a transaction in
+/// flight: nothing changed, and that other request does the work (waiting for the key here
+/// would be a deadlock).
+pub async fn at_once<F>(
+    tx: &Tx,
+    org_id: i64,
+    operation: Operation,
+    key: &IdempotencyKey,
+    meaning: &RequestMeaning,
+    now: chrono::DateTime<chrono::Utc>,
+    effect: F,
+) -> Result<Option<Value>, AppError>
+where
+    F: AsyncFnOnce(&Tx) -> Result<Effect, AppError>,
+{
+    let Some((savepoint, record)) =
+        idempotency::claim_at_once(tx, org_id, operation, key, meaning, now).await?
+    else {
+        return Ok(None);
+    };
+    let done = effect(&savepoint).await?;
+    complete(&savepoint, record, &done).await?;
+    savepoint.commit().await.map_err(PersistenceError::from)?;
+    Ok(Some(done.body))
+}
+
+/// A keyed write of a background round (a worker's, which has no request and no
+/// [`AppState`]): in a transaction of its own, the key claimed first (the lock order of every
+/// keyed write), then `effect`, stored and committed. The key used before is
+/// [`Step::Settled`](crate::engine::rounds::Step) (a request or another instance did it); a
+/// key held by a transaction in flight is `Busy` (looked at again next round). An effect that
+/// answers a step instead (`Err(step)`: a balance busy elsewhere, nothing left to do) rolls
+/// back, the claim with it.
+pub async fn in_round<F>(
+    db: &Db,
+    org_id: i64,
+    operation: Operation,
+    key: &IdempotencyKey,
+    meaning: &RequestMeaning,
+    now: chrono::DateTime<chrono::Utc>,
+    effect: F,
+) -> Result<crate::engine::rounds::Step, AppError>
+where
+    F: AsyncFnOnce(&Tx) -> Result<Result<Effect, crate::engine::rounds::Step>, AppError>,
+{
+    use crate::engine::rounds::Step;
+    let tx = db.begin().await?;
+    let record = match idempotency::claim(&tx, org_id, operation, key, meaning, now, None).await {
+        Ok(Claim::Claimed { id }) => id,
+        Ok(Claim::Existing(_)) => return Ok(Step::Settled),
+        Err(PersistenceError::LockTimeout) => return Ok(Step::Busy),
+        Err(e) => return Err(e.into()),
+    };
+    let done = match effect(&tx).await? {
+        Ok(done) => done,
+        // Dropping the transaction rolls it back, the claim included.
+        Err(step) => return Ok(step),
+    };
+    complete(&tx, record, &done).await?;
+    Db::commit(tx).await?;
+    Ok(Step::Done)
+}
+
+/// Stores an effect's answer on its claimed key record.
+async fn complete(tx: &Tx, record: i64, done: &Effect) -> Result<(), PersistenceError> {
+    idempotency::complete(
+        tx,
+        record,
+        done.done.recorded_status(),
+        done.stored.as_ref().unwrap_or(&done.body),
+        done.resource_id.as_deref(),
+    )
+    .await
 }
 
 /// `body` with the idempotency fields every keyed write's answer carries.
