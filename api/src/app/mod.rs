@@ -10,6 +10,7 @@ pub mod endpoints;
 pub mod error;
 pub mod expiry;
 pub mod export;
+pub mod health;
 pub mod holds;
 pub mod issuance;
 pub mod keys;

@@ -31,7 +31,7 @@ pub async fn healthz() -> HttpResponse {
     responses((status = 200, description = "Ready", body = Health),
         (status = 503, description = "The database does not answer (Retry-After)", body = Health)))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    if crate::app::keys::readiness::database_answers(&state).await {
+    if crate::app::health::database_answers(&state).await {
         HttpResponse::Ok().json(json!({"status": "ready"}))
     } else {
         HttpResponse::ServiceUnavailable()

@@ -1,9 +1,8 @@
 //! API keys: created (the secret shown once), listed and revoked, and their use recorded.
-//! The idempotency keys' records ([`idempotency`]) and the readiness check ([`readiness`]) sit
-//! here too, for want of a module of their own among the use cases.
+//! The records of idempotency keys ([`idempotency`]) are read here too: keys, of either kind,
+//! are what a client presents.
 
 pub mod idempotency;
-pub mod readiness;
 
 use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
 use persistence::Page;
