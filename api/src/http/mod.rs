@@ -17,6 +17,7 @@ pub mod problem;
 
 pub mod allocations;
 pub mod api_keys;
+pub mod console;
 pub mod customers;
 pub mod health;
 pub mod holds;
@@ -45,6 +46,7 @@ macro_rules! routes {
                         })),
                 );
             )*
+            outside_the_document(cfg);
             cfg.default_service(web::to(not_found));
         }
     };
@@ -108,6 +110,25 @@ routes! {
     "/v1/idempotency-keys/{operation}/{key}" => [get => idempotency_keys::get],
     "/v1/api-keys" => [post => api_keys::create, get => api_keys::list],
     "/v1/api-keys/{keyId}" => [delete => api_keys::revoke],
+}
+
+/// Routes served but not part of the API document (the operator console, a page and its
+/// files, which speaks the API like any client): path and its one method, GET.
+pub const OUTSIDE_THE_DOCUMENT: &[(&str, &[&str])] =
+    &[("/console", &["get"]), ("/console/{file}", &["get"])];
+
+fn outside_the_document(cfg: &mut web::ServiceConfig) {
+    let get_only = || web::to(|| async { method_not_allowed(&["get"]) });
+    cfg.service(
+        web::resource("/console")
+            .route(web::get().to(console::index))
+            .default_service(get_only()),
+    );
+    cfg.service(
+        web::resource("/console/{file}")
+            .route(web::get().to(console::asset))
+            .default_service(get_only()),
+    );
 }
 
 /// 405 with `Allow`.
