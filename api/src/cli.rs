@@ -214,6 +214,10 @@ fn settings(db: &DbArgs, serve: &ServeArgs) -> Settings {
     s.webhooks.allow_private = serve.webhook_allow_private;
     if let Some(schedule) = &serve.webhook_retry_schedule {
         s.webhooks.retry_schedule = schedule.0.clone();
+    } else if serve.demo {
+        // The demo's endpoint refuses every delivery: without retries its events show FAILED
+        // (and can be retried from the console) within seconds.
+        s.webhooks.retry_schedule = Vec::new();
     }
     s.webhooks.timeout = Duration::from_millis(serve.webhook_timeout_ms.max(1));
     s.webhooks.max_endpoints = serve.webhook_max_endpoints.max(1);
@@ -295,6 +299,10 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             crate::demo::load_and_print(&db, clock.now(), &cli.serve.bind).await?;
+            println!(
+                "serve it and open the console: loyalty serve, then http://{}/console",
+                cli.serve.bind
+            );
             db.close().await.map_err(|e| e.to_string())
         }
     }
@@ -385,9 +393,11 @@ async fn serve(db: &DbArgs, args: &ServeArgs, clock: Arc<dyn Clock>) -> Result<(
     let app = Application::build(settings.clone(), clock.clone())
         .await
         .map_err(|e| e.to_string())?;
-    if args.demo {
-        crate::demo::load_and_print(app.db(), clock.now(), &settings.bind).await?;
-    }
+    let demo = if args.demo {
+        crate::demo::load_and_print(app.db(), clock.now(), &settings.bind).await?
+    } else {
+        None
+    };
     let backend = if settings.database_url.starts_with("sqlite:") {
         "sqlite"
     } else {
@@ -404,7 +414,24 @@ async fn serve(db: &DbArgs, args: &ServeArgs, clock: Arc<dyn Clock>) -> Result<(
         "loyalty ready to serve on http://{host}:{} ({backend})",
         app.port()
     );
-    app.run_until_stopped().await.map_err(|e| e.to_string())?;
+    let port = app.port();
+    let local = match host {
+        "0.0.0.0" | "[::]" => format!("http://127.0.0.1:{port}"),
+        _ => format!("http://{host}:{port}"),
+    };
+    let server = tokio::spawn(app.run_until_stopped());
+    if let Some(demo) = demo {
+        crate::demo::activity(&local, &demo, clock.now()).await?;
+        println!(
+            "demo history made: customer mobile {} (try the console)",
+            crate::demo::CUSTOMER
+        );
+    }
+    println!("console: http://{host}:{port}/console (paste an API key)");
+    server
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
     tracing::info!("loyalty stopped");
     Ok(())
 }

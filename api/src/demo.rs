@@ -1,20 +1,58 @@
-//! `loyalty demo`: a small organisation to `curl` against within a minute.
+//! `loyalty demo` and `loyalty serve --demo`: a small organisation to `curl` against, and to
+//! open in the console, within a minute. [`load`] writes the catalog in one transaction;
+//! [`activity`] then gives it a history through the public API of the running server.
+
+mod activity;
+
+pub use activity::{CUSTOMER, FRIEND, activity};
 
 use chrono::{DateTime, Utc};
 use persistence::catalog::{self, NewAwardStrategy};
 use persistence::rewards::{self, NewReward};
 use persistence::{Db, orgs};
 
-/// Loads the demo into an empty database and prints how to use it; leaves a non-empty one alone.
-pub async fn load_and_print(db: &Db, now: DateTime<Utc>, bind: &str) -> Result<(), String> {
+/// The demo organisation's ids and key.
+#[derive(Debug, Clone)]
+pub struct Demo {
+    pub org_id: i64,
+    pub api_key: String,
+    pub program_id: i64,
+    pub award_strategy_id: i64,
+    /// One year.
+    pub expiry_strategy_id: i64,
+    /// Thirty days: its lots show as expiring soon.
+    pub short_expiry_strategy_id: i64,
+    pub reward_ids: Vec<i64>,
+}
+
+/// The URL of the demo's webhook endpoint: nothing listens there, so every delivery fails.
+pub const REFUSING_ENDPOINT: &str = "http://127.0.0.1:9/demo-hooks";
+
+/// Loads the demo into an empty database and prints how to use it; leaves a non-empty one alone
+/// (`None`).
+pub async fn load_and_print(
+    db: &Db,
+    now: DateTime<Utc>,
+    bind: &str,
+) -> Result<Option<Demo>, String> {
     let err = |e: persistence::PersistenceError| e.to_string();
     if orgs::any_org(db.conn()).await.map_err(err)? {
         println!(
             "demo: the database already has organisations; nothing loaded \
              (create a key with `loyalty orgs create --name NAME`)"
         );
-        return Ok(());
+        return Ok(None);
     }
+    let demo = load(db, now).await?;
+    print(&demo, bind);
+    Ok(Some(demo))
+}
+
+/// Writes the demo organisation, its key, program, strategies, rewards and a webhook endpoint
+/// that refuses (registered here, past the address guard the API applies, so that the demo
+/// shows a failed delivery), in one transaction.
+pub async fn load(db: &Db, now: DateTime<Utc>) -> Result<Demo, String> {
+    let err = |e: persistence::PersistenceError| e.to_string();
     let tx = db.begin().await.map_err(err)?;
     let (org, key) = orgs::create_org(&tx, "Demo Brand", Some("demo"), now)
         .await
@@ -60,6 +98,18 @@ pub async fn load_and_print(db: &Db, now: DateTime<Utc>, bind: &str) -> Result<(
     )
     .await
     .map_err(err)?;
+    let month = catalog::create_expiry_strategy(
+        &tx,
+        org.id,
+        pid,
+        "30 days",
+        "AFTER_DAYS",
+        Some(30),
+        None,
+        now,
+    )
+    .await
+    .map_err(err)?;
     catalog::create_expiry_strategy(&tx, org.id, pid, "Never", "NEVER", None, None, now)
         .await
         .map_err(err)?;
@@ -86,11 +136,44 @@ pub async fn load_and_print(db: &Db, now: DateTime<Utc>, bind: &str) -> Result<(
         .map_err(err)?;
         reward_ids.push(reward.id);
     }
+    let events: Vec<String> = [
+        "currency.allocated",
+        "currency.redeemed",
+        "currency.reversed",
+        "reward.issued",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    persistence::webhooks::create_endpoint(
+        &tx,
+        org.id,
+        REFUSING_ENDPOINT,
+        &events,
+        &crate::engine::webhooks::new_secret(),
+        now,
+        u64::MAX,
+    )
+    .await
+    .map_err(err)?;
     Db::commit(tx).await.map_err(err)?;
-    let k = &key.key;
+    Ok(Demo {
+        org_id: org.id,
+        api_key: key.key,
+        program_id: pid,
+        award_strategy_id: rate.id,
+        expiry_strategy_id: year.id,
+        short_expiry_strategy_id: month.id,
+        reward_ids,
+    })
+}
+
+fn print(demo: &Demo, bind: &str) {
+    let k = &demo.api_key;
+    let pid = demo.program_id;
+    let reward_ids = &demo.reward_ids;
     println!(
         "demo loaded: orgId {} programId {pid} awardStrategyId {} expiryStrategyId {} rewardIds {:?}",
-        org.id, rate.id, year.id, reward_ids
+        demo.org_id, demo.award_strategy_id, demo.expiry_strategy_id, reward_ids
     );
     println!("demo API key: {k}");
     println!(
@@ -98,7 +181,7 @@ pub async fn load_and_print(db: &Db, now: DateTime<Utc>, bind: &str) -> Result<(
          -H 'Content-Type: application/json' -d '{{\"programId\": {pid}, \"awardStrategyId\": {}, \
          \"expiryStrategyId\": {}, \"sourceValue\": 1000, \"lookupParams\": {{\"identifierType\": \"mobile\", \
          \"identifierValue\": \"919876543210\"}}, \"uniqueId\": \"demo-1\"}}'",
-        rate.id, year.id
+        demo.award_strategy_id, demo.expiry_strategy_id
     );
     println!(
         "  curl -s -X POST http://{bind}/v1/rewards/issue/bulk -H 'X-API-KEY: {k}' \\\n    \
@@ -107,5 +190,4 @@ pub async fn load_and_print(db: &Db, now: DateTime<Utc>, bind: &str) -> Result<(
          {{\"rewardId\": {}, \"quantity\": 2, \"requestId\": \"req-2\"}}]}}'",
         reward_ids[0], reward_ids[1]
     );
-    Ok(())
 }

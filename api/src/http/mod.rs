@@ -118,15 +118,17 @@ pub const OUTSIDE_THE_DOCUMENT: &[(&str, &[&str])] =
     &[("/console", &["get"]), ("/console/{file}", &["get"])];
 
 fn outside_the_document(cfg: &mut web::ServiceConfig) {
-    let get_only = || web::to(|| async { method_not_allowed(&["get"]) });
+    let get_only = || web::to(|| async { method_not_allowed(&["get", "head"]) });
     cfg.service(
         web::resource("/console")
             .route(web::get().to(console::index))
+            .route(web::head().to(console::index))
             .default_service(get_only()),
     );
     cfg.service(
         web::resource("/console/{file}")
             .route(web::get().to(console::asset))
+            .route(web::head().to(console::asset))
             .default_service(get_only()),
     );
 }
