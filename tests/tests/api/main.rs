@@ -7,6 +7,7 @@ mod batch_isolation;
 mod caps;
 mod catalog;
 mod connection;
+mod console;
 mod crash;
 mod customer_data;
 mod due_work;

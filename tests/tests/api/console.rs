@@ -1,0 +1,463 @@
+//! The operator console at `/console`: its files and headers over HTTP, and the page itself
+//! driven in headless Chromium through chromedriver (both must be installed:
+//! `apt-get install chromium chromium-driver`; `.ci/run` does it). Screenshots of each page are
+//! saved under `<target>/console-screenshots/`.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use tests::{StatusCode, TestApp};
+
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+#[tokio::test]
+async fn the_console_is_served_with_strict_headers_and_is_not_in_the_api_document() {
+    let app = TestApp::spawn().await;
+    for (path, content_type) in [
+        ("/console", "text/html"),
+        ("/console/app.js", "text/javascript"),
+        ("/console/pages.js", "text/javascript"),
+        ("/console/app.css", "text/css"),
+        ("/console/icon.svg", "image/svg+xml"),
+    ] {
+        let r = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let h = r.headers().clone();
+        let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+        assert!(get("content-type").starts_with(content_type), "{path}");
+        assert_eq!(get("content-security-policy"), CSP, "{path}");
+        assert_eq!(get("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(get("referrer-policy"), "no-referrer", "{path}");
+        assert_eq!(get("x-frame-options"), "DENY", "{path}");
+        assert_eq!(get("cache-control"), "no-cache", "{path}");
+        // An unchanged file costs a 304, with the same headers.
+        let etag = get("etag").to_owned();
+        let again = app
+            .client
+            .get(app.url(path))
+            .header("if-none-match", &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{path}");
+        assert_eq!(again.headers()["content-security-policy"], CSP, "{path}");
+        let body = r.text().await.unwrap();
+        // No inline script or style anywhere (the policy would refuse them).
+        assert!(!body.contains("<script>") && !body.contains("style="), "{path}");
+    }
+    let page = app
+        .client
+        .get(app.url("/console"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("/console/app.js") && !page.contains("http"), "{page}");
+    let missing = app.client.get(app.url("/console/nope.js")).send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let post = app.client.post(app.url("/console")).send().await.unwrap();
+    assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let doc: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for (path, _) in api::http::OUTSIDE_THE_DOCUMENT {
+        assert!(doc["paths"][*path].is_null(), "{path} is in the API document");
+    }
+}
+
+/// chromedriver on a free port, stopped when dropped.
+struct Driver {
+    child: Child,
+    port: u16,
+    _profile: TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+async fn browser() -> (Driver, Client) {
+    for (path, package) in [(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")] {
+        assert!(
+            std::path::Path::new(path).exists(),
+            "the console's browser test needs {path}: install it with \
+             `apt-get install -y {package}` (.ci/run does)"
+        );
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let profile = TempDir(std::env::temp_dir().join(format!("console-chromium-{}", uuid::Uuid::new_v4())));
+    std::fs::create_dir_all(&profile.0).unwrap();
+    let driver = Driver {
+        child,
+        port,
+        _profile: profile,
+    };
+    let args = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1000",
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .chain([format!("--user-data-dir={}", driver._profile.0.display())])
+    .collect::<Vec<_>>();
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({"binary": CHROMIUM, "args": args}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let client = loop {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        match ClientBuilder::new(connector)
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{}", driver.port))
+            .await
+        {
+            Ok(c) => break c,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("cannot start a chromium session through chromedriver: {e}"),
+        }
+    };
+    (driver, client)
+}
+
+/// Polls a script until it returns something other than null/false; returns that.
+async fn until(c: &Client, what: &str, script: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = c.execute(script, vec![]).await.unwrap();
+        if !(v.is_null() || v == Value::Bool(false)) {
+            return v;
+        }
+        if Instant::now() > deadline {
+            let text = c
+                .execute("return document.body.innerText", vec![])
+                .await
+                .unwrap();
+            panic!("waited in vain for {what}; the page shows:\n{}", text.as_str().unwrap_or(""));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn screenshot_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    );
+    let dir = target.join("console-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Saves a screenshot of the whole page (the window is made as tall as the page first).
+async fn shot(c: &Client, width: u32, name: &str) {
+    let height = c
+        .execute("return document.documentElement.scrollHeight", vec![])
+        .await
+        .unwrap()
+        .as_u64()
+        .unwrap_or(1000);
+    c.set_window_size(width, u32::try_from(height.clamp(600, 4000)).unwrap() + 140)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(screenshot_dir().join(format!("{name}.png")), png).unwrap();
+    // No element of the page carries an inline style (the policy refuses them).
+    let inline = c
+        .execute("return document.querySelectorAll('[style]').length", vec![])
+        .await
+        .unwrap();
+    assert_eq!(inline, json!(0), "{name}: inline styles");
+}
+
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css)).await.unwrap().click().await.unwrap();
+}
+
+async fn type_into(c: &Client, css: &str, text: &str) {
+    let input = c.find(Locator::Css(css)).await.unwrap();
+    input.clear().await.unwrap();
+    input.send_keys(text).await.unwrap();
+}
+
+const ENTER: &str = "\u{E007}";
+
+/// Confirms the open dialog with the keyboard (its Confirm button has the focus); returns the
+/// idempotency key it showed.
+async fn confirm(c: &Client) -> String {
+    let key = until(
+        c,
+        "the confirmation dialog",
+        "const d = document.getElementById('confirm'); return d.open && document.getElementById('confirm-key').textContent",
+    )
+    .await;
+    let key = key.as_str().unwrap().to_owned();
+    c.active_element().await.unwrap().send_keys(ENTER).await.unwrap();
+    until(
+        c,
+        "the action's answer",
+        "const r = document.getElementById('confirm-result'); return (r.querySelector('.ok') || r.querySelector('.problem')) && r.innerText",
+    )
+    .await;
+    let result = c
+        .execute("return document.getElementById('confirm-result').innerText", vec![])
+        .await
+        .unwrap();
+    assert!(
+        result.as_str().unwrap().contains("Done"),
+        "the action failed: {result}"
+    );
+    key
+}
+
+async fn close_dialog(c: &Client) {
+    click(c, "#confirm-cancel").await;
+    until(c, "the dialog to close", "return !document.getElementById('confirm').open").await;
+}
+
+#[tokio::test]
+async fn an_operator_drives_the_console_with_the_keyboard() {
+    let app = TestApp::spawn_with(tests::Spawn::settings(|s| {
+        // The demo's endpoint refuses: without retries its events are FAILED at once.
+        s.webhooks.retry_schedule = Vec::new();
+        s.webhook_interval = Some(Duration::from_millis(200));
+    }))
+    .await;
+    let now = chrono::Utc::now();
+    let demo = api::demo::load(&app.db, now).await.unwrap();
+    api::demo::activity(&app.address, &demo, now).await.unwrap();
+    let key = demo.api_key.clone();
+    let customer = app
+        .get(
+            &format!(
+                "/v1/customers/lookup?identifierType=mobile&identifierValue={}",
+                api::demo::CUSTOMER
+            ),
+            &key,
+        )
+        .await;
+    assert_eq!(customer.status, StatusCode::OK, "{}", customer.text);
+    let available = customer.body["balances"][0]["available"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let (_driver, c) = browser().await;
+    let run = async {
+        c.goto(&app.url("/console")).await.unwrap();
+        until(&c, "the key prompt", "return document.activeElement && document.activeElement.id === 'api-key'").await;
+        shot(&c, 1280, "0-key").await;
+        // The key, pasted and sent with Enter; kept in sessionStorage, never in the URL.
+        c.active_element().await.unwrap().send_keys(&format!("{key}{ENTER}")).await.unwrap();
+        until(&c, "the find form", "return document.getElementById('find-value')").await;
+        let stored = c
+            .execute("return [sessionStorage.getItem('loyalty.apiKey'), localStorage.length, location.href]", vec![])
+            .await
+            .unwrap();
+        assert_eq!(stored[0], json!(key));
+        assert_eq!(stored[1], json!(0));
+        assert!(!stored[2].as_str().unwrap().contains(&key));
+
+        // Find the customer by mobile (typed, then Enter).
+        type_into(&c, "#find-value", &format!("{}{ENTER}", api::demo::CUSTOMER)).await;
+        let shown = until(
+            &c,
+            "the customer's balance",
+            "const b = document.querySelector('.balance-available'); return b && b.textContent",
+        )
+        .await;
+        assert_eq!(shown, json!(available));
+        let ledger = until(
+            &c,
+            "the ledger",
+            "const t = document.querySelector('#slot-ledger table'); return t && t.innerText",
+        )
+        .await;
+        let ledger = ledger.as_str().unwrap();
+        for kind in ["CREDIT", "DEBIT", "HOLD", "TRANSFER_OUT", "REVERSAL"] {
+            assert!(ledger.contains(kind), "{kind} missing from the ledger:\n{ledger}");
+        }
+        until(&c, "the expiring lots", "return document.querySelector('#slot-expiring tr.next')").await;
+        until(&c, "the vouchers", "return document.querySelector('#slot-rewards .vouchers code')").await;
+        shot(&c, 1280, "1-customer").await;
+        shot(&c, 390, "1-customer-phone").await;
+        c.set_window_size(1280, 1000).await.unwrap();
+
+        // Reverse part of an allocation: the console makes the key and shows it.
+        type_into(&c, "#rev-unique", "demo-order-1003").await;
+        type_into(&c, "#rev-amount", "10").await;
+        c.find(Locator::Css("#rev-amount")).await.unwrap().send_keys(ENTER).await.unwrap();
+        let part_key = confirm(&c).await;
+        assert!(part_key.starts_with(char::is_alphanumeric) && part_key.contains('-'), "{part_key}");
+        shot(&c, 1280, "2-reversal-confirmed").await;
+        close_dialog(&c).await;
+        let before: f64 = available.parse().unwrap();
+        let expected = format!("{:.2}", before - 10.0);
+        until(
+            &c,
+            "the balance after the reversal",
+            &format!("const b = document.querySelector('.balance-available'); return b && b.textContent === '{expected}'"),
+        )
+        .await;
+        let after = app
+            .get(&format!("/v1/currency/allocations/demo-order-1003"), &key)
+            .await;
+        assert_eq!(after.body["reversedAmount"], json!("10.00"), "{}", after.text);
+
+        // Webhooks: the refusing endpoint's failed events; retry one.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while app.get("/v1/webhook-events?status=failed", &key).await.body["items"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+        {
+            assert!(Instant::now() < deadline, "no failed webhook event");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        c.goto(&app.url("/console#/webhooks")).await.unwrap();
+        until(&c, "the failed events", "return document.querySelector('#slot-events .status-failed')").await;
+        let retry = c
+            .find(Locator::XPath("//div[@id='slot-events']//button[starts-with(., 'Retry')]"))
+            .await
+            .unwrap();
+        retry.send_keys(ENTER).await.unwrap();
+        let retry_key = confirm(&c).await;
+        close_dialog(&c).await;
+        let events = app.get("/v1/webhook-events?limit=200", &key).await;
+        assert!(
+            events.body["items"].as_array().unwrap().iter().any(|e| !e["retryOf"].is_null()),
+            "no retried event (key {retry_key}): {}",
+            events.text
+        );
+        let details = c
+            .find(Locator::XPath("//div[@id='slot-events']//button[.='Details']"))
+            .await
+            .unwrap();
+        details.send_keys(ENTER).await.unwrap();
+        until(&c, "the event's details", "return document.getElementById('event-detail-h')").await;
+        shot(&c, 1280, "3-webhooks").await;
+
+        // API keys: create one (its secret shown once), then revoke it.
+        c.goto(&app.url("/console#/keys")).await.unwrap();
+        until(&c, "the keys", "return document.querySelector('#slot-keys table')").await;
+        type_into(&c, "#key-name", &format!("till 7{ENTER}")).await;
+        confirm(&c).await;
+        let secret = c
+            .execute("return document.getElementById('new-secret').textContent", vec![])
+            .await
+            .unwrap();
+        assert!(secret.as_str().unwrap().starts_with("lk_"), "{secret}");
+        close_dialog(&c).await;
+        let revoke = until(
+            &c,
+            "the new key's row",
+            "return [...document.querySelectorAll('#slot-keys tr')].some(r => r.innerText.includes('till 7'))",
+        )
+        .await;
+        assert_eq!(revoke, json!(true));
+        let button = c
+            .find(Locator::XPath("//div[@id='slot-keys']//tr[td[.='till 7']]//button"))
+            .await
+            .unwrap();
+        button.send_keys(ENTER).await.unwrap();
+        confirm(&c).await;
+        close_dialog(&c).await;
+        until(&c, "the revoked row", "return document.querySelector('#slot-keys tr.revoked')").await;
+        let keys = app.get("/v1/api-keys", &key).await;
+        let new = keys.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["name"] == "till 7")
+            .unwrap();
+        assert!(!new["revokedAt"].is_null(), "{}", keys.text);
+        shot(&c, 1280, "4-keys").await;
+
+        // What became of a key.
+        c.goto(&app.url("/console#/idempotency?operation=currency-allocation&key=demo-order-1001"))
+            .await
+            .unwrap();
+        c.find(Locator::Css("#idem-key"))
+            .await
+            .unwrap()
+            .send_keys(ENTER)
+            .await
+            .unwrap();
+        let status = until(
+            &c,
+            "the key's record",
+            "const r = document.getElementById('idem-result'); return r.querySelector('dl') && r.innerText",
+        )
+        .await;
+        assert!(status.as_str().unwrap().contains("COMPLETED"), "{status}");
+        shot(&c, 1280, "5-idempotency").await;
+
+        // Liability (when the server has the endpoint; else the page says it is not there).
+        c.goto(&app.url("/console#/liability")).await.unwrap();
+        until(
+            &c,
+            "the liability answer",
+            "const r = document.getElementById('liability-result'); return r && r.innerText",
+        )
+        .await;
+        shot(&c, 1280, "6-liability").await;
+
+        // A problem+json in words: an unknown customer id.
+        c.goto(&app.url("/console#/customer/00000000-0000-0000-0000-000000000000"))
+            .await
+            .unwrap();
+        let problem = until(&c, "the problem", "const p = document.querySelector('.problem'); return p && p.innerText").await;
+        assert!(problem.as_str().unwrap().contains("404"), "{problem}");
+    };
+    run.await;
+    c.close().await.unwrap();
+}
