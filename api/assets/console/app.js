@@ -96,6 +96,11 @@ const C = (() => {
     return box;
   }
 
+  // A 404 of the route itself (this server has no such endpoint), not of what it names.
+  function missingRoute(e) {
+    return e.status === 405 || (e.status === 404 && /^resource\b/.test((e.problem && e.problem.detail) || ""));
+  }
+
   function fmtTime(t) {
     if (!t) return "—";
     const d = new Date(t);
@@ -128,7 +133,7 @@ const C = (() => {
           slot.append(h("button", { type: "button", class: "secondary more", onclick: () => more(page.nextCursor) }, "More"));
         }
       } catch (e) {
-        slot.replaceChildren(e.status === 404 || e.status === 405 ? h("p", { class: "empty" }, "Not available on this server (" + e.status + ").") : problemView(e));
+        slot.replaceChildren(missingRoute(e) ? h("p", { class: "empty" }, "Not available on this server.") : problemView(e));
       }
     };
     await more(null);
@@ -170,6 +175,7 @@ const C = (() => {
           done ? done(r) : null);
         go.hidden = true;
         cancel.textContent = "Close";
+        cancel.focus();
       } catch (e) {
         result.replaceChildren(problemView(e), h("p", {}, "Confirm again to retry with the same key."));
         go.disabled = false;
@@ -265,5 +271,5 @@ const C = (() => {
     refresh();
   }
 
-  return { api, h, s, append, problemView, fmtTime, table, paged, confirmAction, uuid, download, route, go, refresh, start, apiKey };
+  return { missingRoute, api, h, s, append, problemView, fmtTime, table, paged, confirmAction, uuid, download, route, go, refresh, start, apiKey };
 })();

@@ -10,6 +10,9 @@
     "reward-create", "reward-update", "webhook-endpoint-create", "webhook-endpoint-update", "webhook-endpoint-delete",
     "webhook-event-retry", "api-key-create", "api-key-revoke"];
 
+  // Ledger kinds that take from the available balance.
+  const OUT = ["DEBIT", "EXPIRE", "REVERSAL", "TRANSFER_OUT", "HOLD"];
+
   function field(id, label, input) {
     return h("div", { class: "field" }, h("label", { for: id }, label), input);
   }
@@ -81,7 +84,7 @@
       paged(slots.ledger, page("/ledger"), (items) => table([
         { label: "When", value: (e) => fmtTime(e.createdAt) },
         { label: "Kind", value: (e) => h("span", { class: "kind kind-" + e.kind.toLowerCase() }, e.kind) },
-        { label: "Amount", num: true, value: (e) => e.amount },
+        { label: "Amount", num: true, value: (e) => (OUT.includes(e.kind) ? "−" : "+") + e.amount },
         { label: "Balance after", num: true, value: (e) => e.balanceAfter },
         { label: "Currency", value: (e) => e.currency },
         { label: "Reference", value: (e) => e.reference || "—" },
@@ -255,7 +258,7 @@
         { label: "Event", value: (e) => e.event },
         { label: "Status", value: (e) => h("span", { class: "status-" + String(e.status).toLowerCase() }, e.status) },
         { label: "Attempts", num: true, value: (e) => String(e.attempts) },
-        { label: "Last answer", value: (e) => (e.lastResponseCode ? String(e.lastResponseCode) : "—") },
+        { label: "Last answer", value: (e) => (e.lastResponseCode ? String(e.lastResponseCode) : e.lastResponseBody ? h("span", { class: "clip" }, e.lastResponseBody) : "—") },
         { label: "", value: (e) => h("span", { class: "buttons" },
           button("Details", () => showEvent(e.id, detail), "secondary"),
           button("Retry…", () => confirmAction({ title: "Retry an event", body: [e.event + " " + e.id + " is sent again as a new event, with the same webhook-id."], key: uuid(), keyNote: "Idempotency-Key, made here",
@@ -327,7 +330,7 @@
         const r = (await api("GET", "/v1/programs/" + enc(progSel.value) + "/liability", { query: { currency: curSel.value } })).body;
         out.replaceChildren(liabilityView(r));
       } catch (err) {
-        out.replaceChildren(err.status === 404 && !err.problem.code ? h("p", {}, "Not available on this server.") : problemView(err));
+        out.replaceChildren(C.missingRoute(err) ? h("p", { class: "empty" }, "Not available on this server yet.") : problemView(err));
       }
     } }, field("li-program", "Program", progSel), field("li-currency", "Currency", curSel), h("button", { type: "submit", id: "li-go" }, "Show"));
     main.replaceChildren(h("h1", {}, "Liability"), section("Outstanding points", "li-h", programs.length ? form : h("p", {}, "No programs."), out));

@@ -48,7 +48,10 @@ async fn the_console_is_served_with_strict_headers_and_is_not_in_the_api_documen
         assert_eq!(again.headers()["content-security-policy"], CSP, "{path}");
         let body = r.text().await.unwrap();
         // No inline script or style anywhere (the policy would refuse them).
-        assert!(!body.contains("<script>") && !body.contains("style="), "{path}");
+        assert!(
+            !body.contains("<script>") && !body.contains("style="),
+            "{path}"
+        );
     }
     let page = app
         .client
@@ -59,8 +62,16 @@ async fn the_console_is_served_with_strict_headers_and_is_not_in_the_api_documen
         .text()
         .await
         .unwrap();
-    assert!(page.contains("/console/app.js") && !page.contains("http"), "{page}");
-    let missing = app.client.get(app.url("/console/nope.js")).send().await.unwrap();
+    assert!(
+        page.contains("/console/app.js") && !page.contains("http"),
+        "{page}"
+    );
+    let missing = app
+        .client
+        .get(app.url("/console/nope.js"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     let post = app.client.post(app.url("/console")).send().await.unwrap();
     assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
@@ -74,7 +85,10 @@ async fn the_console_is_served_with_strict_headers_and_is_not_in_the_api_documen
         .await
         .unwrap();
     for (path, _) in api::http::OUTSIDE_THE_DOCUMENT {
-        assert!(doc["paths"][*path].is_null(), "{path} is in the API document");
+        assert!(
+            doc["paths"][*path].is_null(),
+            "{path} is in the API document"
+        );
     }
 }
 
@@ -122,7 +136,8 @@ async fn browser() -> (Driver, Client) {
         .stderr(Stdio::null())
         .spawn()
         .expect("start chromedriver");
-    let profile = TempDir(std::env::temp_dir().join(format!("console-chromium-{}", uuid::Uuid::new_v4())));
+    let profile =
+        TempDir(std::env::temp_dir().join(format!("console-chromium-{}", uuid::Uuid::new_v4())));
     std::fs::create_dir_all(&profile.0).unwrap();
     let driver = Driver {
         child,
@@ -182,7 +197,10 @@ async fn until(c: &Client, what: &str, script: &str) -> Value {
                 .execute("return document.body.innerText", vec![])
                 .await
                 .unwrap();
-            panic!("waited in vain for {what}; the page shows:\n{}", text.as_str().unwrap_or(""));
+            panic!(
+                "waited in vain for {what}; the page shows:\n{}",
+                text.as_str().unwrap_or("")
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -200,6 +218,8 @@ fn screenshot_dir() -> PathBuf {
 
 /// Saves a screenshot of the whole page (the window is made as tall as the page first).
 async fn shot(c: &Client, width: u32, name: &str) {
+    c.set_window_size(width, 900).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let height = c
         .execute("return document.documentElement.scrollHeight", vec![])
         .await
@@ -221,7 +241,12 @@ async fn shot(c: &Client, width: u32, name: &str) {
 }
 
 async fn click(c: &Client, css: &str) {
-    c.find(Locator::Css(css)).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
 }
 
 async fn type_into(c: &Client, css: &str, text: &str) {
@@ -242,7 +267,12 @@ async fn confirm(c: &Client) -> String {
     )
     .await;
     let key = key.as_str().unwrap().to_owned();
-    c.active_element().await.unwrap().send_keys(ENTER).await.unwrap();
+    c.active_element()
+        .await
+        .unwrap()
+        .send_keys(ENTER)
+        .await
+        .unwrap();
     until(
         c,
         "the action's answer",
@@ -250,7 +280,10 @@ async fn confirm(c: &Client) -> String {
     )
     .await;
     let result = c
-        .execute("return document.getElementById('confirm-result').innerText", vec![])
+        .execute(
+            "return document.getElementById('confirm-result').innerText",
+            vec![],
+        )
         .await
         .unwrap();
     assert!(
@@ -262,7 +295,12 @@ async fn confirm(c: &Client) -> String {
 
 async fn close_dialog(c: &Client) {
     click(c, "#confirm-cancel").await;
-    until(c, "the dialog to close", "return !document.getElementById('confirm').open").await;
+    until(
+        c,
+        "the dialog to close",
+        "return !document.getElementById('confirm').open",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -295,11 +333,26 @@ async fn an_operator_drives_the_console_with_the_keyboard() {
     let (_driver, c) = browser().await;
     let run = async {
         c.goto(&app.url("/console")).await.unwrap();
-        until(&c, "the key prompt", "return document.activeElement && document.activeElement.id === 'api-key'").await;
+        until(
+            &c,
+            "the key prompt",
+            "return document.activeElement && document.activeElement.id === 'api-key'",
+        )
+        .await;
         shot(&c, 1280, "0-key").await;
         // The key, pasted and sent with Enter; kept in sessionStorage, never in the URL.
-        c.active_element().await.unwrap().send_keys(&format!("{key}{ENTER}")).await.unwrap();
-        until(&c, "the find form", "return document.getElementById('find-value')").await;
+        c.active_element()
+            .await
+            .unwrap()
+            .send_keys(&format!("{key}{ENTER}"))
+            .await
+            .unwrap();
+        until(
+            &c,
+            "the find form",
+            "return document.getElementById('find-value')",
+        )
+        .await;
         let stored = c
             .execute("return [sessionStorage.getItem('loyalty.apiKey'), localStorage.length, location.href]", vec![])
             .await
@@ -309,7 +362,12 @@ async fn an_operator_drives_the_console_with_the_keyboard() {
         assert!(!stored[2].as_str().unwrap().contains(&key));
 
         // Find the customer by mobile (typed, then Enter).
-        type_into(&c, "#find-value", &format!("{}{ENTER}", api::demo::CUSTOMER)).await;
+        type_into(
+            &c,
+            "#find-value",
+            &format!("{}{ENTER}", api::demo::CUSTOMER),
+        )
+        .await;
         let shown = until(
             &c,
             "the customer's balance",
@@ -325,10 +383,23 @@ async fn an_operator_drives_the_console_with_the_keyboard() {
         .await;
         let ledger = ledger.as_str().unwrap();
         for kind in ["CREDIT", "DEBIT", "HOLD", "TRANSFER_OUT", "REVERSAL"] {
-            assert!(ledger.contains(kind), "{kind} missing from the ledger:\n{ledger}");
+            assert!(
+                ledger.contains(kind),
+                "{kind} missing from the ledger:\n{ledger}"
+            );
         }
-        until(&c, "the expiring lots", "return document.querySelector('#slot-expiring tr.next')").await;
-        until(&c, "the vouchers", "return document.querySelector('#slot-rewards .vouchers code')").await;
+        until(
+            &c,
+            "the expiring lots",
+            "return document.querySelector('#slot-expiring tr.next')",
+        )
+        .await;
+        until(
+            &c,
+            "the vouchers",
+            "return document.querySelector('#slot-rewards .vouchers code')",
+        )
+        .await;
         shot(&c, 1280, "1-customer").await;
         shot(&c, 390, "1-customer-phone").await;
         c.set_window_size(1280, 1000).await.unwrap();
@@ -336,9 +407,17 @@ async fn an_operator_drives_the_console_with_the_keyboard() {
         // Reverse part of an allocation: the console makes the key and shows it.
         type_into(&c, "#rev-unique", "demo-order-1003").await;
         type_into(&c, "#rev-amount", "10").await;
-        c.find(Locator::Css("#rev-amount")).await.unwrap().send_keys(ENTER).await.unwrap();
+        c.find(Locator::Css("#rev-amount"))
+            .await
+            .unwrap()
+            .send_keys(ENTER)
+            .await
+            .unwrap();
         let part_key = confirm(&c).await;
-        assert!(part_key.starts_with(char::is_alphanumeric) && part_key.contains('-'), "{part_key}");
+        assert!(
+            part_key.starts_with(char::is_alphanumeric) && part_key.contains('-'),
+            "{part_key}"
+        );
         shot(&c, 1280, "2-reversal-confirmed").await;
         close_dialog(&c).await;
         let before: f64 = available.parse().unwrap();
@@ -352,7 +431,12 @@ async fn an_operator_drives_the_console_with_the_keyboard() {
         let after = app
             .get(&format!("/v1/currency/allocations/demo-order-1003"), &key)
             .await;
-        assert_eq!(after.body["reversedAmount"], json!("10.00"), "{}", after.text);
+        assert_eq!(
+            after.body["reversedAmount"],
+            json!("10.00"),
+            "{}",
+            after.text
+        );
 
         // Webhooks: the refusing endpoint's failed events; retry one.
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -364,9 +448,16 @@ async fn an_operator_drives_the_console_with_the_keyboard() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         c.goto(&app.url("/console#/webhooks")).await.unwrap();
-        until(&c, "the failed events", "return document.querySelector('#slot-events .status-failed')").await;
+        until(
+            &c,
+            "the failed events",
+            "return document.querySelector('#slot-events .status-failed')",
+        )
+        .await;
         let retry = c
-            .find(Locator::XPath("//div[@id='slot-events']//button[starts-with(., 'Retry')]"))
+            .find(Locator::XPath(
+                "//div[@id='slot-events']//button[starts-with(., 'Retry')]",
+            ))
             .await
             .unwrap();
         retry.send_keys(ENTER).await.unwrap();
@@ -374,25 +465,44 @@ async fn an_operator_drives_the_console_with_the_keyboard() {
         close_dialog(&c).await;
         let events = app.get("/v1/webhook-events?limit=200", &key).await;
         assert!(
-            events.body["items"].as_array().unwrap().iter().any(|e| !e["retryOf"].is_null()),
+            events.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| !e["retryOf"].is_null()),
             "no retried event (key {retry_key}): {}",
             events.text
         );
         let details = c
-            .find(Locator::XPath("//div[@id='slot-events']//button[.='Details']"))
+            .find(Locator::XPath(
+                "//div[@id='slot-events']//button[.='Details']",
+            ))
             .await
             .unwrap();
         details.send_keys(ENTER).await.unwrap();
-        until(&c, "the event's details", "return document.getElementById('event-detail-h')").await;
+        until(
+            &c,
+            "the event's details",
+            "return document.getElementById('event-detail-h')",
+        )
+        .await;
         shot(&c, 1280, "3-webhooks").await;
 
         // API keys: create one (its secret shown once), then revoke it.
         c.goto(&app.url("/console#/keys")).await.unwrap();
-        until(&c, "the keys", "return document.querySelector('#slot-keys table')").await;
+        until(
+            &c,
+            "the keys",
+            "return document.querySelector('#slot-keys table')",
+        )
+        .await;
         type_into(&c, "#key-name", &format!("till 7{ENTER}")).await;
         confirm(&c).await;
         let secret = c
-            .execute("return document.getElementById('new-secret').textContent", vec![])
+            .execute(
+                "return document.getElementById('new-secret').textContent",
+                vec![],
+            )
             .await
             .unwrap();
         assert!(secret.as_str().unwrap().starts_with("lk_"), "{secret}");
@@ -405,13 +515,20 @@ async fn an_operator_drives_the_console_with_the_keyboard() {
         .await;
         assert_eq!(revoke, json!(true));
         let button = c
-            .find(Locator::XPath("//div[@id='slot-keys']//tr[td[.='till 7']]//button"))
+            .find(Locator::XPath(
+                "//div[@id='slot-keys']//tr[td[.='till 7']]//button",
+            ))
             .await
             .unwrap();
         button.send_keys(ENTER).await.unwrap();
         confirm(&c).await;
         close_dialog(&c).await;
-        until(&c, "the revoked row", "return document.querySelector('#slot-keys tr.revoked')").await;
+        until(
+            &c,
+            "the revoked row",
+            "return document.querySelector('#slot-keys tr.revoked')",
+        )
+        .await;
         let keys = app.get("/v1/api-keys", &key).await;
         let new = keys.body["items"]
             .as_array()
@@ -455,7 +572,12 @@ async fn an_operator_drives_the_console_with_the_keyboard() {
         c.goto(&app.url("/console#/customer/00000000-0000-0000-0000-000000000000"))
             .await
             .unwrap();
-        let problem = until(&c, "the problem", "const p = document.querySelector('.problem'); return p && p.innerText").await;
+        let problem = until(
+            &c,
+            "the problem",
+            "const p = document.querySelector('.problem'); return p && p.innerText",
+        )
+        .await;
         assert!(problem.as_str().unwrap().contains("404"), "{problem}");
     };
     run.await;
