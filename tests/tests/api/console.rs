@@ -429,7 +429,7 @@ async fn an_operator_drives_the_console_with_the_keyboard() {
         )
         .await;
         let after = app
-            .get(&format!("/v1/currency/allocations/demo-order-1003"), &key)
+            .get("/v1/currency/allocations/demo-order-1003", &key)
             .await;
         assert_eq!(
             after.body["reversedAmount"],
