@@ -410,10 +410,6 @@ async fn serve(db: &DbArgs, args: &ServeArgs, clock: Arc<dyn Clock>) -> Result<(
     if settings.webhooks.allow_private {
         tracing::warn!("webhooks may be delivered to loopback, private and link-local addresses");
     }
-    tracing::info!(
-        "loyalty ready to serve on http://{host}:{} ({backend})",
-        app.port()
-    );
     let port = app.port();
     let local = match host {
         "0.0.0.0" | "[::]" => format!("http://127.0.0.1:{port}"),
@@ -427,7 +423,11 @@ async fn serve(db: &DbArgs, args: &ServeArgs, clock: Arc<dyn Clock>) -> Result<(
             crate::demo::CUSTOMER
         );
     }
-    println!("console: http://{host}:{port}/console (paste an API key)");
+    if args.demo {
+        println!("console: http://{host}:{port}/console (paste an API key)");
+    }
+    // Ready once the demo, if any, is in place.
+    tracing::info!("loyalty ready to serve on http://{host}:{port} ({backend})");
     server
         .await
         .map_err(|e| e.to_string())?

@@ -69,11 +69,14 @@ fn serve_with_demo_logs_ready_answers_and_exits_cleanly_on_sigterm() {
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let deadline = Instant::now() + Duration::from_secs(30);
-    let (mut key, mut address) = (None, None);
+    let (mut key, mut address, mut console) = (None, None, None);
     while address.is_none() && Instant::now() < deadline {
         let Some(Ok(line)) = lines.next() else { break };
         if let Some(k) = line.strip_prefix("demo API key: ") {
             key = Some(k.trim().to_owned());
+        }
+        if let Some(url) = line.strip_prefix("console: ") {
+            console = url.split_whitespace().next().map(str::to_owned);
         }
         if let Some(i) = line.find("ready to serve on http://") {
             let rest = &line[i + "ready to serve on http://".len()..];
@@ -99,6 +102,20 @@ fn serve_with_demo_logs_ready_answers_and_exits_cleanly_on_sigterm() {
     stream.read_to_string(&mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("Demo Rewards"));
+    // The console's address is printed, and the demo customer has a history to show there.
+    let console = console.expect("the console's address is printed");
+    assert_eq!(console, format!("http://{address}/console"));
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    write!(
+        stream,
+        "GET /v1/customers/lookup?identifierType=mobile&identifierValue=919876543210 HTTP/1.1\r\n\
+         Host: x\r\nX-API-KEY: {key}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains(r#""held":"100.00""#), "{response}");
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
