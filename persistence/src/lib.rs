@@ -13,6 +13,7 @@
 pub mod allocations;
 pub mod catalog;
 pub mod customer_data;
+pub mod customer_lists;
 pub mod customers;
 pub mod due;
 pub mod earn_caps;

@@ -5,6 +5,7 @@
 pub mod activation;
 pub mod allocate;
 pub mod currency;
+pub mod customer_lists;
 pub mod customers;
 pub mod endpoints;
 pub mod error;

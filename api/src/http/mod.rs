@@ -17,6 +17,7 @@ pub mod problem;
 
 pub mod allocations;
 pub mod api_keys;
+pub mod customer_lists;
 pub mod customers;
 pub mod health;
 pub mod holds;
@@ -85,6 +86,9 @@ routes! {
     "/v1/customers/{customerId}" => [get => customers::get],
     "/v1/customers/{customerId}/ledger" => [get => customers::ledger],
     "/v1/customers/{customerId}/expiring" => [get => customers::expiring],
+    "/v1/customers/{customerId}/holds" => [get => customer_lists::holds],
+    "/v1/customers/{customerId}/allocations" => [get => customer_lists::allocations],
+    "/v1/customers/{customerId}/transfers" => [get => customer_lists::transfers],
     "/v1/customers/{customerId}/export" => [get => customers::export],
     "/v1/customers/{customerId}/erase" => [post => customers::erase],
     "/v1/customers/{customerId}/rewards" => [get => rewards::customer_rewards],

@@ -9,6 +9,7 @@ mod catalog;
 mod connection;
 mod crash;
 mod customer_data;
+mod customer_lists;
 mod due_work;
 mod erasure;
 mod group_commit;
