@@ -24,6 +24,7 @@ pub mod holds;
 pub mod idempotency;
 pub mod issuances;
 pub mod ledger;
+pub mod liability;
 pub mod lock_order;
 pub mod orgs;
 mod pool;

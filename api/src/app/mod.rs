@@ -15,6 +15,7 @@ pub mod health;
 pub mod holds;
 pub mod issuance;
 pub mod keys;
+pub mod liability;
 pub mod notices;
 pub mod programs;
 pub mod redeem;

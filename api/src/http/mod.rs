@@ -22,6 +22,7 @@ pub mod customers;
 pub mod health;
 pub mod holds;
 pub mod idempotency_keys;
+pub mod liability;
 pub mod ops;
 pub mod programs;
 pub mod rewards;
@@ -79,6 +80,7 @@ routes! {
         get => programs::list_expiry_strategies,
     ],
     "/v1/programs/{programId}/rewards" => [post => rewards::create, get => rewards::list],
+    "/v1/programs/{programId}/liability" => [get => liability::get],
     "/v1/rewards/issuances/{issuanceId}/cancel" => [post => rewards::cancel],
     "/v1/rewards/{rewardId}" => [get => rewards::get, patch => rewards::patch],
     "/v1/customers" => [post => customers::create],

@@ -19,8 +19,8 @@ use utoipa::openapi::{RefOr, Schema};
 use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::http::{
-    allocations, api_keys, customer_lists, customers, health, holds, idempotency_keys, ops,
-    programs, rewards, transfers, webhooks,
+    allocations, api_keys, customer_lists, customers, health, holds, idempotency_keys, liability,
+    ops, programs, rewards, transfers, webhooks,
 };
 
 /// The patterns the server applies, each written once for the schemas.
@@ -781,6 +781,7 @@ impl Modify for Finish {
         programs::list_award_strategies,
         programs::create_expiry_strategy,
         programs::list_expiry_strategies,
+        liability::get,
         rewards::create,
         rewards::list,
         rewards::get,

@@ -110,6 +110,7 @@ fn every_documented_example_deserialises_into_its_type() {
             "CustomerTransfer" => {
                 check::<crate::app::customer_lists::CustomerTransferView>(name, example)
             }
+            "Liability" => check::<crate::app::liability::LiabilityView>(name, example),
             other => panic!("{other} has an example but no type to check it against here"),
         }
         checked += 1;

@@ -17,6 +17,7 @@ mod health;
 mod holds;
 mod issuance;
 mod ledger;
+mod liability;
 mod lock_order;
 mod metric_labels;
 mod notices;
