@@ -1,7 +1,9 @@
 //! Indexes for the reads of an operator's console: a customer's holds, allocations and
 //! transfers, newest first (their ids are UUIDv7, so time-ordered), and a program's liability
-//! (its ledger by month, and its lots with points left by when they expire), each within one
-//! organisation, program and currency rather than over the organisation's whole ledger.
+//! (its ledger by month, its lots with points left by when they expire, and its accounts'
+//! balances), each within one organisation, program and currency rather than over the
+//! organisation's whole ledger or every organisation's balances. The balances' index holds no
+//! amount, so the balance updates of every write stay HOT.
 
 use sea_orm_migration::prelude::*;
 
@@ -9,7 +11,7 @@ use sea_orm_migration::prelude::*;
 pub struct Migration;
 
 /// (name, table, columns, only the lots with points left)
-const INDEXES: [(&str, &str, &[&str], bool); 6] = [
+const INDEXES: [(&str, &str, &[&str], bool); 7] = [
     (
         "holds_customer_idx",
         "holds",
@@ -45,6 +47,12 @@ const INDEXES: [(&str, &str, &[&str], bool); 6] = [
         "ledger_entries",
         &["org_id", "program_id", "currency", "expires_at"],
         true,
+    ),
+    (
+        "balances_program_idx",
+        "balances",
+        &["org_id", "program_id", "currency"],
+        false,
     ),
 ];
 
