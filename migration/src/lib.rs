@@ -22,6 +22,7 @@ mod m20261123_000006_org_controls;
 mod m20261124_000007_issuance_counted_periods;
 mod m20261207_000008_expired_lots;
 mod m20261207_000011_endpoint_order;
+mod m20261207_000012_read_indexes;
 
 pub struct Migrator;
 
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000007_issuance_counted_periods::Migration),
             Box::new(m20261207_000008_expired_lots::Migration),
             Box::new(m20261207_000011_endpoint_order::Migration),
+            Box::new(m20261207_000012_read_indexes::Migration),
         ]
     }
 }
@@ -53,6 +55,7 @@ const SOURCES: &[&str] = &[
     include_str!("m20261124_000007_issuance_counted_periods.rs"),
     include_str!("m20261207_000008_expired_lots.rs"),
     include_str!("m20261207_000011_endpoint_order.rs"),
+    include_str!("m20261207_000012_read_indexes.rs"),
 ];
 
 /// Text that changes whenever a migration is added or edited; test harnesses use it to know

@@ -50,13 +50,13 @@ impl AllocationRow {
     }
 }
 
-const COLUMNS: &str = "a.id, a.org_id, a.unique_id, a.customer_id, a.program_id, a.currency, a.amount, \
+pub(crate) const COLUMNS: &str = "a.id, a.org_id, a.unique_id, a.customer_id, a.program_id, a.currency, a.amount, \
      a.source_value, a.award_strategy_id, a.expiry_strategy_id, a.event_name, a.event_source_id, \
      a.ledger_entry_id, a.expires_at, a.created_at, a.reversed_at, a.reversal_entry_id, \
      a.status, a.matures_at, a.activated_at, a.reversed_amount, a.capped, a.uncapped_amount, \
      pc.scale";
 
-const FROM: &str = "FROM allocations a JOIN program_currencies pc \
+pub(crate) const FROM: &str = "FROM allocations a JOIN program_currencies pc \
      ON pc.org_id = a.org_id AND pc.program_id = a.program_id AND pc.code = a.currency";
 
 /// Everything a new allocation records.

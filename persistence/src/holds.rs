@@ -61,11 +61,11 @@ pub struct NewHold {
     pub expires_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "h.id, h.org_id, h.unique_id, h.customer_id, h.program_id, h.currency, \
+pub(crate) const COLUMNS: &str = "h.id, h.org_id, h.unique_id, h.customer_id, h.program_id, h.currency, \
      h.amount, h.held, h.captured_amount, h.released_amount, h.expired_amount, h.status, \
      h.reason, h.expires_at, h.created_at, h.updated_at, pc.scale";
 
-const FROM: &str = "FROM holds h JOIN program_currencies pc \
+pub(crate) const FROM: &str = "FROM holds h JOIN program_currencies pc \
      ON pc.org_id = h.org_id AND pc.program_id = h.program_id AND pc.code = h.currency";
 
 /// Records a new hold, `HELD` with all of its amount.

@@ -13,6 +13,7 @@
 pub mod allocations;
 pub mod catalog;
 pub mod customer_data;
+pub mod customer_lists;
 pub mod customers;
 pub mod due;
 pub mod earn_caps;
@@ -23,6 +24,7 @@ pub mod holds;
 pub mod idempotency;
 pub mod issuances;
 pub mod ledger;
+pub mod liability;
 pub mod lock_order;
 pub mod orgs;
 mod pool;

@@ -6,16 +6,17 @@ use sea_orm::{ConnectionTrait, FromQueryResult, Value};
 
 use crate::{PersistenceError, limit_value, stmt};
 
-/// A keyset page: the rows and the cursor of the next page, if there is one.
+/// A keyset page: the rows and the cursor of the next page, if there is one (an id, or the
+/// uuid of the lists keyed by uuid).
 #[derive(Debug, Clone)]
-pub struct Page<T> {
+pub struct Page<T, K = i64> {
     pub items: Vec<T>,
-    pub next_cursor: Option<i64>,
+    pub next_cursor: Option<K>,
 }
 
-impl<T> Page<T> {
+impl<T, K> Page<T, K> {
     /// Builds a page from `limit + 1` rows fetched in order; `key` gives a row's cursor.
-    pub(crate) fn from_rows(mut rows: Vec<T>, limit: u64, key: impl Fn(&T) -> i64) -> Self {
+    pub(crate) fn from_rows(mut rows: Vec<T>, limit: u64, key: impl Fn(&T) -> K) -> Self {
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         let next_cursor = if rows.len() > limit {
             rows.truncate(limit);

@@ -99,7 +99,7 @@ pub struct HoldView {
     pub balance: Balance,
 }
 
-fn hold_view(h: &HoldRow, balance: Totals) -> HoldView {
+pub(crate) fn hold_view(h: &HoldRow, balance: Totals) -> HoldView {
     HoldView {
         hold_id: h.id.to_string(),
         unique_id: h.unique_id.clone(),

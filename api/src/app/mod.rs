@@ -5,6 +5,7 @@
 pub mod activation;
 pub mod allocate;
 pub mod currency;
+pub mod customer_lists;
 pub mod customers;
 pub mod endpoints;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod health;
 pub mod holds;
 pub mod issuance;
 pub mod keys;
+pub mod liability;
 pub mod notices;
 pub mod programs;
 pub mod redeem;

@@ -263,20 +263,44 @@ pub struct PageQuery {
     pub cursor: Option<String>,
 }
 
+/// `limit`: 1 to 200, 50 when absent.
+fn parse_limit(limit: Option<&str>) -> Result<u64, AppError> {
+    match limit {
+        None => Ok(50),
+        Some(l) => match l.parse::<u64>() {
+            Ok(n) if (1..=200).contains(&n) => Ok(n),
+            _ => Err(AppError::validation(
+                "limit",
+                "must be a whole number from 1 to 200",
+            )),
+        },
+    }
+}
+
+/// `?limit=&cursor=` of a list keyed by uuid (holds, allocations, transfers): the cursor is
+/// the id of the last item of the previous page.
+#[derive(Debug, serde::Deserialize)]
+pub struct UuidPageQuery {
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+impl UuidPageQuery {
+    pub fn parse(&self) -> Result<(u64, Option<uuid::Uuid>), AppError> {
+        let limit = parse_limit(self.limit.as_deref())?;
+        let cursor = match &self.cursor {
+            None => None,
+            Some(c) => Some(uuid::Uuid::parse_str(c).map_err(|_| {
+                AppError::validation("cursor", "is not a cursor this service gave")
+            })?),
+        };
+        Ok((limit, cursor))
+    }
+}
+
 impl PageQuery {
     pub fn parse(&self) -> Result<PageParams, AppError> {
-        let limit = match &self.limit {
-            None => 50,
-            Some(l) => match l.parse::<u64>() {
-                Ok(n) if (1..=200).contains(&n) => n,
-                _ => {
-                    return Err(AppError::validation(
-                        "limit",
-                        "must be a whole number from 1 to 200",
-                    ));
-                }
-            },
-        };
+        let limit = parse_limit(self.limit.as_deref())?;
         let cursor = match &self.cursor {
             None => None,
             // Cursors are positive ids written plainly (`^[1-9][0-9]{0,17}$`), as the service gives them.

@@ -18,10 +18,12 @@ pub mod problem;
 pub mod allocations;
 pub mod api_keys;
 pub mod console;
+pub mod customer_lists;
 pub mod customers;
 pub mod health;
 pub mod holds;
 pub mod idempotency_keys;
+pub mod liability;
 pub mod ops;
 pub mod programs;
 pub mod rewards;
@@ -80,6 +82,7 @@ routes! {
         get => programs::list_expiry_strategies,
     ],
     "/v1/programs/{programId}/rewards" => [post => rewards::create, get => rewards::list],
+    "/v1/programs/{programId}/liability" => [get => liability::get],
     "/v1/rewards/issuances/{issuanceId}/cancel" => [post => rewards::cancel],
     "/v1/rewards/{rewardId}" => [get => rewards::get, patch => rewards::patch],
     "/v1/customers" => [post => customers::create],
@@ -87,6 +90,9 @@ routes! {
     "/v1/customers/{customerId}" => [get => customers::get],
     "/v1/customers/{customerId}/ledger" => [get => customers::ledger],
     "/v1/customers/{customerId}/expiring" => [get => customers::expiring],
+    "/v1/customers/{customerId}/holds" => [get => customer_lists::holds],
+    "/v1/customers/{customerId}/allocations" => [get => customer_lists::allocations],
+    "/v1/customers/{customerId}/transfers" => [get => customer_lists::transfers],
     "/v1/customers/{customerId}/export" => [get => customers::export],
     "/v1/customers/{customerId}/erase" => [post => customers::erase],
     "/v1/customers/{customerId}/rewards" => [get => rewards::customer_rewards],

@@ -19,8 +19,8 @@ use utoipa::openapi::{RefOr, Schema};
 use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::http::{
-    allocations, api_keys, customers, health, holds, idempotency_keys, ops, programs, rewards,
-    transfers, webhooks,
+    allocations, api_keys, customer_lists, customers, health, holds, idempotency_keys, liability,
+    ops, programs, rewards, transfers, webhooks,
 };
 
 /// The patterns the server applies, each written once for the schemas.
@@ -496,6 +496,27 @@ impl IntoParams for PageParams {
     }
 }
 
+/// `limit` and `cursor` of the lists keyed by uuid: the cursor is the id of the last item.
+pub struct UuidPageParams;
+impl IntoParams for UuidPageParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            query_param(
+                "limit",
+                false,
+                Some("1 to 200, default 50"),
+                json!({"type": "integer", "minimum": 1, "maximum": 200}),
+            ),
+            query_param(
+                "cursor",
+                false,
+                Some("nextCursor of the previous page"),
+                json!({"type": "string", "format": "uuid"}),
+            ),
+        ]
+    }
+}
+
 /// A path parameter.
 pub fn path_param(name: &str, schema: Value) -> Parameter {
     param(ParameterIn::Path, name, true, None, schema)
@@ -571,7 +592,7 @@ macro_rules! page {
         }
 
         impl $name {
-            pub fn new(items: Vec<$item>, next: Option<i64>) -> Self {
+            pub fn new(items: Vec<$item>, next: Option<impl std::fmt::Display>) -> Self {
                 Self {
                     items,
                     next_cursor: next.map(|c| c.to_string()),
@@ -760,6 +781,7 @@ impl Modify for Finish {
         programs::list_award_strategies,
         programs::create_expiry_strategy,
         programs::list_expiry_strategies,
+        liability::get,
         rewards::create,
         rewards::list,
         rewards::get,
@@ -773,6 +795,9 @@ impl Modify for Finish {
         customers::get,
         customers::ledger,
         customers::expiring,
+        customer_lists::holds,
+        customer_lists::allocations,
+        customer_lists::transfers,
         customers::export,
         customers::erase,
         allocations::create,

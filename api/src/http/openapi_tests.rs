@@ -107,6 +107,10 @@ fn every_documented_example_deserialises_into_its_type() {
             "ApiKey" => check::<crate::app::keys::KeyView>(name, example),
             "WebhookEvent" => check::<crate::app::endpoints::EventView>(name, example),
             "KeyRecord" => check::<crate::app::keys::idempotency::KeyRecord>(name, example),
+            "CustomerTransfer" => {
+                check::<crate::app::customer_lists::CustomerTransferView>(name, example)
+            }
+            "Liability" => check::<crate::app::liability::LiabilityView>(name, example),
             other => panic!("{other} has an example but no type to check it against here"),
         }
         checked += 1;
