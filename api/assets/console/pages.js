@@ -334,7 +334,18 @@
       }
     } }, field("li-program", "Program", progSel), field("li-currency", "Currency", curSel), h("button", { type: "submit", id: "li-go" }, "Show"));
     main.replaceChildren(h("h1", {}, "Liability"), section("Outstanding points", "li-h", programs.length ? form : h("p", {}, "No programs."), out));
-    if (programs.length) form.requestSubmit();
+    if (!programs.length) return;
+    // With no currency asked for, show the first one that has something outstanding.
+    if (!params.get("currency") && curSel.options.length > 1) {
+      for (const o of curSel.options) {
+        try {
+          const r = (await api("GET", "/v1/programs/" + enc(progSel.value) + "/liability", { query: { currency: o.value } })).body;
+          const t = r.outstanding || {};
+          if ([t.available, t.held, t.pending].some((v) => Number(v) > 0)) { curSel.value = o.value; break; }
+        } catch (_) { break; }
+      }
+    }
+    form.requestSubmit();
   });
 
   function liabilityView(r) {

@@ -400,6 +400,22 @@ async fn an_operator_drives_the_console_with_the_keyboard() {
             "return document.querySelector('#slot-rewards .vouchers code')",
         )
         .await;
+        // The lists: allocations (one pending), holds, transfers.
+        for (slot, word) in [
+            ("allocations", "PENDING"),
+            ("holds", "HELD"),
+            ("transfers", "SENT"),
+        ] {
+            until(
+                &c,
+                slot,
+                &format!(
+                    "const t = document.querySelector('#slot-{slot} table'); \
+                     return t && t.innerText.includes('{word}')"
+                ),
+            )
+            .await;
+        }
         shot(&c, 1280, "1-customer").await;
         shot(&c, 390, "1-customer-phone").await;
         c.set_window_size(1280, 1000).await.unwrap();
@@ -437,6 +453,56 @@ async fn an_operator_drives_the_console_with_the_keyboard() {
             "{}",
             after.text
         );
+
+        // Activate the pending allocation, then void the hold: each from its row.
+        let activate = c
+            .find(Locator::XPath(
+                "//div[@id='slot-allocations']//button[starts-with(., 'Activate')]",
+            ))
+            .await
+            .unwrap();
+        activate.send_keys(ENTER).await.unwrap();
+        confirm(&c).await;
+        close_dialog(&c).await;
+        let pending = app
+            .get("/v1/currency/allocations/demo-order-1004", &key)
+            .await;
+        assert_eq!(pending.body["status"], "ACTIVE", "{}", pending.text);
+        until(
+            &c,
+            "the hold's row",
+            "return document.querySelector('#slot-holds button')",
+        )
+        .await;
+        let void = c
+            .find(Locator::XPath(
+                "//div[@id='slot-holds']//button[starts-with(., 'Void')]",
+            ))
+            .await
+            .unwrap();
+        void.send_keys(ENTER).await.unwrap();
+        confirm(&c).await;
+        close_dialog(&c).await;
+        let holds = app
+            .get(
+                &format!(
+                    "/v1/customers/{}/holds",
+                    customer.body["customerId"].as_str().unwrap()
+                ),
+                &key,
+            )
+            .await;
+        assert_eq!(holds.body["items"][0]["status"], "VOIDED", "{}", holds.text);
+        let expected = format!("{:.2}", before - 10.0 + 200.0 + 100.0);
+        until(
+            &c,
+            "the balance after the activation and the void",
+            &format!(
+                "const b = document.querySelector('.balance-available'); \
+                 return b && b.textContent === '{expected}'"
+            ),
+        )
+        .await;
 
         // Webhooks: the refusing endpoint's failed events; retry one.
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -558,14 +624,38 @@ async fn an_operator_drives_the_console_with_the_keyboard() {
         assert!(status.as_str().unwrap().contains("COMPLETED"), "{status}");
         shot(&c, 1280, "5-idempotency").await;
 
-        // Liability (when the server has the endpoint; else the page says it is not there).
+        // Liability: the currency with something outstanding is chosen; totals, two charts.
         c.goto(&app.url("/console#/liability")).await.unwrap();
-        until(
+        let totals = until(
             &c,
             "the liability answer",
-            "const r = document.getElementById('liability-result'); return r && r.innerText",
+            "const r = document.querySelector('#liability-result dl.totals'); \
+             return r && document.querySelectorAll('#liability-result svg.chart').length === 2 \
+             && r.innerText",
         )
         .await;
+        let outstanding = app
+            .get(
+                &format!("/v1/programs/{}/liability?currency=POINTS", demo.program_id),
+                &key,
+            )
+            .await;
+        let available = outstanding.body["outstanding"]["available"]
+            .as_str()
+            .unwrap();
+        assert!(
+            totals.as_str().unwrap().contains(available),
+            "{totals} {}",
+            outstanding.text
+        );
+        let bars = c
+            .execute(
+                "return document.querySelectorAll('#liability-result svg.chart rect').length",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert!(bars.as_u64().unwrap() >= 12 * 6, "{bars}");
         shot(&c, 1280, "6-liability").await;
 
         // A problem+json in words: an unknown customer id.
