@@ -164,7 +164,15 @@
         run: () => api("POST", "/v1/currency/allocations/" + enc(a.uniqueId) + "/activate"),
       }), "secondary"));
     }
-    if (a.status !== "CANCELLED") out.append(button("Reverse…", () => reverse(a.uniqueId, "", ""), "secondary"));
+    if (a.status !== "CANCELLED" && Number(a.reversedAmount || 0) < Number(a.amount)) {
+      // Fills the reversal form (whole when its amount stays empty, else that part).
+      out.append(button("Reverse…", () => {
+        document.getElementById("rev-unique").value = a.uniqueId;
+        const amount = document.getElementById("rev-amount");
+        amount.scrollIntoView({ block: "center" });
+        amount.focus();
+      }, "secondary"));
+    }
     return out;
   }
 
@@ -368,11 +376,11 @@
 
   // Grouped bars, one group a month, drawn here as SVG.
   function barChart(rows, series) {
-    const W = 720, H = 220, pad = 36, base = H - 28;
+    const W = 960, H = 220, pad = 44, base = H - 28;
     const max = Math.max(1, ...rows.flatMap((r) => series.map(([k]) => Number(r[k]) || 0)));
     const gw = (W - pad) / Math.max(1, rows.length);
     const bw = Math.max(2, (gw - 6) / series.length);
-    const svg = s("svg", { viewBox: "0 0 " + W + " " + H, class: "chart", role: "img", "aria-label": series.map((x) => x[2]).join(", ") + " by month" });
+    const svg = s("svg", { viewBox: "0 0 " + W + " " + H, preserveAspectRatio: "xMinYMin meet", class: "chart", role: "img", "aria-label": series.map((x) => x[2]).join(", ") + " by month" });
     svg.append(s("line", { x1: pad, y1: base, x2: W, y2: base, class: "axis" }));
     svg.append(s("text", { x: pad - 4, y: 14, class: "tick", "text-anchor": "end" }, String(max)));
     rows.forEach((r, i) => {
