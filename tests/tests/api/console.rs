@@ -418,7 +418,43 @@ async fn an_operator_drives_the_console_with_the_keyboard() {
         }
         shot(&c, 1280, "1-customer").await;
         shot(&c, 390, "1-customer-phone").await;
+        // And what a phone shows first.
+        c.set_window_size(390, 844).await.unwrap();
+        c.execute("window.scrollTo(0, 0)", vec![]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let png = c.screenshot().await.unwrap();
+        std::fs::write(screenshot_dir().join("1-customer-phone-top.png"), png).unwrap();
         c.set_window_size(1280, 1000).await.unwrap();
+
+        // A refused action is shown in words, with its field errors, and the dialog stays.
+        type_into(&c, "#rev-unique", "demo-order-1003").await;
+        type_into(&c, "#rev-amount", &format!("ten{ENTER}")).await;
+        until(
+            &c,
+            "the confirmation dialog",
+            "return document.getElementById('confirm').open",
+        )
+        .await;
+        c.active_element()
+            .await
+            .unwrap()
+            .send_keys(ENTER)
+            .await
+            .unwrap();
+        let refused = until(
+            &c,
+            "the refusal",
+            "const p = document.querySelector('#confirm-result .problem'); return p && p.innerText",
+        )
+        .await;
+        let refused = refused.as_str().unwrap();
+        assert!(
+            refused.contains("400") && refused.contains("amount:"),
+            "{refused}"
+        );
+        shot(&c, 1280, "2-reversal-refused").await;
+        c.set_window_size(1280, 1000).await.unwrap();
+        close_dialog(&c).await;
 
         // Reverse part of an allocation: the console makes the key and shows it.
         type_into(&c, "#rev-unique", "demo-order-1003").await;
