@@ -85,11 +85,14 @@ const C = (() => {
   // A problem+json in words: title, detail, code, and every field error.
   function problemView(err) {
     const p = (err && err.problem) || {};
+    const errors = Array.isArray(p.errors) ? p.errors : [];
+    // A detail that only repeats the one field error is not shown twice.
+    const repeats = errors.length === 1 && String(p.detail || "").includes(errors[0].message || "\u0000");
     const box = h("div", { class: "problem", role: "alert" },
       h("strong", {}, p.title || "Request failed", err.status ? " (" + err.status + (p.code ? " " + p.code : "") + ")" : ""),
-      p.detail ? h("p", {}, p.detail) : null);
-    if (Array.isArray(p.errors) && p.errors.length) {
-      box.append(h("ul", {}, p.errors.map((e) => h("li", {}, h("code", {}, e.field || "body"), ": ", e.message || ""))));
+      p.detail && !repeats ? h("p", {}, p.detail) : null);
+    if (errors.length) {
+      box.append(h("ul", {}, errors.map((e) => h("li", {}, h("code", {}, e.field || "body"), ": ", e.message || ""))));
     }
     if (Array.isArray(p.mismatchedFields)) box.append(h("p", {}, "Fields that differ: " + p.mismatchedFields.join(", ")));
     if (p.retryable) box.append(h("p", {}, "This may succeed if tried again."));
@@ -177,9 +180,19 @@ const C = (() => {
         cancel.textContent = "Close";
         cancel.focus();
       } catch (e) {
-        result.replaceChildren(problemView(e), h("p", {}, "Confirm again to retry with the same key."));
-        go.disabled = false;
-        go.textContent = "Retry with the same key";
+        // Unknown outcome (no answer, 5xx) or a refusal that may pass later: the same key
+        // again can never do it twice. A definite refusal: nothing was done.
+        const again = e.status === 0 || e.status >= 500 || (e.problem && e.problem.retryable);
+        result.replaceChildren(problemView(e), h("p", {}, again
+          ? "Confirm again to retry with the same key."
+          : "Nothing was done. Cancel, change the request and try again."));
+        if (again) {
+          go.disabled = false;
+          go.textContent = "Retry with the same key";
+        } else {
+          go.hidden = true;
+          cancel.focus();
+        }
       }
     };
     cancel.onclick = () => dlg.close();
