@@ -242,11 +242,15 @@ const C = (() => {
       const m = path.match(r.pattern);
       if (m) {
         main.replaceChildren(h("p", { class: "loading" }, "Loading…"));
+        main.setAttribute("aria-busy", "true");
         try {
           await r.render(main, m.slice(1).map(decodeURIComponent), params);
         } catch (e) {
           main.replaceChildren(problemView(e));
         }
+        main.removeAttribute("aria-busy");
+        // How many pages were drawn (tests wait on it).
+        document.body.dataset.drawn = String(Number(document.body.dataset.drawn || 0) + 1);
         return;
       }
     }

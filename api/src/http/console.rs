@@ -51,13 +51,31 @@ pub async fn index(req: HttpRequest) -> HttpResponse {
     serve(&req, "index.html")
 }
 
-/// `GET /console/{file}`: one of the page's files; any other name is 404.
-pub async fn asset(req: HttpRequest, file: web::Path<String>) -> Result<HttpResponse, AppError> {
+/// `GET /console/{file}`: one of the page's files; any other name is 404 (problem+json, with
+/// the same headers).
+pub async fn asset(req: HttpRequest, file: web::Path<String>) -> HttpResponse {
     if FILES.iter().any(|(name, _, _)| *name == file.as_str()) {
-        Ok(serve(&req, &file))
+        serve(&req, &file)
     } else {
-        Err(AppError::not_found("resource"))
+        protect(actix_web::ResponseError::error_response(
+            &AppError::not_found("resource"),
+        ))
     }
+}
+
+/// Adds the console's headers to an answer made elsewhere (a 404, a 405).
+pub fn protect(mut response: HttpResponse) -> HttpResponse {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::CACHE_CONTROL, "no-cache"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
 }
 
 fn serve(req: &HttpRequest, name: &str) -> HttpResponse {
@@ -75,20 +93,14 @@ fn serve(req: &HttpRequest, name: &str) -> HttpResponse {
     } else {
         HttpResponse::Ok()
     };
-    response
-        .insert_header((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .insert_header((header::REFERRER_POLICY, "no-referrer"))
-        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .insert_header((
-            header::ETAG,
-            HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"0\"")),
-        ));
+    response.insert_header((
+        header::ETAG,
+        HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"0\"")),
+    ));
     if fresh {
-        return response.finish();
+        return protect(response.finish());
     }
-    response.content_type(*content_type).body(*body)
+    protect(response.content_type(*content_type).body(*body))
 }
 
 /// FNV-1a, 64 bits: enough to tell two builds' files apart.

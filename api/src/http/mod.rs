@@ -124,7 +124,7 @@ pub const OUTSIDE_THE_DOCUMENT: &[(&str, &[&str])] =
     &[("/console", &["get"]), ("/console/{file}", &["get"])];
 
 fn outside_the_document(cfg: &mut web::ServiceConfig) {
-    let get_only = || web::to(|| async { method_not_allowed(&["get", "head"]) });
+    let get_only = || web::to(|| async { console::protect(method_not_allowed(&["get", "head"])) });
     cfg.service(
         web::resource("/console")
             .route(web::get().to(console::index))

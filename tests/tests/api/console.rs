@@ -73,8 +73,12 @@ async fn the_console_is_served_with_strict_headers_and_is_not_in_the_api_documen
         .await
         .unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    // Its refusals carry the same headers.
+    assert_eq!(missing.headers()["content-security-policy"], CSP);
     let post = app.client.post(app.url("/console")).send().await.unwrap();
     assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(post.headers()["content-security-policy"], CSP);
+    assert_eq!(post.headers()["allow"], "GET, HEAD");
     let doc: Value = app
         .client
         .get(app.url("/openapi.json"))
@@ -240,6 +244,18 @@ async fn shot(c: &Client, width: u32, name: &str) {
     assert_eq!(inline, json!(0), "{name}: inline styles");
 }
 
+/// Finds an element by XPath, waiting for the page to draw it.
+async fn find_when(c: &Client, xpath: &str) -> fantoccini::elements::Element {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match c.find(Locator::XPath(xpath)).await {
+            Ok(e) => return e,
+            Err(e) if Instant::now() > deadline => panic!("{xpath} never showed: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 async fn click(c: &Client, css: &str) {
     c.find(Locator::Css(css))
         .await
@@ -293,12 +309,20 @@ async fn confirm(c: &Client) -> String {
     key
 }
 
+/// Closes the dialog of an action that was done, and waits for the page drawn again after it.
 async fn close_dialog(c: &Client) {
+    let drawn = c
+        .execute("return Number(document.body.dataset.drawn || 0)", vec![])
+        .await
+        .unwrap();
     click(c, "#confirm-cancel").await;
     until(
         c,
-        "the dialog to close",
-        "return !document.getElementById('confirm').open",
+        "the page drawn again",
+        &format!(
+            "return !document.getElementById('confirm').open \
+             && Number(document.body.dataset.drawn || 0) > {drawn}"
+        ),
     )
     .await;
 }
@@ -454,7 +478,14 @@ async fn an_operator_drives_the_console_with_the_keyboard() {
         );
         shot(&c, 1280, "2-reversal-refused").await;
         c.set_window_size(1280, 1000).await.unwrap();
-        close_dialog(&c).await;
+        // Nothing was done: the dialog closes and the page stays as it was.
+        click(&c, "#confirm-cancel").await;
+        until(
+            &c,
+            "the dialog to close",
+            "return !document.getElementById('confirm').open",
+        )
+        .await;
 
         // Reverse part of an allocation: the console makes the key and shows it.
         type_into(&c, "#rev-unique", "demo-order-1003").await;
@@ -490,13 +521,20 @@ async fn an_operator_drives_the_console_with_the_keyboard() {
             after.text
         );
 
-        // Activate the pending allocation, then void the hold: each from its row.
-        let activate = c
-            .find(Locator::XPath(
-                "//div[@id='slot-allocations']//button[starts-with(., 'Activate')]",
-            ))
-            .await
-            .unwrap();
+        // Activate the pending allocation, then void the hold: each from its row (once the
+        // page, drawn again after the reversal, has its lists).
+        until(
+            &c,
+            "the pending allocation's row",
+            "return [...document.querySelectorAll('#slot-allocations button')]\
+             .some(b => b.textContent.startsWith('Activate'))",
+        )
+        .await;
+        let activate = find_when(
+            &c,
+            "//div[@id='slot-allocations']//button[starts-with(., 'Activate')]",
+        )
+        .await;
         activate.send_keys(ENTER).await.unwrap();
         confirm(&c).await;
         close_dialog(&c).await;
@@ -507,15 +545,15 @@ async fn an_operator_drives_the_console_with_the_keyboard() {
         until(
             &c,
             "the hold's row",
-            "return document.querySelector('#slot-holds button')",
+            "return [...document.querySelectorAll('#slot-holds button')]\
+             .some(b => b.textContent.startsWith('Void'))",
         )
         .await;
-        let void = c
-            .find(Locator::XPath(
-                "//div[@id='slot-holds']//button[starts-with(., 'Void')]",
-            ))
-            .await
-            .unwrap();
+        let void = find_when(
+            &c,
+            "//div[@id='slot-holds']//button[starts-with(., 'Void')]",
+        )
+        .await;
         void.send_keys(ENTER).await.unwrap();
         confirm(&c).await;
         close_dialog(&c).await;
@@ -556,12 +594,11 @@ async fn an_operator_drives_the_console_with_the_keyboard() {
             "return document.querySelector('#slot-events .status-failed')",
         )
         .await;
-        let retry = c
-            .find(Locator::XPath(
-                "//div[@id='slot-events']//button[starts-with(., 'Retry')]",
-            ))
-            .await
-            .unwrap();
+        let retry = find_when(
+            &c,
+            "//div[@id='slot-events']//button[starts-with(., 'Retry')]",
+        )
+        .await;
         retry.send_keys(ENTER).await.unwrap();
         let retry_key = confirm(&c).await;
         close_dialog(&c).await;
@@ -575,12 +612,7 @@ async fn an_operator_drives_the_console_with_the_keyboard() {
             "no retried event (key {retry_key}): {}",
             events.text
         );
-        let details = c
-            .find(Locator::XPath(
-                "//div[@id='slot-events']//button[.='Details']",
-            ))
-            .await
-            .unwrap();
+        let details = find_when(&c, "//div[@id='slot-events']//button[.='Details']").await;
         details.send_keys(ENTER).await.unwrap();
         until(
             &c,
@@ -616,12 +648,7 @@ async fn an_operator_drives_the_console_with_the_keyboard() {
         )
         .await;
         assert_eq!(revoke, json!(true));
-        let button = c
-            .find(Locator::XPath(
-                "//div[@id='slot-keys']//tr[td[.='till 7']]//button",
-            ))
-            .await
-            .unwrap();
+        let button = find_when(&c, "//div[@id='slot-keys']//tr[td[.='till 7']]//button").await;
         button.send_keys(ENTER).await.unwrap();
         confirm(&c).await;
         close_dialog(&c).await;
