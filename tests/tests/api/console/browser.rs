@@ -17,7 +17,14 @@ pub(super) struct Driver {
 }
 
 impl Drop for Driver {
+    /// Stops chromedriver and the Chromium it started (its process group, made for it), even
+    /// when the test failed before closing its session.
     fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -47,8 +54,10 @@ pub(super) async fn browser() -> (Driver, Client) {
         .local_addr()
         .unwrap()
         .port();
+    use std::os::unix::process::CommandExt as _;
     let child = Command::new(CHROMEDRIVER)
         .arg(format!("--port={port}"))
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
