@@ -173,9 +173,10 @@ const C = (() => {
         const r = await run(key);
         finished = true;
         const replay = r && r.headers && r.headers.get("Idempotent-Replayed") === "true";
-        result.replaceChildren(h("p", { class: "ok" }, "Done (" + r.status + (replay ? ", replayed: it had been done before" : "") + ")."),
+        result.replaceChildren();
+        append(result, [h("p", { class: "ok" }, "Done (" + r.status + (replay ? ", replayed: it had been done before" : "") + ")."),
           r.body && r.body.idempotencyKey ? h("p", {}, "Recorded under key ", h("code", {}, r.body.idempotencyKey)) : null,
-          done ? done(r) : null);
+          done ? done(r) : null]);
         go.hidden = true;
         cancel.textContent = "Close";
         cancel.focus();
@@ -267,6 +268,12 @@ const C = (() => {
   }
 
   function start() {
+    // Enter in the dialog (the typed confirmation) confirms; it never closes it unasked.
+    document.getElementById("confirm-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const go = document.getElementById("confirm-go");
+      if (!go.disabled && !go.hidden) go.click();
+    });
     document.getElementById("key-form").addEventListener("submit", (e) => {
       e.preventDefault();
       const input = document.getElementById("api-key");

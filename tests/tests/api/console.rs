@@ -394,6 +394,92 @@ async fn an_operator_drives_the_console_with_the_keyboard() {
         .await;
         shot(&c, 1280, "3-webhooks").await;
 
+        // Disable the endpoint.
+        find_when(
+            &c,
+            "//div[@id='slot-endpoints']//button[starts-with(., 'Disable')]",
+        )
+        .await
+        .send_keys(ENTER)
+        .await
+        .unwrap();
+        confirm(&c).await;
+        close_dialog(&c).await;
+        let endpoints = app.get("/v1/webhook-endpoints", &key).await;
+        assert_eq!(
+            endpoints.body["items"][0]["status"], "DISABLED",
+            "{}",
+            endpoints.text
+        );
+
+        // Cancel the issued reward, then erase the friend (a typed confirmation).
+        let customer_id = customer.body["customerId"].as_str().unwrap();
+        c.goto(&app.url(&format!("/console#/customer/{customer_id}")))
+            .await
+            .unwrap();
+        find_when(
+            &c,
+            "//div[@id='slot-rewards']//button[starts-with(., 'Cancel')]",
+        )
+        .await
+        .send_keys(ENTER)
+        .await
+        .unwrap();
+        confirm(&c).await;
+        close_dialog(&c).await;
+        let rewards = app
+            .get(&format!("/v1/customers/{customer_id}/rewards"), &key)
+            .await;
+        assert_eq!(
+            rewards.body["items"][0]["status"], "CANCELLED",
+            "{}",
+            rewards.text
+        );
+        find_when(&c, "//div[@id='slot-transfers']//a")
+            .await
+            .send_keys(ENTER)
+            .await
+            .unwrap();
+        find_when(&c, "//button[starts-with(., 'Erase')]")
+            .await
+            .send_keys(ENTER)
+            .await
+            .unwrap();
+        until(
+            &c,
+            "the typed confirmation",
+            "return document.activeElement && document.activeElement.id === 'confirm-typed'",
+        )
+        .await;
+        let go_disabled = c
+            .execute(
+                "return document.getElementById('confirm-go').disabled",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(go_disabled, json!(true), "erasure must be typed first");
+        c.active_element()
+            .await
+            .unwrap()
+            .send_keys("ERASE")
+            .await
+            .unwrap();
+        confirm(&c).await;
+        shot(&c, 1280, "7-erased").await;
+        c.set_window_size(1280, 1000).await.unwrap();
+        close_dialog(&c).await;
+        let friend = app
+            .get(
+                &format!(
+                    "/v1/customers/lookup?identifierType=mobile&identifierValue={}",
+                    api::demo::FRIEND
+                ),
+                &key,
+            )
+            .await;
+        assert_eq!(friend.status, StatusCode::NOT_FOUND, "{}", friend.text);
+
         // API keys: create one (its secret shown once), then revoke it.
         c.goto(&app.url("/console#/keys")).await.unwrap();
         until(

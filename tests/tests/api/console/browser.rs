@@ -224,9 +224,13 @@ pub(super) async fn confirm(c: &Client) -> String {
         )
         .await
         .unwrap();
+    let result = result.as_str().unwrap();
+    assert!(result.contains("Done"), "the action failed: {result}");
     assert!(
-        result.as_str().unwrap().contains("Done"),
-        "the action failed: {result}"
+        !result
+            .lines()
+            .any(|l| l.trim() == "null" || l.trim() == "undefined"),
+        "{result}"
     );
     key
 }
