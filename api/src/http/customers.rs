@@ -174,6 +174,9 @@ pub struct CreateCustomer {
         (status = 201, description = "Enrolled now", body = CustomerView, links(
             ("GetCustomer" = (operation_id = "customers_get", parameters(("customerId" = "$response.body#/customerId")))),
             ("Ledger" = (operation_id = "customers_ledger", parameters(("customerId" = "$response.body#/customerId")))),
+            ("Holds" = (operation_id = "customers_holds", parameters(("customerId" = "$response.body#/customerId")))),
+            ("Allocations" = (operation_id = "customers_allocations", parameters(("customerId" = "$response.body#/customerId")))),
+            ("Transfers" = (operation_id = "customers_transfers", parameters(("customerId" = "$response.body#/customerId")))),
         )),
         Replayed<CustomerView>, Write))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]

@@ -290,9 +290,15 @@ impl UuidPageQuery {
         let limit = parse_limit(self.limit.as_deref())?;
         let cursor = match &self.cursor {
             None => None,
-            Some(c) => Some(uuid::Uuid::parse_str(c).map_err(|_| {
-                AppError::validation("cursor", "is not a cursor this service gave")
-            })?),
+            // Written as the service gives ids: hyphenated, 36 characters.
+            Some(c) => Some(
+                uuid::Uuid::parse_str(c)
+                    .ok()
+                    .filter(|_| c.len() == 36)
+                    .ok_or_else(|| {
+                        AppError::validation("cursor", "is not a cursor this service gave")
+                    })?,
+            ),
         };
         Ok((limit, cursor))
     }

@@ -52,6 +52,7 @@ page!(ProgramPage, ProgramView);
             ("CreateAwardStrategy" = (operation_id = "programs_create_award_strategy", parameters(("programId" = "$response.body#/programId")))),
             ("CreateExpiryStrategy" = (operation_id = "programs_create_expiry_strategy", parameters(("programId" = "$response.body#/programId")))),
             ("CreateReward" = (operation_id = "rewards_create", parameters(("programId" = "$response.body#/programId")))),
+            ("Liability" = (operation_id = "programs_liability", parameters(("programId" = "$response.body#/programId"), ("currency" = "$response.body#/currencies/0/code")))),
         )),
         Replayed<ProgramView>, Write))]
 #[tracing::instrument(level = "debug", skip_all, fields(org_id = tenant.org_id))]

@@ -59,6 +59,7 @@ async fn refusals(app: &TestApp, key: &str, customer: &str, list: &str, with_sta
     let mut bad = vec![
         "cursor=12",
         "cursor=nope",
+        "cursor=0190f5f25b7e7c4e9a592f4f1e8b1c07",
         "limit=0",
         "limit=201",
         "limit=x",
