@@ -1,6 +1,7 @@
 //! `loyalty demo` and `loyalty serve --demo`: a small organisation to `curl` against, and to
-//! open in the console, within a minute. [`load`] writes the catalog in one transaction;
-//! [`activity`] then gives it a history through the public API of the running server.
+//! open in the console, within a minute. [`load`] writes the catalog in one transaction and a
+//! bonus that has already expired; [`activity`] then gives it a history through the public API
+//! of the running server.
 
 mod activity;
 
@@ -156,6 +157,7 @@ pub async fn load(db: &Db, now: DateTime<Utc>) -> Result<Demo, String> {
     .await
     .map_err(err)?;
     Db::commit(tx).await.map_err(err)?;
+    expired_bonus(db, org.id, pid, now).await.map_err(err)?;
     Ok(Demo {
         org_id: org.id,
         api_key: key.key,
@@ -165,6 +167,50 @@ pub async fn load(db: &Db, now: DateTime<Utc>) -> Result<Demo, String> {
         short_expiry_strategy_id: month.id,
         reward_ids,
     })
+}
+
+/// Points that came and went before the demo began: the demo customer, enrolled forty days ago,
+/// got a welcome bonus of 50 points that expired yesterday; the expiry job that the workers run
+/// takes them now. So the ledger, the lots, the liability and the webhooks show an expiry at
+/// once, without waiting for a date to pass.
+async fn expired_bonus(
+    db: &Db,
+    org_id: i64,
+    program_id: i64,
+    now: DateTime<Utc>,
+) -> Result<(), persistence::PersistenceError> {
+    use persistence::{customers, ledger};
+    let invalid = |e: domain::Invalid| persistence::PersistenceError::Other(e.message);
+    let mobile = domain::customer::Mobile::parse(CUSTOMER).map_err(invalid)?;
+    let then = now - chrono::Duration::days(40);
+    let tx = db.begin().await?;
+    let customer = customers::find_or_enroll(
+        &tx,
+        org_id,
+        &domain::customer::CustomerRef::Mobile(mobile),
+        then,
+    )
+    .await?
+    .ok_or_else(|| persistence::PersistenceError::Other("the demo customer".into()))?;
+    let account = ledger::Account {
+        org_id,
+        customer_id: customer.row.id,
+        program_id,
+        currency: "POINTS".into(),
+    };
+    ledger::credit(
+        &tx,
+        &account,
+        ledger::EntryKind::Credit,
+        5_000,
+        Some(now - chrono::Duration::days(1)),
+        Some("demo:welcome-bonus"),
+        then,
+    )
+    .await?;
+    Db::commit(tx).await?;
+    crate::workers::expire_all(db, now).await?;
+    Ok(())
 }
 
 fn print(demo: &Demo, bind: &str) {
