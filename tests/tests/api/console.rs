@@ -435,11 +435,25 @@ async fn an_operator_drives_the_console_with_the_keyboard() {
             "{}",
             rewards.text
         );
+        let drawn = c
+            .execute("return Number(document.body.dataset.drawn || 0)", vec![])
+            .await
+            .unwrap();
         find_when(&c, "//div[@id='slot-transfers']//a")
             .await
             .send_keys(ENTER)
             .await
             .unwrap();
+        // The friend's page, not the one it replaces (whose Erase button would go stale).
+        until(
+            &c,
+            "the friend's page drawn",
+            &format!(
+                "return !document.querySelector('main[aria-busy]') \
+                 && Number(document.body.dataset.drawn || 0) > {drawn}"
+            ),
+        )
+        .await;
         find_when(&c, "//button[starts-with(., 'Erase')]")
             .await
             .send_keys(ENTER)
