@@ -1,5 +1,5 @@
 //! Background workers inside `serve`: lot expiry, pending activation, hold expiry, expiry
-//! notices and the idempotency retention purge.
+//! notices, the idempotency retention purge, and the merging of the liability's sums.
 //!
 //! All are safe with any number of instances running them at once: expiry locks each account's
 //! balance row with `SKIP LOCKED` (an account another worker or a request holds is left for the
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use persistence::ledger;
-use persistence::{Db, PersistenceError, idempotency};
+use persistence::{Db, PersistenceError, idempotency, liability};
 
 use crate::app::AppState;
 pub use crate::app::notices::notify_expiring_all;
@@ -52,6 +52,10 @@ pub async fn activate_all(db: &Db, now: DateTime<Utc>) -> Result<usize, Persiste
     })
     .await
 }
+
+/// Keys of the liability's sums merged per round (a key is an organisation, program,
+/// currency, month and kind; every delta of a key is merged at once).
+pub const MERGE_KEYS: u64 = 10_000;
 
 /// Forgets every idempotency record created before `cutoff`, batch by batch.
 pub async fn purge_all(db: &Db, cutoff: DateTime<Utc>) -> Result<u64, PersistenceError> {
@@ -132,6 +136,13 @@ pub fn spawn(state: Arc<AppState>, interval: Duration) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(lots = n, "wrote expiry notices"),
                 Err(e) => tracing::warn!(error = %e, "expiry notice round failed; will retry"),
+            }
+            match liability::merge(&state.db, MERGE_KEYS).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(keys = n, "merged the liability's sums"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "merging the liability's sums failed; will retry")
+                }
             }
             if let Some(cutoff) = state.forget_before() {
                 match purge_all(&state.db, cutoff).await {

@@ -23,6 +23,7 @@ mod m20261124_000007_issuance_counted_periods;
 mod m20261207_000008_expired_lots;
 mod m20261207_000011_endpoint_order;
 mod m20261207_000012_read_indexes;
+mod m20261207_000013_liability_sums;
 
 pub struct Migrator;
 
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000008_expired_lots::Migration),
             Box::new(m20261207_000011_endpoint_order::Migration),
             Box::new(m20261207_000012_read_indexes::Migration),
+            Box::new(m20261207_000013_liability_sums::Migration),
         ]
     }
 }
@@ -56,6 +58,7 @@ const SOURCES: &[&str] = &[
     include_str!("m20261207_000008_expired_lots.rs"),
     include_str!("m20261207_000011_endpoint_order.rs"),
     include_str!("m20261207_000012_read_indexes.rs"),
+    include_str!("m20261207_000013_liability_sums.rs"),
 ];
 
 /// Text that changes whenever a migration is added or edited; test harnesses use it to know

@@ -1,16 +1,17 @@
-//! A program's liability in one currency: what its customers hold now, what of it expires
-//! month by month, and what its ledger recorded month by month. Sums in SQL, within one
-//! organisation, program and currency, through the indexes `ledger_entries_program_time_idx`
-//! and `ledger_entries_program_lots_idx` (lots with points left).
+//! A program's liability in one currency: what its customers hold now (the sum of its
+//! accounts' balances), what of it expires month by month, and what its ledger recorded month
+//! by month. The last two are read from the sums the ledger's triggers keep
+//! (`ledger_month_sums`, `lot_month_sums`: see the migration that creates them), so a read
+//! adds up a few rows per month whatever the size of the ledger; [`merge`] folds the deltas
+//! the triggers append into one row per key.
 //!
 //! Months are calendar months in UTC, written `YYYY-MM`: `to_char(… AT TIME ZONE 'UTC')` on
 //! PostgreSQL, `strftime` on SQLite (which keeps timestamps as UTC text).
 
-use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult};
 
 use crate::ledger::Totals;
-use crate::{PersistenceError, stmt};
+use crate::{Db, PersistenceError, stmt};
 
 /// What the balances of the program's accounts in the currency add up to.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
@@ -33,15 +34,6 @@ pub async fn outstanding<C: ConnectionTrait>(
     .unwrap_or_default())
 }
 
-/// `column` as its month, `YYYY-MM` in UTC.
-fn month_of<C: ConnectionTrait>(conn: &C, column: &str) -> String {
-    if conn.get_database_backend() == DbBackend::Postgres {
-        format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM')")
-    } else {
-        format!("strftime('%Y-%m', {column})")
-    }
-}
-
 /// A sum for one month (and one kind of entry, where it applies).
 #[derive(Debug, Clone, PartialEq, Eq, FromQueryResult)]
 pub struct MonthSum {
@@ -52,26 +44,23 @@ pub struct MonthSum {
     pub amount: i64,
 }
 
-/// What the lots with points left (held parts included) that expire in `[from, to)` hold,
-/// by the month they expire in. Months without such lots are absent.
+/// What the lots with points left (held parts included) that expire in the months `from` to
+/// `to` (`YYYY-MM`, `to` excluded) hold, by month. Months whose lots hold nothing are absent.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn expiring_by_month<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
     program_id: i64,
     currency: &str,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
+    from: &str,
+    to: &str,
 ) -> Result<Vec<MonthSum>, PersistenceError> {
-    let month = month_of(conn, "expires_at");
     Ok(MonthSum::find_by_statement(stmt(
         conn,
-        &format!(
-            "SELECT {month} AS month, '' AS kind, CAST(SUM(remaining) AS BIGINT) AS amount \
-             FROM ledger_entries WHERE org_id = $1 AND program_id = $2 AND currency = $3 \
-             AND remaining > 0 AND expires_at >= $4 AND expires_at < $5 \
-             GROUP BY {month} ORDER BY 1"
-        ),
+        "SELECT month, '' AS kind, CAST(SUM(remaining) AS BIGINT) AS amount \
+         FROM lot_month_sums WHERE org_id = $1 AND program_id = $2 AND currency = $3 \
+         AND month >= $4 AND month < $5 \
+         GROUP BY month HAVING SUM(remaining) <> 0 ORDER BY 1",
         vec![
             org_id.into(),
             program_id.into(),
@@ -84,28 +73,26 @@ pub async fn expiring_by_month<C: ConnectionTrait>(
     .await?)
 }
 
-/// The amounts of the ledger entries written in `[from, to)`, by month and kind (only the
-/// kinds that move points into or out of the program's accounts: not `HOLD`, `RELEASE` or
-/// `TRANSFER_IN`, whose transfer is counted by its `TRANSFER_OUT`).
+/// The amounts of the ledger entries written in the months `from` to `to` (`YYYY-MM`, `to`
+/// excluded), by month and kind (only the kinds that move points into or out of the
+/// program's accounts: not `HOLD`, `RELEASE` or `TRANSFER_IN`, whose transfer is counted by
+/// its `TRANSFER_OUT`).
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn ledger_by_month<C: ConnectionTrait>(
     conn: &C,
     org_id: i64,
     program_id: i64,
     currency: &str,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
+    from: &str,
+    to: &str,
 ) -> Result<Vec<MonthSum>, PersistenceError> {
-    let month = month_of(conn, "created_at");
     Ok(MonthSum::find_by_statement(stmt(
         conn,
-        &format!(
-            "SELECT {month} AS month, kind, CAST(SUM(amount) AS BIGINT) AS amount \
-             FROM ledger_entries WHERE org_id = $1 AND program_id = $2 AND currency = $3 \
-             AND created_at >= $4 AND created_at < $5 \
-             AND kind IN ('CREDIT', 'DEBIT', 'EXPIRE', 'REVERSAL', 'TRANSFER_OUT') \
-             GROUP BY {month}, kind ORDER BY 1, 2"
-        ),
+        "SELECT month, kind, CAST(SUM(amount) AS BIGINT) AS amount \
+         FROM ledger_month_sums WHERE org_id = $1 AND program_id = $2 AND currency = $3 \
+         AND month >= $4 AND month < $5 \
+         AND kind IN ('CREDIT', 'DEBIT', 'EXPIRE', 'REVERSAL', 'TRANSFER_OUT') \
+         GROUP BY month, kind HAVING SUM(amount) <> 0 ORDER BY 1, 2",
         vec![
             org_id.into(),
             program_id.into(),
@@ -116,4 +103,91 @@ pub async fn ledger_by_month<C: ConnectionTrait>(
     ))
     .all(conn)
     .await?)
+}
+
+/// The two tables of sums and the columns that make a key of each, besides `org_id`,
+/// `program_id`, `currency` and `month`.
+const SUMS: [(&str, &str, &str); 2] = [
+    ("ledger_month_sums", "kind, ", "amount"),
+    ("lot_month_sums", "", "remaining"),
+];
+
+/// Merges the deltas the ledger's triggers appended: for up to `keys` keys (organisation,
+/// program, currency, month and, for the ledger's sums, kind) with unmerged rows in each table,
+/// all their rows become one merged row (none when they add up to nothing). Returns how many
+/// keys it merged in the two tables.
+///
+/// On PostgreSQL one statement per table deletes the rows and writes their sum, so
+/// [`expiring_by_month`] and [`ledger_by_month`] read the same total before and after, and
+/// deltas appended meanwhile (not in the statement's snapshot) are left for the next round.
+/// Two instances merging at once do not count a row twice: the second one's delete waits for
+/// the first's and skips the rows it deleted. On SQLite (one writer) a transaction merges every
+/// row written before it began.
+#[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+pub async fn merge(db: &Db, keys: u64) -> Result<u64, PersistenceError> {
+    let mut merged = 0;
+    for (table, kind, value) in SUMS {
+        let key = format!("org_id, program_id, currency, month, {kind}");
+        let key = key.trim_end_matches(", ");
+        if db.conn().get_database_backend() == DbBackend::Postgres {
+            let matches = key
+                .split(", ")
+                .map(|c| format!("s.{c} = k.{c}"))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let sql = format!(
+                "WITH k AS (SELECT DISTINCT {key} FROM {table} WHERE NOT merged LIMIT $1), \
+                 gone AS (DELETE FROM {table} s USING k WHERE {matches} RETURNING s.*), \
+                 sums AS (INSERT INTO {table} ({key}, {value}, merged) \
+                   SELECT {key}, SUM({value}), TRUE FROM gone GROUP BY {key} HAVING SUM({value}) <> 0) \
+                 SELECT count(*) AS n FROM k"
+            );
+            let conn = db.conn();
+            let row = conn
+                .query_one_raw(stmt(conn, &sql, vec![crate::limit_value(keys)]))
+                .await?;
+            merged += row
+                .map(|r| r.try_get::<i64>("", "n"))
+                .transpose()?
+                .unwrap_or(0) as u64;
+        } else {
+            let tx = db.begin().await?;
+            let row = tx
+                .query_one_raw(stmt(
+                    &tx,
+                    &format!(
+                        "SELECT COALESCE(MAX(rowid), 0) AS last, \
+                         (SELECT count(*) FROM (SELECT DISTINCT {key} FROM {table} WHERE NOT merged)) AS n \
+                         FROM {table}"
+                    ),
+                    vec![],
+                ))
+                .await?;
+            let (last, n) = match row {
+                Some(r) => (r.try_get::<i64>("", "last")?, r.try_get::<i64>("", "n")?),
+                None => (0, 0),
+            };
+            if n > 0 {
+                tx.execute_raw(stmt(
+                    &tx,
+                    &format!(
+                        "INSERT INTO {table} ({key}, {value}, merged) \
+                         SELECT {key}, SUM({value}), TRUE FROM {table} WHERE rowid <= $1 \
+                         GROUP BY {key} HAVING SUM({value}) <> 0"
+                    ),
+                    vec![last.into()],
+                ))
+                .await?;
+                tx.execute_raw(stmt(
+                    &tx,
+                    &format!("DELETE FROM {table} WHERE rowid <= $1"),
+                    vec![last.into()],
+                ))
+                .await?;
+            }
+            tx.commit().await?;
+            merged += n as u64;
+        }
+    }
+    Ok(merged)
 }

@@ -3,22 +3,26 @@
 -- (service req/s ÷ pgbench tps, at the same concurrency).
 --
 -- It performs the SQL work of ONE allocation on the service's single path
--- (api/src/allocate.rs `allocate_alone`, reached from api/src/routes/allocations.rs), in the
+-- (api/src/app/allocate/mod.rs `allocate_alone`, reached from api/src/http/allocations.rs), in the
 -- same order, in one transaction with one commit:
 --   1. claim the key: insert the idempotency record          (persistence/src/idempotency.rs claim)
 --   2. find the customer, enrolling them if new              (persistence/src/customers.rs find_or_enroll)
---   3. add the award to the balance (upsert) ...             (persistence/src/ledger.rs credit)
---   4. ... and insert the ledger credit (the lot)            (persistence/src/ledger.rs credit)
---   5. insert the allocation                                 (persistence/src/allocations.rs insert)
+--   3. add the award to the balance (upsert) ...             (persistence/src/ledger/mod.rs credit)
+--   4. ... and insert the ledger credit (the lot)            (persistence/src/ledger/mod.rs credit)
+--   5. insert the allocation                                 (persistence/src/allocations.rs insert_many)
 --   6. store the outcome (~500 bytes of JSON) on the record  (persistence/src/idempotency.rs complete)
 --   COMMIT
--- with the same tables, indexes, conflict targets, RETURNING lists (including the scale
+-- with the same tables, indexes, triggers, conflict targets, RETURNING lists (including the scale
 -- sub-select) and row sizes; customer, record and ledger ids are carried from one statement to
 -- the next with \gset, as the service carries them in memory.
 --
+-- The ledger's triggers that keep the liability's sums (migration m20261207_000013) fire on step
+-- 4 as on the service's insert of a batch's credits: once per statement, so once per allocation
+-- here and once per batch in the service.
+--
 -- Knowingly not included, so this is a lower bound for the database's share of the work:
 --   * the service's replay check, one indexed read of the key before the transaction
---     (api/src/idempotent.rs replay_if_used);
+--     (api/src/app/write/mod.rs replay_if_used);
 --   * the catalog reads the service takes from its in-process cache;
 --   * step 2 is one statement here (INSERT ... ON CONFLICT DO NOTHING RETURNING, falling back
 --     to the existing row in the same statement); the service sends the INSERT and then, for

@@ -633,7 +633,12 @@ pub async fn invariant_violations(app: &TestApp) -> Vec<String> {
               AND a.customer_id = c.customer_id \
               AND CASE WHEN c.period = 'LIFETIME' THEN true \
                   ELSE date_trunc(lower(c.period), a.created_at, 'UTC') = c.period_start END), 0)";
-    for (name, sql) in [("lot", lots), ("earn cap", caps)] {
+    let sums = liability_sums_violations(DbBackend::Postgres);
+    for (name, sql) in [
+        ("lot", lots),
+        ("earn cap", caps),
+        ("liability sums", sums.as_str()),
+    ] {
         broken.extend(
             app.db
                 .conn()
@@ -645,6 +650,38 @@ pub async fn invariant_violations(app: &TestApp) -> Vec<String> {
         );
     }
     broken
+}
+
+/// SQL listing where the liability's sums (`ledger_month_sums`, `lot_month_sums`, merged or
+/// not) differ from the ledger they sum: by organisation, program, currency, month written
+/// and kind for the entries' amounts, and by month of expiry for the lots' points left.
+pub fn liability_sums_violations(backend: DbBackend) -> String {
+    let month = |c: &str| match backend {
+        DbBackend::Postgres => format!("to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM')"),
+        _ => format!("strftime('%Y-%m', {c})"),
+    };
+    let (written, expires) = (month("created_at"), month("expires_at"));
+    format!(
+        "WITH want AS (SELECT org_id, program_id, currency, {written} AS month, kind, SUM(amount) AS amount \
+           FROM ledger_entries GROUP BY 1, 2, 3, 4, 5 \
+           UNION ALL SELECT org_id, program_id, currency, {expires}, 'lots', SUM(remaining) \
+           FROM ledger_entries WHERE expires_at IS NOT NULL AND remaining > 0 GROUP BY 1, 2, 3, 4), \
+         have AS (SELECT org_id, program_id, currency, month, kind, SUM(amount) AS amount \
+           FROM ledger_month_sums GROUP BY 1, 2, 3, 4, 5 \
+           UNION ALL SELECT org_id, program_id, currency, month, 'lots', SUM(remaining) \
+           FROM lot_month_sums GROUP BY 1, 2, 3, 4), \
+         w AS (SELECT org_id, program_id, currency, month, kind, SUM(amount) AS amount FROM want GROUP BY 1, 2, 3, 4, 5), \
+         h AS (SELECT org_id, program_id, currency, month, kind, SUM(amount) AS amount FROM have GROUP BY 1, 2, 3, 4, 5), \
+         keys AS (SELECT org_id, program_id, currency, month, kind FROM w UNION SELECT org_id, program_id, currency, month, kind FROM h) \
+         SELECT 'liability sums ' || k.program_id || ' ' || k.currency || ' ' || k.month || ' ' || k.kind || \
+                ': ledger ' || COALESCE(w.amount, 0) || ' sums ' || COALESCE(h.amount, 0) \
+         FROM keys k \
+         LEFT JOIN w ON w.org_id = k.org_id AND w.program_id = k.program_id AND w.currency = k.currency \
+           AND w.month = k.month AND w.kind = k.kind \
+         LEFT JOIN h ON h.org_id = k.org_id AND h.program_id = k.program_id AND h.currency = k.currency \
+           AND h.month = k.month AND h.kind = k.kind \
+         WHERE COALESCE(w.amount, 0) <> COALESCE(h.amount, 0)"
+    )
 }
 
 /// Starts a transaction on its own connection that claims `operation`/`key` of `org` and does

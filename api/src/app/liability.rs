@@ -122,26 +122,13 @@ pub async fn liability(
     let program_id = program.row.id;
     let conn = state.db.conn();
     let now = state.now();
-    let this_month = month_start(now, 0);
+    let (this_month, in_a_year) = (label(month_start(now, 0)), label(month_start(now, 12)));
+    let (year_ago, next_month) = (label(month_start(now, -11)), label(month_start(now, 1)));
     // Three reads on their own connections at once: the answer takes the longest, not the sum.
     let (outstanding, expiring, ledger) = tokio::try_join!(
         liability::outstanding(conn, org_id, program_id, currency),
-        liability::expiring_by_month(
-            conn,
-            org_id,
-            program_id,
-            currency,
-            this_month,
-            month_start(now, 12),
-        ),
-        liability::ledger_by_month(
-            conn,
-            org_id,
-            program_id,
-            currency,
-            month_start(now, -11),
-            month_start(now, 1),
-        ),
+        liability::expiring_by_month(conn, org_id, program_id, currency, &this_month, &in_a_year,),
+        liability::ledger_by_month(conn, org_id, program_id, currency, &year_ago, &next_month,),
     )?;
     let money = |minor: i64| amount(minor, scale);
     Ok(LiabilityView {

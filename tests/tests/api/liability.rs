@@ -3,6 +3,8 @@
 
 use api::engine::clock::ManualClock;
 use chrono::{DateTime, Utc};
+use persistence::ConnectionTrait;
+use sea_orm::{DbBackend, Statement};
 use serde_json::{Value, json};
 use tests::{Catalog, Spawn, StatusCode, TestApp, allocation_body, setup_catalog};
 
@@ -47,6 +49,55 @@ fn month(
 ) -> Value {
     json!({"month": m, "issued": issued, "redeemed": redeemed, "expired": expired,
            "reversed": reversed, "transferred": transferred})
+}
+
+/// Merging the sums' deltas, twice at once as two instances would, changes no figure of the
+/// liability at `path` and leaves no delta unmerged; before and after, the sums are what the
+/// ledger adds up to.
+async fn merging_changes_nothing(app: &TestApp, key: &str, path: &str, backend: DbBackend) {
+    let sums = tests::liability_sums_violations(backend);
+    let broken = |app: &TestApp| {
+        let sql = sums.clone();
+        let conn = app.db.conn().clone();
+        async move {
+            conn.query_all_raw(Statement::from_string(backend, sql))
+                .await
+                .expect("sums query")
+                .into_iter()
+                .map(|r| r.try_get_by_index::<String>(0).unwrap_or_default())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(broken(app).await, Vec::<String>::new());
+    let before = app.get(path, key).await;
+    let (a, b) = tokio::join!(
+        persistence::liability::merge(&app.db, 10_000),
+        persistence::liability::merge(&app.db, 10_000)
+    );
+    assert!(
+        a.expect("merge") + b.expect("merge") > 0,
+        "nothing to merge"
+    );
+    let after = app.get(path, key).await;
+    for part in ["outstanding", "expiring", "months"] {
+        assert_eq!(before.body[part], after.body[part], "{part}");
+    }
+    let unmerged = app
+        .db
+        .conn()
+        .query_one_raw(Statement::from_string(
+            backend,
+            "SELECT (SELECT count(*) FROM ledger_month_sums WHERE NOT merged) \
+             + (SELECT count(*) FROM lot_month_sums WHERE NOT merged) AS n"
+                .to_owned(),
+        ))
+        .await
+        .expect("count")
+        .expect("a row")
+        .try_get::<i64>("", "n")
+        .expect("n");
+    assert_eq!(unmerged, 0);
+    assert_eq!(broken(app).await, Vec::<String>::new());
 }
 
 #[tokio::test]
@@ -190,6 +241,8 @@ async fn the_liability_adds_up_balances_expiring_lots_and_the_ledger_by_month() 
         coins.body["months"][11],
         month("2026-11", "0", "0", "0", "0", "0")
     );
+    let path = format!("/v1/programs/{p}/liability?currency=POINTS");
+    merging_changes_nothing(&app, &key, &path, DbBackend::Postgres).await;
 }
 
 #[tokio::test]
@@ -326,6 +379,8 @@ async fn the_liability_and_the_customer_lists_read_the_same_on_sqlite() {
     );
     let holds = app.get(&format!("/v1/customers/{alice}/holds"), &key).await;
     assert_eq!(holds.body["items"], json!([]), "{}", holds.text);
+    let path = format!("/v1/programs/{p}/liability?currency=POINTS");
+    merging_changes_nothing(&app, &key, &path, DbBackend::Sqlite).await;
     app.stop().await;
     for suffix in ["", "-wal", "-shm", "-journal"] {
         let mut path = file.clone().into_os_string();

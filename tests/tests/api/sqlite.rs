@@ -26,7 +26,8 @@ impl Drop for TempFile {
 
 /// The invariant of `tests::invariant_violations`, in SQL both backends run: for every
 /// balance, available + held = the remaining of its lots, held = their earmarks = its active
-/// holds, pending = its pending allocations, none negative.
+/// holds, pending = its pending allocations, none negative; and the liability's sums are
+/// what the ledger adds up to.
 async fn sqlite_invariant(app: &TestApp) -> Vec<String> {
     let sql = "SELECT b.customer_id || '/' || b.currency FROM balances b \
         WHERE b.available < 0 OR b.held < 0 OR b.pending < 0 \
@@ -42,14 +43,20 @@ async fn sqlite_invariant(app: &TestApp) -> Vec<String> {
            OR b.pending <> (SELECT COALESCE(SUM(a.amount - a.reversed_amount), 0) FROM allocations a \
                WHERE a.status = 'PENDING' AND a.org_id = b.org_id AND a.customer_id = b.customer_id \
                  AND a.program_id = b.program_id AND a.currency = b.currency)";
-    app.db
-        .conn()
-        .query_all_raw(Statement::from_string(DbBackend::Sqlite, sql.to_owned()))
-        .await
-        .expect("invariant query")
-        .into_iter()
-        .map(|r| r.try_get_by_index::<String>(0).unwrap_or_default())
-        .collect()
+    let sums = tests::liability_sums_violations(DbBackend::Sqlite);
+    let mut broken = Vec::new();
+    for sql in [sql, sums.as_str()] {
+        broken.extend(
+            app.db
+                .conn()
+                .query_all_raw(Statement::from_string(DbBackend::Sqlite, sql.to_owned()))
+                .await
+                .expect("invariant query")
+                .into_iter()
+                .map(|r| r.try_get_by_index::<String>(0).unwrap_or_default()),
+        );
+    }
+    broken
 }
 
 async fn count(app: &TestApp, sql: &str) -> i64 {
