@@ -20,6 +20,11 @@
 //! only row triggers: each entry appends its own delta (the embedded default's volumes are
 //! small, and the worker merges them all the same).
 //!
+//! Each table has one index, the read's; the merge finds the unmerged rows by a scan of the
+//! table, which merging keeps to about one row per key. A second index, for the merge, would
+//! cost every writing statement one more index insert, on a leaf page every concurrent writer
+//! of the program's month shares.
+//!
 //! The sums of the ledger already written are filled in before the triggers are created. The
 //! two ledger indexes the liability read used to sum the entries themselves
 //! (`ledger_entries_program_time_idx`, `ledger_entries_program_lots_idx`) have no reader left
@@ -42,8 +47,6 @@ CREATE TABLE ledger_month_sums (
 );
 CREATE INDEX ledger_month_sums_program_idx
     ON ledger_month_sums (org_id, program_id, currency, month);
-CREATE INDEX ledger_month_sums_unmerged_idx
-    ON ledger_month_sums (org_id, program_id, currency, month, kind) WHERE NOT merged;
 CREATE TABLE lot_month_sums (
     org_id BIGINT NOT NULL,
     program_id BIGINT NOT NULL,
@@ -54,8 +57,6 @@ CREATE TABLE lot_month_sums (
 );
 CREATE INDEX lot_month_sums_program_idx
     ON lot_month_sums (org_id, program_id, currency, month);
-CREATE INDEX lot_month_sums_unmerged_idx
-    ON lot_month_sums (org_id, program_id, currency, month) WHERE NOT merged;
 ";
 
 /// The sums of what is already written, merged (`{month}`: the backend's month of a column).
