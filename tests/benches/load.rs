@@ -76,10 +76,18 @@
 //! - "PostgreSQL's work per allocation made" divides what `pg_stat_wal` and `pg_stat_database`
 //!   counted during a scenario (WAL bytes, full-page images, WAL flushes, blocks read from
 //!   outside `shared_buffers`) by the ledger entries it drew: where a grown database's extra
-//!   time goes, for the service and for pgbench side by side.
+//!   time goes, for the service and for pgbench side by side;
+//! - "CPU per allocation made" divides the CPU time of the server, of every PostgreSQL process
+//!   and of the load generator (read from `/proc` every 50 ms, so backends that start and end
+//!   meanwhile count) by the allocations made, for `alloc` and for pgbench, and gives the
+//!   throughput at which that cost (server and PostgreSQL) would use every core: the machine's
+//!   CPU limit for that path, and the share of it the run reached.
 //!
 //! The load generator runs on the same machine as the server and PostgreSQL, and takes some of
 //! the CPU they would otherwise have: compare runs made on the same machine only.
+
+#[path = "load/cpu.rs"]
+mod cpu;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -1626,6 +1634,7 @@ async fn run(
     let mut pgbench: Vec<PgbenchResult> = Vec::new();
     let mut rss_resets = true;
     let mut db_work: Vec<String> = Vec::new();
+    let mut cpu_work: Vec<String> = Vec::new();
     let vars = [
         ("org", org.org_id),
         ("program", ctx.program_id),
@@ -1663,6 +1672,8 @@ async fn run(
                 server.check_alive();
                 rss_resets &= server.reset_peak_rss();
                 let before = DbCounters::read(&conn).await;
+                let alloc = matches!(scenario, Scenario::Alloc);
+                let sampler = alloc.then(|| cpu::Sampler::start(server.pid, false));
                 let mut row = run_load(
                     ctx.clone(),
                     &server.base,
@@ -1684,8 +1695,15 @@ async fn run(
                     fmt_opt(row.percentile_ms(0.99), 1),
                     row.errors
                 );
+                let used = sampler.map(cpu::Sampler::stop);
+                let after = DbCounters::read(&conn).await;
+                if let (Some(used), Some(b), Some(a)) = (used, before, after) {
+                    let what = format!("{name}{} c={c}", labelled(pass));
+                    let rate = row.per_second(row.ok);
+                    cpu_work.push(used.report(&what, a.entries - b.entries, rate));
+                }
                 rows.push(row);
-                if let (Some(b), Some(a)) = (before, DbCounters::read(&conn).await)
+                if let (Some(b), Some(a)) = (before, after)
                     && let Some(per) = b.per_allocation(a)
                 {
                     db_work.push(format!("{name}{} c={c}: {per}", labelled(pass)));
@@ -1695,13 +1713,21 @@ async fn run(
                     let script = script.to_path_buf();
                     let url = database_url.to_owned();
                     let seconds = knobs.pgbench_seconds();
+                    let sampler = cpu::Sampler::start(server.pid, true);
                     let mut result = tokio::task::spawn_blocking(move || {
                         run_pgbench(&script, &url, c, seconds, &vars)
                     })
                     .await
                     .expect("the pgbench thread panicked");
                     result.pass = pass;
-                    if let (Some(b), Some(a)) = (before, DbCounters::read(&conn).await)
+                    let used = sampler.stop();
+                    let after = DbCounters::read(&conn).await;
+                    if let (Some(b), Some(a)) = (before, after) {
+                        let what = format!("pgbench{} c={c}", labelled(pass));
+                        let rate = result.tps.unwrap_or(0.0);
+                        cpu_work.push(used.report(&what, a.entries - b.entries, rate));
+                    }
+                    if let (Some(b), Some(a)) = (before, after)
                         && let Some(per) = b.per_allocation(a)
                     {
                         db_work.push(format!("pgbench{} c={c}: {per}", labelled(pass)));
@@ -1858,6 +1884,15 @@ async fn run(
     if !db_work.is_empty() {
         println!("PostgreSQL's work per allocation made (warm-up included):");
         for line in &db_work {
+            println!("- {line}");
+        }
+    }
+    if !cpu_work.is_empty() {
+        println!();
+        println!(
+            "CPU per allocation made (warm-up included; /proc every 50 ms, PostgreSQL's backends that came and went counted):"
+        );
+        for line in &cpu_work {
             println!("- {line}");
         }
     }
