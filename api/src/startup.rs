@@ -29,8 +29,15 @@ pub async fn connect(settings: &Settings) -> Result<Db, persistence::Persistence
             lock_wait: settings.idempotency_wait,
             acquire_timeout: settings.db_acquire_timeout,
             batch_lock_wait: settings.batch_lock_wait,
+            // Each writer of the allocations and of the redemptions has one batch running its
+            // statements and up to `overlap` committing.
             batch_connections: u32::try_from(settings.group_commit_writers)
                 .unwrap_or(u32::MAX)
+                .saturating_mul(
+                    u32::try_from(settings.group_commit_overlap)
+                        .unwrap_or(u32::MAX)
+                        .saturating_add(1),
+                )
                 .saturating_mul(2)
                 .saturating_add(1),
             statement_timeout: settings.db_statement_timeout,
@@ -67,9 +74,18 @@ impl Application {
             .map_err(|e| StartupError(e.to_string()))?
             .port();
         let workers = settings.workers;
-        let group_commit_max = settings.group_commit_max;
-        let writers = settings.group_commit_writers;
         let deadline = settings.batch_deadline();
+        let writers = crate::engine::group_commit::Writers {
+            max_batch: settings.group_commit_max,
+            writers: settings.group_commit_writers,
+            overlap: settings.group_commit_overlap,
+            deadline,
+        };
+        let one_writer = crate::engine::group_commit::Writers {
+            writers: 1,
+            overlap: 0,
+            ..writers
+        };
         let alone_runs = usize::try_from(settings.db_max_connections / 2)
             .unwrap_or(1)
             .max(1);
@@ -82,25 +98,17 @@ impl Application {
             clock,
             settings,
             caches,
-            allocations: crate::engine::group_commit::Queue::spawn(
+            allocations: crate::engine::group_commit::Queue::spawn(state.clone(), writers),
+            redemptions: crate::engine::group_commit::Queue::spawn(state.clone(), writers),
+            issuances: crate::engine::group_commit::Queue::spawn(state.clone(), one_writer),
+            key_lookups: crate::engine::group_commit::Queue::spawn(
                 state.clone(),
-                group_commit_max,
-                writers,
-                deadline,
+                crate::engine::group_commit::Writers {
+                    max_batch: 256,
+                    writers: 2,
+                    ..one_writer
+                },
             ),
-            redemptions: crate::engine::group_commit::Queue::spawn(
-                state.clone(),
-                group_commit_max,
-                writers,
-                deadline,
-            ),
-            issuances: crate::engine::group_commit::Queue::spawn(
-                state.clone(),
-                group_commit_max,
-                1,
-                deadline,
-            ),
-            key_lookups: crate::engine::group_commit::Queue::spawn(state.clone(), 256, 2, deadline),
             rate_limiter,
             auth_failures,
             alone_runs: Arc::new(tokio::sync::Semaphore::new(alone_runs)),

@@ -44,6 +44,7 @@ use crate::app::settle::settle;
 use crate::app::write::batch::{KeyedWrite, Slot, claim_and_prepare, store_and_release, submit};
 use crate::app::write::{Done, Effect, Outcome, execute};
 use crate::engine::format::{amount, ts};
+use crate::engine::group_commit::{Overlap, footprint_of};
 use crate::engine::webhooks::event;
 
 const OPERATION: Operation = Operation::CurrencyRedemption;
@@ -237,12 +238,21 @@ impl KeyedWrite for RedemptionRequest {
         &self.meaning
     }
 
+    /// Its key and its account's balance row.
+    fn locks(&self) -> Vec<u64> {
+        vec![
+            footprint_of(self.scope()),
+            footprint_of((self.org_id, self.program_id, &self.customer)),
+        ]
+    }
+
     async fn run_batch<'a>(
         state: &'a AppState,
         requests: &'a [&'a Self],
         answers: &'a mut [Slot],
+        overlap: &'a Overlap,
     ) -> Result<(), PersistenceError> {
-        run_batch(state, requests, answers).await
+        run_batch(state, requests, answers, overlap).await
     }
 
     async fn alone<'a>(state: &'a AppState, request: &'a Self) -> Result<Outcome, AppError> {
@@ -255,6 +265,7 @@ async fn run_batch(
     state: &AppState,
     requests: &[&RedemptionRequest],
     answers: &mut [Slot],
+    overlap: &Overlap,
 ) -> Result<(), PersistenceError> {
     let now = state.now();
     let tx = state.db.begin_batch().await?;
@@ -360,6 +371,7 @@ async fn run_batch(
         .map(|(_, record, body, id)| (*record, body.clone(), Some(id.to_string())))
         .collect();
     store_and_release(&tx, &stored, &released).await?;
+    overlap.committing();
     Db::commit(tx).await?;
     for i in short {
         answers[i] = Some(Err(insufficient()));

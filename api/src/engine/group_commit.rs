@@ -7,7 +7,18 @@
 //! whatever is queued (up to `LOYALTY_GROUP_COMMIT_MAX`), runs it as one batch (one multi-row
 //! key claim, one statement per table, one commit; see [`Batch::run`]) and answers every request
 //! through its own channel. There is no timer: a request that arrives while the writer is idle
-//! is taken at once, alone; requests that arrive while a batch commits form the next one.
+//! is taken at once, alone; requests that arrive while a batch runs form the next one.
+//!
+//! Batches may overlap: once a batch has sent its last statement and only its commit (the WAL
+//! flush) is left, it says so ([`Overlap::committing`]) and the writer starts the next batch on
+//! another connection, while the first one's commit is flushed (at most `overlap` batches
+//! committing behind the one running its statements; `LOYALTY_GROUP_COMMIT_OVERLAP`, default 0:
+//! one batch at a time, which measured faster where the WAL flush is short; see docs/DESIGN.md). The rules stay those of two transactions: the same key in two batches is
+//! settled by its unique index, a balance in both by its row lock (taken in the lock order, so
+//! they cannot deadlock; the one committing takes no new lock), and every request is answered
+//! only after its own batch committed. So that the next batch does not simply wait for the
+//! locks of the one committing, a request whose [`Batch::footprint`] (its key, its account)
+//! meets that of a batch in flight waits for the batch after.
 //!
 //! What a batch must keep (each [`Batch`] implementation says how it does):
 //! - every request answered exactly what it would have been answered alone;
@@ -21,10 +32,12 @@
 //! Several instances each run their own writers: the database's unique indexes and
 //! conditional writes stay the arbiters, exactly as for single transactions.
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 /// Why a queue could not answer a request: its writer stopped, or dropped the request without
 /// an answer (the batch panicked, possibly after its commit, so the outcome is unknown).
@@ -44,6 +57,27 @@ impl<R: Batch> Job<R> {
     }
 }
 
+/// How a batch tells its writer that only its commit is left, so the next batch may start.
+/// Saying it more than once, or never (a batch that ends without a commit), is harmless: the
+/// writer also takes the batch's end for it.
+#[derive(Clone, Default)]
+pub struct Overlap(Arc<std::sync::Mutex<Option<oneshot::Sender<()>>>>);
+
+impl Overlap {
+    fn new() -> (Self, oneshot::Receiver<()>) {
+        let (said, heard) = oneshot::channel();
+        (Self(Arc::new(std::sync::Mutex::new(Some(said)))), heard)
+    }
+
+    /// The batch has sent its last statement before its commit: it will take no new lock.
+    pub fn committing(&self) {
+        let said = self.0.lock().map(|mut s| s.take()).unwrap_or(None);
+        if let Some(said) = said {
+            let _ = said.send(());
+        }
+    }
+}
+
 /// How one kind of request runs as a batch.
 pub trait Batch: Sized + Send + 'static {
     /// What the batch runs with (the application's state).
@@ -53,12 +87,27 @@ pub trait Batch: Sized + Send + 'static {
     /// What each request is answered on failure.
     type Error: From<Unanswered> + Send + 'static;
 
+    /// What the request locks that a batch running at the same time would wait for (its key,
+    /// its account), hashed: a request that shares one with a batch in flight waits for the
+    /// next batch. Only a hint: the database's locks and unique indexes decide either way.
+    fn footprint(&self) -> Vec<u64> {
+        Vec::new()
+    }
+
     /// Runs `jobs` and answers each of them, except those that must wait for the next batch
-    /// (a key already in this one), which it returns.
+    /// (a key already in this one), which it returns. Calls `overlap.committing()` when only
+    /// its commit is left.
     fn run(
         context: Arc<Self::Context>,
         jobs: Vec<Job<Self>>,
+        overlap: Overlap,
     ) -> impl Future<Output = Vec<Job<Self>>> + Send;
+}
+
+/// The hash of `value`, for a [`Batch::footprint`].
+pub fn footprint_of(value: impl std::hash::Hash) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(value)
 }
 
 /// The queue of one kind of request, and its worker tasks.
@@ -66,26 +115,32 @@ pub struct Queue<R: Batch> {
     sender: mpsc::Sender<Job<R>>,
 }
 
+/// How a queue's writers run their batches.
+#[derive(Debug, Clone, Copy)]
+pub struct Writers {
+    /// Requests per batch, at most.
+    pub max_batch: usize,
+    /// Writer tasks taking batches from the queue.
+    pub writers: usize,
+    /// Batches that may be committing while the next runs its statements (0: none).
+    pub overlap: usize,
+    /// How long a batch may take before it is abandoned.
+    pub deadline: Duration,
+}
+
 impl<R: Batch> Queue<R> {
-    /// Starts `workers` tasks taking batches of at most `max_batch` from one queue, each batch
-    /// abandoned after `deadline`. They hold the application weakly and stop when it is gone
-    /// and the queue is empty.
-    pub fn spawn(
-        context: Weak<R::Context>,
-        max_batch: usize,
-        workers: usize,
-        deadline: Duration,
-    ) -> Self {
-        let max_batch = max_batch.max(1);
-        let (sender, receiver) = mpsc::channel(max_batch.saturating_mul(4));
+    /// Starts `how.writers` tasks taking batches from one queue. They hold the application
+    /// weakly and stop when it is gone and the queue is empty.
+    pub fn spawn(context: Weak<R::Context>, how: Writers) -> Self {
+        let how = Writers {
+            max_batch: how.max_batch.max(1),
+            writers: how.writers.max(1),
+            ..how
+        };
+        let (sender, receiver) = mpsc::channel(how.max_batch.saturating_mul(4));
         let receiver = Arc::new(Mutex::new(receiver));
-        for _ in 0..workers.max(1) {
-            tokio::spawn(worker(
-                receiver.clone(),
-                context.clone(),
-                max_batch,
-                deadline,
-            ));
+        for _ in 0..how.writers {
+            tokio::spawn(worker(receiver.clone(), context.clone(), how));
         }
         Self { sender }
     }
@@ -105,36 +160,114 @@ impl<R: Batch> Queue<R> {
     }
 }
 
-/// Takes what is queued (waiting only when nothing is), runs it, and again. With several
-/// workers, one gathers the next batch while another's is with the database.
+/// A batch whose statements are done, committing.
+struct InFlight<R: Batch> {
+    task: JoinHandle<Ran<R>>,
+    footprint: HashSet<u64>,
+}
+
+/// What a batch's task ends with: the requests it carried to the next batch, or `None` when
+/// it passed its deadline and was abandoned.
+type Ran<R> = Option<Vec<Job<R>>>;
+
+/// The requests a batch's task carried, after logging how it ended.
+fn carried<R: Batch>(
+    ended: Result<Ran<R>, tokio::task::JoinError>,
+    deadline: Duration,
+) -> Vec<Job<R>> {
+    match ended {
+        Ok(Some(carried)) => carried,
+        // A batch past its deadline (a connection that stopped answering: a paused server, a
+        // half-open socket) is abandoned: its requests' outcome is unknown, as after a cut
+        // COMMIT, and their retries find out.
+        Ok(None) => {
+            crate::engine::metrics::batch_abandoned();
+            tracing::warn!(
+                deadline_ms = deadline.as_millis(),
+                "a group commit batch passed its deadline and was abandoned"
+            );
+            Vec::new()
+        }
+        // A panic inside a batch drops its jobs (their submitters answer 503) and nothing else.
+        Err(e) => {
+            tracing::error!(error = %e, "a group commit batch panicked");
+            Vec::new()
+        }
+    }
+}
+
+/// Takes what is queued (waiting only when nothing can run), runs it, and again; starts the
+/// next batch as soon as the last one is committing, while at most `how.overlap` are.
 async fn worker<R: Batch>(
     receiver: Arc<Mutex<mpsc::Receiver<Job<R>>>>,
     context: Weak<R::Context>,
-    max_batch: usize,
-    deadline: Duration,
+    how: Writers,
 ) {
+    // Requests taken from the queue and not yet in a batch: carried by a batch (a key twice),
+    // or waiting for a batch in flight whose footprint they share.
     let mut jobs: Vec<Job<R>> = Vec::new();
+    let mut in_flight: VecDeque<InFlight<R>> = VecDeque::new();
+    // Takes the first request queued (None: the queue is closed) and what follows it.
+    let take = |receiver: Arc<Mutex<mpsc::Receiver<Job<R>>>>| async move {
+        let mut receiver = receiver.lock().await;
+        let first = receiver.recv().await?;
+        let mut taken = vec![first];
+        while taken.len() < how.max_batch {
+            match receiver.try_recv() {
+                Ok(job) => taken.push(job),
+                Err(_) => break,
+            }
+        }
+        Some(taken)
+    };
     loop {
-        // A worker with jobs carried from its last batch must not wait for the queue: another
-        // worker may hold it, waiting for requests that will not come while these wait. It adds
-        // what is queued only if the queue is free.
-        let queue = if jobs.is_empty() {
-            Some(receiver.lock().await)
-        } else {
-            receiver.try_lock().ok()
-        };
-        if let Some(mut receiver) = queue {
-            if jobs.is_empty() {
-                match receiver.recv().await {
-                    Some(job) => jobs.push(job),
-                    None => return,
+        while in_flight.front().is_some_and(|b| b.task.is_finished()) {
+            if let Some(done) = in_flight.pop_front() {
+                jobs.extend(carried(done.task.await, how.deadline));
+            }
+        }
+        let busy: HashSet<u64> = in_flight
+            .iter()
+            .flat_map(|b| b.footprint.iter().copied())
+            .collect();
+        let free = |job: &Job<R>| job.request.footprint().iter().all(|f| !busy.contains(f));
+        if jobs.iter().any(free) {
+            // A worker with requests to run must not wait for the queue: another worker may
+            // hold it, waiting for requests that will not come while these wait. It adds what
+            // is queued only if the queue is free.
+            if let Ok(mut receiver) = receiver.try_lock() {
+                while jobs.len() < how.max_batch {
+                    match receiver.try_recv() {
+                        Ok(job) => jobs.push(job),
+                        Err(_) => break,
+                    }
                 }
             }
-            while jobs.len() < max_batch {
-                match receiver.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
-                }
+        } else {
+            // Nothing can run until a request comes or a batch in flight ends (with the
+            // requests it carried, and freeing those that wait for it).
+            let taken = match in_flight.front_mut() {
+                None => take(receiver.clone()).await,
+                Some(oldest) => tokio::select! {
+                    taken = take(receiver.clone()) => taken,
+                    ended = &mut oldest.task => {
+                        jobs.extend(carried(ended, how.deadline));
+                        in_flight.pop_front();
+                        continue;
+                    }
+                },
+            };
+            match taken {
+                Some(taken) => jobs.extend(taken),
+                // The queue is closed: what is in flight ends, then the worker.
+                None => match in_flight.pop_front() {
+                    Some(oldest) => jobs.extend(carried(oldest.task.await, how.deadline)),
+                    None if jobs.is_empty() => return,
+                    None => {}
+                },
+            }
+            if !jobs.iter().any(free) {
+                continue;
             }
         }
         let Some(context) = context.upgrade() else {
@@ -143,26 +276,56 @@ async fn worker<R: Batch>(
             }
             return;
         };
-        let batch = std::mem::take(&mut jobs);
-        tracing::debug!(size = batch.len(), "group commit");
-        // A panic inside a batch drops its jobs (their submitters answer 503) and nothing
-        // else: the writer goes on with the next batch. So does a batch past its deadline
-        // (a connection that stopped answering: a paused server, a half-open socket), which
-        // is abandoned; its requests' outcome is unknown, as after a cut COMMIT, and their
-        // retries find out.
-        let running = tokio::spawn(R::run(context, batch));
-        let abandon = running.abort_handle();
-        match tokio::time::timeout(deadline, running).await {
-            Ok(Ok(carried)) => jobs = carried,
-            Ok(Err(e)) => tracing::error!(error = %e, "a group commit batch panicked"),
-            Err(_) => {
-                abandon.abort();
-                crate::engine::metrics::batch_abandoned();
-                tracing::warn!(
-                    deadline_ms = deadline.as_millis(),
-                    "a group commit batch passed its deadline and was abandoned"
-                );
+        // A request that would wait for the locks of a batch in flight waits for the next.
+        let mut batch = Vec::new();
+        let mut footprint = HashSet::new();
+        for job in std::mem::take(&mut jobs) {
+            let marks = job.request.footprint();
+            if batch.len() < how.max_batch && marks.iter().all(|f| !busy.contains(f)) {
+                footprint.extend(marks);
+                batch.push(job);
+            } else {
+                jobs.push(job);
+            }
+        }
+        tracing::debug!(
+            size = batch.len(),
+            in_flight = in_flight.len(),
+            "group commit"
+        );
+        let (overlap, committing) = Overlap::new();
+        let deadline = how.deadline;
+        let mut task = tokio::spawn(async move {
+            tokio::time::timeout(deadline, R::run(context, batch, overlap))
+                .await
+                .ok()
+        });
+        if how.overlap == 0 {
+            jobs.extend(carried(task.await, how.deadline));
+            continue;
+        }
+        let said = tokio::select! {
+            said = committing => said.is_ok(),
+            ended = &mut task => {
+                jobs.extend(carried(ended, how.deadline));
+                continue;
+            }
+        };
+        if said {
+            // Only its commit is left: on with the next batch while it commits.
+            in_flight.push_back(InFlight { task, footprint });
+        } else {
+            // It dropped its `Overlap` without a word: it runs to its end alone.
+            jobs.extend(carried(task.await, how.deadline));
+        }
+        while in_flight.len() > how.overlap {
+            if let Some(oldest) = in_flight.pop_front() {
+                jobs.extend(carried(oldest.task.await, how.deadline));
             }
         }
     }
 }
+
+#[cfg(test)]
+#[path = "group_commit_tests.rs"]
+mod tests;

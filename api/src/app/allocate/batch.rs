@@ -22,6 +22,7 @@ use crate::app::write::batch::{
     KeyedWrite, KnownOutcome, OrgKey, Slot, claim_and_prepare, store_and_release, used_records,
 };
 use crate::app::write::{Done, Outcome, Stored, replay_or_refuse};
+use crate::engine::group_commit::{Overlap, footprint_of};
 use crate::engine::webhooks::{event, event_text};
 
 impl KeyedWrite for AllocationRequest {
@@ -33,15 +34,24 @@ impl KeyedWrite for AllocationRequest {
         &self.meaning
     }
 
+    /// Its key and its account's balance row.
+    fn locks(&self) -> Vec<u64> {
+        vec![
+            footprint_of(self.scope()),
+            footprint_of((self.org_id, self.program_id, &self.customer)),
+        ]
+    }
+
     async fn run_batch<'a>(
         state: &'a AppState,
         requests: &'a [&'a Self],
         answers: &'a mut [Slot],
+        overlap: &'a Overlap,
     ) -> Result<(), PersistenceError> {
         if state.db.conn().get_database_backend() == persistence::DbBackend::Postgres {
-            run_batch_pg(state, requests, answers).await
+            run_batch_pg(state, requests, answers, overlap).await
         } else {
-            run_batch(state, requests, answers).await
+            run_batch(state, requests, answers, overlap).await
         }
     }
 
@@ -75,6 +85,7 @@ async fn run_batch(
     state: &AppState,
     requests: &[&AllocationRequest],
     answers: &mut [Slot],
+    overlap: &Overlap,
 ) -> Result<(), PersistenceError> {
     let now = state.now();
     let tx = state.db.begin_batch().await?;
@@ -146,6 +157,7 @@ async fn run_batch(
         .map(|(_, record, body, id)| (*record, body.clone(), Some(id.to_string())))
         .collect();
     store_and_release(&tx, &stored, &released).await?;
+    overlap.committing();
     Db::commit(tx).await?;
     for (i, _, body, _) in outcomes {
         answers[i] = Some(Ok(Outcome::Created(Done::Created, body)));
@@ -171,6 +183,7 @@ async fn run_batch_pg(
     state: &AppState,
     requests: &[&AllocationRequest],
     answers: &mut [Slot],
+    overlap: &Overlap,
 ) -> Result<(), PersistenceError> {
     use persistence::allocations::{Opening, Posting};
     let now = state.now();
@@ -325,6 +338,7 @@ async fn run_batch_pg(
         ));
     }
     crate::engine::webhooks::emit_grouped(&state.caches, &tx, &events, now).await?;
+    overlap.committing();
     Db::commit(tx).await?;
     for (i, body) in created {
         answers[i] = Some(Ok(Outcome::CreatedText(

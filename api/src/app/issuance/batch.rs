@@ -8,7 +8,7 @@ use persistence::PersistenceError;
 use super::{Attempt, IssueRequest, IssueResult, Segment, issue, issue_segments};
 use crate::app::AppError;
 use crate::app::AppState;
-use crate::engine::group_commit::{Batch, Job};
+use crate::engine::group_commit::{Batch, Job, Overlap};
 
 /// The most items one group-committed batch of issuance requests carries; a larger request
 /// runs in a batch of its own.
@@ -26,7 +26,7 @@ impl Batch for IssueJob {
     type Error = AppError;
     type Answer = IssueResult;
 
-    async fn run(state: Arc<AppState>, jobs: Vec<Job<Self>>) -> Vec<Job<Self>> {
+    async fn run(state: Arc<AppState>, jobs: Vec<Job<Self>>, _: Overlap) -> Vec<Job<Self>> {
         // A request sharing a key with an earlier one of the batch waits for the next batch
         // (then it replays), as a concurrent duplicate would; so does one that would take the
         // batch past BATCH_ITEMS_MAX items.

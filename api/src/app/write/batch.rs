@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::app::write::Outcome;
 use crate::app::{AppError, AppState};
-use crate::engine::group_commit::{Batch, Job};
+use crate::engine::group_commit::{Batch, Job, Overlap, footprint_of};
 
 /// What a batch of single keyed writes (allocations, redemptions) leaves in each slot: the
 /// request's answer, once decided.
@@ -22,12 +22,19 @@ pub trait KeyedWrite: Sized + Send + Sync + 'static {
     /// What the request means, compared with what its key was first used for.
     fn meaning(&self) -> &domain::idempotency::RequestMeaning;
 
+    /// What the request locks, hashed (see [`Batch::footprint`]): by default its key.
+    fn locks(&self) -> Vec<u64> {
+        vec![footprint_of(self.scope())]
+    }
+
     /// One attempt at the batch in one transaction, filling `answers` as they are decided
-    /// (refusals and replays before the commit, effects after it).
+    /// (refusals and replays before the commit, effects after it), and telling `overlap` when
+    /// only its commit is left.
     fn run_batch<'a>(
         state: &'a AppState,
         requests: &'a [&'a Self],
         answers: &'a mut [Slot],
+        overlap: &'a Overlap,
     ) -> impl Future<Output = Result<(), persistence::PersistenceError>> + Send + 'a;
 
     /// The request in a transaction of its own.
@@ -65,8 +72,12 @@ impl<R: KeyedWrite> Batch for R {
     type Error = AppError;
     type Answer = Outcome;
 
-    async fn run(state: Arc<AppState>, jobs: Vec<Job<Self>>) -> Vec<Job<Self>> {
-        run_keyed(state, jobs).await
+    fn footprint(&self) -> Vec<u64> {
+        self.locks()
+    }
+
+    async fn run(state: Arc<AppState>, jobs: Vec<Job<Self>>, overlap: Overlap) -> Vec<Job<Self>> {
+        run_keyed(state, jobs, overlap).await
     }
 }
 
@@ -182,7 +193,7 @@ pub async fn used_records(
 /// what the request gets alone, whatever becomes of the batch. An answer that does count the
 /// batch's own effects (a redemption short of points after the debits before it) is given
 /// only once the batch committed.
-pub async fn run_keyed<R>(state: Arc<AppState>, jobs: Vec<Job<R>>) -> Vec<Job<R>>
+pub async fn run_keyed<R>(state: Arc<AppState>, jobs: Vec<Job<R>>, overlap: Overlap) -> Vec<Job<R>>
 where
     R: KeyedWrite + Batch<Context = AppState, Answer = Outcome, Error = AppError>,
 {
@@ -202,7 +213,7 @@ where
     let outcome = loop {
         answers.clear();
         answers.resize_with(requests.len(), || None);
-        match R::run_batch(&state, &requests, &mut answers).await {
+        match R::run_batch(&state, &requests, &mut answers, &overlap).await {
             Err(PersistenceError::Conflict(_)) if conflicts < 2 => conflicts += 1,
             other => break other,
         }

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::app::AppError;
-use crate::engine::group_commit::{Batch, Job};
+use crate::engine::group_commit::{Batch, Job, Overlap};
 
 pub mod batch;
 use crate::app::AppState;
@@ -255,7 +255,7 @@ impl Batch for KeyLookup {
     type Error = AppError;
     type Answer = Option<Arc<ReplayRow>>;
 
-    async fn run(state: Arc<AppState>, jobs: Vec<Job<Self>>) -> Vec<Job<Self>> {
+    async fn run(state: Arc<AppState>, jobs: Vec<Job<Self>>, _: Overlap) -> Vec<Job<Self>> {
         let mut seen = std::collections::HashSet::new();
         let wanted: Vec<(i64, Operation, &str)> = jobs
             .iter()
