@@ -94,8 +94,29 @@ fn pg_deltas(rows: &str, sign: &str) -> String {
     )
 }
 
-/// The PostgreSQL trigger function for `event`, reading the transition tables `sources`
-/// (table, sign).
+/// The PostgreSQL trigger function for inserts: two plain `INSERT … SELECT … GROUP BY` over the
+/// statement's new entries (measured with pgbench's one-allocation transactions, a few percent
+/// cheaper than the general form below, which an insert does not need).
+const PG_INSERT_FUNCTION: &str =
+    "CREATE FUNCTION liability_sums_after_insert() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    INSERT INTO ledger_month_sums (org_id, program_id, currency, month, kind, amount)
+    SELECT org_id, program_id, currency, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM'), kind,
+           SUM(amount)
+    FROM new_entries GROUP BY 1, 2, 3, 4, 5;
+    INSERT INTO lot_month_sums (org_id, program_id, currency, month, remaining)
+    SELECT org_id, program_id, currency, to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM'),
+           SUM(remaining)
+    FROM new_entries WHERE expires_at IS NOT NULL AND remaining > 0 GROUP BY 1, 2, 3, 4;
+    RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER liability_sums_after_insert AFTER INSERT ON ledger_entries
+    REFERENCING NEW TABLE AS new_entries FOR EACH STATEMENT
+    EXECUTE FUNCTION liability_sums_after_insert();";
+
+/// The PostgreSQL trigger function for `event` (an update or a delete), reading the
+/// transition tables `sources` (table, sign).
 fn pg_function(event: &str, sources: &[(&str, &str)]) -> String {
     let deltas = sources
         .iter()
@@ -203,8 +224,7 @@ impl MigrationTrait for Migration {
         db.execute_unprepared(TABLES).await?;
         if m.get_database_backend() == sea_orm::DbBackend::Postgres {
             db.execute_unprepared(&backfill(pg_month)).await?;
-            db.execute_unprepared(&pg_function("insert", &[("new_entries", "1")]))
-                .await?;
+            db.execute_unprepared(PG_INSERT_FUNCTION).await?;
             db.execute_unprepared(&pg_function(
                 "update",
                 &[("new_entries", "1"), ("old_entries", "-1")],

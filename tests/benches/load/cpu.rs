@@ -139,7 +139,11 @@ impl CpuSeconds {
         }
         let per = |s: f64| s / allocations * 1e6;
         let cost = per(self.server + self.postgres);
-        let limit = if cost > 0.0 { cores() * 1e6 / cost } else { 0.0 };
+        let limit = if cost > 0.0 {
+            cores() * 1e6 / cost
+        } else {
+            0.0
+        };
         format!(
             "{what}: CPU per allocation {:.0} µs server + {:.0} µs PostgreSQL = {cost:.0} µs \
              (+ {:.0} µs load generator); {:.0} allocations/s would use all {} cores; \
@@ -149,7 +153,11 @@ impl CpuSeconds {
             per(self.client),
             limit,
             cores(),
-            if limit > 0.0 { rate / limit * 100.0 } else { 0.0 },
+            if limit > 0.0 {
+                rate / limit * 100.0
+            } else {
+                0.0
+            },
         )
     }
 }

@@ -280,6 +280,12 @@ async fn the_same_storm_with_two_overlapping_writers_gets_the_same_answers() {
     storm(&app).await;
 }
 
+#[tokio::test]
+async fn the_same_storm_with_batches_committing_behind_the_next_gets_the_same_answers() {
+    let app = TestApp::spawn_with(Spawn::settings(|s| s.group_commit_overlap = 2)).await;
+    storm(&app).await;
+}
+
 async fn catalog_for(app: &TestApp) -> (String, Catalog) {
     let (_, key) = app.create_org("Shop").await;
     let c = setup_catalog(app, &key).await;
@@ -756,6 +762,12 @@ async fn the_same_redemption_storm_without_group_commit_gets_the_same_answers() 
 #[tokio::test]
 async fn the_same_redemption_storm_with_two_overlapping_writers_gets_the_same_answers() {
     let app = TestApp::spawn_with(Spawn::settings(|s| s.group_commit_writers = 2)).await;
+    redemption_storm(&app).await;
+}
+
+#[tokio::test]
+async fn the_same_redemption_storm_with_batches_committing_behind_the_next_gets_the_same_answers() {
+    let app = TestApp::spawn_with(Spawn::settings(|s| s.group_commit_overlap = 2)).await;
     redemption_storm(&app).await;
 }
 
