@@ -44,7 +44,7 @@ use crate::app::settle::settle;
 use crate::app::write::batch::{KeyedWrite, Slot, claim_and_prepare, store_and_release, submit};
 use crate::app::write::{Done, Effect, Outcome, execute};
 use crate::engine::format::{amount, ts};
-use crate::engine::group_commit::{Overlap, footprint_of};
+use crate::engine::group_commit::Overlap;
 use crate::engine::webhooks::event;
 
 const OPERATION: Operation = Operation::CurrencyRedemption;
@@ -238,12 +238,8 @@ impl KeyedWrite for RedemptionRequest {
         &self.meaning
     }
 
-    /// Its key and its account's balance row.
-    fn locks(&self) -> Vec<u64> {
-        vec![
-            footprint_of(self.scope()),
-            footprint_of((self.org_id, self.program_id, &self.customer)),
-        ]
+    fn account(&self) -> Option<(i64, i64, &CustomerRef)> {
+        Some((self.org_id, self.program_id, &self.customer))
     }
 
     async fn run_batch<'a>(

@@ -22,7 +22,7 @@ use crate::app::write::batch::{
     KeyedWrite, KnownOutcome, OrgKey, Slot, claim_and_prepare, store_and_release, used_records,
 };
 use crate::app::write::{Done, Outcome, Stored, replay_or_refuse};
-use crate::engine::group_commit::{Overlap, footprint_of};
+use crate::engine::group_commit::Overlap;
 use crate::engine::webhooks::{event, event_text};
 
 impl KeyedWrite for AllocationRequest {
@@ -34,12 +34,8 @@ impl KeyedWrite for AllocationRequest {
         &self.meaning
     }
 
-    /// Its key and its account's balance row.
-    fn locks(&self) -> Vec<u64> {
-        vec![
-            footprint_of(self.scope()),
-            footprint_of((self.org_id, self.program_id, &self.customer)),
-        ]
+    fn account(&self) -> Option<(i64, i64, &CustomerRef)> {
+        Some((self.org_id, self.program_id, &self.customer))
     }
 
     async fn run_batch<'a>(

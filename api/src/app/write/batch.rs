@@ -22,9 +22,19 @@ pub trait KeyedWrite: Sized + Send + Sync + 'static {
     /// What the request means, compared with what its key was first used for.
     fn meaning(&self) -> &domain::idempotency::RequestMeaning;
 
-    /// What the request locks, hashed (see [`Batch::footprint`]): by default its key.
+    /// The account whose balance row the request locks, as the request names it
+    /// (organisation, program, customer), if it locks one.
+    fn account(&self) -> Option<(i64, i64, &domain::customer::CustomerRef)> {
+        None
+    }
+
+    /// What the request locks, hashed (see [`Batch::footprint`]): its key and its account.
     fn locks(&self) -> Vec<u64> {
-        vec![footprint_of(self.scope())]
+        let key = footprint_of(self.scope());
+        match self.account() {
+            Some(account) => vec![key, footprint_of(account)],
+            None => vec![key],
+        }
     }
 
     /// One attempt at the batch in one transaction, filling `answers` as they are decided
