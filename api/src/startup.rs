@@ -79,6 +79,8 @@ impl Application {
             max_batch: settings.group_commit_max,
             writers: settings.group_commit_writers,
             overlap: settings.group_commit_overlap,
+            // Half a full batch: with fewer waiting, the batch in flight takes them next.
+            overlap_from: (settings.group_commit_max / 2).max(1),
             deadline,
         };
         let one_writer = crate::engine::group_commit::Writers {

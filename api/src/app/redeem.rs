@@ -367,7 +367,7 @@ async fn run_batch(
         .map(|(_, record, body, id)| (*record, body.clone(), Some(id.to_string())))
         .collect();
     store_and_release(&tx, &stored, &released).await?;
-    overlap.committing();
+    overlap.locked();
     Db::commit(tx).await?;
     for i in short {
         answers[i] = Some(Err(insufficient()));

@@ -9,15 +9,16 @@
 //! through its own channel. There is no timer: a request that arrives while the writer is idle
 //! is taken at once, alone; requests that arrive while a batch runs form the next one.
 //!
-//! Batches may overlap: once a batch has sent its last statement and only its commit (the WAL
-//! flush) is left, it says so ([`Overlap::committing`]) and the writer starts the next batch on
-//! another connection, while the first one's commit is flushed (at most `overlap` batches
-//! committing behind the one running its statements; `LOYALTY_GROUP_COMMIT_OVERLAP`, default 0:
-//! one batch at a time, which measured faster where the WAL flush is short; see docs/DESIGN.md). The rules stay those of two transactions: the same key in two batches is
-//! settled by its unique index, a balance in both by its row lock (taken in the lock order, so
-//! they cannot deadlock; the one committing takes no new lock), and every request is answered
-//! only after its own batch committed. So that the next batch does not simply wait for the
-//! locks of the one committing, a request whose [`Batch::footprint`] (its key, its account)
+//! Batches may overlap: once a batch holds every lock it will take (an allocation batch after
+//! its first statement, a redemption batch before its commit) it says so
+//! ([`Overlap::locked`]) and the writer starts the next batch on another connection while the
+//! first one writes and commits: at most `overlap` batches in flight behind the one starting
+//! (`LOYALTY_GROUP_COMMIT_OVERLAP`, default 0), and beside one in flight only a batch of at
+//! least `overlap_from` requests, since smaller batches cost more per request than overlapping
+//! gains (docs/DESIGN.md). The rules stay those of two transactions: the same key in two batches is
+//! settled by its unique index, a balance in both by its row lock, and every request is
+//! answered only after its own batch committed. So that the next batch does not simply wait for
+//! the locks of the one in flight, a request whose [`Batch::footprint`] (its key, its account)
 //! meets that of a batch in flight waits for the batch after.
 //!
 //! What a batch must keep (each [`Batch`] implementation says how it does):
@@ -69,8 +70,9 @@ impl Overlap {
         (Self(Arc::new(std::sync::Mutex::new(Some(said)))), heard)
     }
 
-    /// The batch has sent its last statement before its commit: it will take no new lock.
-    pub fn committing(&self) {
+    /// The batch holds every lock it will take (at the latest: it is about to commit), so a
+    /// batch whose requests share none of its footprints may run its statements now.
+    pub fn locked(&self) {
         let said = self.0.lock().map(|mut s| s.take()).unwrap_or(None);
         if let Some(said) = said {
             let _ = said.send(());
@@ -95,8 +97,8 @@ pub trait Batch: Sized + Send + 'static {
     }
 
     /// Runs `jobs` and answers each of them, except those that must wait for the next batch
-    /// (a key already in this one), which it returns. Calls `overlap.committing()` when only
-    /// its commit is left.
+    /// (a key already in this one), which it returns. Calls `overlap.locked()` when only
+    /// its locks are taken.
     fn run(
         context: Arc<Self::Context>,
         jobs: Vec<Job<Self>>,
@@ -122,8 +124,11 @@ pub struct Writers {
     pub max_batch: usize,
     /// Writer tasks taking batches from the queue.
     pub writers: usize,
-    /// Batches that may be committing while the next runs its statements (0: none).
+    /// Batches that may be in flight (holding their locks, writing, committing) while the next
+    /// runs its statements (0: none).
     pub overlap: usize,
+    /// The fewest requests a batch starts with while another is in flight.
+    pub overlap_from: usize,
     /// How long a batch may take before it is abandoned.
     pub deadline: Duration,
 }
@@ -160,7 +165,7 @@ impl<R: Batch> Queue<R> {
     }
 }
 
-/// A batch whose statements are done, committing.
+/// A batch that holds its locks, writing and committing.
 struct InFlight<R: Batch> {
     task: JoinHandle<Ran<R>>,
     footprint: HashSet<u64>,
@@ -197,7 +202,8 @@ fn carried<R: Batch>(
 }
 
 /// Takes what is queued (waiting only when nothing can run), runs it, and again; starts the
-/// next batch as soon as the last one is committing, while at most `how.overlap` are.
+/// next batch as soon as the last one holds its locks, while at most `how.overlap` are in
+/// flight.
 async fn worker<R: Batch>(
     receiver: Arc<Mutex<mpsc::Receiver<Job<R>>>>,
     context: Weak<R::Context>,
@@ -231,7 +237,14 @@ async fn worker<R: Batch>(
             .flat_map(|b| b.footprint.iter().copied())
             .collect();
         let free = |job: &Job<R>| job.request.footprint().iter().all(|f| !busy.contains(f));
-        if jobs.iter().any(free) {
+        // A batch starts alone whatever its size; beside one in flight only with enough
+        // requests, since smaller batches cost more per request than the overlap gains.
+        let alone = in_flight.is_empty();
+        let ready = |jobs: &[Job<R>]| {
+            let n = jobs.iter().filter(|j| free(j)).count();
+            n > 0 && (alone || n >= how.overlap_from)
+        };
+        if ready(&jobs) {
             // A worker with requests to run must not wait for the queue: another worker may
             // hold it, waiting for requests that will not come while these wait. It adds what
             // is queued only if the queue is free.
@@ -266,7 +279,7 @@ async fn worker<R: Batch>(
                     None => {}
                 },
             }
-            if !jobs.iter().any(free) {
+            if !ready(&jobs) {
                 continue;
             }
         }
@@ -293,7 +306,7 @@ async fn worker<R: Batch>(
             in_flight = in_flight.len(),
             "group commit"
         );
-        let (overlap, committing) = Overlap::new();
+        let (overlap, locked) = Overlap::new();
         let deadline = how.deadline;
         let mut task = tokio::spawn(async move {
             tokio::time::timeout(deadline, R::run(context, batch, overlap))
@@ -305,14 +318,14 @@ async fn worker<R: Batch>(
             continue;
         }
         let said = tokio::select! {
-            said = committing => said.is_ok(),
+            said = locked => said.is_ok(),
             ended = &mut task => {
                 jobs.extend(carried(ended, how.deadline));
                 continue;
             }
         };
         if said {
-            // Only its commit is left: on with the next batch while it commits.
+            // It holds its locks: on with the next batch while it writes and commits.
             in_flight.push_back(InFlight { task, footprint });
         } else {
             // It dropped its `Overlap` without a word: it runs to its end alone.

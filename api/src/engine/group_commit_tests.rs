@@ -1,6 +1,6 @@
 //! The writer's schedule, with batches whose commit the test lets through one at a time: the
 //! next batch starts while one commits, no more batches commit at once than `overlap` allows,
-//! a request sharing a footprint with a committing batch waits for it, and every request is
+//! a request sharing a footprint with a batch in flight waits for it, and every request is
 //! answered only when its own batch has ended.
 
 use std::sync::{Arc, Mutex};
@@ -47,7 +47,7 @@ impl Batch for Step {
         let ids: Vec<String> = jobs.iter().map(|j| j.request.0.to_string()).collect();
         let ids = ids.join(",");
         lab.log.lock().unwrap().push(format!("start {ids}"));
-        overlap.committing();
+        overlap.locked();
         lab.commits.acquire().await.unwrap().forget();
         lab.log.lock().unwrap().push(format!("end {ids}"));
         for job in jobs {
@@ -59,6 +59,10 @@ impl Batch for Step {
 }
 
 fn lab_and_queue(overlap: usize) -> (Arc<Lab>, Arc<Queue<Step>>) {
+    lab_and_queue_from(overlap, 1)
+}
+
+fn lab_and_queue_from(overlap: usize, overlap_from: usize) -> (Arc<Lab>, Arc<Queue<Step>>) {
     let lab = Arc::new(Lab {
         log: Mutex::new(Vec::new()),
         commits: Semaphore::new(0),
@@ -69,6 +73,7 @@ fn lab_and_queue(overlap: usize) -> (Arc<Lab>, Arc<Queue<Step>>) {
             max_batch: 8,
             writers: 1,
             overlap,
+            overlap_from,
             deadline: Duration::from_secs(30),
         },
     );
@@ -104,7 +109,7 @@ async fn the_next_batch_runs_while_one_commits_and_no_more_than_overlap_commit_a
     until(&lab, "start 1").await;
     let second = submit(&queue, Step(2, 2));
     until(&lab, "start 2").await;
-    // Two batches in flight: one committing and one at its commit. The third waits.
+    // Two batches in flight, the most `overlap` 1 allows. The third waits.
     let third = submit(&queue, Step(3, 3));
     a_while().await;
     assert!(!lab.said("start 3"), "{:?}", lab.log.lock().unwrap());
@@ -119,7 +124,7 @@ async fn the_next_batch_runs_while_one_commits_and_no_more_than_overlap_commit_a
 }
 
 #[tokio::test]
-async fn a_request_that_meets_a_committing_batch_waits_for_it() {
+async fn a_request_that_meets_a_batch_in_flight_waits_for_it() {
     let (lab, queue) = lab_and_queue(1);
     let first = submit(&queue, Step(1, 7));
     until(&lab, "start 1").await;
@@ -149,4 +154,20 @@ async fn without_overlap_a_batch_waits_for_the_last_to_end() {
     until(&lab, "start 2").await;
     lab.commits.add_permits(1);
     assert_eq!(second.await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn beside_a_batch_in_flight_a_batch_starts_only_with_enough_requests() {
+    let (lab, queue) = lab_and_queue_from(1, 2);
+    let first = submit(&queue, Step(1, 1));
+    until(&lab, "start 1").await;
+    let second = submit(&queue, Step(2, 2));
+    a_while().await;
+    assert!(!lab.said("start 2"), "{:?}", lab.log.lock().unwrap());
+    let third = submit(&queue, Step(3, 3));
+    until(&lab, "start 2,3").await;
+    lab.commits.add_permits(2);
+    assert_eq!(first.await.unwrap(), 1);
+    assert_eq!(second.await.unwrap(), 2);
+    assert_eq!(third.await.unwrap(), 3);
 }

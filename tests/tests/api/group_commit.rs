@@ -281,8 +281,12 @@ async fn the_same_storm_with_two_overlapping_writers_gets_the_same_answers() {
 }
 
 #[tokio::test]
-async fn the_same_storm_with_batches_committing_behind_the_next_gets_the_same_answers() {
-    let app = TestApp::spawn_with(Spawn::settings(|s| s.group_commit_overlap = 2)).await;
+async fn the_same_storm_with_overlapping_batches_gets_the_same_answers() {
+    let app = TestApp::spawn_with(Spawn::settings(|s| {
+        s.group_commit_overlap = 2;
+        s.group_commit_max = 4;
+    }))
+    .await;
     storm(&app).await;
 }
 
@@ -766,8 +770,12 @@ async fn the_same_redemption_storm_with_two_overlapping_writers_gets_the_same_an
 }
 
 #[tokio::test]
-async fn the_same_redemption_storm_with_batches_committing_behind_the_next_gets_the_same_answers() {
-    let app = TestApp::spawn_with(Spawn::settings(|s| s.group_commit_overlap = 2)).await;
+async fn the_same_redemption_storm_with_overlapping_batches_gets_the_same_answers() {
+    let app = TestApp::spawn_with(Spawn::settings(|s| {
+        s.group_commit_overlap = 2;
+        s.group_commit_max = 4;
+    }))
+    .await;
     redemption_storm(&app).await;
 }
 

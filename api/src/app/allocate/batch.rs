@@ -153,7 +153,7 @@ async fn run_batch(
         .map(|(_, record, body, id)| (*record, body.clone(), Some(id.to_string())))
         .collect();
     store_and_release(&tx, &stored, &released).await?;
-    overlap.committing();
+    overlap.locked();
     Db::commit(tx).await?;
     for (i, _, body, _) in outcomes {
         answers[i] = Some(Ok(Outcome::Created(Done::Created, body)));
@@ -257,6 +257,9 @@ async fn run_batch_pg(
             }
         }
     }
+    // Every lock this batch takes is taken: another batch (with none of these keys and
+    // accounts) may run its statements while this one writes and commits.
+    overlap.locked();
     // The answers, in request order, each with the balance its credit leaves.
     let mut balances: std::collections::HashMap<ledger::AccountKey, ledger::Totals> =
         std::collections::HashMap::new();
@@ -334,7 +337,6 @@ async fn run_batch_pg(
         ));
     }
     crate::engine::webhooks::emit_grouped(&state.caches, &tx, &events, now).await?;
-    overlap.committing();
     Db::commit(tx).await?;
     for (i, body) in created {
         answers[i] = Some(Ok(Outcome::CreatedText(
