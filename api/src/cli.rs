@@ -105,9 +105,9 @@ struct ServeArgs {
     /// How many allocation batches (and redemption batches) may be with the database at once.
     #[arg(long, env = "LOYALTY_GROUP_COMMIT_WRITERS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
     group_commit_writers: u16,
-    /// How many of a writer's batches may be committing while its next batch runs its
-    /// statements (0: one batch at a time).
-    #[arg(long, env = "LOYALTY_GROUP_COMMIT_OVERLAP", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=4))]
+    /// How many of a writer's batches may be in flight (holding their locks, writing and
+    /// committing) while its next batch runs its statements (0: one batch at a time).
+    #[arg(long, env = "LOYALTY_GROUP_COMMIT_OVERLAP", default_value_t = 1, value_parser = clap::value_parser!(u16).range(0..=4))]
     group_commit_overlap: u16,
     /// How long API keys, programs, strategies and webhook subscriptions are trusted in
     /// memory, in ms (0: not cached); API keys for at most 1000 whatever this says. Changes made

@@ -52,9 +52,9 @@ pub struct Settings {
     /// at once (one writes its statements while another waits for its commit). Issuance keeps
     /// one writer: its bulk requests lock whole rows of rewards.
     pub group_commit_writers: usize,
-    /// How many of a writer's batches may be committing (waiting for their WAL flush) while its
-    /// next batch runs its statements on another connection; 0 (the default) runs one batch at
-    /// a time, which measured faster on the bench machine (BENCHMARKS.md).
+    /// How many of a writer's batches may be in flight (holding their locks, writing and
+    /// committing) while its next batch runs its statements on another connection; 0 runs one
+    /// batch at a time.
     pub group_commit_overlap: usize,
     /// How long read-mostly data (API keys, catalog, webhook subscriptions) is trusted in
     /// memory; zero caches nothing.
@@ -100,7 +100,7 @@ impl Settings {
             webhook_interval: Some(Duration::from_secs(1)),
             group_commit_max: 64,
             group_commit_writers: 1,
-            group_commit_overlap: 0,
+            group_commit_overlap: 1,
             cache_ttl: Duration::from_secs(1),
             expiry_notice_days: 7,
             rate_limit_per_second: 0,

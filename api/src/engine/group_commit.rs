@@ -13,7 +13,7 @@
 //! its first statement, a redemption batch before its commit) it says so
 //! ([`Overlap::locked`]) and the writer starts the next batch on another connection while the
 //! first one writes and commits: at most `overlap` batches in flight behind the one starting
-//! (`LOYALTY_GROUP_COMMIT_OVERLAP`, default 0), and beside one in flight only a batch of at
+//! (`LOYALTY_GROUP_COMMIT_OVERLAP`, default 1), and beside one in flight only a batch of at
 //! least `overlap_from` requests, since smaller batches cost more per request than overlapping
 //! gains (docs/DESIGN.md). The rules stay those of two transactions: the same key in two batches is
 //! settled by its unique index, a balance in both by its row lock, and every request is
