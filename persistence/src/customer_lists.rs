@@ -72,6 +72,22 @@ async fn with_balances<R: FromQueryResult, C: ConnectionTrait>(
         .collect()
 }
 
+/// The statement of a page of the customer's rows of the table `from` (aliased `alias`, its
+/// `columns`) with their balances, newest first, before `$3`, at most `$4`, `filter` on their
+/// status when not empty.
+fn newest_first(alias: &str, columns: &str, from: &str, filter: &str) -> String {
+    let status = if filter.is_empty() {
+        String::new()
+    } else {
+        format!(" AND {alias}.status{filter}")
+    };
+    format!(
+        "SELECT {columns}, {BALANCE} {from} {} WHERE {alias}.org_id = $1 \
+         AND {alias}.customer_id = $2{status} AND {alias}.id < $3 ORDER BY {alias}.id DESC LIMIT $4",
+        balance_join(alias),
+    )
+}
+
 /// The customer's holds (only those of `status` when given), newest first, before `cursor`.
 #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
 pub async fn holds_of<C: ConnectionTrait>(
@@ -83,18 +99,7 @@ pub async fn holds_of<C: ConnectionTrait>(
     limit: u64,
 ) -> Result<Page<(HoldRow, Totals), Uuid>, PersistenceError> {
     let (values, filter) = values(org_id, customer_id, cursor, limit, status);
-    let status = if filter.is_empty() {
-        String::new()
-    } else {
-        format!(" AND h.status{filter}")
-    };
-    let sql = format!(
-        "SELECT {}, {BALANCE} {} {} WHERE h.org_id = $1 AND h.customer_id = $2{status} \
-         AND h.id < $3 ORDER BY h.id DESC LIMIT $4",
-        crate::holds::COLUMNS,
-        crate::holds::FROM,
-        balance_join("h"),
-    );
+    let sql = newest_first("h", crate::holds::COLUMNS, crate::holds::FROM, filter);
     let rows = with_balances(conn, &sql, values).await?;
     Ok(Page::from_rows(rows, limit, |(h, _)| h.id))
 }
@@ -111,17 +116,11 @@ pub async fn allocations_of<C: ConnectionTrait>(
     limit: u64,
 ) -> Result<Page<(AllocationRow, Totals), Uuid>, PersistenceError> {
     let (values, filter) = values(org_id, customer_id, cursor, limit, status);
-    let status = if filter.is_empty() {
-        String::new()
-    } else {
-        format!(" AND a.status{filter}")
-    };
-    let sql = format!(
-        "SELECT {}, {BALANCE} {} {} WHERE a.org_id = $1 AND a.customer_id = $2{status} \
-         AND a.id < $3 ORDER BY a.id DESC LIMIT $4",
+    let sql = newest_first(
+        "a",
         crate::allocations::COLUMNS,
         crate::allocations::FROM,
-        balance_join("a"),
+        filter,
     );
     let rows = with_balances(conn, &sql, values).await?;
     Ok(Page::from_rows(rows, limit, |(a, _)| a.id))

@@ -55,22 +55,17 @@ pub async fn expiring_by_month<C: ConnectionTrait>(
     from: &str,
     to: &str,
 ) -> Result<Vec<MonthSum>, PersistenceError> {
-    Ok(MonthSum::find_by_statement(stmt(
+    month_sums(
         conn,
         "SELECT month, '' AS kind, CAST(SUM(remaining) AS BIGINT) AS amount \
          FROM lot_month_sums WHERE org_id = $1 AND program_id = $2 AND currency = $3 \
          AND month >= $4 AND month < $5 \
          GROUP BY month HAVING SUM(remaining) <> 0 ORDER BY 1",
-        vec![
-            org_id.into(),
-            program_id.into(),
-            currency.into(),
-            from.into(),
-            to.into(),
-        ],
-    ))
-    .all(conn)
-    .await?)
+        [org_id, program_id],
+        currency,
+        [from, to],
+    )
+    .await
 }
 
 /// The amounts of the ledger entries written in the months `from` to `to` (`YYYY-MM`, `to`
@@ -86,23 +81,39 @@ pub async fn ledger_by_month<C: ConnectionTrait>(
     from: &str,
     to: &str,
 ) -> Result<Vec<MonthSum>, PersistenceError> {
-    Ok(MonthSum::find_by_statement(stmt(
+    month_sums(
         conn,
         "SELECT month, kind, CAST(SUM(amount) AS BIGINT) AS amount \
          FROM ledger_month_sums WHERE org_id = $1 AND program_id = $2 AND currency = $3 \
          AND month >= $4 AND month < $5 \
          AND kind IN ('CREDIT', 'DEBIT', 'EXPIRE', 'REVERSAL', 'TRANSFER_OUT') \
          GROUP BY month, kind HAVING SUM(amount) <> 0 ORDER BY 1, 2",
-        vec![
-            org_id.into(),
-            program_id.into(),
-            currency.into(),
-            from.into(),
-            to.into(),
-        ],
-    ))
-    .all(conn)
-    .await?)
+        [org_id, program_id],
+        currency,
+        [from, to],
+    )
+    .await
+}
+
+/// The rows of `sql`, whose parameters are the organisation and program ($1, $2), the
+/// currency ($3) and the months from and to ($4, $5).
+async fn month_sums<C: ConnectionTrait>(
+    conn: &C,
+    sql: &str,
+    [org_id, program_id]: [i64; 2],
+    currency: &str,
+    [from, to]: [&str; 2],
+) -> Result<Vec<MonthSum>, PersistenceError> {
+    let values = vec![
+        org_id.into(),
+        program_id.into(),
+        currency.into(),
+        from.into(),
+        to.into(),
+    ];
+    Ok(MonthSum::find_by_statement(stmt(conn, sql, values))
+        .all(conn)
+        .await?)
 }
 
 /// The two tables of sums and the columns that make a key of each, besides `org_id`,

@@ -171,6 +171,24 @@ struct InFlight<R: Batch> {
     footprint: HashSet<u64>,
 }
 
+/// A request taken from the queue, with its footprint (computed once: the writer looks at it
+/// each time it decides whether a batch can start).
+struct Taken<R: Batch> {
+    job: Job<R>,
+    footprint: Vec<u64>,
+}
+
+impl<R: Batch> Taken<R> {
+    fn new(job: Job<R>) -> Self {
+        let footprint = job.request.footprint();
+        Self { job, footprint }
+    }
+
+    fn all(jobs: Vec<Job<R>>) -> impl Iterator<Item = Self> {
+        jobs.into_iter().map(Self::new)
+    }
+}
+
 /// What a batch's task ends with: the requests it carried to the next batch, or `None` when
 /// it passed its deadline and was abandoned.
 type Ran<R> = Option<Vec<Job<R>>>;
@@ -211,7 +229,7 @@ async fn worker<R: Batch>(
 ) {
     // Requests taken from the queue and not yet in a batch: carried by a batch (a key twice),
     // or waiting for a batch in flight whose footprint they share.
-    let mut jobs: Vec<Job<R>> = Vec::new();
+    let mut jobs: Vec<Taken<R>> = Vec::new();
     let mut in_flight: VecDeque<InFlight<R>> = VecDeque::new();
     // Takes the first request queued (None: the queue is closed) and what follows it.
     let take = |receiver: Arc<Mutex<mpsc::Receiver<Job<R>>>>| async move {
@@ -229,18 +247,18 @@ async fn worker<R: Batch>(
     loop {
         while in_flight.front().is_some_and(|b| b.task.is_finished()) {
             if let Some(done) = in_flight.pop_front() {
-                jobs.extend(carried(done.task.await, how.deadline));
+                jobs.extend(Taken::all(carried(done.task.await, how.deadline)));
             }
         }
         let busy: HashSet<u64> = in_flight
             .iter()
             .flat_map(|b| b.footprint.iter().copied())
             .collect();
-        let free = |job: &Job<R>| job.request.footprint().iter().all(|f| !busy.contains(f));
+        let free = |t: &Taken<R>| t.footprint.iter().all(|f| !busy.contains(f));
         // A batch starts alone whatever its size; beside one in flight only with enough
         // requests, since smaller batches cost more per request than the overlap gains.
         let alone = in_flight.is_empty();
-        let ready = |jobs: &[Job<R>]| {
+        let ready = |jobs: &[Taken<R>]| {
             let n = jobs.iter().filter(|j| free(j)).count();
             n > 0 && (alone || n >= how.overlap_from)
         };
@@ -251,7 +269,7 @@ async fn worker<R: Batch>(
             if let Ok(mut receiver) = receiver.try_lock() {
                 while jobs.len() < how.max_batch {
                     match receiver.try_recv() {
-                        Ok(job) => jobs.push(job),
+                        Ok(job) => jobs.push(Taken::new(job)),
                         Err(_) => break,
                     }
                 }
@@ -264,17 +282,19 @@ async fn worker<R: Batch>(
                 Some(oldest) => tokio::select! {
                     taken = take(receiver.clone()) => taken,
                     ended = &mut oldest.task => {
-                        jobs.extend(carried(ended, how.deadline));
+                        jobs.extend(Taken::all(carried(ended, how.deadline)));
                         in_flight.pop_front();
                         continue;
                     }
                 },
             };
             match taken {
-                Some(taken) => jobs.extend(taken),
+                Some(taken) => jobs.extend(Taken::all(taken)),
                 // The queue is closed: what is in flight ends, then the worker.
                 None => match in_flight.pop_front() {
-                    Some(oldest) => jobs.extend(carried(oldest.task.await, how.deadline)),
+                    Some(oldest) => {
+                        jobs.extend(Taken::all(carried(oldest.task.await, how.deadline)))
+                    }
                     None if jobs.is_empty() => return,
                     None => {}
                 },
@@ -284,21 +304,20 @@ async fn worker<R: Batch>(
             }
         }
         let Some(context) = context.upgrade() else {
-            for job in jobs.drain(..) {
-                job.answer(Err(Unanswered("shutting down").into()));
+            for t in jobs.drain(..) {
+                t.job.answer(Err(Unanswered("shutting down").into()));
             }
             return;
         };
         // A request that would wait for the locks of a batch in flight waits for the next.
         let mut batch = Vec::new();
         let mut footprint = HashSet::new();
-        for job in std::mem::take(&mut jobs) {
-            let marks = job.request.footprint();
-            if batch.len() < how.max_batch && marks.iter().all(|f| !busy.contains(f)) {
-                footprint.extend(marks);
-                batch.push(job);
+        for t in std::mem::take(&mut jobs) {
+            if batch.len() < how.max_batch && free(&t) {
+                footprint.extend(t.footprint.iter().copied());
+                batch.push(t.job);
             } else {
-                jobs.push(job);
+                jobs.push(t);
             }
         }
         tracing::debug!(
@@ -314,13 +333,13 @@ async fn worker<R: Batch>(
                 .ok()
         });
         if how.overlap == 0 {
-            jobs.extend(carried(task.await, how.deadline));
+            jobs.extend(Taken::all(carried(task.await, how.deadline)));
             continue;
         }
         let said = tokio::select! {
             said = locked => said.is_ok(),
             ended = &mut task => {
-                jobs.extend(carried(ended, how.deadline));
+                jobs.extend(Taken::all(carried(ended, how.deadline)));
                 continue;
             }
         };
@@ -329,11 +348,11 @@ async fn worker<R: Batch>(
             in_flight.push_back(InFlight { task, footprint });
         } else {
             // It dropped its `Overlap` without a word: it runs to its end alone.
-            jobs.extend(carried(task.await, how.deadline));
+            jobs.extend(Taken::all(carried(task.await, how.deadline)));
         }
         while in_flight.len() > how.overlap {
             if let Some(oldest) = in_flight.pop_front() {
-                jobs.extend(carried(oldest.task.await, how.deadline));
+                jobs.extend(Taken::all(carried(oldest.task.await, how.deadline)));
             }
         }
     }
