@@ -101,7 +101,9 @@ impl Application {
             settings,
             caches,
             allocations: crate::engine::group_commit::Queue::spawn(state.clone(), writers),
+            allocation_replays: Default::default(),
             redemptions: crate::engine::group_commit::Queue::spawn(state.clone(), writers),
+            redemption_replays: Default::default(),
             issuances: crate::engine::group_commit::Queue::spawn(state.clone(), one_writer),
             key_lookups: crate::engine::group_commit::Queue::spawn(
                 state.clone(),

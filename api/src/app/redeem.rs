@@ -90,14 +90,12 @@ impl RedemptionRequest {
     }
 }
 
-/// Redeems, exactly once per key: a key used before is replayed (or refused) from the replay
-/// path; otherwise the request joins the next group-committed batch, or runs alone when group
-/// commit is off.
+/// Redeems, exactly once per key: a key used before is replayed (or refused), from the replay
+/// path while replays are common, else from its batch (see [`submit`]); otherwise the request
+/// joins the next group-committed batch, or runs alone when group commit is off.
 pub async fn redeem(state: &AppState, request: RedemptionRequest) -> Result<Outcome, AppError> {
-    submit(state, OPERATION, &state.redemptions, request, async |_| {
-        Ok(true)
-    })
-    .await
+    let queue = (&state.redemptions, &state.redemption_replays);
+    submit(state, OPERATION, queue, request, async |_| Ok(true)).await
 }
 
 /// The currency's scale and the amount in minor units, from the (cached) program. The outer

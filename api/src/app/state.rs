@@ -17,8 +17,12 @@ pub struct AppState {
     pub caches: crate::engine::cache::Caches,
     /// Currency allocations waiting to be group-committed.
     pub allocations: crate::engine::group_commit::Queue<crate::app::allocate::AllocationRequest>,
+    /// How often allocations were replays lately: whether a key is looked up before its batch.
+    pub allocation_replays: crate::app::write::recent::RecentReplays,
     /// Currency redemptions waiting to be group-committed.
     pub redemptions: crate::engine::group_commit::Queue<crate::app::redeem::RedemptionRequest>,
+    /// How often redemptions were replays lately.
+    pub redemption_replays: crate::app::write::recent::RecentReplays,
     /// Reward issuance requests (single and bulk) waiting to be group-committed.
     pub issuances: crate::engine::group_commit::Queue<crate::app::issuance::IssueJob>,
     /// Idempotency-key look-ups (the replay path), answered a batch per query.

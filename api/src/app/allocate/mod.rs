@@ -129,12 +129,13 @@ pub fn allocation_key(raw: &str) -> Result<IdempotencyKey, AppError> {
     IdempotencyKey::parse(raw).map_err(|_| AppError::not_found("allocation"))
 }
 
-/// Allocates, exactly once per key: a key used before is replayed (or refused) from the replay
-/// path; otherwise the request joins the next group-committed batch, or runs alone when it
-/// writes other rows than a batch does (pending allocations, those under earn caps) or group
-/// commit is off.
+/// Allocates, exactly once per key: a key used before is replayed (or refused), from the
+/// replay path while replays are common, else from its batch (see [`submit`]); otherwise the
+/// request joins the next group-committed batch, or runs alone when it writes other rows than a
+/// batch does (pending allocations, those under earn caps) or group commit is off.
 pub async fn allocate(state: &AppState, request: AllocationRequest) -> Result<Outcome, AppError> {
-    submit(state, OPERATION, &state.allocations, request, async |r| {
+    let queue = (&state.allocations, &state.allocation_replays);
+    submit(state, OPERATION, queue, request, async |r| {
         Ok(!r.is_pending(state.now()) && !has_caps(state, r.org_id, r.award_strategy_id).await?)
     })
     .await

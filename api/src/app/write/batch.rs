@@ -54,26 +54,38 @@ pub trait KeyedWrite: Sized + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Outcome, AppError>> + Send + 'a;
 }
 
-/// A single keyed write that may be group-committed, as each of them runs: a key used before
-/// is replayed (or refused) from the replay path, without a transaction; otherwise the request
-/// joins the next batch of `queue` when group commit is on and `batched` allows it (a request
-/// that writes other rows than a batch does runs alone), or runs alone.
+/// A single keyed write that may be group-committed, as each of them runs: while replays are
+/// common lately (`recent`, see [`super::recent`]) a key used before is replayed (or refused)
+/// from the replay path, without a transaction; otherwise the request joins the next batch of
+/// `queue` when group commit is on and `batched` allows it (a request that writes other rows
+/// than a batch does runs alone), or runs alone, and a used key is answered there from its
+/// record.
 pub async fn submit<R: KeyedWrite>(
     state: &AppState,
     operation: domain::idempotency::Operation,
-    queue: &crate::engine::group_commit::Queue<R>,
+    (queue, recent): (
+        &crate::engine::group_commit::Queue<R>,
+        &super::recent::RecentReplays,
+    ),
     request: R,
     batched: impl AsyncFnOnce(&R) -> Result<bool, AppError>,
 ) -> Result<Outcome, AppError> {
-    let (org_id, key) = request.scope();
-    let replayed = super::replay_if_used(state, org_id, operation, &key, request.meaning()).await?;
-    if let Some(replayed) = replayed {
-        return Ok(replayed);
+    if recent.look_up_first() {
+        let (org_id, key) = request.scope();
+        let replayed =
+            super::replay_if_used(state, org_id, operation, &key, request.meaning()).await?;
+        if let Some(replayed) = replayed {
+            recent.record(true);
+            return Ok(replayed);
+        }
     }
-    if state.settings.group_commit_max > 1 && batched(&request).await? {
-        return queue.submit(request).await;
-    }
-    R::alone(state, &request).await
+    let outcome = if state.settings.group_commit_max > 1 && batched(&request).await? {
+        queue.submit(request).await
+    } else {
+        R::alone(state, &request).await
+    };
+    recent.record(matches!(outcome, Ok(Outcome::Replayed(_))));
+    outcome
 }
 
 /// Every keyed write runs in batches by [`run_keyed`].

@@ -23,6 +23,7 @@ use crate::app::AppError;
 use crate::engine::group_commit::{Batch, Job, Overlap};
 
 pub mod batch;
+pub mod recent;
 use crate::app::AppState;
 
 /// What kind of effect a write had, which decides its first answer: something created (201),
