@@ -280,11 +280,22 @@ pub struct Opening<'a> {
     pub account: Option<(i64, &'a str)>,
 }
 
+/// The committed record of a request's key, as the replay path reads it (see
+/// [`ReplayRow`](crate::idempotency::ReplayRow)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsedKey {
+    pub id: i64,
+    pub fingerprint: String,
+    /// The stored answer, as the JSON text the database keeps.
+    pub response: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
 /// What [`open_batch`] found for one request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Opened {
-    /// Its key has a committed record (a replay, a refusal, or a forgotten key).
-    pub existing: bool,
+    /// Its key's committed record (a replay, a refusal, or a forgotten key), if it has one.
+    pub used: Option<UsedKey>,
     /// The customer its identifier names, if enrolled.
     pub customer_id: Option<Uuid>,
     /// Its balance, locked (`FOR UPDATE`) until the transaction ends; `None` when the account
@@ -296,7 +307,8 @@ pub struct Opened {
 }
 
 /// The opening statement of an allocation batch (PostgreSQL): in one round trip, for every
-/// request, whether its key was used, who its customer is (the row locked `FOR KEY SHARE`, as
+/// request, whether its key was used (with the record's fingerprint and answer, so that a
+/// replay costs the batch no other statement), who its customer is (the row locked `FOR KEY SHARE`, as
 /// [`customers::find`](crate::customers::find) does, so that an erasure of the customer waits
 /// for the batch, or the batch for the erasure), its balance (locked, in account
 /// order, only for requests that will credit), and an id for its ledger entry. The key is
@@ -355,9 +367,11 @@ pub async fn open_batch<C: ConnectionTrait + crate::lock_order::Locks>(
                 email text, external_id text, program_id bigint, currency text)), \
          found AS MATERIALIZED ( \
            SELECT i.ord, i.org_id, i.program_id, i.currency, e.id AS existing, \
+                  e.fingerprint, e.response, e.created_at AS used_at, \
                   COALESCE(c_id.id, c_mobile.id, c_email.id, c_external_id.id) AS customer_id \
            FROM input i \
-           LEFT JOIN LATERAL (SELECT r.id FROM idempotency_records r WHERE r.org_id = i.org_id \
+           LEFT JOIN LATERAL (SELECT r.id, r.fingerprint, CAST(r.response AS TEXT) AS response, \
+             r.created_at FROM idempotency_records r WHERE r.org_id = i.org_id \
              AND r.operation = i.operation AND r.key = i.key LIMIT 1) e ON true \
            {} {} {} {}), \
          locked AS MATERIALIZED ( \
@@ -368,10 +382,11 @@ pub async fn open_batch<C: ConnectionTrait + crate::lock_order::Locks>(
            CROSS JOIN LATERAL (SELECT * FROM balances b WHERE b.org_id = a.org_id \
              AND b.customer_id = a.customer_id AND b.program_id = a.program_id \
              AND b.currency = a.currency FOR UPDATE) b) \
-         SELECT f.ord, f.existing IS NOT NULL AS existing, f.customer_id, \
+         SELECT f.ord, f.existing, f.customer_id, \
                 l.available, l.pending, l.held, \
                 CASE WHEN f.currency IS NOT NULL AND f.existing IS NULL \
-                     THEN nextval('ledger_entries_id_seq') END AS entry_id \
+                     THEN nextval('ledger_entries_id_seq') END AS entry_id, \
+                f.fingerprint, f.response, f.used_at \
          FROM found f LEFT JOIN locked l ON l.org_id = f.org_id \
            AND l.customer_id = f.customer_id AND l.program_id = f.program_id \
            AND l.currency = f.currency \
@@ -393,8 +408,17 @@ pub async fn open_batch<C: ConnectionTrait + crate::lock_order::Locks>(
             .and_then(|i| opened.get_mut(i))
             .ok_or_else(|| PersistenceError::Other("open_batch: a row of no request".into()))?;
         let available: Option<i64> = row.try_get_by_index(3)?;
+        let used: Option<i64> = row.try_get_by_index(1)?;
         *slot = Opened {
-            existing: row.try_get_by_index(1)?,
+            used: match used {
+                Some(id) => Some(UsedKey {
+                    id,
+                    fingerprint: row.try_get_by_index(7)?,
+                    response: row.try_get_by_index(8)?,
+                    created_at: row.try_get_by_index(9)?,
+                }),
+                None => None,
+            },
             customer_id: row.try_get_by_index(2)?,
             balance: match available {
                 Some(available) => Some(Totals {
@@ -411,8 +435,8 @@ pub async fn open_batch<C: ConnectionTrait + crate::lock_order::Locks>(
     // row (one created later by this batch is its own).
     if let Some(order) = conn.lock_order() {
         for (o, op) in opened.iter().zip(openings) {
-            if let (Some(customer_id), Some((program_id, currency)), false) =
-                (o.customer_id, op.account, o.existing)
+            if let (Some(customer_id), Some((program_id, currency)), None) =
+                (o.customer_id, op.account, &o.used)
             {
                 locked.push(Account {
                     org_id: op.org_id,

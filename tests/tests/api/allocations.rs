@@ -148,6 +148,41 @@ async fn the_same_key_with_another_meaning_is_refused_and_names_the_fields() {
     );
 }
 
+/// A used key is found either inside its batch (while replays are rare) or by the replay path
+/// before it (once they are common): a run of replays crosses from one to the other, and every
+/// answer is the same, as is the refusal of another payload on either side.
+#[tokio::test]
+async fn replays_answer_the_same_whichever_path_finds_the_key() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.create_org("Marvel").await;
+    let c = setup_catalog(&app, &key).await;
+    let body = allocation_body(&c, MOBILE, json!(1000), "k1");
+    let first = app.post("/v1/currency/allocations", &key, &body).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+    let other = allocation_body(&c, MOBILE, json!(2000), "k1");
+    let mut replays = Vec::new();
+    for round in 0..80 {
+        let r = app.post("/v1/currency/allocations", &key, &body).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "replay {round}: {}", r.text);
+        assert_eq!(r.body["idempotentReplayed"], json!(true));
+        replays.push(r.body);
+        if round % 20 == 0 {
+            let r = app.post("/v1/currency/allocations", &key, &other).await;
+            assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "round {round}");
+            assert_eq!(r.body["mismatchedFields"], json!(["sourceValue"]));
+        }
+    }
+    assert!(replays.windows(2).all(|w| w[0] == w[1]), "replays differ");
+    let mut created = first.body.clone();
+    created["idempotentReplayed"] = json!(true);
+    assert_eq!(replays[0], created, "a replay is the first answer");
+    assert_eq!(
+        app.scalar("SELECT count(*)::bigint FROM ledger_entries")
+            .await,
+        1
+    );
+}
+
 #[tokio::test]
 async fn payloads_are_compared_on_their_meaning_not_their_bytes() {
     let app = TestApp::spawn().await;

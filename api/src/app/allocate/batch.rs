@@ -21,7 +21,7 @@ use crate::app::AppState;
 use crate::app::write::batch::{
     KeyedWrite, KnownOutcome, OrgKey, Slot, claim_and_prepare, store_and_release, used_records,
 };
-use crate::app::write::{Done, Outcome, Stored, replay_or_refuse};
+use crate::app::write::{Done, Outcome, Stored, replay_or_refuse, stored_answer};
 use crate::engine::group_commit::Overlap;
 use crate::engine::webhooks::{event, event_text};
 
@@ -172,8 +172,10 @@ async fn run_batch(
 /// the key's unique index is the arbiter, and waits for a concurrent first use still in
 /// flight. When it committed, or when a balance row appeared under the batch, the batch rolls
 /// back and is tried again, and the retry replays that key. A request refused by the catalog,
-/// or naming an unknown customer, writes nothing. Rarer cases take a round trip more: keys
-/// used before (read for their replay), new customers (enrolled); a key past the retention
+/// or naming an unknown customer, writes nothing. A key used before is replayed from what the
+/// first statement read of its record. Rarer cases take a round trip more: a key used before
+/// with another payload (its record read to name the fields that differ), new customers
+/// (enrolled); a key past the retention
 /// is left unanswered, and [`run_keyed`](crate::app::write::batch::run_keyed) runs it alone.
 async fn run_batch_pg(
     state: &AppState,
@@ -200,29 +202,39 @@ async fn run_batch_pg(
         })
         .collect();
     let opened = allocations::open_batch(&tx, OPERATION, &openings).await?;
-    let used: Vec<(i64, &str)> = requests
-        .iter()
-        .zip(&opened)
-        .filter(|(_, o)| o.existing)
-        .map(|(r, _)| (r.org_id, r.key.as_str()))
-        .collect();
-    if !used.is_empty() {
-        let records = used_records(&tx, OPERATION, &used).await?;
+    // A used key is replayed from what the opening statement read of its record, unless the
+    // request means something else: then its whole record is read to name the fields that
+    // differ (a round trip more, for that rare case).
+    let mut differing: Vec<(i64, &str)> = Vec::new();
+    for (i, r) in requests.iter().enumerate() {
+        let Some(used) = &opened[i].used else {
+            continue;
+        };
+        if state
+            .forget_before()
+            .is_some_and(|cutoff| used.created_at < cutoff)
+        {
+            // Forgotten by the retention: run alone, where the claim decides.
+            continue;
+        }
+        if used.fingerprint == r.meaning.fingerprint(OPERATION) {
+            answers[i] = Some(stored_answer(used.id, used.response.as_deref()));
+        } else {
+            differing.push((r.org_id, r.key.as_str()));
+        }
+    }
+    if !differing.is_empty() {
+        let records = used_records(&tx, OPERATION, &differing).await?;
         for (i, r) in requests.iter().enumerate() {
-            let Some(record) = records.get(&(r.org_id, r.key.as_str().to_owned())) else {
-                // Not a used key, or forgotten meanwhile (then run alone).
-                continue;
-            };
-            if !opened[i].existing
-                || state
-                    .forget_before()
-                    .is_some_and(|cutoff| record.created_at < cutoff)
-            {
+            if opened[i].used.is_none() || answers[i].is_some() {
                 continue;
             }
-            answers[i] = Some(
-                replay_or_refuse(record, OPERATION, &r.key, &r.meaning).map(Outcome::Replayed),
-            );
+            // Gone meanwhile (forgotten): left unanswered, so run alone.
+            if let Some(record) = records.get(&(r.org_id, r.key.as_str().to_owned())) {
+                answers[i] = Some(
+                    replay_or_refuse(record, OPERATION, &r.key, &r.meaning).map(Outcome::Replayed),
+                );
+            }
         }
     }
     let mut customer_ids: Vec<Option<Uuid>> = opened.iter().map(|o| o.customer_id).collect();
@@ -230,7 +242,7 @@ async fn run_batch_pg(
     for (i, p) in prepared.into_iter().enumerate() {
         match p {
             // A used key is answered above (or run alone); the catalog's say does not count.
-            _ if opened[i].existing => credit.push(None),
+            _ if opened[i].used.is_some() => credit.push(None),
             Ok(p) => credit.push(Some(p)),
             Err(refused) => {
                 answers[i] = Some(Err(refused));

@@ -234,11 +234,16 @@ pub async fn replay_if_used(
         return replay_or_refuse(&full, operation, key, meaning)
             .map(|v| Some(Outcome::Replayed(v)));
     }
-    match &record.response {
-        Some(text) => Ok(Some(Outcome::Replayed(Stored(text.clone())))),
+    stored_answer(record.id, record.response.as_deref()).map(Some)
+}
+
+/// The replay of a used key whose request meant the same (its fingerprint matched): the
+/// stored answer, as the text the database keeps.
+pub fn stored_answer(record_id: i64, response: Option<&str>) -> Result<Outcome, AppError> {
+    match response {
+        Some(text) => Ok(Outcome::Replayed(Stored(text.to_owned()))),
         None => Err(AppError::Internal(format!(
-            "idempotency record {} has no outcome",
-            record.id
+            "idempotency record {record_id} has no outcome"
         ))),
     }
 }
