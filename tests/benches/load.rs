@@ -81,9 +81,10 @@
 //!   time goes, for the service and for pgbench side by side;
 //! - "CPU per allocation made" divides the CPU time of the server, of every PostgreSQL process
 //!   and of the load generator (read from `/proc` every 50 ms, so backends that start and end
-//!   meanwhile count) by the allocations made, for `alloc` and for pgbench, and gives the
-//!   throughput at which that cost (server and PostgreSQL) would use every core: the machine's
-//!   CPU limit for that path, and the share of it the run reached.
+//!   meanwhile count) by the allocations made, for `alloc` and for pgbench (by the replays
+//!   answered for `replay`), and gives the throughput at which that cost (server and
+//!   PostgreSQL) would use every core: the machine's CPU limit for that path, and the share of
+//!   it the run reached.
 //!
 //! The load generator runs on the same machine as the server and PostgreSQL, and takes some of
 //! the CPU they would otherwise have: compare runs made on the same machine only.
@@ -1127,6 +1128,8 @@ impl Scenario {
 #[derive(Default)]
 struct TaskResult {
     latencies: Vec<Duration>,
+    /// Answers as expected, the warm-up's included.
+    answered: u64,
     errors: u64,
     samples: Vec<String>,
     last_answer: Option<Instant>,
@@ -1138,6 +1141,8 @@ struct RowResult {
     scenario: String,
     concurrency: usize,
     ok: u64,
+    /// Answers as expected, the warm-up's included (what the CPU sampler saw).
+    answered: u64,
     items: u64,
     errors: u64,
     window: Duration,
@@ -1210,22 +1215,25 @@ async fn run_load(
                         }
                     }
                     None if sent >= window_start => {
+                        out.answered += 1;
                         out.latencies.push(answered - sent);
                         out.last_answer = Some(answered);
                     }
-                    None => {}
+                    None => out.answered += 1,
                 }
             }
             out
         }));
     }
     let mut latencies = Vec::new();
+    let mut answered = 0;
     let mut errors = 0;
     let mut samples = Vec::new();
     let mut last = end;
     for task in tasks {
         let r = task.await.expect("a load task panicked");
         latencies.extend(r.latencies);
+        answered += r.answered;
         errors += r.errors;
         samples.extend(r.samples);
         if let Some(t) = r.last_answer {
@@ -1242,6 +1250,7 @@ async fn run_load(
         scenario: name.to_owned(),
         concurrency,
         ok,
+        answered,
         items: ok * scenario.items(),
         errors,
         window: last.saturating_duration_since(window_start),
@@ -1683,8 +1692,8 @@ async fn run(
                 server.check_alive();
                 rss_resets &= server.reset_peak_rss();
                 let before = DbCounters::read(&conn).await;
-                let alloc = matches!(scenario, Scenario::Alloc);
-                let sampler = alloc.then(|| cpu::Sampler::start(server.pid, false));
+                let sampled = matches!(scenario, Scenario::Alloc | Scenario::Replay);
+                let sampler = sampled.then(|| cpu::Sampler::start(server.pid, false));
                 let mut row = run_load(
                     ctx.clone(),
                     &server.base,
@@ -1711,7 +1720,10 @@ async fn run(
                 if let (Some(used), Some(b), Some(a)) = (used, before, after) {
                     let what = format!("{name}{} c={c}", labelled(pass));
                     let rate = row.per_second(row.ok);
-                    cpu_work.push(used.report(&what, a.entries - b.entries, rate));
+                    cpu_work.push(match scenario {
+                        Scenario::Replay => used.report(&what, "replay", row.answered as f64, rate),
+                        _ => used.report(&what, "allocation", a.entries - b.entries, rate),
+                    });
                 }
                 rows.push(row);
                 if let (Some(b), Some(a)) = (before, after)
@@ -1736,7 +1748,12 @@ async fn run(
                     if let (Some(b), Some(a)) = (before, after) {
                         let what = format!("pgbench{} c={c}", labelled(pass));
                         let rate = result.tps.unwrap_or(0.0);
-                        cpu_work.push(used.report(&what, a.entries - b.entries, rate));
+                        cpu_work.push(used.report(
+                            &what,
+                            "allocation",
+                            a.entries - b.entries,
+                            rate,
+                        ));
                     }
                     if let (Some(b), Some(a)) = (before, after)
                         && let Some(per) = b.per_allocation(a)
@@ -1901,7 +1918,7 @@ async fn run(
     if !cpu_work.is_empty() {
         println!();
         println!(
-            "CPU per allocation made (warm-up included; /proc every 50 ms, PostgreSQL's backends that came and went counted):"
+            "CPU per allocation made, or per replay answered (warm-up included; /proc every 50 ms, PostgreSQL's backends that came and went counted):"
         );
         for line in &cpu_work {
             println!("- {line}");

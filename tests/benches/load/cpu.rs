@@ -129,15 +129,16 @@ pub fn cores() -> f64 {
 }
 
 impl CpuSeconds {
-    /// The line of the report for `what`, which made `allocations` at `rate` per second:
-    /// microseconds of CPU per allocation by whom, and the throughput the machine's cores would
+    /// The line of the report for `what`, which made `count` of `unit` (allocations made,
+    /// replays answered) at `rate` per second: microseconds of CPU per unit by whom, and the
+    /// throughput the machine's cores would
     /// allow at that cost (server and PostgreSQL; the load generator left out, as it is not
     /// part of what is measured), with the share of it reached.
-    pub fn report(&self, what: &str, allocations: f64, rate: f64) -> String {
-        if allocations <= 0.0 {
-            return format!("{what}: no allocation counted");
+    pub fn report(&self, what: &str, unit: &str, count: f64, rate: f64) -> String {
+        if count <= 0.0 {
+            return format!("{what}: no {unit} counted");
         }
-        let per = |s: f64| s / allocations * 1e6;
+        let per = |s: f64| s / count * 1e6;
         let cost = per(self.server + self.postgres);
         let limit = if cost > 0.0 {
             cores() * 1e6 / cost
@@ -145,8 +146,8 @@ impl CpuSeconds {
             0.0
         };
         format!(
-            "{what}: CPU per allocation {:.0} µs server + {:.0} µs PostgreSQL = {cost:.0} µs \
-             (+ {:.0} µs load generator); {:.0} allocations/s would use all {} cores; \
+            "{what}: CPU per {unit} {:.0} µs server + {:.0} µs PostgreSQL = {cost:.0} µs \
+             (+ {:.0} µs load generator); {:.0} {unit}s/s would use all {} cores; \
              {rate:.0}/s is {:.0}% of that",
             per(self.server),
             per(self.postgres),
