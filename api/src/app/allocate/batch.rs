@@ -205,7 +205,7 @@ async fn run_batch_pg(
     // A used key is replayed from what the opening statement read of its record, unless the
     // request means something else: then its whole record is read to name the fields that
     // differ (a round trip more, for that rare case).
-    let mut differing: Vec<(i64, &str)> = Vec::new();
+    let mut differing: Vec<usize> = Vec::new();
     for (i, r) in requests.iter().enumerate() {
         let Some(used) = &opened[i].used else {
             continue;
@@ -220,15 +220,17 @@ async fn run_batch_pg(
         if used.fingerprint == r.meaning.fingerprint(OPERATION) {
             answers[i] = Some(stored_answer(used.id, used.response.as_deref()));
         } else {
-            differing.push((r.org_id, r.key.as_str()));
+            differing.push(i);
         }
     }
     if !differing.is_empty() {
-        let records = used_records(&tx, OPERATION, &differing).await?;
-        for (i, r) in requests.iter().enumerate() {
-            if opened[i].used.is_none() || answers[i].is_some() {
-                continue;
-            }
+        let keys: Vec<(i64, &str)> = differing
+            .iter()
+            .map(|&i| (requests[i].org_id, requests[i].key.as_str()))
+            .collect();
+        let records = used_records(&tx, OPERATION, &keys).await?;
+        for i in differing {
+            let r = requests[i];
             // Gone meanwhile (forgotten): left unanswered, so run alone.
             if let Some(record) = records.get(&(r.org_id, r.key.as_str().to_owned())) {
                 answers[i] = Some(
