@@ -127,6 +127,10 @@ impl Application {
         crate::http::openapi::document();
         let mut server =
             HttpServer::new(move || {
+                // Runs on each worker's thread: its key look-ups get a connection of their own.
+                actix_web::rt::spawn(crate::app::write::lookups::serve_worker(
+                    state.clone().into_inner(),
+                ));
                 App::new()
                     .app_data(state.clone())
                     .app_data(web::QueryConfig::default().error_handler(|err, _| {

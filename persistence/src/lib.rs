@@ -94,6 +94,9 @@ pub struct Db {
     batch: Pool,
     /// Transactions waiting in [`Db::begin`] for a connection.
     waiting: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// Where and how it connected, for [`Db::open_reads`].
+    url: std::sync::Arc<str>,
+    options: DbOptions,
 }
 
 /// The pool right now, for metrics.
@@ -137,6 +140,8 @@ impl Db {
                 options.statement_timeout,
             ),
             waiting: Default::default(),
+            url: url.into(),
+            options: options.clone(),
         })
     }
 
@@ -179,6 +184,30 @@ impl Db {
         Database::connect(opts)
             .await
             .map_err(PersistenceError::from)
+    }
+
+    /// A pool of its own of `connections` for reads outside a transaction, on PostgreSQL
+    /// (`None` on SQLite, whose one connection serves everything). Its connections are opened
+    /// by the task that uses them, so their sockets belong to that task's runtime: a
+    /// single-threaded runtime that opens one here reads its answers without waking another
+    /// thread.
+    pub async fn open_reads(&self, connections: u32) -> Result<Option<Pool>, PersistenceError> {
+        if self.backend() != DbBackend::Postgres {
+            return Ok(None);
+        }
+        let connections = connections.max(1);
+        let conn = Self::open(
+            &self.url,
+            &self.options,
+            connections,
+            self.options.lock_wait,
+        )
+        .await?;
+        Ok(Some(Pool::new(
+            conn,
+            connections,
+            self.options.statement_timeout,
+        )))
     }
 
     /// Connections in use and idle, and transactions waiting for one.

@@ -147,3 +147,51 @@ async fn requests_after_the_server_dropped_idle_connections_all_succeed() {
     }
     assert!(invariant_violations(&app).await.is_empty());
 }
+
+/// Each HTTP worker looks keys up on a connection of its own. The server drops those
+/// connections: the replays that follow are answered as before, by a connection opened again
+/// in their place, and none of them fails.
+#[tokio::test]
+async fn replays_go_on_after_the_key_look_up_connections_are_dropped() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.create_org("A").await;
+    let c = setup_catalog(&app, &key).await;
+    let bodies: Vec<serde_json::Value> = (0..8)
+        .map(|i| allocation_body(&c, &format!("9198006{i:05}"), json!(100), &format!("l{i}")))
+        .collect();
+    let mut first = Vec::new();
+    for b in &bodies {
+        let r = app.post(ALLOCATE, &key, b).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        first.push(r.body);
+    }
+    // Replays alone: the allocations' keys are looked up before their batches.
+    let look_ups = "FROM pg_stat_activity WHERE datname = current_database() \
+                    AND application_name = 'loyalty' AND query LIKE 'WITH wanted(%'";
+    for _ in 0..4 {
+        for b in &bodies {
+            let r = app.post(ALLOCATE, &key, b).await;
+            assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+        }
+    }
+    for round in 0..3 {
+        let killed = app
+            .scalar(&format!(
+                "SELECT count(pg_terminate_backend(pid))::bigint {look_ups}"
+            ))
+            .await;
+        assert!(killed > 0, "round {round}: no look-up connection to drop");
+        for (b, made) in bodies.iter().zip(&first) {
+            let r = app.post(ALLOCATE, &key, b).await;
+            assert_eq!(r.status, StatusCode::ACCEPTED, "round {round}: {}", r.text);
+            assert_eq!(r.body["idempotentReplayed"], json!(true));
+            assert_eq!(r.body["id"], made["id"], "round {round}");
+        }
+    }
+    assert_eq!(
+        app.scalar("SELECT count(*)::bigint FROM allocations WHERE unique_id LIKE 'l%'")
+            .await,
+        8
+    );
+    assert!(invariant_violations(&app).await.is_empty());
+}

@@ -13,18 +13,17 @@
 //!    the retry finds the record if the commit happened, and performs the effect if not.
 
 use domain::idempotency::{IdempotencyKey, Operation, RequestMeaning};
-use persistence::idempotency::{self, Claim, RecordRow, ReplayRow};
+use persistence::idempotency::{self, Claim, RecordRow};
 use persistence::{Db, PersistenceError, Tx};
 use serde_json::Value;
-use std::collections::HashMap;
-use std::sync::Arc;
 
 use crate::app::AppError;
-use crate::engine::group_commit::{Batch, Job, Overlap};
 
 pub mod batch;
+pub mod lookups;
 pub mod recent;
 use crate::app::AppState;
+pub use lookups::KeyLookup;
 
 /// What kind of effect a write had, which decides its first answer: something created (201),
 /// updated (200) or removed (204).
@@ -201,8 +200,8 @@ pub fn claim_error(err: PersistenceError, operation: Operation, key: &Idempotenc
 /// must run. Only committed records are seen, so a key whose first request is still running
 /// is `None` too: the claim then waits for it, as rule 5 says.
 ///
-/// Concurrent look-ups share one query (a [`KeyLookup`] batch): under load a replay costs a
-/// fraction of a round trip.
+/// Concurrent look-ups share one query ([`lookups`]): under load a replay costs a fraction of
+/// a round trip.
 pub async fn replay_if_used(
     state: &AppState,
     org_id: i64,
@@ -215,7 +214,7 @@ pub async fn replay_if_used(
         operation,
         key: key.as_str().to_owned(),
     };
-    let Some(record) = state.key_lookups.submit(lookup).await? else {
+    let Some(record) = lookups::find(state, lookup).await? else {
         return Ok(None);
     };
     if state
@@ -245,70 +244,6 @@ pub fn stored_answer(record_id: i64, response: Option<&str>) -> Result<Outcome, 
         None => Err(AppError::Internal(format!(
             "idempotency record {record_id} has no outcome"
         ))),
-    }
-}
-
-/// A look-up of one key's committed record, batched with the look-ups queued beside it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct KeyLookup {
-    pub org_id: i64,
-    pub operation: Operation,
-    pub key: String,
-}
-
-impl Batch for KeyLookup {
-    type Context = AppState;
-    type Error = AppError;
-    type Answer = Option<Arc<ReplayRow>>;
-
-    async fn run(state: Arc<AppState>, jobs: Vec<Job<Self>>, _: Overlap) -> Vec<Job<Self>> {
-        let mut seen = std::collections::HashSet::new();
-        let wanted: Vec<(i64, Operation, &str)> = jobs
-            .iter()
-            .filter(|j| seen.insert(&j.request))
-            .map(|j| {
-                (
-                    j.request.org_id,
-                    j.request.operation,
-                    j.request.key.as_str(),
-                )
-            })
-            .collect();
-        match idempotency::replay_keys(state.db.conn(), &wanted).await {
-            Ok(records) => {
-                let found: HashMap<KeyLookup, Arc<ReplayRow>> = records
-                    .into_iter()
-                    .filter_map(|r| {
-                        let operation = Operation::parse(&r.operation)?;
-                        let lookup = KeyLookup {
-                            org_id: r.org_id,
-                            operation,
-                            key: r.key.clone(),
-                        };
-                        Some((lookup, Arc::new(r)))
-                    })
-                    .collect();
-                for job in jobs {
-                    let record = found.get(&job.request).cloned();
-                    job.answer(Ok(record));
-                }
-            }
-            Err(e) => {
-                for job in jobs {
-                    job.answer(Err(AppError::from(copy_error(&e))));
-                }
-            }
-        }
-        Vec::new()
-    }
-}
-
-/// The same error for each request of a failed look-up batch.
-fn copy_error(e: &PersistenceError) -> PersistenceError {
-    if e.is_transient() {
-        PersistenceError::Unavailable(e.to_string())
-    } else {
-        PersistenceError::Other(e.to_string())
     }
 }
 
