@@ -95,8 +95,18 @@ pub struct Db {
     /// Transactions waiting in [`Db::begin`] for a connection.
     waiting: std::sync::Arc<std::sync::atomic::AtomicI64>,
     /// Where and how it connected, for [`Db::open_reads`].
-    url: std::sync::Arc<str>,
+    url: Url,
     options: DbOptions,
+}
+
+/// A database URL, which may carry a password: never printed.
+#[derive(Clone)]
+struct Url(std::sync::Arc<str>);
+
+impl std::fmt::Debug for Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Url(…)")
+    }
 }
 
 /// The pool right now, for metrics.
@@ -140,7 +150,7 @@ impl Db {
                 options.statement_timeout,
             ),
             waiting: Default::default(),
-            url: url.into(),
+            url: Url(url.into()),
             options: options.clone(),
         })
     }
@@ -197,7 +207,7 @@ impl Db {
         }
         let connections = connections.max(1);
         let conn = Self::open(
-            &self.url,
+            &self.url.0,
             &self.options,
             connections,
             self.options.lock_wait,
