@@ -153,13 +153,17 @@ impl Drop for Registered {
 /// thread's runtime ends. Spawned once on each HTTP worker thread (a single-threaded runtime);
 /// until its connection is open, and on SQLite, this thread's look-ups use the shared queue.
 pub async fn serve_worker(state: Arc<AppState>) {
+    // Unreachable at start: tried again after 1 s, 2 s, 4 s … up to 30 s, so an outage does
+    // not write a warning a second per worker.
+    let mut pause = std::time::Duration::from_secs(1);
     let pool = loop {
         match state.db.open_reads(1).await {
             Ok(Some(pool)) => break pool,
             Ok(None) => return,
             Err(e) => {
-                tracing::warn!(error = %e, "a worker's look-up connection failed; retrying");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                tracing::warn!(error = %e, retry_in_s = pause.as_secs(), "a worker's look-up connection failed");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(30));
             }
         }
     };
